@@ -1,0 +1,141 @@
+"""Denoising diffusion probabilistic models (Ho et al. 2020): forward process, loss and samplers.
+
+Book chapters "The forward process" and "The reverse process and training"; every formula comes from
+``derivations/ddpm.py`` through ``dgm.closed_forms``. The same class serves MNIST images and 1-D toy data.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from dgm import closed_forms
+from dgm.schedules import ddpm_schedules, respace, respaced_timesteps
+
+SIGMA_CHOICES = ("beta", "posterior")
+
+
+def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=None, progress=False):
+    """Ancestral sampling of DDPM (Ho et al. 2020, Algorithm 2) on a possibly respaced schedule.
+
+    ``sigma="beta"`` draws with sigma^2 = beta_t, ``"posterior"`` with beta_tilde_t; no noise at the last step.
+    """
+    if sigma not in SIGMA_CHOICES:
+        raise ValueError(f"sigma must be one of {SIGMA_CHOICES}, got {sigma!r}")
+    variance = schedule["beta"] if sigma == "beta" else schedule["posterior_variance"]
+    for i in tqdm(reversed(range(len(schedule["timesteps"]))), total=len(schedule["timesteps"]),
+                  disable=not progress, desc="sampling"):
+        t = x.new_full((len(x),), int(schedule["timesteps"][i]), dtype=torch.long)
+        beta, alpha_bar = (schedule[name][i].to(x.dtype) for name in ("beta", "alpha_bar"))
+        eps = model(x, t)
+        if callback is not None:
+            callback({"x": x, "i": i, "t": t, "x0_pred": closed_forms.predict_x0(x, eps, alpha_bar)})
+        x = closed_forms.reverse_mean_from_eps(x, eps, beta, alpha_bar)  # eq. 11
+        if i > 0:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + variance[i].to(x.dtype).sqrt() * noise  # Algorithm 2, line 4
+    return x
+
+
+def sample_ddim(model, x, schedule, sigma=None, generator=None, callback=None, progress=False):
+    """Deterministic DDIM sampling, eta = 0 (Song, Meng and Ermon 2020, eq. 12); adds no noise, ignores sigma."""
+    for i in tqdm(reversed(range(len(schedule["timesteps"]))), total=len(schedule["timesteps"]),
+                  disable=not progress, desc="sampling"):
+        t = x.new_full((len(x),), int(schedule["timesteps"][i]), dtype=torch.long)
+        alpha_bar, alpha_bar_prev = (schedule[name][i].to(x.dtype) for name in ("alpha_bar", "alpha_bar_prev"))
+        eps = model(x, t)
+        x0_pred = closed_forms.predict_x0(x, eps, alpha_bar)
+        if callback is not None:
+            callback({"x": x, "i": i, "t": t, "x0_pred": x0_pred})
+        # Re-noise the prediction to the previous level with the predicted noise (derivations/ddpm.py, section 6).
+        x = closed_forms.forward_sample(x0_pred, eps, alpha_bar_prev)
+    return x
+
+
+SAMPLERS = {"ancestral": sample_ancestral, "ddim": sample_ddim}
+
+
+class DDPM(nn.Module):
+    """A DDPM around a noise predictor ``eps_model(x_t, t)`` with the problem set's linear schedule.
+
+    ``shape`` is one sample's shape: (1, 28, 28) for MNIST, (1,) for the 1-D toy. The schedule tables are
+    non-persistent buffers: they follow ``.to(device)`` and are rebuilt from (beta_min, beta_max, T), not saved.
+    """
+
+    def __init__(self, eps_model, beta_min=1e-4, beta_max=0.02, T=1000, shape=(1, 28, 28)):
+        super().__init__()
+        if not callable(eps_model):
+            raise ValueError("eps_model must be a module or callable eps_model(x_t, t)")
+        self.eps_model = eps_model
+        self.beta_min, self.beta_max, self.T, self.shape = beta_min, beta_max, T, tuple(shape)
+        for name, table in ddpm_schedules(beta_min, beta_max, T).items():
+            self.register_buffer(name, table, persistent=False)
+
+    def _check_data(self, x0):
+        if not isinstance(x0, torch.Tensor) or tuple(x0.shape[1:]) != self.shape:
+            got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+            raise ValueError(f"x0 must be a tensor of shape (batch, *{self.shape}), got {got}")
+
+    def _per_sample(self, table, t, like):
+        """table[t] shaped to broadcast against a batch ``like``, in its dtype."""
+        return table[t].to(like.dtype).reshape(-1, *([1] * len(self.shape)))
+
+    def forward(self, x0, t, noise=None):
+        """A draw of q(x_t | x_0) for integer timesteps t in 0..T-1 (Problem 1b)."""
+        self._check_data(x0)
+        t = torch.as_tensor(t, device=x0.device)
+        if t.dtype.is_floating_point or t.ndim > 1 or (t.ndim == 1 and len(t) != len(x0)):
+            raise ValueError("t must be an integer or a 1-D integer tensor with one timestep per sample")
+        if bool(((t < 0) | (t >= self.T)).any()):
+            raise ValueError(f"t must lie in 0..T-1 = 0..{self.T - 1}, got values in "
+                             f"{int(t.min())}..{int(t.max())}")
+        t = t.expand(len(x0))
+        noise = torch.randn_like(x0) if noise is None else noise
+        return closed_forms.forward_sample(x0, noise, self._per_sample(self.alpha_bar, t, x0))
+
+    def loss(self, x0, generator=None):
+        """Epsilon-prediction MSE with t uniform over 0..T-1 (Ho et al. 2020, Algorithm 1)."""
+        self._check_data(x0)
+        t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        return F.mse_loss(self.eps_model(self(x0, t, noise), t), noise)
+
+    def sampling_schedule(self, steps=None):
+        """The full schedule (steps=None or T) or the one respaced to ``steps`` timesteps (Problem 2, part 2)."""
+        timesteps = respaced_timesteps(self.T, self.T if steps is None else steps).to(self.alpha_bar.device)
+        return respace(self.alpha_bar, timesteps)
+
+    @torch.no_grad()
+    def sample(self, n, steps=None, sigma="beta", generator=None, return_trajectory=False, sampler="ancestral",
+               callback=None, progress=False):
+        """Draw n samples by the reverse process from x_T ~ N(0, I) (Problem 1c).
+
+        ``steps`` respaces to that many timesteps (all T by default); ``sampler`` is "ancestral" (with ``sigma``
+        "beta" or "posterior") or "ddim" (no noise, ``sigma`` ignored). ``callback`` receives {x, i, t, x0_pred}
+        before each step; ``return_trajectory`` also returns x at every step, stacked as (steps + 1, n, *shape)
+        from x_T to x_0.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
+        schedule = self.sampling_schedule(steps)
+        parameter = next(iter(self.eps_model.parameters()), None) if isinstance(self.eps_model, nn.Module) else None
+        dtype = torch.float64 if parameter is None else parameter.dtype  # exact predictors run in float64
+        x = torch.randn((n, *self.shape), generator=generator, device=self.alpha_bar.device, dtype=dtype)
+        trajectory = []
+
+        def record(step):
+            if return_trajectory:
+                trajectory.append(step["x"])
+            if callback is not None:
+                callback(step)
+
+        sample = SAMPLERS[sampler](self.eps_model, x, schedule, sigma=sigma, generator=generator, callback=record,
+                                   progress=progress)
+        if not bool(torch.isfinite(sample).all()):
+            raise FloatingPointError("sampling produced non-finite values; check the model and the schedule")
+        if return_trajectory:
+            return sample, torch.stack(trajectory + [sample])
+        return sample
+

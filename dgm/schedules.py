@@ -1,0 +1,73 @@
+"""Noise schedules of the discrete chain (book chapter "The forward process"; derivations/ddpm.py).
+
+A schedule is a dict of float64 tensors indexed by timestep k = 0..T-1 (the index convention of
+``derivations.ddpm``); ``dgm.DDPM`` registers each entry as a buffer so ``.to(device)`` moves it.
+"""
+
+import torch
+
+from dgm import closed_forms
+
+
+def linear_betas(beta_min, beta_max, T):
+    """The problem set's linear betas, beta_k = beta_min + k (beta_max - beta_min)/(T - 1), k = 0..T-1."""
+    if not isinstance(T, int) or isinstance(T, bool) or T < 2:
+        raise ValueError(f"T must be an integer >= 2, got {T!r}")
+    if not 0 < beta_min <= beta_max < 1:
+        raise ValueError(f"need 0 < beta_min <= beta_max < 1, got beta_min={beta_min!r}, beta_max={beta_max!r}")
+    return closed_forms.linear_beta(torch.arange(T, dtype=torch.float64), beta_min, beta_max, T)
+
+
+def schedule_from_betas(beta):
+    """Every table the sampler and the book use, from a 1-D tensor of betas (float64)."""
+    beta = torch.as_tensor(beta, dtype=torch.float64)
+    if beta.ndim != 1 or len(beta) == 0 or not bool(((beta > 0) & (beta < 1)).all()):
+        raise ValueError("beta must be a non-empty 1-D tensor with every entry in (0, 1)")
+    alpha = 1 - beta  # definition of alpha_t (derivations/ddpm.py, section 1)
+    alpha_bar = torch.cumprod(alpha, dim=0)  # alpha_bar[k] = prod_{i<=k} alpha[i] (index convention)
+    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])  # alpha_bar before the first step is 1
+    return {
+        "beta": beta,
+        "alpha": alpha,
+        "alpha_bar": alpha_bar,
+        "alpha_bar_prev": alpha_bar_prev,
+        "posterior_variance": closed_forms.posterior_variance(beta, alpha_bar_prev, alpha_bar),
+        "posterior_mean_coef_x0": closed_forms.posterior_mean_coef_x0(beta, alpha_bar_prev, alpha_bar),
+        "posterior_mean_coef_xt": closed_forms.posterior_mean_coef_xt(beta, alpha_bar_prev, alpha_bar),
+    }
+
+
+def ddpm_schedules(beta_min, beta_max, T):
+    """The DDPM schedule of the problem set (Problem 1a): named float64 tensors of length T, indexed k = 0..T-1.
+
+    Keys: beta, alpha, alpha_bar, alpha_bar_prev, posterior_variance (beta_tilde), posterior_mean_coef_x0,
+    posterior_mean_coef_xt.
+    """
+    return schedule_from_betas(linear_betas(beta_min, beta_max, T))
+
+
+def respaced_timesteps(T, steps):
+    """``steps`` timesteps evenly spaced over 0..T-1, ascending, including 0 and T-1 (Problem 2, part 2)."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an integer in 1..T={T}, got {steps!r}")
+    if steps == 1:
+        return torch.tensor([T - 1])
+    return torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long()
+
+
+def respace(alpha_bar, timesteps):
+    """The schedule of the chain that visits only ``timesteps`` (ascending), with the same marginals there.
+
+    beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_{i-1}] (derivations/ddpm.py, section 5); the result also holds
+    ``timesteps``, the original index the network is given at each respaced step.
+    """
+    timesteps = torch.as_tensor(timesteps, dtype=torch.long, device=alpha_bar.device)
+    if timesteps.ndim != 1 or len(timesteps) == 0 or bool((timesteps[1:] <= timesteps[:-1]).any()):
+        raise ValueError("timesteps must be a non-empty, strictly increasing 1-D sequence")
+    if int(timesteps[0]) < 0 or int(timesteps[-1]) >= len(alpha_bar):
+        raise ValueError(f"timesteps must lie in 0..{len(alpha_bar) - 1}")
+    kept = alpha_bar[timesteps]
+    kept_prev = torch.cat([kept.new_ones(1), kept[:-1]])
+    schedule = schedule_from_betas(closed_forms.respaced_beta(kept, kept_prev))
+    schedule["timesteps"] = timesteps
+    return schedule

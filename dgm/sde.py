@@ -1,0 +1,185 @@
+"""The VP-SDE and a 1-D Gaussian mixture with its exact marginals and score (book chapter "Continuous time").
+
+Formulas come from ``derivations/vp_sde.py`` and ``derivations/mixture.py`` through ``dgm.closed_forms``.
+Densities and scores accept NumPy arrays (float64) or torch tensors (autograd works); the simulators are NumPy.
+"""
+
+import numpy as np
+import scipy.special
+import torch
+
+from dgm import closed_forms
+from dgm._array_namespace import as_arrays
+
+
+def _normalise(xp, log_terms):
+    """log sum_i exp(log_terms_i) and the softmax over the first axis, stable by subtracting the maximum."""
+    top = torch.amax(log_terms, dim=0) if xp is torch else log_terms.max(axis=0)
+    shifted = xp.exp(log_terms - top)
+    total = shifted.sum(0)
+    return top + xp.log(total), shifted / total
+
+
+class GaussianMixture1D:
+    """p_0 = sum_i weights_i N(means_i, stds_i^2), with stds standard deviations (the handout's convention).
+
+    Every density method takes ``log_alpha_bar`` (0 by default, i.e. p_0 itself): the density of
+    sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, the marginal of both the DDPM chain and the VP-SDE.
+    """
+
+    def __init__(self, weights, means, stds):
+        weights, means, stds = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (weights, means, stds))
+        if not weights.ndim == means.ndim == stds.ndim == 1 or not len(weights) == len(means) == len(stds):
+            raise ValueError(f"weights, means and stds must be 1-D of one length, got lengths "
+                             f"{len(weights)}, {len(means)}, {len(stds)}")
+        if not all(np.isfinite(v).all() for v in (weights, means, stds)):
+            raise ValueError("weights, means and stds must be finite")
+        if (weights <= 0).any() or abs(weights.sum() - 1) > 1e-9:
+            raise ValueError(f"weights must be positive and sum to 1, got {weights.tolist()}")
+        if (stds <= 0).any():
+            raise ValueError(f"stds (standard deviations) must be positive, got {stds.tolist()}")
+        self.weights, self.means, self.stds = weights, means, stds
+
+    def __repr__(self):
+        return (f"GaussianMixture1D(weights={self.weights.tolist()}, means={self.means.tolist()}, "
+                f"stds={self.stds.tolist()})")
+
+    def _component_terms(self, x, log_alpha_bar):
+        """log(w_i N_i(x)) and each component's mean and variance after the kernel, components on the first axis.
+
+        Components go first so that the sums over them are elementwise, which NumPy does fast.
+        """
+        xp, (x, log_alpha_bar, weights, means, stds) = as_arrays(x, log_alpha_bar, self.weights, self.means,
+                                                                  self.stds)
+        per_component = (slice(None),) + (None,) * max(x.ndim, log_alpha_bar.ndim)
+        mean = closed_forms.diffused_mean(means[per_component], log_alpha_bar)
+        variance = closed_forms.diffused_variance(stds[per_component], log_alpha_bar)
+        log_terms = xp.log(weights[per_component]) + closed_forms.normal_log_pdf(x, mean, variance)
+        return xp, x, log_terms, mean, variance
+
+    def log_pdf(self, x, log_alpha_bar=0.0):
+        """log p(x), by log-sum-exp over components: finite where every component density underflows."""
+        xp, _, log_terms, _, _ = self._component_terms(x, log_alpha_bar)
+        return _normalise(xp, log_terms)[0]
+
+    def pdf(self, x, log_alpha_bar=0.0):
+        """p(x)."""
+        xp, _, log_terms, _, _ = self._component_terms(x, log_alpha_bar)
+        return xp.exp(_normalise(xp, log_terms)[0])
+
+    def score(self, x, log_alpha_bar=0.0):
+        """d/dx log p(x) as the responsibility-weighted mean of component scores (derivations/mixture.py, sec. 3)."""
+        xp, x, log_terms, mean, variance = self._component_terms(x, log_alpha_bar)
+        return (_normalise(xp, log_terms)[1] * closed_forms.normal_score(x, mean, variance)).sum(0)
+
+    def cdf(self, x, log_alpha_bar=0.0):
+        """P(X <= x) for NumPy input, for goodness-of-fit tests."""
+        x, log_alpha_bar = np.asarray(x, dtype=np.float64), np.asarray(log_alpha_bar, dtype=np.float64)
+        per_component = (slice(None),) + (None,) * max(x.ndim, log_alpha_bar.ndim)
+        mean = closed_forms.diffused_mean(self.means[per_component], log_alpha_bar)
+        std = np.sqrt(closed_forms.diffused_variance(self.stds[per_component], log_alpha_bar))
+        return (self.weights[per_component] * scipy.special.ndtr((x - mean) / std)).sum(0)
+
+    def diffused(self, log_alpha_bar):
+        """The mixture that p_0 becomes under the noising kernel at a scalar level (Problem 3a: it stays a mixture)."""
+        return GaussianMixture1D(self.weights, closed_forms.diffused_mean(self.means, log_alpha_bar),
+                                 np.sqrt(closed_forms.diffused_variance(self.stds, log_alpha_bar)))
+
+    def sample(self, n, rng=None):
+        """n independent draws as a float64 array; ``rng`` is a seed or a numpy Generator."""
+        rng = np.random.default_rng(rng)
+        component = rng.choice(len(self.weights), size=n, p=self.weights)
+        return self.means[component] + self.stds[component] * rng.standard_normal(n)
+
+
+class VPSDE:
+    """dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw on t in [0, 1] (Song et al. 2021, Appendix C; Problem 3)."""
+
+    def __init__(self, beta_min=0.1, beta_max=20.0):
+        if not 0 < beta_min <= beta_max:
+            raise ValueError(f"need 0 < beta_min <= beta_max, got beta_min={beta_min!r}, beta_max={beta_max!r}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def __repr__(self):
+        return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+    def beta(self, t):
+        return closed_forms.vp_beta(t, self.beta_min, self.beta_max)
+
+    def log_alpha_bar(self, t):
+        """log alpha_bar(t) = -int_0^t beta: the noise level of p(x(t) | x(0))."""
+        return closed_forms.vp_log_alpha_bar(t, self.beta_min, self.beta_max)
+
+    def drift(self, x, t):
+        return closed_forms.vp_drift(x, t, self.beta_min, self.beta_max)
+
+    def diffusion(self, t):
+        return closed_forms.vp_diffusion(t, self.beta_min, self.beta_max)
+
+    def marginal(self, p0, t):
+        """p_t for a scalar t, as a GaussianMixture1D (Problem 3a)."""
+        return p0.diffused(self.log_alpha_bar(float(t)))
+
+    def marginal_log_pdf(self, p0, x, t):
+        """log p_t(x), broadcasting over x and t."""
+        return p0.log_pdf(x, self.log_alpha_bar(t))
+
+    def marginal_pdf(self, p0, x, t):
+        """p_t(x), broadcasting over x and t (the heat map of the continuous-time chapter)."""
+        return p0.pdf(x, self.log_alpha_bar(t))
+
+    def score(self, p0, x, t):
+        """d/dx log p_t(x), broadcasting over x and t (Problem 3b)."""
+        return p0.score(x, self.log_alpha_bar(t))
+
+    def _check_steps(self, steps):
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+
+    def sample_forward(self, x0, steps=1000, rng=None, return_path=False):
+        """Euler-Maruyama for the forward SDE from t = 0 to 1, one path per entry of x0."""
+        return self._integrate(x0, 0.0, 1.0, steps, rng, return_path, self.drift, noisy=True)
+
+    def sample_reverse(self, x1, score, steps=1000, rng=None, t_min=0.0, return_path=False):
+        """Euler-Maruyama for the reverse-time SDE from t = 1 to t_min, given ``score(x, t)`` (Song et al. eq. 6)."""
+        def drift(x, t):
+            return closed_forms.reverse_sde_drift(x, score(x, t), t, self.beta_min, self.beta_max)
+        return self._integrate(x1, 1.0, t_min, steps, rng, return_path, drift, noisy=True)
+
+    def sample_probability_flow(self, x1, score, steps=1000, t_min=0.0, return_path=False):
+        """Euler steps of the probability-flow ODE from t = 1 to t_min (Song et al. 2021, eq. 13); deterministic."""
+        def drift(x, t):
+            return closed_forms.probability_flow_drift(x, score(x, t), t, self.beta_min, self.beta_max)
+        return self._integrate(x1, 1.0, t_min, steps, None, return_path, drift, noisy=False)
+
+    def _integrate(self, x, t_start, t_end, steps, rng, return_path, drift, noisy):
+        """x_{n+1} = x_n + drift dt (+ g(t_n) sqrt(|dt|) z) on a uniform grid, in either direction of time.
+
+        Works in the input's array type: NumPy float64, or torch in the tensor's dtype and device (float32 torch
+        is about three times faster here; see benchmarks/sde_paths.py). ``rng`` is a seed, a numpy Generator or
+        a torch Generator to match.
+        """
+        self._check_steps(steps)
+        xp, (x,) = as_arrays(x)
+        if xp is torch:
+            generator = rng if isinstance(rng, torch.Generator) or rng is None else (
+                torch.Generator(device=x.device).manual_seed(int(rng)))
+
+            def noise():
+                return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        else:
+            generator = np.random.default_rng(rng)
+
+            def noise():
+                return generator.standard_normal(x.shape)
+
+        times = np.linspace(t_start, t_end, steps + 1)
+        path = [x]
+        for t, t_next in zip(times[:-1], times[1:]):
+            step = drift(x, float(t)) * (t_next - t)
+            if noisy:
+                step = step + self.diffusion(float(t)).item() * np.sqrt(abs(t_next - t)) * noise()
+            x = x + step
+            if return_path:
+                path.append(x)
+        return xp.stack(path) if return_path else x

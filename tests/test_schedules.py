@@ -1,0 +1,87 @@
+"""ddpm_schedules follows the problem set's formula; respacing keeps the marginals; bad input is refused."""
+
+import pytest
+import torch
+
+from dgm import ddpm_schedules, respace, respaced_timesteps
+from dgm.schedules import schedule_from_betas
+
+
+def test_linear_schedule_follows_the_problem_set():
+    schedule = ddpm_schedules(1e-4, 0.02, 1000)
+    assert set(schedule) >= {"beta", "alpha", "alpha_bar"}
+    assert all(table.dtype == torch.float64 and table.shape == (1000,) for table in schedule.values())
+    k = torch.arange(1000, dtype=torch.float64)
+    torch.testing.assert_close(schedule["beta"], 1e-4 + k * (0.02 - 1e-4) / 999, rtol=1e-15, atol=0)
+    torch.testing.assert_close(schedule["alpha"], 1 - schedule["beta"], rtol=0, atol=0)
+    # alpha_bar[k] = prod_{i<=k} alpha[i], computed here by a plain loop
+    product, expected = 1.0, []
+    for alpha in schedule["alpha"].tolist():
+        product *= alpha
+        expected.append(product)
+    torch.testing.assert_close(schedule["alpha_bar"], torch.tensor(expected, dtype=torch.float64), rtol=1e-13,
+                               atol=0)
+    assert schedule["alpha_bar_prev"][0] == 1.0
+
+
+def test_posterior_variance_is_below_beta_and_zero_at_the_first_step():
+    schedule = ddpm_schedules(1e-4, 0.02, 1000)
+    assert schedule["posterior_variance"][0] == 0
+    assert bool((schedule["posterior_variance"] <= schedule["beta"]).all())
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((1e-4, 0.02, 1), "T must be an integer >= 2"),
+    ((1e-4, 0.02, 10.0), "T must be an integer >= 2"),
+    ((0.0, 0.02, 10), "0 < beta_min"),
+    ((-1e-4, 0.02, 10), "0 < beta_min"),
+    ((1e-4, 1.0, 10), "beta_max < 1"),
+    ((0.03, 0.02, 10), "beta_min <= beta_max"),
+    ((float("nan"), 0.02, 10), "beta_min"),
+])
+def test_bad_schedule_arguments(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        ddpm_schedules(*arguments)
+
+
+@pytest.mark.parametrize("T, steps", [(1000, 50), (1000, 100), (1000, 1000), (500, 7), (2000, 2), (10, 1)])
+def test_respaced_timesteps(T, steps):
+    timesteps = respaced_timesteps(T, steps)
+    assert len(timesteps) == steps and len(set(timesteps.tolist())) == steps
+    assert int(timesteps[-1]) == T - 1 and (steps == 1 or int(timesteps[0]) == 0)
+    assert bool((timesteps[1:] > timesteps[:-1]).all())
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1001, 2.5])
+def test_bad_steps(steps):
+    with pytest.raises(ValueError, match="steps must be an integer in 1..T"):
+        respaced_timesteps(1000, steps)
+
+
+def test_respaced_chain_has_the_same_marginals():
+    alpha_bar = ddpm_schedules(1e-4, 0.02, 1000)["alpha_bar"]
+    timesteps = respaced_timesteps(1000, 50)
+    respaced = respace(alpha_bar, timesteps)
+    torch.testing.assert_close(respaced["alpha_bar"], alpha_bar[timesteps], rtol=1e-12, atol=0)
+    original_beta = ddpm_schedules(1e-4, 0.02, 1000)["beta"]
+    assert respaced["beta"][0] == pytest.approx(float(original_beta[0]), rel=1e-12)  # first kept step is 0
+    assert bool((respaced["beta"][1:] > original_beta[timesteps[1:]]).all())  # longer jumps, larger betas
+
+
+def test_respacing_all_steps_changes_nothing():
+    full = ddpm_schedules(1e-4, 0.02, 100)
+    same = respace(full["alpha_bar"], torch.arange(100))
+    for name in full:
+        torch.testing.assert_close(same[name], full[name], rtol=1e-10, atol=1e-15)
+
+
+def test_respace_refuses_bad_timesteps():
+    alpha_bar = ddpm_schedules(1e-4, 0.02, 10)["alpha_bar"]
+    for timesteps in ([3, 2], [0, 10], [], [-1, 3]):
+        with pytest.raises(ValueError, match="timesteps"):
+            respace(alpha_bar, timesteps)
+
+
+def test_schedule_from_betas_refuses_betas_outside_the_unit_interval():
+    with pytest.raises(ValueError, match="beta must be"):
+        schedule_from_betas(torch.tensor([0.1, 1.0]))
