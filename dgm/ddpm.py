@@ -107,21 +107,23 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def sample(self, n, steps=None, sigma="beta", generator=None, return_trajectory=False, sampler="ancestral",
-               callback=None, progress=False):
+               callback=None, progress=False, dtype=None):
         """Draw n samples by the reverse process from x_T ~ N(0, I) (Problem 1c).
 
         ``steps`` respaces to that many timesteps (all T by default); ``sampler`` is "ancestral" (with ``sigma``
         "beta" or "posterior") or "ddim" (no noise, ``sigma`` ignored). ``callback`` receives {x, i, t, x0_pred}
         before each step; ``return_trajectory`` also returns x at every step, stacked as (steps + 1, n, *shape)
-        from x_T to x_0.
+        from x_T to x_0. ``dtype`` defaults to that of the model's parameters (float64 for a parameter-free
+        callable such as an exact predictor).
         """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
         schedule = self.sampling_schedule(steps)
-        parameter = next(iter(self.eps_model.parameters()), None) if isinstance(self.eps_model, nn.Module) else None
-        dtype = torch.float64 if parameter is None else parameter.dtype  # exact predictors run in float64
+        if dtype is None:
+            parameters = self.eps_model.parameters() if isinstance(self.eps_model, nn.Module) else iter(())
+            dtype = next(parameters, torch.zeros((), dtype=torch.float64)).dtype
         x = torch.randn((n, *self.shape), generator=generator, device=self.alpha_bar.device, dtype=dtype)
         trajectory = []
 
