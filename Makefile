@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test setup generate clean
+.PHONY: book test setup generate chapter clean
 
 # Re-install only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -18,9 +18,28 @@ setup: $(STAMP)
 test: setup
 	$(BIN)/python -m pytest
 
-book: setup
+# The execution cache keys only a chapter's code cells, so when the library, the derivations or the shipped results
+# change, the cache is cleared and every chapter runs again.
+BOOK_INPUTS := $(shell find dgm derivations results checkpoints -type f \( -name '*.py' -o -name '*.json' \
+	-o -name '*.csv' -o -name '*.safetensors' \) 2>/dev/null)
+
+_build/.executed-inputs: $(BOOK_INPUTS)
+	rm -rf _build/.jupyter_cache
+	mkdir -p _build
+	touch $@
+
+book: setup _build/.executed-inputs
 	$(BIN)/jupyter-book build book/ --warningiserror --nitpick --keep-going
 	@echo "Open the handout: $(CURDIR)/_build/html/index.html"
+
+# Re-run one chapter on its own (its figures under figures/ and its printed numbers come out again):
+#   make chapter NAME=continuous_time     -> _build/chapters/continuous_time.ipynb
+chapter: setup
+	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<file in book/ without .md>"; exit 2; }
+	mkdir -p _build/chapters
+	$(BIN)/jupytext --to ipynb book/$(NAME).md -o _build/chapters/$(NAME).ipynb
+	$(BIN)/jupyter-execute --inplace --timeout=600 _build/chapters/$(NAME).ipynb
+	@echo "Executed: $(CURDIR)/_build/chapters/$(NAME).ipynb"
 
 # Regenerate dgm/closed_forms.py after editing derivations/ (tests fail until you do).
 generate: setup

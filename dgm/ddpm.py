@@ -7,7 +7,7 @@ Book chapters "The forward process" and "The reverse process and training"; ever
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from dgm import closed_forms
 from dgm.schedules import ddpm_schedules, respace, respaced_timesteps

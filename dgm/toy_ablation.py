@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from dgm import closed_forms
 from dgm.ddpm import DDPM

@@ -1,0 +1,98 @@
+"""The built handout, read as a person would: headless Chromium, math rendered, every image loaded, nothing remote.
+
+Needs `make book` first and Debian's chromium and chromium-driver; skipped without them, except in CI (CI=true),
+where .ci/run provides both and a missing one is a failure. Keeps a screenshot of the continuous-time chapter in
+_build/screenshots/ for review.
+"""
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+
+import pytest
+
+from dgm.plotting import REPO_ROOT
+
+BUILD = REPO_ROOT / "_build" / "html"
+SCREENSHOTS = REPO_ROOT / "_build" / "screenshots"
+CHAPTERS = ["intro", "forward_process", "continuous_time", "references"]
+RAW_TEX = re.compile(r"\\(frac|beta|alpha|mathcal|mathrm|sqrt|sum|int|nabla)\b|\$\$|\\\(|\\\[")
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+missing = [what for what, ok in (("the built book (make book)", (BUILD / "index.html").exists()),
+                                 ("chromium", CHROMIUM), ("chromium-driver", CHROMEDRIVER)) if not ok]
+if missing and os.environ.get("CI") == "true":
+    raise RuntimeError(f"CI must provide {', '.join(missing)}: see .ci/run")
+pytestmark = pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The built book served on a loopback port, as a reader's browser would load it."""
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(BUILD))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def open_page(browser, site, chapter):
+    """Load a chapter and wait until MathJax, where the page loads it, has typeset it."""
+    browser.get(f"{site}/{chapter}.html")
+    browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        if (!document.querySelector('script[src*="mathjax"]')) { done(false); return; }
+        const wait = () => (window.MathJax && MathJax.startup && MathJax.startup.promise)
+            ? MathJax.startup.promise.then(() => done(true)) : setTimeout(wait, 100);
+        wait();""")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_math_renders_images_load_and_nothing_is_remote(browser, site, chapter):
+    open_page(browser, site, chapter)
+    prose = browser.execute_script("""
+        const copy = document.querySelector('main').cloneNode(true);
+        copy.querySelectorAll('pre, code, .highlight, mjx-container, script').forEach(e => e.remove());
+        return copy.innerText;""")
+    leftover = RAW_TEX.findall(prose)
+    assert not leftover, f"{chapter}: raw TeX left on the page: {leftover[:5]}"
+    broken = browser.execute_script(
+        "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src);")
+    assert not broken, f"{chapter}: images that did not load: {broken}"
+    remote = browser.execute_script("""
+        return Array.from(document.querySelectorAll('script[src], link[href], img[src]'))
+            .map(e => e.src || e.href).filter(u => !u.startsWith(location.origin));""")
+    assert not remote, f"{chapter}: fetched from outside the site: {remote}"
+
+
+def test_continuous_time_chapter_has_typeset_math_and_figure(browser, site):
+    open_page(browser, site, "continuous_time")
+    assert browser.execute_script("return document.querySelectorAll('mjx-container').length") > 10
+    assert browser.execute_script("return document.querySelectorAll('main img').length") >= 1
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script("return document.body.scrollHeight")
+    browser.set_window_size(1400, min(height, 12000))
+    assert browser.save_screenshot(str(SCREENSHOTS / "continuous_time.png"))
