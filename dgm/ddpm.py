@@ -133,8 +133,8 @@ class DDPM(nn.Module):
             if callback is not None:
                 callback(step)
 
-        sample = SAMPLERS[sampler](self.eps_model, x, schedule, sigma=sigma, generator=generator, callback=record,
-                                   progress=progress)
+        sample = SAMPLERS[sampler](self.eps_model, x, schedule, sigma=sigma, generator=generator,
+                                   callback=record if return_trajectory or callback else None, progress=progress)
         if not bool(torch.isfinite(sample).all()):
             raise FloatingPointError("sampling produced non-finite values; check the model and the schedule")
         if return_trajectory:
