@@ -55,7 +55,7 @@ def browser():
                  "--window-size=1400,1000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_script_timeout(60)
+    driver.set_script_timeout(180)
     yield driver
     driver.quit()
 
