@@ -15,6 +15,13 @@ from dgm.schedules import ddpm_schedules, respace, respaced_timesteps
 SIGMA_CHOICES = ("beta", "posterior")
 
 
+def reverse_steps(schedule, x, progress):
+    """Indices i = K-1, ..., 0 of a (respaced) schedule, each with the batch of original timesteps for the network."""
+    count = len(schedule["timesteps"])
+    for i in tqdm(reversed(range(count)), total=count, disable=not progress, desc="sampling"):
+        yield i, x.new_full((len(x),), int(schedule["timesteps"][i]), dtype=torch.long)
+
+
 def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=None, progress=False):
     """Ancestral sampling of DDPM (Ho et al. 2020, Algorithm 2) on a possibly respaced schedule.
 
@@ -23,9 +30,7 @@ def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=
     if sigma not in SIGMA_CHOICES:
         raise ValueError(f"sigma must be one of {SIGMA_CHOICES}, got {sigma!r}")
     variance = schedule["beta"] if sigma == "beta" else schedule["posterior_variance"]
-    for i in tqdm(reversed(range(len(schedule["timesteps"]))), total=len(schedule["timesteps"]),
-                  disable=not progress, desc="sampling"):
-        t = x.new_full((len(x),), int(schedule["timesteps"][i]), dtype=torch.long)
+    for i, t in reverse_steps(schedule, x, progress):
         beta, alpha_bar = (schedule[name][i].to(x.dtype) for name in ("beta", "alpha_bar"))
         eps = model(x, t)
         if callback is not None:
@@ -39,9 +44,7 @@ def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=
 
 def sample_ddim(model, x, schedule, sigma=None, generator=None, callback=None, progress=False):
     """Deterministic DDIM sampling, eta = 0 (Song, Meng and Ermon 2020, eq. 12); adds no noise, ignores sigma."""
-    for i in tqdm(reversed(range(len(schedule["timesteps"]))), total=len(schedule["timesteps"]),
-                  disable=not progress, desc="sampling"):
-        t = x.new_full((len(x),), int(schedule["timesteps"][i]), dtype=torch.long)
+    for i, t in reverse_steps(schedule, x, progress):
         alpha_bar, alpha_bar_prev = (schedule[name][i].to(x.dtype) for name in ("alpha_bar", "alpha_bar_prev"))
         eps = model(x, t)
         x0_pred = closed_forms.predict_x0(x, eps, alpha_bar)
