@@ -176,14 +176,14 @@ def run_folder_checkpoint(out):
     return checkpoint_path(out, CHECKPOINT_NAME)
 
 
-def save_run(out, config, step, network, ema, optimizer):
+def save_run(out, config, step, network, ema, optimizer, world_size=1):
     """Model, EMA and optimizer tensors plus config and step, as RUN/checkpoint.safetensors and .json."""
     tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     optimizer_state = optimizer.state_dict()
     for index, state in optimizer_state["state"].items():
         tensors.update({f"optimizer.{index}.{key}": torch.as_tensor(value) for key, value in state.items()})
-    metadata = {"format": CHECKPOINT_FORMAT, "step": step, "config": config.to_dict(),
+    metadata = {"format": CHECKPOINT_FORMAT, "step": step, "world_size": world_size, "config": config.to_dict(),
                 "model": network.config(), "optimizer_param_groups": optimizer_state["param_groups"],
                 "torch": torch.__version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     save_checkpoint(run_folder_checkpoint(out), tensors, metadata)
@@ -335,7 +335,7 @@ def _train(config, resume, progress, out, device, distributed):
                 bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}")
                 if done % config.checkpoint_every == 0 or done == steps:
                     log.flush()
-                    save_run(out, config, done, network, ema, optimizer)
+                    save_run(out, config, done, network, ema, optimizer, distributed.world_size)
                 if done % config.sample_every == 0 or done == steps:
                     save_sample_grid(ema_model, config, done, device, out / "samples" / f"step_{done:07d}.png")
     finally:
