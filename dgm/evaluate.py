@@ -28,6 +28,11 @@ CLASSIFIER_FORMAT = "dgm-mnist-classifier/1"
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1] / "checkpoints" / "mnist_classifier.safetensors"
 CONFIDENT = 0.9  # a sample is "confidently classified" at top-class probability >= this
 CLASSES = 10
+DROPOUT = 0.3
+WEIGHT_DECAY = 1e-4
+MAX_SHIFT = 2  # training augmentation: random translations by up to this many pixels
+OUTLIER_SHARE = 0.25  # noise images per digit image in each training batch
+OUTLIER_WEIGHT = 0.5  # weight of their push towards the uniform prediction (Hendrycks et al. 2019)
 
 
 class Classifier(nn.Module):
@@ -43,7 +48,7 @@ class Classifier(nn.Module):
         self.convolutions = nn.Sequential(*layers)
         side = 28 // 2 ** len(channels)
         self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(previous * side * side, feature_dim), nn.ReLU())
-        self.dropout = nn.Dropout(0.3)
+        self.dropout = nn.Dropout(DROPOUT)
         self.head = nn.Linear(feature_dim, CLASSES)
         self.channels, self.feature_dim = tuple(channels), feature_dim
 
@@ -65,6 +70,15 @@ def shift(images, max_shift, generator):
     return padded[..., offsets[0]:offsets[0] + side, offsets[1]:offsets[1] + side]
 
 
+def noise_images(n, generator):
+    """Digit-free images for outlier exposure: Gaussian pixel noise at random scales, half of it blurred to blobs."""
+    noise = torch.randn(n, 1, 28, 28, generator=generator)
+    blurred = F.avg_pool2d(noise, 5, stride=1, padding=2)
+    noise = torch.where(torch.arange(n)[:, None, None, None] % 2 == 0, noise, blurred / blurred.std())
+    scale = torch.rand(n, 1, 1, 1, generator=generator) * 1.5 + 0.25
+    return (noise * scale + torch.rand(n, 1, 1, 1, generator=generator) - 0.5).clamp(-1, 1)
+
+
 @torch.no_grad()
 def predict(classifier, images, batch_size=1000):
     """(penultimate features, class probabilities) of images in [-1, 1], in batches, on the classifier's device."""
@@ -80,14 +94,18 @@ def predict(classifier, images, batch_size=1000):
 
 def train_classifier(out=DEFAULT_CLASSIFIER, epochs=4, batch_size=128, lr=2e-3, seed=0, data=None, device="auto",
                      progress=True):
-    """Train the feature classifier on the 60,000 training images, test it, save it; returns the test accuracy."""
+    """Train the feature classifier on the 60,000 training images, test it, save it; returns the test accuracy.
+
+    Noise images in every batch are pushed towards the uniform prediction (outlier exposure), so that samples
+    that look like no digit get low confidence instead of an arbitrary confident label.
+    """
     device = select_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     images, labels = load_mnist("train", data)
     test_images, test_labels = load_mnist("test", data)
     classifier = Classifier().to(device)
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
     steps = epochs * math.ceil(len(images) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     bar = tqdm(total=steps, desc="classifier", disable=not progress, dynamic_ncols=True)
@@ -96,8 +114,12 @@ def train_classifier(out=DEFAULT_CLASSIFIER, epochs=4, batch_size=128, lr=2e-3, 
         order = torch.randperm(len(images), generator=generator)
         for first in range(0, len(images), batch_size):
             index = order[first:first + batch_size]
-            batch = shift(images[index], 2, generator).to(device)
-            loss = F.cross_entropy(classifier(batch), labels[index].to(device))
+            outliers = noise_images(int(len(index) * OUTLIER_SHARE), generator)
+            batch = torch.cat([shift(images[index], MAX_SHIFT, generator), outliers]).to(device)
+            logits = classifier(batch)
+            digits, noise = logits[:len(index)], logits[len(index):]
+            loss = (F.cross_entropy(digits, labels[index].to(device))
+                    - OUTLIER_WEIGHT * noise.log_softmax(dim=1).mean())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -108,7 +130,8 @@ def train_classifier(out=DEFAULT_CLASSIFIER, epochs=4, batch_size=128, lr=2e-3, 
     _, probabilities = predict(classifier, test_images)
     accuracy = float((probabilities.argmax(dim=1) == test_labels).float().mean())
     metadata = {"format": CLASSIFIER_FORMAT, "model": classifier.config(), "test_accuracy": accuracy,
-                "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
+                "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                             "outlier_share": OUTLIER_SHARE, "outlier_weight": OUTLIER_WEIGHT},
                 "torch": torch.__version__}
     save_checkpoint(out, classifier.state_dict(), metadata)
     return accuracy
@@ -159,15 +182,22 @@ def score_images(images, classifier, test_statistics):
             "label_entropy": label_entropy(probabilities)}
 
 
-def evaluate_images(images, n_real=None, classifier=None, data=None, seed=0):
-    """Scores of ``images`` and of ``n_real`` random training images (the real-data floor), both against test."""
+def test_statistics(classifier, data=None):
+    """Feature mean and covariance of the 10,000 MNIST test images: the reference of FID-MNIST."""
+    return gaussian_statistics(predict(classifier, load_mnist("test", data)[0])[0])
+
+
+def evaluate_images(images, classifier=None, data=None, seed=0, reference=None):
+    """Scores of ``images`` and of as many random training images (the real-data floor), both against the test set.
+
+    ``reference`` is ``test_statistics(classifier)``, computed here unless given.
+    """
     classifier = load_classifier() if classifier is None else classifier
-    test_features, _ = predict(classifier, load_mnist("test", data)[0])
-    test_statistics = gaussian_statistics(test_features)
+    reference = test_statistics(classifier, data) if reference is None else reference
     train_images = load_mnist("train", data)[0]
-    chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:n_real or len(images)]
-    return {"samples": score_images(images, classifier, test_statistics),
-            "real_floor": score_images(train_images[chosen], classifier, test_statistics)}
+    chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:len(images)]
+    return {"samples": score_images(images, classifier, reference),
+            "real_floor": score_images(train_images[chosen], classifier, reference)}
 
 
 def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", seed=0, device="auto",
