@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
 from dgm.data import MNISTDataError, load_mnist
+from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
 from dgm.sampling import sample_run
 from dgm.train import select_device
 
@@ -168,8 +169,7 @@ def frechet_distance(statistics_a, statistics_b):
 def label_entropy(probabilities):
     """Entropy (nats) of the histogram of predicted labels; log 10 when every digit is equally frequent."""
     counts = torch.bincount(probabilities.argmax(dim=1), minlength=probabilities.shape[1]).double()
-    shares = counts[counts > 0] / counts.sum()
-    return float(-(shares * shares.log()).sum())
+    return float(torch.special.entr(counts / counts.sum()).sum())
 
 
 def score_images(images, classifier, test_statistics):
@@ -233,8 +233,8 @@ def main(argv=None):
     parser.add_argument("--ckpt", required=True, help="run folder or checkpoint .safetensors file")
     parser.add_argument("--steps", type=int, default=None, help="respaced sampling steps (default: all T)")
     parser.add_argument("--n", type=int, default=1000, help="number of samples (FID-MNIST depends on it)")
-    parser.add_argument("--sampler", default="ancestral")
-    parser.add_argument("--sigma", default="beta")
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")
+    parser.add_argument("--sigma", choices=SIGMA_CHOICES, default="beta")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)

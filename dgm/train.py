@@ -94,8 +94,8 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text())["config"])
 
 
-# Starting points, overridden by explicit options. "cpu": what trains to recognisable digits in about an hour on
-# two cores; "gpu": a wider network and a longer run for one GPU.
+# Starting points, overridden by explicit options. "cpu": the small U-Net for 6,000 steps of 128 images (about 13
+# epochs; see benchmarks/train_throughput.py for this machine's images/s); "gpu": a wider network, a longer run.
 PRESETS = {
     "cpu": {"channels": (32, 64, 64), "batch_size": 128, "steps": 6000, "lr": 2e-4, "warmup_steps": 200,
             "ema_decay": 0.995, "sample_every": 1000, "checkpoint_every": 250},
@@ -158,7 +158,6 @@ class Distributed:
     def __init__(self, device):
         self.world_size = int(os.environ.get("WORLD_SIZE", 1))
         self.rank = int(os.environ.get("RANK", 0))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.active = self.world_size > 1
         if self.active and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -173,6 +172,7 @@ class Distributed:
 
 
 def run_folder_checkpoint(out):
+    """The checkpoint file of a run folder (or ``out`` itself if it names a .safetensors file)."""
     return checkpoint_path(out, CHECKPOINT_NAME)
 
 
@@ -190,6 +190,7 @@ def save_run(out, config, step, network, ema, optimizer, world_size=1):
 
 
 def load_optimizer(optimizer, tensors, metadata, path):
+    """Restore AdamW's moments and step counts saved by ``save_run``."""
     state = {}
     for name, tensor in tensors.items():
         if name.startswith("optimizer."):
@@ -346,6 +347,7 @@ def _train(config, resume, progress, out, device, distributed):
 
 
 def parse_channels(text):
+    """"32,64,64" -> (32, 64, 64)."""
     return tuple(int(c) for c in text.split(","))
 
 
