@@ -22,7 +22,11 @@ def main(argv=None):
     parser.add_argument("--ckpt", default=None, help="a run folder; default: an untrained cpu-preset U-Net")
     parser.add_argument("--n", type=int, default=8, help="images per batch")
     parser.add_argument("--sampler", default="ancestral")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; 1 is steadier on a busy machine)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.ckpt:
         model = load_run(args.ckpt)[0]

@@ -31,7 +31,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_channels, out_channels, embedding_dim, groups):
         super().__init__()
         self.norm = nn.GroupNorm(min(groups, in_channels), in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)  # the time term has a bias
         self.time = nn.Linear(embedding_dim, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
