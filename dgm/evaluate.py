@@ -1,0 +1,270 @@
+"""Judge MNIST samples with the project's own classifier: FID-MNIST, confidence, label entropy, speed (Problem 1d).
+
+FID-MNIST is the Frechet distance between Gaussians fitted to the classifier's penultimate features of N samples
+and of the 10,000 test images. It is comparable only between runs scored with this same classifier and the same
+N (the estimate is biased upwards for small N); the real-data floor, N training images against the test set, is
+printed beside it for that reason. ``dgm train-classifier`` trains the classifier once; its weights are shipped
+in ``checkpoints/``.
+"""
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from dgm.data import MNISTDataError, load_mnist
+from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
+from dgm.sampling import sample_run
+from dgm.train import select_device
+
+CLASSIFIER_FORMAT = "dgm-mnist-classifier/1"
+DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1] / "checkpoints" / "mnist_classifier.safetensors"
+CONFIDENT = 0.9  # a sample is "confidently classified" at top-class probability >= this
+CLASSES = 10
+DROPOUT = 0.3
+WEIGHT_DECAY = 1e-4
+MAX_SHIFT = 2  # training augmentation: random translations by up to this many pixels
+OUTLIER_SHARE = 0.25  # noise images per digit image in each training batch
+OUTLIER_WEIGHT = 0.5  # weight of their push towards the uniform prediction (Hendrycks et al. 2019)
+
+
+class Classifier(nn.Module):
+    """A small CNN for 1 x 28 x 28 digits in [-1, 1]; ``features`` is its penultimate layer (FID-MNIST)."""
+
+    def __init__(self, channels=(32, 64, 128), feature_dim=256):
+        super().__init__()
+        layers, previous = [], 1
+        for width in channels:
+            layers += [nn.Conv2d(previous, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                       nn.MaxPool2d(2)]
+            previous = width
+        self.convolutions = nn.Sequential(*layers)
+        side = 28 // 2 ** len(channels)
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(previous * side * side, feature_dim), nn.ReLU())
+        self.dropout = nn.Dropout(DROPOUT)
+        self.head = nn.Linear(feature_dim, CLASSES)
+        self.channels, self.feature_dim = tuple(channels), feature_dim
+
+    def features(self, x):
+        return self.hidden(self.convolutions(x))
+
+    def forward(self, x):
+        return self.head(self.dropout(self.features(x)))
+
+    def config(self):
+        return {"channels": list(self.channels), "feature_dim": self.feature_dim}
+
+
+def shift(images, max_shift, generator):
+    """Random translations by up to ``max_shift`` pixels (zero-padded with the background value -1)."""
+    padded = F.pad(images, [max_shift] * 4, value=-1.0)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2,), generator=generator)
+    side = images.shape[-1]
+    return padded[..., offsets[0]:offsets[0] + side, offsets[1]:offsets[1] + side]
+
+
+def noise_images(n, generator):
+    """Digit-free images for outlier exposure: Gaussian pixel noise at random scales, half of it blurred to blobs."""
+    noise = torch.randn(n, 1, 28, 28, generator=generator)
+    blurred = F.avg_pool2d(noise, 5, stride=1, padding=2)
+    noise = torch.where(torch.arange(n)[:, None, None, None] % 2 == 0, noise, blurred / blurred.std())
+    scale = torch.rand(n, 1, 1, 1, generator=generator) * 1.5 + 0.25
+    return (noise * scale + torch.rand(n, 1, 1, 1, generator=generator) - 0.5).clamp(-1, 1)
+
+
+@torch.no_grad()
+def predict(classifier, images, batch_size=1000):
+    """(penultimate features, class probabilities) of images in [-1, 1], in batches, on the classifier's device."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    features, probabilities = [], []
+    for first in range(0, len(images), batch_size):
+        batch_features = classifier.features(images[first:first + batch_size].to(device, torch.float32))
+        features.append(batch_features.cpu())
+        probabilities.append(classifier.head(batch_features).softmax(dim=1).cpu())
+    return torch.cat(features), torch.cat(probabilities)
+
+
+def train_classifier(out=DEFAULT_CLASSIFIER, epochs=4, batch_size=128, lr=2e-3, seed=0, data=None, device="auto",
+                     progress=True):
+    """Train the feature classifier on the 60,000 training images, test it, save it; returns the test accuracy.
+
+    Noise images in every batch are pushed towards the uniform prediction (outlier exposure), so that samples
+    that look like no digit get low confidence instead of an arbitrary confident label.
+    """
+    device = select_device(device)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    images, labels = load_mnist("train", data)
+    test_images, test_labels = load_mnist("test", data)
+    classifier = Classifier().to(device)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
+    steps = epochs * math.ceil(len(images) / batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    bar = tqdm(total=steps, desc="classifier", disable=not progress, dynamic_ncols=True)
+    for _ in range(epochs):
+        classifier.train()
+        order = torch.randperm(len(images), generator=generator)
+        for first in range(0, len(images), batch_size):
+            index = order[first:first + batch_size]
+            outliers = noise_images(int(len(index) * OUTLIER_SHARE), generator)
+            batch = torch.cat([shift(images[index], MAX_SHIFT, generator), outliers]).to(device)
+            logits = classifier(batch)
+            digits, noise = logits[:len(index)], logits[len(index):]
+            loss = (F.cross_entropy(digits, labels[index].to(device))
+                    - OUTLIER_WEIGHT * noise.log_softmax(dim=1).mean())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    bar.close()
+    _, probabilities = predict(classifier, test_images)
+    accuracy = float((probabilities.argmax(dim=1) == test_labels).float().mean())
+    metadata = {"format": CLASSIFIER_FORMAT, "model": classifier.config(), "test_accuracy": accuracy,
+                "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                             "outlier_share": OUTLIER_SHARE, "outlier_weight": OUTLIER_WEIGHT},
+                "torch": torch.__version__}
+    save_checkpoint(out, classifier.state_dict(), metadata)
+    return accuracy
+
+
+def load_classifier(path=DEFAULT_CLASSIFIER, device="cpu"):
+    """The shipped (or given) classifier in eval mode."""
+    tensors, metadata = load_checkpoint(path, CLASSIFIER_FORMAT)
+    classifier = Classifier(**metadata["model"])
+    load_into(classifier, tensors, "", path)
+    return classifier.to(device).eval()
+
+
+def gaussian_statistics(features):
+    """Mean and covariance (float64) of feature rows."""
+    features = np.asarray(features, dtype=np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(statistics_a, statistics_b):
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two Gaussians given as (mean, covariance).
+
+    tr((S_a S_b)^(1/2)) is the sum of square roots of the eigenvalues of S_a^(1/2) S_b S_a^(1/2), which is
+    symmetric positive semi-definite, so symmetric eigensolvers suffice.
+    """
+    (mean_a, cov_a), (mean_b, cov_b) = statistics_a, statistics_b
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    trace_root = np.sqrt(np.clip(middle, 0, None)).sum()
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
+
+
+def label_entropy(probabilities):
+    """Entropy (nats) of the histogram of predicted labels; log 10 when every digit is equally frequent."""
+    counts = torch.bincount(probabilities.argmax(dim=1), minlength=probabilities.shape[1]).double()
+    return float(torch.special.entr(counts / counts.sum()).sum())
+
+
+def score_images(images, classifier, test_statistics):
+    """FID-MNIST against the test statistics, mean top-class confidence, share >= 0.9, label entropy."""
+    features, probabilities = predict(classifier, images)
+    confidence = probabilities.max(dim=1).values
+    return {"fid_mnist": frechet_distance(gaussian_statistics(features), test_statistics),
+            "mean_confidence": float(confidence.mean()),
+            "share_confident": float((confidence >= CONFIDENT).float().mean()),
+            "label_entropy": label_entropy(probabilities)}
+
+
+def test_statistics(classifier, data=None):
+    """Feature mean and covariance of the 10,000 MNIST test images: the reference of FID-MNIST."""
+    return gaussian_statistics(predict(classifier, load_mnist("test", data)[0])[0])
+
+
+def evaluate_images(images, classifier=None, data=None, seed=0, reference=None):
+    """Scores of ``images`` and of as many random training images (the real-data floor), both against the test set.
+
+    ``reference`` is ``test_statistics(classifier)``, computed here unless given.
+    """
+    classifier = load_classifier() if classifier is None else classifier
+    reference = test_statistics(classifier, data) if reference is None else reference
+    train_images = load_mnist("train", data)[0]
+    chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:len(images)]
+    return {"samples": score_images(images, classifier, reference),
+            "real_floor": score_images(train_images[chosen], classifier, reference)}
+
+
+def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", seed=0, device="auto",
+                 classifier_path=DEFAULT_CLASSIFIER, data=None):
+    """Sample n images from a run and score them; the report also holds seconds per sample and the settings."""
+    images, seconds = sample_run(ckpt, n, steps, sampler, sigma, seed, device, progress=True)
+    classifier = load_classifier(classifier_path, device=select_device(device))
+    report = evaluate_images(images, classifier=classifier, data=data, seed=seed)
+    report["samples"]["seconds_per_sample"] = seconds
+    report["settings"] = {"ckpt": str(ckpt), "steps": steps, "n": n, "sampler": sampler, "sigma": sigma,
+                          "seed": seed, "classifier": str(classifier_path), "evaluated_at": time.strftime("%c")}
+    return report
+
+
+def format_table(report):
+    """The report as a two-column text table: samples and the real-data floor."""
+    rows = [("FID-MNIST (lower is better)", "fid_mnist", "{:.3f}"),
+            ("mean top-class confidence", "mean_confidence", "{:.3f}"),
+            (f"share with confidence >= {CONFIDENT}", "share_confident", "{:.3f}"),
+            (f"label entropy (uniform = log 10 = {math.log(CLASSES):.3f})", "label_entropy", "{:.3f}"),
+            ("seconds per sample", "seconds_per_sample", "{:.4f}")]
+    lines = [f"{'metric':48s} {'samples':>10s} {'real floor':>11s}"]
+    for label, key, fmt in rows:
+        sample = report["samples"].get(key)
+        floor = report["real_floor"].get(key)
+        lines.append(f"{label:48s} {fmt.format(sample) if sample is not None else '-':>10s} "
+                     f"{fmt.format(floor) if floor is not None else '-':>11s}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="dgm evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="run folder or checkpoint .safetensors file")
+    parser.add_argument("--steps", type=int, default=None, help="respaced sampling steps (default: all T)")
+    parser.add_argument("--n", type=int, default=1000, help="number of samples (FID-MNIST depends on it)")
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")
+    parser.add_argument("--sigma", choices=SIGMA_CHOICES, default="beta")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--json", type=Path, default=None, help="report path (default: RUN/eval_steps-K_n-N.json)")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate_run(args.ckpt, args.steps, args.n, args.sampler, args.sigma, args.seed, args.device,
+                              args.classifier, args.data)
+    except (ValueError, CheckpointError, MNISTDataError) as error:
+        parser.exit(2, f"error: {error}\n")
+    run_folder = Path(args.ckpt) if Path(args.ckpt).is_dir() else Path(args.ckpt).parent
+    path = args.json or run_folder / f"eval_steps-{args.steps or 'all'}_n-{args.n}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_table(report))
+    print(f"report: {path}")
+
+
+def train_classifier_main(argv=None):
+    parser = argparse.ArgumentParser(prog="dgm train-classifier", description=Classifier.__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        accuracy = train_classifier(args.out, args.epochs, args.batch_size, args.lr, args.seed, args.data, args.device)
+    except (ValueError, MNISTDataError) as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"test accuracy {accuracy:.4f}; weights: {args.out}")

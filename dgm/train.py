@@ -1,0 +1,388 @@
+"""Train a DDPM on MNIST (Problem 1d): AdamW with warm-up, gradient clipping, EMA, checkpoints, exact resume, DDP.
+
+``dgm train --preset cpu --out runs/mnist`` on a laptop; ``torchrun --nproc-per-node N -m dgm train ...`` on
+several GPUs (NCCL) or CPU processes (gloo). Every random choice is a function of (seed, step, rank): the data
+order of each epoch and each step's timesteps and noise. So ``--resume`` from a checkpoint ends with the same
+weights as a run that was never interrupted.
+"""
+
+import argparse
+import contextlib
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_into, save_checkpoint
+from dgm.data import MNISTDataError, load_mnist
+from dgm.ddpm import DDPM
+from dgm.unet import UNet
+
+CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
+CHECKPOINT_NAME = "checkpoint"
+LOSS_LOG = "loss.csv"
+LOSS_LOG_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as JSON next to every checkpoint. ``batch_size`` is global (all ranks)."""
+
+    T: int = 1000
+    beta_min: float = 1e-4
+    beta_max: float = 0.02
+    channels: tuple = (32, 64, 64)
+    steps: int = 10_000
+    epochs: float | None = None  # if set, overrides steps: that many passes over the training set
+    batch_size: int = 128
+    lr: float = 2e-4
+    warmup_steps: int = 500
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/mnist"
+    data: str | None = None  # data folder; None is dgm.data.default_root()
+    train_subset: int | None = None  # the first N training images only (tests, quick trials)
+    sample_every: int = 1000
+    sample_n: int = 64
+    sample_steps: int = 100
+    checkpoint_every: int = 500
+    channels_last: bool = True
+    compile: bool = False
+
+    def __post_init__(self):
+        self.channels = tuple(int(c) for c in self.channels)
+        positive = ("T", "steps", "batch_size", "sample_every", "sample_n", "sample_steps", "checkpoint_every")
+        for name in positive:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
+            raise ValueError(f"lr and grad_clip must be positive and warmup_steps >= 0, got lr={self.lr}, "
+                             f"grad_clip={self.grad_clip}, warmup_steps={self.warmup_steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "channels": list(self.channels)}
+
+    @classmethod
+    def from_dict(cls, values):
+        """The config from a dict (a checkpoint's JSON); unknown keys are an error, not silently dropped."""
+        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path):
+        """The config saved beside a checkpoint (``RUN/checkpoint.json``)."""
+        return cls.from_dict(json.loads(Path(path).read_text())["config"])
+
+
+# Starting points, overridden by explicit options. "cpu": the small U-Net for 6,000 steps of 128 images (about 13
+# epochs; see benchmarks/train_throughput.py for this machine's images/s); "gpu": a wider network, a longer run.
+PRESETS = {
+    "cpu": {"channels": (32, 64, 64), "batch_size": 128, "steps": 6000, "lr": 2e-4, "warmup_steps": 200,
+            "ema_decay": 0.995, "sample_every": 1000, "checkpoint_every": 250},
+    "gpu": {"channels": (64, 128, 256), "batch_size": 256, "steps": 40_000, "lr": 2e-4, "warmup_steps": 1000,
+            "ema_decay": 0.9995, "sample_every": 2000, "checkpoint_every": 1000},
+}
+
+
+def select_device(name="auto", local_rank=0):
+    """CUDA (this process's GPU under torchrun) if present, else Apple MPS, else CPU; ``name`` overrides."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {name!r}") from None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def build_model(config):
+    """The U-Net noise predictor and the DDPM around it, as the config describes."""
+    network = UNet(channels=config.channels)
+    return network, DDPM(network, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T)
+
+
+def seed_for(*keys):
+    """A 63-bit seed from integers (seed, purpose, step, rank): independent streams without hand-picked offsets."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+STREAM_DATA_ORDER, STREAM_NOISE, STREAM_SAMPLES = range(3)
+
+
+def epoch_order(seed, epoch, size):
+    """The permutation of the training set used in ``epoch``."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed_for(seed, STREAM_DATA_ORDER, epoch)))
+
+
+def learning_rate(config, step):
+    """Linear warm-up over ``warmup_steps`` steps, then constant."""
+    return config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+
+
+def total_steps(config, dataset_size):
+    """``steps``, or ``epochs`` passes over the data at the global batch size."""
+    if config.epochs is None:
+        return config.steps
+    return math.ceil(config.epochs * (dataset_size // config.batch_size))
+
+
+class Distributed:
+    """Rank and world size from torchrun's environment; initialises the process group when there are several."""
+
+    def __init__(self, device):
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        self.active = self.world_size > 1
+        if self.active and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def close(self):
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_folder_checkpoint(out):
+    """The checkpoint file of a run folder (or ``out`` itself if it names a .safetensors file)."""
+    return checkpoint_path(out, CHECKPOINT_NAME)
+
+
+def save_run(out, config, step, network, ema, optimizer, world_size=1):
+    """Model, EMA and optimizer tensors plus config and step, as RUN/checkpoint.safetensors and .json."""
+    tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    optimizer_state = optimizer.state_dict()
+    for index, state in optimizer_state["state"].items():
+        tensors.update({f"optimizer.{index}.{key}": torch.as_tensor(value) for key, value in state.items()})
+    metadata = {"format": CHECKPOINT_FORMAT, "step": step, "world_size": world_size, "config": config.to_dict(),
+                "model": network.config(), "optimizer_param_groups": optimizer_state["param_groups"],
+                "torch": torch.__version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    save_checkpoint(run_folder_checkpoint(out), tensors, metadata)
+
+
+def load_optimizer(optimizer, tensors, metadata, path):
+    """Restore AdamW's moments and step counts saved by ``save_run``."""
+    state = {}
+    for name, tensor in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = tensor
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": metadata["optimizer_param_groups"]})
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: the optimizer state does not fit the model ({error})") from None
+
+
+def load_run(path, device="cpu", weights="ema"):
+    """(DDPM, config, metadata) of a run folder or checkpoint file, with its ``weights`` ("ema" or "model")."""
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    path = run_folder_checkpoint(path)
+    tensors, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
+    try:
+        config = TrainConfig.from_dict(metadata["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has no valid config: {error}") from None
+    network, model = build_model(config)
+    load_into(network, tensors, f"{weights}.", path)
+    return model.to(device).eval(), config, metadata
+
+
+def truncate_loss_log(path, step):
+    """Keep the loss log's rows up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if int(row["step"]) <= step]
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, LOSS_LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def save_sample_grid(ema_model, config, step, device, path):
+    """A grid of EMA samples at ``sample_steps`` respaced steps, fixed noise across the run."""
+    generator = torch.Generator(device).manual_seed(seed_for(config.seed, STREAM_SAMPLES))
+    images = ema_model.sample(config.sample_n, steps=config.sample_steps, generator=generator)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images.float().clamp(-1, 1) * 0.5 + 0.5, path, nrow=int(math.isqrt(config.sample_n)))
+
+
+def train(config, resume=False, progress=True):
+    """Train as ``config`` says and return the run folder; ``resume`` continues from its last checkpoint."""
+    out = Path(config.out)
+    device = select_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed = Distributed(device)
+    try:
+        return _train(config, resume, progress, out, device, distributed)
+    finally:
+        distributed.close()
+
+
+def _train(config, resume, progress, out, device, distributed):
+    if config.batch_size % distributed.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
+                         f"{distributed.world_size}")
+    local_batch = config.batch_size // distributed.world_size
+    images, _ = load_mnist("train", config.data)
+    if config.train_subset is not None:
+        images = images[:config.train_subset]
+    steps_per_epoch = len(images) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(images)} training images")
+    steps = total_steps(config, len(images))
+    memory_format = torch.channels_last if config.channels_last and device.type == "cpu" else torch.preserve_format
+
+    torch.manual_seed(config.seed)
+    network, model = build_model(config)
+    network.to(device, memory_format=memory_format)
+    model.to(device)
+    ema = copy.deepcopy(network).requires_grad_(False)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start = 0
+    if resume:
+        path = run_folder_checkpoint(out)
+        tensors, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
+        load_into(network, tensors, "model.", path)
+        load_into(ema, tensors, "ema.", path)
+        load_optimizer(optimizer, tensors, metadata, path)
+        start = int(metadata["step"])
+
+    trained = network
+    if distributed.active:
+        trained = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        trained = torch.compile(trained)
+    training_model = DDPM(trained, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T).to(device)
+    ema_model = DDPM(ema, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T).to(device).eval()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+
+    log, writer = None, None
+    if distributed.main:
+        out.mkdir(parents=True, exist_ok=True)
+        log_path = out / LOSS_LOG
+        if resume:
+            truncate_loss_log(log_path, start)
+        else:
+            log_path.unlink(missing_ok=True)
+        new_log = not log_path.is_file()
+        log = open(log_path, "a", newline="")
+        writer = csv.writer(log)
+        if new_log:
+            writer.writerow(LOSS_LOG_COLUMNS)
+
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="training", unit="step",
+               disable=not (progress and distributed.main), dynamic_ncols=True)
+    noise = torch.Generator(device)
+    order, order_epoch = None, None
+    try:
+        for step in bar:
+            began = time.perf_counter()
+            epoch, position = divmod(step, steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = epoch_order(config.seed, epoch, len(images)), epoch
+            first = position * config.batch_size + distributed.rank * local_batch
+            batch = images[order[first:first + local_batch]].to(device).contiguous(memory_format=memory_format)
+            noise.manual_seed(seed_for(config.seed, STREAM_NOISE, step, distributed.rank))
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                loss = training_model.loss(batch, generator=noise)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+            optimizer.step()
+            with torch.no_grad():
+                for averaged, current in zip(ema.parameters(), network.parameters()):
+                    averaged.lerp_(current, 1 - config.ema_decay)
+            done = step + 1
+            if distributed.main:
+                loss_value = loss.item()
+                rate = config.batch_size / (time.perf_counter() - began)
+                writer.writerow([done, epoch, f"{loss_value:.6f}", f"{learning_rate(config, step):.3e}",
+                                 f"{rate:.1f}"])
+                bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}")
+                if done % config.checkpoint_every == 0 or done == steps:
+                    log.flush()
+                    save_run(out, config, done, network, ema, optimizer, distributed.world_size)
+                if done % config.sample_every == 0 or done == steps:
+                    save_sample_grid(ema_model, config, done, device, out / "samples" / f"step_{done:07d}.png")
+    finally:
+        if log is not None:
+            log.close()
+        bar.close()
+    return out
+
+
+def parse_channels(text):
+    """"32,64,64" -> (32, 64, 64)."""
+    return tuple(int(c) for c in text.split(","))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="dgm train", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="starting values; explicit options override")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoint (its saved config, plus explicit options)")
+    types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int}
+    for field in dataclasses.fields(TrainConfig):
+        if field.type is bool:
+            parser.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS)
+        else:
+            parser.add_argument(f"--{field.name.replace('_', '-')}", type=types.get(field.name, field.type),
+                                default=argparse.SUPPRESS,
+                                help=f"default {field.default}" + (" (comma-separated)" * (field.name == "channels")))
+    args = vars(parser.parse_args(argv))
+    preset, resume = args.pop("preset"), args.pop("resume")
+    values = dict(PRESETS.get(preset, {}))
+    if resume:
+        out = Path(args.get("out", TrainConfig.out))
+        try:
+            _, metadata = load_checkpoint(run_folder_checkpoint(out), CHECKPOINT_FORMAT)
+        except CheckpointError as error:
+            parser.exit(2, f"error: cannot resume: {error}\n")
+        values = metadata["config"]
+    values.update(args)
+    try:
+        config = TrainConfig.from_dict(values)
+        out = train(config, resume=resume)
+    except (ValueError, CheckpointError, MNISTDataError) as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"checkpoint: {run_folder_checkpoint(out)}")
+
+
+if __name__ == "__main__":
+    main()

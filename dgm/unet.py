@@ -1,0 +1,88 @@
+"""A small U-Net noise predictor eps_theta(x_t, t) for 1 x 28 x 28 MNIST, sized to train on a laptop CPU.
+
+Problem 1(d). Two resolutions below 28 x 28 (14, 7), one residual block per level, a sinusoidal embedding of the
+timestep added inside every block. Each residual block normalises once (not twice, as in Ho et al. 2020): on a
+CPU normalisation passes cost memory bandwidth, not FLOPs, so fewer of them bring a training step closer to the
+machine's matmul rate (see benchmarks/train_throughput.py).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_PERIOD = 10_000  # longest wavelength of the sinusoidal embedding, as in Vaswani et al. (2017)
+
+
+def timestep_embedding(t, dim):
+    """Sinusoidal embedding of integer timesteps t (batch,) into (batch, dim): cosines then sines of t / 10000^(i/half)."""
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
+    half = dim // 2
+    frequencies = torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.to(torch.float32)[:, None] * frequencies[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+class ResidualBlock(nn.Module):
+    """norm -> SiLU -> conv, add the time embedding, SiLU -> conv, plus a (1 x 1 if needed) skip connection."""
+
+    def __init__(self, in_channels, out_channels, embedding_dim, groups):
+        super().__init__()
+        self.norm = nn.GroupNorm(min(groups, in_channels), in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)  # the time term has a bias
+        self.time = nn.Linear(embedding_dim, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x, embedding):
+        h = self.conv1(F.silu(self.norm(x)))
+        h = h + self.time(embedding)[:, :, None, None]
+        return self.skip(x) + self.conv2(F.silu(h))
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t) for images (batch, image_channels, H, W) with H and W divisible by 4 (28 for MNIST).
+
+    ``channels`` are the widths at full, half and quarter resolution; ``groups`` the GroupNorm groups.
+    """
+
+    def __init__(self, image_channels=1, channels=(32, 64, 64), groups=8):
+        super().__init__()
+        if len(channels) != 3 or any(int(c) < 1 for c in channels):
+            raise ValueError(f"channels must be three positive widths (full, half, quarter), got {channels!r}")
+        c0, c1, c2 = (int(c) for c in channels)
+        self.image_channels, self.channels, self.groups = image_channels, (c0, c1, c2), groups
+        self.embedding_dim = 4 * c0
+        self.time_mlp = nn.Sequential(nn.Linear(c0, self.embedding_dim), nn.SiLU(),
+                                      nn.Linear(self.embedding_dim, self.embedding_dim))
+        self.stem = nn.Conv2d(image_channels, c0, 3, padding=1)
+        self.down0 = ResidualBlock(c0, c0, self.embedding_dim, groups)
+        self.downsample0 = nn.Conv2d(c0, c1, 3, stride=2, padding=1)
+        self.down1 = ResidualBlock(c1, c1, self.embedding_dim, groups)
+        self.downsample1 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
+        self.middle = ResidualBlock(c2, c2, self.embedding_dim, groups)
+        self.upsample1 = nn.ConvTranspose2d(c2, c1, 2, stride=2)
+        self.up1 = ResidualBlock(2 * c1, c1, self.embedding_dim, groups)
+        self.upsample0 = nn.ConvTranspose2d(c1, c0, 2, stride=2)
+        self.up0 = ResidualBlock(2 * c0, c0, self.embedding_dim, groups)
+        self.out_norm = nn.GroupNorm(min(groups, c0), c0)
+        self.out = nn.Conv2d(c0, image_channels, 3, padding=1)
+
+    def forward(self, x, t):
+        if x.ndim != 4 or x.shape[1] != self.image_channels or x.shape[2] % 4 or x.shape[3] % 4:
+            raise ValueError(f"x must have shape (batch, {self.image_channels}, H, W) with H, W divisible by 4, "
+                             f"got {tuple(x.shape)}")
+        t = torch.as_tensor(t, device=x.device).expand(len(x))
+        embedding = self.time_mlp(timestep_embedding(t, self.channels[0]).to(x.dtype))
+        h0 = self.down0(self.stem(x), embedding)
+        h1 = self.down1(self.downsample0(h0), embedding)
+        h = self.middle(self.downsample1(h1), embedding)
+        h = self.up1(torch.cat([self.upsample1(h), h1], dim=1), embedding)
+        h = self.up0(torch.cat([self.upsample0(h), h0], dim=1), embedding)
+        return self.out(F.silu(self.out_norm(h)))
+
+    def config(self):
+        """The constructor arguments, for checkpoints' JSON."""
+        return {"image_channels": self.image_channels, "channels": list(self.channels), "groups": self.groups}

@@ -1,0 +1,76 @@
+"""The ``dgm`` command: dispatch, the toy-ablation forwarding, and train -> sample -> evaluate end to end."""
+
+import json
+import subprocess
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from dgm import cli
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TRAIN = ["--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64", "--steps", "2",
+              "--checkpoint-every", "2", "--sample-n", "4", "--sample-steps", "2", "--device", "cpu"]
+
+
+def test_console_script_is_declared():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["dgm"] == "dgm.cli:main"
+
+
+def test_python_dash_m_dgm_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "dgm", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0
+    for command in cli.COMMANDS:
+        assert command in result.stdout
+
+
+def test_no_or_unknown_command_is_an_error(capsys):
+    assert cli.main([]) == 2
+    assert cli.main(["trian"]) == 2
+    assert "unknown command 'trian'" in capsys.readouterr().err
+
+
+def test_toy_ablation_forwards_its_arguments(monkeypatch):
+    received = []
+    monkeypatch.setitem(sys.modules, "dgm.toy_ablation", types.SimpleNamespace(main=received.append))
+    assert cli.main(["toy-ablation", "--seed", "3", "--quick"]) == 0
+    assert received == [["--seed", "3", "--quick"]]
+
+
+def test_train_sample_evaluate_and_resume(tmp_path, capsys, one_thread):
+    run = tmp_path / "run"
+    assert cli.main(["train", *TINY_TRAIN, "--out", str(run)]) == 0
+    assert (run / "checkpoint.safetensors").is_file()
+
+    grid = tmp_path / "grid.png"
+    assert cli.main(["sample", "--ckpt", str(run), "--steps", "3", "--n", "4", "--out", str(grid)]) == 0
+    with Image.open(grid) as image:
+        assert image.size == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)  # 2 x 2 images, torchvision's 2-pixel padding
+
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--ckpt", str(run), "--steps", "2", "--n", "8"]) == 0
+    table = capsys.readouterr().out
+    assert "FID-MNIST" in table and "real floor" in table
+    report = json.loads((run / "eval_steps-2_n-8.json").read_text())
+    assert report["settings"]["n"] == 8 and report["samples"]["seconds_per_sample"] > 0
+    assert set(report["real_floor"]) == {"fid_mnist", "mean_confidence", "share_confident", "label_entropy"}
+
+    assert cli.main(["train", "--resume", "--out", str(run), "--steps", "3"]) == 0
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 3
+
+
+def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    for argv in (["sample", "--ckpt", str(broken)], ["evaluate", "--ckpt", str(broken), "--n", "2"],
+                 ["train", "--resume", "--out", str(tmp_path / "none")], ["train", "--batch-size", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "Traceback" not in err

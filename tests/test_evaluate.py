@@ -1,0 +1,76 @@
+"""Evaluation: the Frechet distance, the label entropy, the shipped classifier, and sanity of the scores."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from dgm import evaluate
+from dgm.data import load_mnist
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return evaluate.load_classifier()
+
+
+@pytest.fixture(scope="module")
+def test_set_predictions(classifier):
+    """(features, probabilities, labels) of the 10,000 test images, computed once for this module."""
+    images, labels = load_mnist("test")
+    return (*evaluate.predict(classifier, images), labels)
+
+
+def test_frechet_distance_of_known_gaussians():
+    one_d = (np.array([0.0]), np.array([[1.0]])), (np.array([1.0]), np.array([[4.0]]))
+    assert evaluate.frechet_distance(*one_d) == pytest.approx(1 + 1 + 4 - 2 * 2)
+    statistics = evaluate.gaussian_statistics(np.random.default_rng(0).standard_normal((500, 6)))
+    assert evaluate.frechet_distance(statistics, statistics) == pytest.approx(0, abs=1e-9)
+
+
+def test_frechet_distance_matches_the_matrix_square_root():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((400, 5)), rng.standard_normal((400, 5)) @ rng.standard_normal((5, 5)) + 0.3
+    (mean_a, cov_a), (mean_b, cov_b) = evaluate.gaussian_statistics(a), evaluate.gaussian_statistics(b)
+    expected = ((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * scipy.linalg.sqrtm(cov_a @ cov_b).real)
+    assert evaluate.frechet_distance((mean_a, cov_a), (mean_b, cov_b)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_label_entropy_bounds():
+    uniform = torch.eye(10).repeat(3, 1)
+    assert evaluate.label_entropy(uniform) == pytest.approx(math.log(10))
+    assert evaluate.label_entropy(torch.eye(10)[[3, 3, 3]]) == 0
+
+
+def test_shipped_classifier_reaches_99_percent(test_set_predictions):
+    _, probabilities, labels = test_set_predictions
+    accuracy = float((probabilities.argmax(dim=1) == labels).float().mean())
+    assert accuracy >= 0.99
+    recorded = json.loads(evaluate.DEFAULT_CLASSIFIER.with_suffix(".json").read_text())["test_accuracy"]
+    assert accuracy == pytest.approx(recorded, abs=1e-4)
+
+
+def test_real_images_score_near_the_floor_and_noise_far_worse(classifier, test_set_predictions):
+    reference = evaluate.gaussian_statistics(test_set_predictions[0])
+    train_images = load_mnist("train")[0]
+    real = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(2))[:500]]
+    report = evaluate.evaluate_images(real, classifier=classifier, seed=1, reference=reference)
+    floor = report["real_floor"]["fid_mnist"]  # other 500 training images
+    assert report["samples"]["fid_mnist"] < 1.5 * floor
+    assert report["samples"]["mean_confidence"] > 0.95
+    assert report["samples"]["label_entropy"] > 0.95 * math.log(10)
+    noise = torch.randn(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    noisy = evaluate.evaluate_images(noise, classifier=classifier, seed=1, reference=reference)["samples"]
+    assert noisy["fid_mnist"] > 20 * floor
+    assert noisy["mean_confidence"] < 0.5 and noisy["share_confident"] < 0.1
+    assert noisy["label_entropy"] < 0.7 * math.log(10)
+
+
+def test_table_lists_every_metric_for_samples_and_floor():
+    scores = {"fid_mnist": 1.0, "mean_confidence": 0.9, "share_confident": 0.8, "label_entropy": 2.0}
+    table = evaluate.format_table({"samples": {**scores, "seconds_per_sample": 0.01}, "real_floor": scores})
+    assert "FID-MNIST" in table and "0.0100" in table and "real floor" in table
+    assert len(table.splitlines()) == 6

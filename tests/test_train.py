@@ -1,0 +1,147 @@
+"""The trainer: the config's JSON, learning, checkpoints, exact resume, clear checkpoint errors, 2-process DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dgm
+from dgm.checkpoint import CheckpointError, save_checkpoint
+from dgm.data import load_mnist
+from dgm.train import (CHECKPOINT_FORMAT, TrainConfig, learning_rate, load_run, run_folder_checkpoint,
+                       select_device, total_steps, train)
+from dgm.unet import UNet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(out, **overrides):
+    """A run that takes seconds: a tiny U-Net on 64 images, a 4-image sample grid of 3 steps."""
+    values = dict(channels=(4, 8, 8), batch_size=16, train_subset=64, steps=4, warmup_steps=2, lr=1e-3,
+                  ema_decay=0.5, checkpoint_every=2, sample_every=100, sample_n=4, sample_steps=3, device="cpu",
+                  out=str(out))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_config_round_trips_through_json(tmp_path, one_thread):
+    config = tiny_config(tmp_path / "run", epochs=0.5)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    train(config, progress=False)
+    assert TrainConfig.from_json(tmp_path / "run" / "checkpoint.json") == config
+    with pytest.raises(ValueError, match="unknown config keys"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=-1)
+
+
+def test_warm_up_and_epochs():
+    config = TrainConfig(lr=1e-3, warmup_steps=10, batch_size=100, epochs=1.5)
+    assert learning_rate(config, 0) == pytest.approx(1e-4)
+    assert learning_rate(config, 9) == learning_rate(config, 500) == 1e-3
+    assert total_steps(config, 60_000) == 900
+    assert total_steps(TrainConfig(steps=7), 60_000) == 7
+
+
+def test_device_selection():
+    assert select_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert select_device("auto").type == expected
+    with pytest.raises(ValueError, match="device"):
+        select_device("tpu")
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(one_thread):
+    torch.manual_seed(0)
+    model = dgm.DDPM(UNet(channels=(8, 16, 16)))
+    batch = load_mnist("train")[0][:32]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+
+    def fixed_loss():
+        with torch.no_grad():
+            return float(model.loss(batch, generator=torch.Generator().manual_seed(1)))
+
+    before = fixed_loss()
+    for step in range(30):
+        optimizer.zero_grad()
+        model.loss(batch, generator=torch.Generator().manual_seed(step)).backward()
+        optimizer.step()
+    assert fixed_loss() < 0.7 * before
+
+
+def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread):
+    out = train(tiny_config(tmp_path / "run"), progress=False)
+    saved = load_file(run_folder_checkpoint(out))
+    metadata = json.loads((out / "checkpoint.json").read_text())
+    assert metadata["format"] == CHECKPOINT_FORMAT and metadata["step"] == 4
+    rows = (out / "loss.csv").read_text().splitlines()
+    assert rows[0] == "step,epoch,loss,lr,images_per_s" and len(rows) == 5
+    assert (out / "samples" / "step_0000004.png").is_file()
+    for weights in ("ema", "model"):
+        model, config, _ = load_run(out, weights=weights)
+        assert config == tiny_config(tmp_path / "run")
+        for name, tensor in model.eps_model.state_dict().items():
+            assert torch.equal(tensor, saved[f"{weights}.{name}"])
+    assert not torch.equal(saved["ema.out.weight"], saved["model.out.weight"])
+
+
+def test_resume_ends_with_the_same_weights(tmp_path, one_thread):
+    straight = train(tiny_config(tmp_path / "straight", steps=6), progress=False)
+    interrupted = tiny_config(tmp_path / "resumed", steps=3, checkpoint_every=3)
+    train(interrupted, progress=False)
+    resumed = train(tiny_config(tmp_path / "resumed", steps=6, checkpoint_every=3), resume=True, progress=False)
+    expected, got = load_file(run_folder_checkpoint(straight)), load_file(run_folder_checkpoint(resumed))
+    assert expected.keys() == got.keys() and any(name.startswith("optimizer.") for name in got)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert (straight / "loss.csv").read_text().count("\n") == (resumed / "loss.csv").read_text().count("\n") == 7
+
+
+def test_broken_checkpoints_give_clear_errors(tmp_path, one_thread):
+    out = train(tiny_config(tmp_path / "run", steps=2), progress=False)
+    path = run_folder_checkpoint(out)
+    data = path.read_bytes()
+    for label, broken in (("truncated", data[: len(data) // 2]), ("corrupt", b"\xff" * 16 + data[16:]),
+                          ("empty", b"")):
+        bad = tmp_path / f"{label}.safetensors"
+        bad.write_bytes(broken)
+        with pytest.raises(CheckpointError, match="corrupt or truncated"):
+            load_run(bad)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_run(tmp_path / "nowhere")
+    metadata = json.loads((out / "checkpoint.json").read_text())
+    tensors = load_file(path)
+    save_checkpoint(tmp_path / "other.safetensors", tensors, {**metadata, "format": "something-else/1"})
+    with pytest.raises(CheckpointError, match="format"):
+        load_run(tmp_path / "other.safetensors")
+    wider = {**metadata, "config": {**metadata["config"], "channels": [8, 8, 8]}}
+    save_checkpoint(tmp_path / "mismatched.safetensors", tensors, wider)
+    with pytest.raises(CheckpointError, match="does not fit the model.*shape mismatch"):
+        load_run(tmp_path / "mismatched.safetensors")
+
+
+def test_two_process_gloo_ddp_run(tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "dgm", "train", "--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64",
+               "--steps", "3", "--checkpoint-every", "3", "--sample-n", "4", "--sample-steps", "2",
+               "--device", "cpu", "--out", str(out)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metadata = json.loads((out / "checkpoint.json").read_text())
+    assert metadata["world_size"] == 2 and metadata["step"] == 3
+    model, _, _ = load_run(out)
+    assert all(torch.isfinite(tensor).all() for tensor in model.eps_model.state_dict().values())

@@ -1,0 +1,56 @@
+"""The MNIST U-Net: shapes, the time embedding, memory formats, argument checks."""
+
+import math
+
+import pytest
+import torch
+
+from dgm.unet import UNet, timestep_embedding
+
+TINY = (4, 8, 8)
+
+
+def test_output_has_the_input_shape(one_thread):
+    torch.manual_seed(0)
+    model = UNet(channels=TINY)
+    x = torch.randn(3, 1, 28, 28)
+    assert model(x, torch.tensor([0, 10, 999])).shape == x.shape
+    assert model(x, 5).shape == x.shape  # one timestep for the whole batch
+
+
+def test_the_output_depends_on_the_timestep(one_thread):
+    torch.manual_seed(0)
+    model = UNet(channels=TINY)
+    torch.nn.init.normal_(model.out.weight)
+    x = torch.randn(1, 1, 28, 28)
+    assert not torch.allclose(model(x, 0), model(x, 500))
+
+
+def test_timestep_embedding_is_cosines_then_sines():
+    t = torch.tensor([0, 1, 999])
+    embedding = timestep_embedding(t, 16)
+    assert embedding.shape == (3, 16)
+    assert torch.equal(embedding[0], torch.cat([torch.ones(8), torch.zeros(8)]))
+    assert math.isclose(float(embedding[1, 0]), math.cos(1.0), rel_tol=1e-6)
+    assert math.isclose(float(embedding[1, 8]), math.sin(1.0), rel_tol=1e-6)
+    assert len({tuple(row.tolist()) for row in timestep_embedding(torch.arange(1000), 16)}) == 1000
+    with pytest.raises(ValueError, match="even"):
+        timestep_embedding(t, 15)
+
+
+def test_channels_last_gives_the_same_output(one_thread):
+    torch.manual_seed(0)
+    model = UNet(channels=TINY)
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
+    expected = model(x, t)
+    model.to(memory_format=torch.channels_last)
+    assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last), t), expected, atol=1e-5)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="channels"):
+        UNet(channels=(8, 16))
+    with pytest.raises(ValueError, match="x must have shape"):
+        UNet(channels=TINY)(torch.randn(2, 1, 30, 30), 0)
+    with pytest.raises(ValueError, match="x must have shape"):
+        UNet(channels=TINY)(torch.randn(2, 3, 28, 28), 0)
