@@ -18,7 +18,7 @@ from dgm.plotting import REPO_ROOT
 
 BUILD = REPO_ROOT / "_build" / "html"
 SCREENSHOTS = REPO_ROOT / "_build" / "screenshots"
-CHAPTERS = ["intro", "forward_process", "reverse_process", "respacing", "continuous_time", "ground_truth",
+CHAPTERS = ["intro", "forward_process", "reverse_process", "timesteps", "respacing", "continuous_time", "ground_truth",
             "references"]
 RAW_TEX = re.compile(r"\\(frac|beta|alpha|mathcal|mathrm|sqrt|sum|int|nabla)\b|\$\$|\\\(|\\\[")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
