@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import dgm
+from dgm.toy_ablation import toy_mixture
 
 
 @pytest.fixture
@@ -13,8 +13,8 @@ def rng():
 
 @pytest.fixture
 def mixture():
-    """An asymmetric two-Gaussian p_0 in the spirit of Problem 3 (stds are standard deviations)."""
-    return dgm.GaussianMixture1D(weights=[0.3, 0.7], means=[-2.0, 2.0], stds=[0.5, 0.3])
+    """The handout's two-Gaussian p_0 of Problem 3 (stds are standard deviations)."""
+    return toy_mixture()
 
 
 @pytest.fixture
