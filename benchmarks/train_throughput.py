@@ -12,6 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dgm
+from dgm.train import PRESETS
 from dgm.unet import UNet
 
 MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
@@ -48,7 +49,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (each variant's best is kept)")
-    parser.add_argument("--channels", type=int, nargs=3, default=[32, 64, 64])
+    parser.add_argument("--channels", type=int, nargs=3, default=list(PRESETS["cpu"]["channels"]),
+                        help="U-Net widths (default: the cpu preset's, the shipped models')")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is steadier on a busy machine)")

@@ -1,7 +1,7 @@
 """The ``dgm`` command: one subcommand per task of the MNIST pipeline, each forwarding to its module's ``main``.
 
-``dgm prepare-data | train | sample | evaluate | train-classifier | toy-ablation [options]``; ``dgm CMD --help``
-lists a subcommand's options. Modules are imported only when their subcommand runs.
+``dgm COMMAND [options]`` with the commands of ``COMMANDS`` below; ``dgm COMMAND --help`` lists a subcommand's
+options. Modules are imported only when their subcommand runs.
 """
 
 import importlib
@@ -10,9 +10,11 @@ import sys
 COMMANDS = {
     "prepare-data": ("dgm.data", "main", "rebuild and verify MNIST offline (run by `make setup`)"),
     "train": ("dgm.train", "main", "train a DDPM on MNIST (Problem 1d)"),
+    "export": ("dgm.train", "export_main", "copy a run's EMA weights and loss log into a small folder to ship"),
     "sample": ("dgm.sampling", "main", "sample a trained run into a PNG grid"),
     "evaluate": ("dgm.evaluate", "main", "FID-MNIST, confidence and label entropy of a run's samples"),
     "train-classifier": ("dgm.evaluate", "train_classifier_main", "train the evaluation classifier"),
+    "ablation": ("dgm.ablation", "main", "the MNIST ablation over T, respacing and DDIM (Problem 2)"),
     "toy-ablation": ("dgm.toy_ablation", "main", "the 1-D toy's ablations (Problems 2-3)"),
 }
 

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
 CHECKPOINT_NAME = "checkpoint"
 LOSS_LOG = "loss.csv"
 LOSS_LOG_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass
@@ -48,6 +50,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-4
     warmup_steps: int = 500
+    lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to zero at the last step
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -74,6 +77,8 @@ class TrainConfig:
         if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
             raise ValueError(f"lr and grad_clip must be positive and warmup_steps >= 0, got lr={self.lr}, "
                              f"grad_clip={self.grad_clip}, warmup_steps={self.warmup_steps}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
 
@@ -94,13 +99,15 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text())["config"])
 
 
-# Starting points, overridden by explicit options. "cpu": the small U-Net for 6,000 steps of 128 images (about 13
-# epochs; see benchmarks/train_throughput.py for this machine's images/s); "gpu": a wider network, a longer run.
+# Starting points, overridden by explicit options. "cpu": 1,700 steps of 128 images (3.6 epochs), about 30 minutes
+# on a 2-core CPU at the ~124 images/s that benchmarks/train_throughput.py measures for these channels; the
+# widths grow at the low resolutions, where they cost little. A high rate decayed to zero and a short EMA suit
+# the short run. This is the recipe of the shipped models (checkpoints/README.md). "gpu": wider, longer.
 PRESETS = {
-    "cpu": {"channels": (32, 64, 64), "batch_size": 128, "steps": 6000, "lr": 2e-4, "warmup_steps": 200,
-            "ema_decay": 0.995, "sample_every": 1000, "checkpoint_every": 250},
+    "cpu": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 1e-3, "warmup_steps": 100,
+            "lr_schedule": "cosine", "ema_decay": 0.995, "sample_every": 500, "checkpoint_every": 100},
     "gpu": {"channels": (64, 128, 256), "batch_size": 256, "steps": 40_000, "lr": 2e-4, "warmup_steps": 1000,
-            "ema_decay": 0.9995, "sample_every": 2000, "checkpoint_every": 1000},
+            "lr_schedule": "cosine", "ema_decay": 0.9995, "sample_every": 2000, "checkpoint_every": 1000},
 }
 
 
@@ -140,9 +147,15 @@ def epoch_order(seed, epoch, size):
     return torch.randperm(size, generator=torch.Generator().manual_seed(seed_for(seed, STREAM_DATA_ORDER, epoch)))
 
 
-def learning_rate(config, step):
-    """Linear warm-up over ``warmup_steps`` steps, then constant."""
-    return config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+def learning_rate(config, step, steps):
+    """Linear warm-up over ``warmup_steps`` steps, then constant or (``lr_schedule="cosine"``) a half cosine that
+    reaches zero after step ``steps - 1``: short runs end sharper when the rate decays."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = (step + 1 - config.warmup_steps) / max(1, steps - config.warmup_steps)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def total_steps(config, dataset_size):
@@ -217,6 +230,35 @@ def load_run(path, device="cpu", weights="ema"):
     return model.to(device).eval(), config, metadata
 
 
+def export_run(run, out):
+    """Copy a run's EMA weights (what sampling uses), config and loss log to ``out``: a few MB to ship, no optimizer."""
+    source = run_folder_checkpoint(run)
+    tensors, metadata = load_checkpoint(source, CHECKPOINT_FORMAT)
+    ema = {name: tensor for name, tensor in tensors.items() if name.startswith("ema.")}
+    if not ema:
+        raise CheckpointError(f"{source} has no EMA weights")
+    metadata = {key: value for key, value in metadata.items() if key != "optimizer_param_groups"}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_folder_checkpoint(out), ema, {**metadata, "weights": "ema", "exported_from": str(run)})
+    log = source.parent / LOSS_LOG
+    if log.is_file():
+        shutil.copyfile(log, out / LOSS_LOG)
+    return out
+
+
+def export_main(argv=None):
+    parser = argparse.ArgumentParser(prog="dgm export", description=export_run.__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="run folder written by `dgm train`")
+    parser.add_argument("--out", required=True, help="folder to write (e.g. checkpoints/ddpm_mnist_T1000)")
+    args = parser.parse_args(argv)
+    try:
+        out = export_run(args.ckpt, args.out)
+    except CheckpointError as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"exported the EMA weights of {args.ckpt} to {out}")
+
+
 def truncate_loss_log(path, step):
     """Keep the loss log's rows up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
     if not path.is_file():
@@ -274,6 +316,9 @@ def _train(config, resume, progress, out, device, distributed):
     if resume:
         path = run_folder_checkpoint(out)
         tensors, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
+        if metadata.get("weights") == "ema":
+            raise CheckpointError(f"{path} holds EMA weights only (made by `dgm export` for sampling); resume from "
+                                  "the run folder that `dgm train` wrote")
         load_into(network, tensors, "model.", path)
         load_into(ema, tensors, "ema.", path)
         load_optimizer(optimizer, tensors, metadata, path)
@@ -317,7 +362,7 @@ def _train(config, resume, progress, out, device, distributed):
             batch = images[order[first:first + local_batch]].to(device).contiguous(memory_format=memory_format)
             noise.manual_seed(seed_for(config.seed, STREAM_NOISE, step, distributed.rank))
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
+                group["lr"] = learning_rate(config, step, steps)
             optimizer.zero_grad(set_to_none=True)
             with autocast:
                 loss = training_model.loss(batch, generator=noise)
@@ -331,7 +376,7 @@ def _train(config, resume, progress, out, device, distributed):
             if distributed.main:
                 loss_value = loss.item()
                 rate = config.batch_size / (time.perf_counter() - began)
-                writer.writerow([done, epoch, f"{loss_value:.6f}", f"{learning_rate(config, step):.3e}",
+                writer.writerow([done, epoch, f"{loss_value:.6f}", f"{learning_rate(config, step, steps):.3e}",
                                  f"{rate:.1f}"])
                 bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}")
                 if done % config.checkpoint_every == 0 or done == steps:

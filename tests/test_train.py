@@ -1,5 +1,6 @@
 """The trainer: the config's JSON, learning, checkpoints, exact resume, clear checkpoint errors, 2-process DDP."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 import dgm
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import load_mnist
-from dgm.train import (CHECKPOINT_FORMAT, TrainConfig, learning_rate, load_run, run_folder_checkpoint,
+from dgm.train import (CHECKPOINT_FORMAT, TrainConfig, export_run, learning_rate, load_run, run_folder_checkpoint,
                        select_device, total_steps, train)
 from dgm.unet import UNet
 
@@ -49,8 +50,14 @@ def test_config_rejects_bad_values():
 
 def test_warm_up_and_epochs():
     config = TrainConfig(lr=1e-3, warmup_steps=10, batch_size=100, epochs=1.5)
-    assert learning_rate(config, 0) == pytest.approx(1e-4)
-    assert learning_rate(config, 9) == learning_rate(config, 500) == 1e-3
+    assert learning_rate(config, 0, 900) == pytest.approx(1e-4)
+    assert learning_rate(config, 9, 900) == learning_rate(config, 500, 900) == 1e-3
+    cosine = dataclasses.replace(config, lr_schedule="cosine")
+    assert learning_rate(cosine, 9, 900) == 1e-3
+    assert learning_rate(cosine, 454, 900) == pytest.approx(5e-4, rel=1e-2)
+    assert learning_rate(cosine, 899, 900) == 0.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
     assert total_steps(config, 60_000) == 900
     assert total_steps(TrainConfig(steps=7), 60_000) == 7
 
@@ -95,6 +102,20 @@ def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread)
         for name, tensor in model.eps_model.state_dict().items():
             assert torch.equal(tensor, saved[f"{weights}.{name}"])
     assert not torch.equal(saved["ema.out.weight"], saved["model.out.weight"])
+
+
+def test_export_keeps_the_ema_weights_and_refuses_to_resume(tmp_path, one_thread):
+    out = train(tiny_config(tmp_path / "run"), progress=False)
+    shipped = export_run(out, tmp_path / "shipped")
+    saved = load_file(run_folder_checkpoint(shipped))
+    assert set(saved) == {name for name in load_file(run_folder_checkpoint(out)) if name.startswith("ema.")}
+    model, config, metadata = load_run(shipped)
+    assert config == tiny_config(tmp_path / "run") and metadata["weights"] == "ema"
+    for name, tensor in model.eps_model.state_dict().items():
+        assert torch.equal(tensor, saved[f"ema.{name}"])
+    assert (shipped / "loss.csv").read_text() == (out / "loss.csv").read_text()
+    with pytest.raises(CheckpointError, match="EMA weights only"):
+        train(tiny_config(shipped, steps=6), resume=True, progress=False)
 
 
 def test_resume_ends_with_the_same_weights(tmp_path, one_thread):

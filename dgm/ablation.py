@@ -1,0 +1,199 @@
+"""Problem 2 on MNIST: the shipped T = 500, 1000 and 2000 models, each sampled by the full chain, respaced to 100
+and 50 steps, and by DDIM, and scored by the project's classifier.
+
+Book chapters "The number of timesteps" and "Respacing for fast sampling". ``dgm ablation`` writes
+``results/ablation.json`` and ``.csv`` and one sample grid per row under ``results/ablation_grids/``. Every row
+draws N samples from the same seed, so rows of one model start from the same x_T and all rows compare;
+``--quick`` runs the same grid at N = 16 into ``runs/ablation_quick/`` (CI, trials).
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dgm.checkpoint import CheckpointError
+from dgm.data import MNISTDataError, load_mnist
+from dgm.evaluate import CLASSES, DEFAULT_CLASSIFIER, load_classifier, score_images, test_statistics
+from dgm.plotting import REPO_ROOT, RESULTS
+from dgm.sampling import sample_run, save_grid
+from dgm.train import LOSS_LOG, load_run
+
+MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000))
+# (sampler, sigma, steps): steps None is the full chain of T steps; DDIM adds no noise, so it has no sigma.
+SETTINGS = (("ancestral", "beta", None), ("ancestral", "posterior", None),
+            ("ancestral", "beta", 100), ("ancestral", "posterior", 100),
+            ("ancestral", "beta", 50), ("ancestral", "posterior", 50),
+            ("ddim", None, 100), ("ddim", None, 50))
+METRICS = ("fid_mnist", "mean_confidence", "share_confident", "label_entropy")
+GRID_SIZE = 64  # samples per saved grid
+QUICK_N = 16
+# The issue's quality bars, judged on the T = 1000 model with sigma^2 = beta: the baseline of Problem 1 with the full
+# chain, and the 30-minute CPU preset at 100 respaced steps. Entropy is a share of log 10 (uniform labels).
+QUALITY_BARS = {
+    "baseline": {"steps": None, "share_confident": 0.95, "label_entropy_share": 0.97, "fid_over_floor": 3.0},
+    "cpu preset": {"steps": 100, "share_confident": 0.90, "label_entropy_share": 0.95},
+}
+
+
+def row_name(T, sampler, sigma, steps):
+    """A stable file name for one row's grid, e.g. ``T1000_ancestral-beta_all``."""
+    return f"T{T}_{sampler}{'-' + sigma if sigma else ''}_{steps or 'all'}"
+
+
+def training_seconds(run):
+    """Wall-clock seconds of the training steps in a run's loss log (batch / images per second, summed)."""
+    log = Path(run) / LOSS_LOG
+    if not log.is_file():
+        return None
+    with open(log, newline="") as file:
+        rows = list(csv.DictReader(file))
+    batch = load_run(run)[1].batch_size
+    return sum(batch / float(row["images_per_s"]) for row in rows)
+
+
+def describe_model(run):
+    """What the tables need to know of one model: T, alpha_bar at the last step, training steps and time."""
+    model, config, metadata = load_run(run)
+    return {"name": Path(run).name, "path": str(run), "T": config.T, "beta_min": config.beta_min,
+            "beta_max": config.beta_max, "alpha_bar_T": float(model.alpha_bar[-1]), "step": metadata["step"],
+            "training_seconds": training_seconds(run), "config": config.to_dict()}
+
+
+def run_ablation(models=MODELS, n=128, seed=0, device="auto", grids=RESULTS / "ablation_grids", data=None,
+                 classifier_path=DEFAULT_CLASSIFIER):
+    """Every model x every setting of SETTINGS at ``n`` samples from ``seed``; returns the report (a dict)."""
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
+    described = [describe_model(run) for run in models]
+    classifier = load_classifier(classifier_path)
+    reference = test_statistics(classifier, data)
+    train_images = load_mnist("train", data)[0]
+    chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:n]
+    floor = score_images(train_images[chosen], classifier, reference)
+    rows = []
+    jobs = [(model, setting) for model in described for setting in SETTINGS]
+    for model, (sampler, sigma, steps) in tqdm(jobs, desc="ablation rows", unit="row"):
+        images, seconds = sample_run(model["path"], n, steps, sampler, sigma or "beta", seed, device,
+                                     progress=True)
+        name = row_name(model["T"], sampler, sigma, steps)
+        save_grid(images[:GRID_SIZE], Path(grids) / f"{name}.png")
+        rows.append({"model": model["name"], "T": model["T"], "sampler": sampler, "sigma": sigma,
+                     "steps": steps or model["T"], "respaced": steps is not None, "n": n, "seed": seed,
+                     **score_images(images, classifier, reference), "fid_floor": floor["fid_mnist"],
+                     "seconds_per_sample": seconds, "grid": f"{name}.png"})
+    return {"n": n, "seed": seed, "floor": floor, "models": described, "rows": rows,
+            "classifier": Path(classifier_path).name,
+            "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                        "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def load_report(path=RESULTS / "ablation.json"):
+    """The report ``dgm ablation`` wrote (the book's tables read it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `dgm ablation` (about an hour on a 2-core CPU)")
+    return json.loads(path.read_text())
+
+
+def find_row(report, T, sampler="ancestral", sigma="beta", steps=None):
+    """The row of the model with this T and this setting (steps None: the full chain)."""
+    for row in report["rows"]:
+        if (row["T"], row["sampler"], row["sigma"], row["steps"]) == (T, sampler, sigma, steps or T):
+            return row
+    raise KeyError(f"no row for T={T}, {sampler}, sigma={sigma}, steps={steps or T}")
+
+
+def check_bars(report, T=1000):
+    """Each quality bar of QUALITY_BARS against the T model's row: {bar: {metric: (measured, required, met)}}."""
+    verdicts = {}
+    for bar, required in QUALITY_BARS.items():
+        row = find_row(report, T, steps=required["steps"])
+        measured = {"share_confident": row["share_confident"],
+                    "label_entropy_share": row["label_entropy"] / math.log(CLASSES),
+                    "fid_over_floor": row["fid_mnist"] / row["fid_floor"]}
+        verdicts[bar] = {metric: (measured[metric], limit, measured[metric] <= limit if metric == "fid_over_floor"
+                                  else measured[metric] >= limit)
+                         for metric, limit in required.items() if metric != "steps"}
+    return verdicts
+
+
+def markdown_table(report, rows):
+    """Rows of the report as a Markdown table, with the real-data floor as the first line."""
+    uniform = math.log(CLASSES)
+    lines = ["| model | sampler | steps | FID-MNIST | mean confidence | share >= 0.9 | label entropy / log 10 | "
+             "s per image |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    floor = report["floor"]
+    lines.append(f"| real MNIST ({report['n']} training images) | | | {floor['fid_mnist']:.1f} | "
+                 f"{floor['mean_confidence']:.3f} | {floor['share_confident']:.3f} | "
+                 f"{floor['label_entropy'] / uniform:.3f} | |")
+    for row in rows:
+        sampler = row["sampler"] + (f", sigma^2 = {'beta' if row['sigma'] == 'beta' else 'beta_tilde'}"
+                                    if row["sigma"] else "")
+        lines.append(f"| T = {row['T']} | {sampler} | {row['steps']} | {row['fid_mnist']:.1f} | "
+                     f"{row['mean_confidence']:.3f} | {row['share_confident']:.3f} | "
+                     f"{row['label_entropy'] / uniform:.3f} | {row['seconds_per_sample']:.3f} |")
+    return "\n".join(lines)
+
+
+def write_report(report, out):
+    """``out``.json (everything) and ``out``.csv (the rows)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    with open(out.with_suffix(".csv"), "w", newline="") as file:
+        writer = csv.DictWriter(file, list(report["rows"][0]))
+        writer.writeheader()
+        writer.writerows(report["rows"])
+    return out.with_suffix(".json")
+
+
+def format_rows(report):
+    """The rows as a text table, the real-data floor first."""
+    uniform = math.log(CLASSES)
+    header = (f"{'model':22s} {'sampler':22s} {'steps':>5s} {'FID':>7s} {'conf':>6s} {'>=0.9':>6s} "
+              f"{'H/log10':>7s} {'s/img':>7s}")
+    floor = report["floor"]
+    lines = [header, f"{'real MNIST (floor)':22s} {'':22s} {'':>5s} {floor['fid_mnist']:7.2f} "
+                     f"{floor['mean_confidence']:6.3f} {floor['share_confident']:6.3f} "
+                     f"{floor['label_entropy'] / uniform:7.3f}"]
+    for row in report["rows"]:
+        sampler = row["sampler"] + (f" ({row['sigma']})" if row["sigma"] else "")
+        lines.append(f"{row['model']:22s} {sampler:22s} {row['steps']:5d} {row['fid_mnist']:7.2f} "
+                     f"{row['mean_confidence']:6.3f} {row['share_confident']:6.3f} "
+                     f"{row['label_entropy'] / uniform:7.3f} {row['seconds_per_sample']:7.4f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="dgm ablation", description=__doc__.splitlines()[0] + " ...")
+    parser.add_argument("--models", nargs="+", default=[str(m) for m in MODELS], help="run folders to compare")
+    parser.add_argument("--n", type=int, default=128, help="samples per row (FID-MNIST depends on it)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=None, help="report path without suffix (default: "
+                        "results/ablation, or runs/ablation_quick/ablation with --quick)")
+    parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_N}, written under runs/ (CI, trials)")
+    parser.add_argument("--data", default=None)
+    args = parser.parse_args(argv)
+    n = QUICK_N if args.quick else args.n
+    out = args.out or (REPO_ROOT / "runs" / "ablation_quick" / "ablation" if args.quick else RESULTS / "ablation")
+    grids = out.parent / f"{out.name}_grids"
+    try:
+        report = run_ablation(args.models, n, args.seed, args.device, grids, args.data)
+    except (ValueError, CheckpointError, MNISTDataError) as error:
+        parser.exit(2, f"error: {error}\n")
+    print(format_rows(report))
+    print(f"report: {write_report(report, out)}; grids: {grids}")
+
+
+if __name__ == "__main__":
+    main()

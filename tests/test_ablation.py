@@ -1,0 +1,82 @@
+"""The MNIST ablation (dgm.ablation): every model x setting, same N and seed, JSON + CSV + grids, clear errors."""
+
+import csv
+import json
+import math
+
+import pytest
+
+import dgm
+from dgm import cli
+from dgm.ablation import QUALITY_BARS, QUICK_N, SETTINGS, check_bars, find_row, row_name
+from dgm.train import TrainConfig, train
+
+TINY_T = 100  # the smallest T that the 100-step rows can respace
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two tiny trained runs with different T, in seconds."""
+    folder = tmp_path_factory.mktemp("runs")
+    runs = []
+    for T in (TINY_T, 2 * TINY_T):
+        config = TrainConfig(T=T, channels=(4, 8, 8), batch_size=16, train_subset=64, steps=2, warmup_steps=1,
+                             checkpoint_every=2, sample_every=100, sample_n=4, sample_steps=2, device="cpu",
+                             out=str(folder / f"T{T}"))
+        runs.append(train(config, progress=False))
+    return runs
+
+
+def test_quick_ablation_writes_every_row_with_the_same_n(tiny_runs, tmp_path, capsys, one_thread):
+    out = tmp_path / "ablation"
+    assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "real MNIST (floor)" in printed and str(out.with_suffix(".json")) in printed
+
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [model["T"] for model in report["models"]] == [TINY_T, 2 * TINY_T]
+    for model in report["models"]:
+        expected = dgm.ddpm_schedules(model["beta_min"], model["beta_max"], model["T"])["alpha_bar"][-1]
+        assert model["alpha_bar_T"] == pytest.approx(float(expected)) and model["training_seconds"] > 0
+    rows = report["rows"]
+    assert len(rows) == 2 * len(SETTINGS)
+    assert {(row["n"], row["seed"]) for row in rows} == {(QUICK_N, 0)}
+    assert [row["steps"] for row in rows[:len(SETTINGS)]] == [setting[2] or TINY_T for setting in SETTINGS]
+    for row in rows:
+        assert 0 <= row["share_confident"] <= 1 and 0.1 <= row["mean_confidence"] <= 1
+        assert 0 <= row["label_entropy"] <= math.log(10) + 1e-9
+        assert row["fid_mnist"] > 0 and row["fid_floor"] == report["floor"]["fid_mnist"]
+        assert row["seconds_per_sample"] > 0
+        assert (tmp_path / "ablation_grids" / row["grid"]).is_file()
+    with open(out.with_suffix(".csv"), newline="") as file:
+        assert len(list(csv.DictReader(file))) == len(rows)
+
+
+def test_row_names_are_stable():
+    assert row_name(1000, "ancestral", "beta", None) == "T1000_ancestral-beta_all"
+    assert row_name(500, "ddim", None, 50) == "T500_ddim_50"
+
+
+def test_bad_input_exits_with_a_message(tmp_path, capsys):
+    for argv in (["ablation", "--models", str(tmp_path / "missing")], ["ablation", "--n", "1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.startswith("error:")
+
+
+def test_quality_bars_judge_the_baseline_rows():
+    def row(steps, share, entropy_share, fid):
+        return {"T": 1000, "sampler": "ancestral", "sigma": "beta", "steps": steps, "share_confident": share,
+                "label_entropy": entropy_share * math.log(10), "fid_mnist": fid, "fid_floor": 10.0}
+
+    report = {"rows": [row(1000, 0.96, 0.98, 29.0), row(100, 0.89, 0.99, 50.0)]}
+    verdicts = check_bars(report)
+    assert verdicts["baseline"] == {"share_confident": (0.96, 0.95, True),
+                                    "label_entropy_share": (pytest.approx(0.98), 0.97, True),
+                                    "fid_over_floor": (2.9, 3.0, True)}
+    assert verdicts["cpu preset"]["share_confident"] == (0.89, 0.90, False)
+    assert set(verdicts) == set(QUALITY_BARS)
+    assert find_row(report, 1000, steps=100)["fid_mnist"] == 50.0
+    with pytest.raises(KeyError, match="T=500"):
+        find_row(report, 500)
