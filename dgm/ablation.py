@@ -3,7 +3,8 @@ and 50 steps, and by DDIM, and scored by the project's classifier.
 
 Book chapters "The number of timesteps" and "Respacing for fast sampling". ``dgm ablation`` writes
 ``results/ablation.json`` and ``.csv`` and one sample grid per row under ``results/ablation_grids/``. Every row
-draws N samples from the same seed, so rows of one model start from the same x_T and all rows compare;
+draws N samples from the same seed, so rows of one model start from the same x_T and all rows compare. The report
+is saved after every row and finished rows are kept, so an interrupted run resumes where it stopped;
 ``--quick`` runs the same grid at N = 16 into ``runs/ablation_quick/`` (CI, trials).
 """
 
@@ -64,12 +65,17 @@ def describe_model(run):
     model, config, metadata = load_run(run)
     return {"name": Path(run).name, "path": str(run), "T": config.T, "beta_min": config.beta_min,
             "beta_max": config.beta_max, "alpha_bar_T": float(model.alpha_bar[-1]), "step": metadata["step"],
+            "saved_at": metadata["saved_at"],
             "training_seconds": training_seconds(run), "config": config.to_dict()}
 
 
 def run_ablation(models=MODELS, n=128, seed=0, device="auto", grids=RESULTS / "ablation_grids", data=None,
-                 classifier_path=DEFAULT_CLASSIFIER):
-    """Every model x every setting of SETTINGS at ``n`` samples from ``seed``; returns the report (a dict)."""
+                 classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None):
+    """Every model x every setting of SETTINGS at ``n`` samples from ``seed``; returns the report (a dict).
+
+    Rows of a ``previous`` report with the same model checkpoint, setting, n and seed are kept, not sampled again;
+    ``save(report)`` is called after every row, so an interrupted run resumes where it stopped.
+    """
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
     described = [describe_model(run) for run in models]
@@ -78,22 +84,35 @@ def run_ablation(models=MODELS, n=128, seed=0, device="auto", grids=RESULTS / "a
     train_images = load_mnist("train", data)[0]
     chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:n]
     floor = score_images(train_images[chosen], classifier, reference)
-    rows = []
+    report = {"n": n, "seed": seed, "floor": floor, "models": described, "rows": [], "complete": False,
+              "classifier": Path(classifier_path).name,
+              "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                          "torch_threads": torch.get_num_threads(), "torch": torch.__version__}}
+    saved_at = {model["name"]: model["saved_at"] for model in (previous or {}).get("models", [])}
+    kept = {row_key(row, saved_at[row["model"]]): row for row in (previous or {}).get("rows", [])
+            if row["model"] in saved_at and (Path(grids) / row["grid"]).is_file()}
     jobs = [(model, setting) for model in described for setting in SETTINGS]
     for model, (sampler, sigma, steps) in tqdm(jobs, desc="ablation rows", unit="row"):
+        name = row_name(model["T"], sampler, sigma, steps)
+        row = {"model": model["name"], "T": model["T"], "sampler": sampler, "sigma": sigma,
+               "steps": steps or model["T"], "respaced": steps is not None, "n": n, "seed": seed}
+        if row_key(row, model["saved_at"]) in kept:
+            report["rows"].append(kept[row_key(row, model["saved_at"])])
+            continue
         images, seconds = sample_run(model["path"], n, steps, sampler, sigma or "beta", seed, device,
                                      progress=True)
-        name = row_name(model["T"], sampler, sigma, steps)
         save_grid(images[:GRID_SIZE], Path(grids) / f"{name}.png")
-        rows.append({"model": model["name"], "T": model["T"], "sampler": sampler, "sigma": sigma,
-                     "steps": steps or model["T"], "respaced": steps is not None, "n": n, "seed": seed,
-                     **score_images(images, classifier, reference), "fid_floor": floor["fid_mnist"],
-                     "seconds_per_sample": seconds, "grid": f"{name}.png"})
-    return {"n": n, "seed": seed, "floor": floor, "models": described, "rows": rows,
-            "classifier": Path(classifier_path).name,
-            "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                        "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        report["rows"].append({**row, **score_images(images, classifier, reference), "fid_floor": floor["fid_mnist"],
+                               "seconds_per_sample": seconds, "grid": f"{name}.png"})
+        if save is not None:
+            save(report)
+    report.update(complete=True, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return report
+
+
+def row_key(row, saved_at):
+    """What makes two rows the same measurement: the model checkpoint, the setting, n and seed."""
+    return (row["model"], saved_at, row["sampler"], row["sigma"], row["steps"], row["respaced"], row["n"], row["seed"])
 
 
 def load_report(path=RESULTS / "ablation.json"):
@@ -187,8 +206,10 @@ def main(argv=None):
     n = QUICK_N if args.quick else args.n
     out = args.out or (REPO_ROOT / "runs" / "ablation_quick" / "ablation" if args.quick else RESULTS / "ablation")
     grids = out.parent / f"{out.name}_grids"
+    previous = load_report(out.with_suffix(".json")) if out.with_suffix(".json").is_file() else None
     try:
-        report = run_ablation(args.models, n, args.seed, args.device, grids, args.data)
+        report = run_ablation(args.models, n, args.seed, args.device, grids, args.data, previous=previous,
+                              save=lambda partial: write_report(partial, out))
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
     print(format_rows(report))

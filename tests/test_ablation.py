@@ -7,7 +7,7 @@ import math
 import pytest
 
 import dgm
-from dgm import cli
+from dgm import ablation, cli
 from dgm.ablation import QUALITY_BARS, QUICK_N, SETTINGS, check_bars, find_row, row_name
 from dgm.train import TrainConfig, train
 
@@ -27,7 +27,7 @@ def tiny_runs(tmp_path_factory):
     return runs
 
 
-def test_quick_ablation_writes_every_row_with_the_same_n(tiny_runs, tmp_path, capsys, one_thread):
+def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys, monkeypatch, one_thread):
     out = tmp_path / "ablation"
     assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -50,6 +50,17 @@ def test_quick_ablation_writes_every_row_with_the_same_n(tiny_runs, tmp_path, ca
         assert (tmp_path / "ablation_grids" / row["grid"]).is_file()
     with open(out.with_suffix(".csv"), newline="") as file:
         assert len(list(csv.DictReader(file))) == len(rows)
+
+    # A second run keeps every finished row and samples again only the row whose grid is gone.
+    sampled = []
+    real_sample_run = ablation.sample_run
+    monkeypatch.setattr(ablation, "sample_run", lambda *args, **kwargs: sampled.append(args) or real_sample_run(
+        *args, **kwargs))
+    (tmp_path / "ablation_grids" / rows[3]["grid"]).unlink()
+    assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert len(sampled) == 1 and sampled[0][2] == rows[3]["steps"] and again["complete"]
+    assert again["rows"][:3] == rows[:3] and again["rows"][4:] == rows[4:]
 
 
 def test_row_names_are_stable():
