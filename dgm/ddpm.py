@@ -31,7 +31,8 @@ def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=
         raise ValueError(f"sigma must be one of {SIGMA_CHOICES}, got {sigma!r}")
     variance = schedule["beta"] if sigma == "beta" else schedule["posterior_variance"]
     for i, t in reverse_steps(schedule, x, progress):
-        beta, alpha_bar = (schedule[name][i].to(x.dtype) for name in ("beta", "alpha_bar"))
+        # float64 scalars: a long respaced jump has beta' within 1e-8 of 1, which float32 would round to 1.
+        beta, alpha_bar = (schedule[name][i] for name in ("beta", "alpha_bar"))
         eps = model(x, t)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "x0_pred": closed_forms.predict_x0(x, eps, alpha_bar)})

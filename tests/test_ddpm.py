@@ -97,3 +97,15 @@ def test_non_finite_samples_raise():
     model = DDPM(lambda x, t: torch.full_like(x, float("nan")), T=10, shape=(1,))
     with pytest.raises(FloatingPointError, match="non-finite"):
         model.sample(3)
+
+
+def test_float32_sampling_survives_a_jump_whose_beta_rounds_to_one():
+    model = DDPM(lambda x, t: torch.zeros_like(x), T=2000, shape=(1,))
+    beta = model.sampling_schedule(2)["beta"]
+    assert float(beta[1].to(torch.float32)) == 1.0 and float(beta[1]) < 1  # float32 cannot hold this beta'
+    # With eps = 0, Algorithm 2 only rescales and adds noise: x_0 = (x_T / sqrt(1 - b1) + sqrt(b1) z) / sqrt(1 - b0).
+    expected_std = float(((1 / (1 - beta[1]) + beta[1]) / (1 - beta[0])).sqrt())
+    for dtype in (torch.float32, torch.float64):
+        samples = model.sample(20_000, steps=2, dtype=dtype, generator=torch.Generator().manual_seed(0))
+        assert samples.dtype == dtype
+        assert float(samples.double().std()) == pytest.approx(expected_std, rel=0.03)
