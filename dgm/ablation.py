@@ -69,7 +69,7 @@ def describe_model(run):
             "training_seconds": training_seconds(run), "config": config.to_dict()}
 
 
-def run_ablation(models=MODELS, n=128, seed=0, device="auto", grids=RESULTS / "ablation_grids", data=None,
+def run_ablation(models=MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ablation_grids", data=None,
                  classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None):
     """Every model x every setting of SETTINGS at ``n`` samples from ``seed``; returns the report (a dict).
 
@@ -119,7 +119,7 @@ def load_report(path=RESULTS / "ablation.json"):
     """The report ``dgm ablation`` wrote (the book's tables read it)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `dgm ablation` (about an hour on a 2-core CPU)")
+        raise FileNotFoundError(f"{path} is missing: run `dgm ablation` to write it")
     return json.loads(path.read_text())
 
 
@@ -195,7 +195,7 @@ def format_rows(report):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm ablation", description=__doc__.splitlines()[0] + " ...")
     parser.add_argument("--models", nargs="+", default=[str(m) for m in MODELS], help="run folders to compare")
-    parser.add_argument("--n", type=int, default=128, help="samples per row (FID-MNIST depends on it)")
+    parser.add_argument("--n", type=int, default=64, help="samples per row (FID-MNIST depends on it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="report path without suffix (default: "

@@ -99,9 +99,9 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text())["config"])
 
 
-# Starting points, overridden by explicit options. "cpu": 1,700 steps of 128 images (3.6 epochs), about 30 minutes
-# on a 2-core CPU at the ~124 images/s that benchmarks/train_throughput.py measures for these channels; the
-# widths grow at the low resolutions, where they cost little. A high rate decayed to zero and a short EMA suit
+# Starting points, overridden by explicit options. "cpu": 1,700 steps of 128 images (3.6 epochs), about 40 minutes
+# on a 2-core CPU (93 images/s sustained; benchmarks/train_throughput.py's best-of-5 peak is 124); the widths
+# grow at the low resolutions, where they cost little. A high rate decayed to zero and a short EMA suit
 # the short run. This is the recipe of the shipped models (checkpoints/README.md). "gpu": wider, longer.
 PRESETS = {
     "cpu": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 1e-3, "warmup_steps": 100,
