@@ -21,8 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError
-from dgm.data import MNISTDataError, load_mnist
-from dgm.evaluate import CLASSES, DEFAULT_CLASSIFIER, load_classifier, score_images, test_statistics
+from dgm.data import MNISTDataError
+from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, load_classifier, real_data_floor, score_images,
+                          test_statistics)
 from dgm.plotting import REPO_ROOT, RESULTS
 from dgm.sampling import sample_run, save_grid
 from dgm.train import LOSS_LOG, load_run
@@ -33,7 +34,6 @@ SETTINGS = (("ancestral", "beta", None), ("ancestral", "posterior", None),
             ("ancestral", "beta", 100), ("ancestral", "posterior", 100),
             ("ancestral", "beta", 50), ("ancestral", "posterior", 50),
             ("ddim", None, 100), ("ddim", None, 50))
-METRICS = ("fid_mnist", "mean_confidence", "share_confident", "label_entropy")
 GRID_SIZE = 64  # samples per saved grid
 QUICK_N = 16
 # The issue's quality bars, judged on the T = 1000 model with sigma^2 = beta: the baseline of Problem 1 with the full
@@ -49,15 +49,13 @@ def row_name(T, sampler, sigma, steps):
     return f"T{T}_{sampler}{'-' + sigma if sigma else ''}_{steps or 'all'}"
 
 
-def training_seconds(run):
+def training_seconds(run, batch_size):
     """Wall-clock seconds of the training steps in a run's loss log (batch / images per second, summed)."""
     log = Path(run) / LOSS_LOG
     if not log.is_file():
         return None
     with open(log, newline="") as file:
-        rows = list(csv.DictReader(file))
-    batch = load_run(run)[1].batch_size
-    return sum(batch / float(row["images_per_s"]) for row in rows)
+        return sum(batch_size / float(row["images_per_s"]) for row in csv.DictReader(file))
 
 
 def describe_model(run):
@@ -66,7 +64,7 @@ def describe_model(run):
     return {"name": Path(run).name, "path": str(run), "T": config.T, "beta_min": config.beta_min,
             "beta_max": config.beta_max, "alpha_bar_T": float(model.alpha_bar[-1]), "step": metadata["step"],
             "saved_at": metadata["saved_at"],
-            "training_seconds": training_seconds(run), "config": config.to_dict()}
+            "training_seconds": training_seconds(run, config.batch_size), "config": config.to_dict()}
 
 
 def run_ablation(models=MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ablation_grids", data=None,
@@ -81,9 +79,7 @@ def run_ablation(models=MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ab
     described = [describe_model(run) for run in models]
     classifier = load_classifier(classifier_path)
     reference = test_statistics(classifier, data)
-    train_images = load_mnist("train", data)[0]
-    chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:n]
-    floor = score_images(train_images[chosen], classifier, reference)
+    floor = real_data_floor(n, classifier, reference, data, seed)
     report = {"n": n, "seed": seed, "floor": floor, "models": described, "rows": [], "complete": False,
               "classifier": Path(classifier_path).name,
               "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),

@@ -194,10 +194,15 @@ def evaluate_images(images, classifier=None, data=None, seed=0, reference=None):
     """
     classifier = load_classifier() if classifier is None else classifier
     reference = test_statistics(classifier, data) if reference is None else reference
-    train_images = load_mnist("train", data)[0]
-    chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:len(images)]
     return {"samples": score_images(images, classifier, reference),
-            "real_floor": score_images(train_images[chosen], classifier, reference)}
+            "real_floor": real_data_floor(len(images), classifier, reference, data, seed)}
+
+
+def real_data_floor(n, classifier, reference, data=None, seed=0):
+    """Scores of n random training images (drawn by ``seed``) against the test set: what real data reaches at n."""
+    train_images = load_mnist("train", data)[0]
+    chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:n]
+    return score_images(train_images[chosen], classifier, reference)
 
 
 def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", seed=0, device="auto",
