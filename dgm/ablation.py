@@ -141,22 +141,39 @@ def check_bars(report, T=1000):
     return verdicts
 
 
-def markdown_table(report, rows):
-    """Rows of the report as a Markdown table, with the real-data floor as the first line."""
+TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", "share >= 0.9",
+                 "label entropy / log 10", "s per image")
+
+
+def table_cells(report, rows):
+    """One list of formatted cells (TABLE_COLUMNS) per line: the real-data floor first, then ``rows``."""
     uniform = math.log(CLASSES)
-    lines = ["| model | sampler | steps | FID-MNIST | mean confidence | share >= 0.9 | label entropy / log 10 | "
-             "s per image |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     floor = report["floor"]
-    lines.append(f"| real MNIST ({report['n']} training images) | | | {floor['fid_mnist']:.1f} | "
-                 f"{floor['mean_confidence']:.3f} | {floor['share_confident']:.3f} | "
-                 f"{floor['label_entropy'] / uniform:.3f} | |")
+    lines = [[f"real MNIST ({report['n']} training images)", "", "", f"{floor['fid_mnist']:.1f}",
+              f"{floor['mean_confidence']:.3f}", f"{floor['share_confident']:.3f}",
+              f"{floor['label_entropy'] / uniform:.3f}", ""]]
     for row in rows:
         sampler = row["sampler"] + (f", sigma^2 = {'beta' if row['sigma'] == 'beta' else 'beta_tilde'}"
                                     if row["sigma"] else "")
-        lines.append(f"| T = {row['T']} | {sampler} | {row['steps']} | {row['fid_mnist']:.1f} | "
-                     f"{row['mean_confidence']:.3f} | {row['share_confident']:.3f} | "
-                     f"{row['label_entropy'] / uniform:.3f} | {row['seconds_per_sample']:.3f} |")
-    return "\n".join(lines)
+        lines.append([row["model"], sampler, str(row["steps"]), f"{row['fid_mnist']:.1f}",
+                      f"{row['mean_confidence']:.3f}", f"{row['share_confident']:.3f}",
+                      f"{row['label_entropy'] / uniform:.3f}", f"{row['seconds_per_sample']:.3f}"])
+    return lines
+
+
+def markdown_table(report, rows):
+    """Rows of the report as a Markdown table, with the real-data floor as the first line (the book's tables)."""
+    lines = [list(TABLE_COLUMNS), ["---"] * len(TABLE_COLUMNS)] + table_cells(report, rows)
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def text_table(report):
+    """Every row of the report as aligned text, the real-data floor first (what ``dgm ablation`` prints)."""
+    lines = [list(TABLE_COLUMNS)] + table_cells(report, report["rows"])
+    widths = [max(len(cells[column]) for cells in lines) for column in range(len(TABLE_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) if column < 2 else cell.rjust(width)
+                               for column, (cell, width) in enumerate(zip(cells, widths))).rstrip()
+                     for cells in lines)
 
 
 def write_report(report, out):
@@ -169,23 +186,6 @@ def write_report(report, out):
         writer.writeheader()
         writer.writerows(report["rows"])
     return out.with_suffix(".json")
-
-
-def format_rows(report):
-    """The rows as a text table, the real-data floor first."""
-    uniform = math.log(CLASSES)
-    header = (f"{'model':22s} {'sampler':22s} {'steps':>5s} {'FID':>7s} {'conf':>6s} {'>=0.9':>6s} "
-              f"{'H/log10':>7s} {'s/img':>7s}")
-    floor = report["floor"]
-    lines = [header, f"{'real MNIST (floor)':22s} {'':22s} {'':>5s} {floor['fid_mnist']:7.2f} "
-                     f"{floor['mean_confidence']:6.3f} {floor['share_confident']:6.3f} "
-                     f"{floor['label_entropy'] / uniform:7.3f}"]
-    for row in report["rows"]:
-        sampler = row["sampler"] + (f" ({row['sigma']})" if row["sigma"] else "")
-        lines.append(f"{row['model']:22s} {sampler:22s} {row['steps']:5d} {row['fid_mnist']:7.2f} "
-                     f"{row['mean_confidence']:6.3f} {row['share_confident']:6.3f} "
-                     f"{row['label_entropy'] / uniform:7.3f} {row['seconds_per_sample']:7.4f}")
-    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -208,7 +208,7 @@ def main(argv=None):
                               save=lambda partial: write_report(partial, out))
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
-    print(format_rows(report))
+    print(text_table(report))
     print(f"report: {write_report(report, out)}; grids: {grids}")
 
 

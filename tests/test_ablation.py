@@ -31,7 +31,7 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     out = tmp_path / "ablation"
     assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "real MNIST (floor)" in printed and str(out.with_suffix(".json")) in printed
+    assert "real MNIST (16 training images)" in printed and str(out.with_suffix(".json")) in printed
 
     report = json.loads(out.with_suffix(".json").read_text())
     assert [model["T"] for model in report["models"]] == [TINY_T, 2 * TINY_T]
