@@ -26,7 +26,7 @@ from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, load_classifier, real_dat
                           test_statistics)
 from dgm.plotting import REPO_ROOT, RESULTS
 from dgm.sampling import sample_run, save_grid
-from dgm.train import LOSS_LOG, load_run
+from dgm.train import load_run, training_seconds
 
 MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000))
 # (sampler, sigma, steps): steps None is the full chain of T steps; DDIM adds no noise, so it has no sigma.
@@ -47,15 +47,6 @@ QUALITY_BARS = {
 def row_name(T, sampler, sigma, steps):
     """A stable file name for one row's grid, e.g. ``T1000_ancestral-beta_all``."""
     return f"T{T}_{sampler}{'-' + sigma if sigma else ''}_{steps or 'all'}"
-
-
-def training_seconds(run, batch_size):
-    """Wall-clock seconds of the training steps in a run's loss log (batch / images per second, summed)."""
-    log = Path(run) / LOSS_LOG
-    if not log.is_file():
-        return None
-    with open(log, newline="") as file:
-        return sum(batch_size / float(row["images_per_s"]) for row in csv.DictReader(file))
 
 
 def describe_model(run):

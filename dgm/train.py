@@ -33,6 +33,7 @@ from dgm.unet import UNet
 CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
 CHECKPOINT_NAME = "checkpoint"
 LOSS_LOG = "loss.csv"
+SNAPSHOTS = "snapshots"  # RUN/snapshots/step_0001000: the EMA weights that keep_every keeps
 LOSS_LOG_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -63,6 +64,7 @@ class TrainConfig:
     sample_n: int = 64
     sample_steps: int = 100
     checkpoint_every: int = 500
+    keep_every: int | None = None  # also keep the EMA weights every that many steps (RUN/snapshots/)
     channels_last: bool = True
     compile: bool = False
 
@@ -72,6 +74,8 @@ class TrainConfig:
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.keep_every is not None and (not isinstance(self.keep_every, int) or self.keep_every < 1):
+            raise ValueError(f"keep_every must be a positive integer or None, got {self.keep_every!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
@@ -189,6 +193,12 @@ def run_folder_checkpoint(out):
     return checkpoint_path(out, CHECKPOINT_NAME)
 
 
+def run_metadata(config, step, network, world_size=1):
+    """What every checkpoint of a run records beside its tensors: format, step, config, model, versions, time."""
+    return {"format": CHECKPOINT_FORMAT, "step": step, "world_size": world_size, "config": config.to_dict(),
+            "model": network.config(), "torch": torch.__version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def save_run(out, config, step, network, ema, optimizer, world_size=1):
     """Model, EMA and optimizer tensors plus config and step, as RUN/checkpoint.safetensors and .json."""
     tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
@@ -196,10 +206,23 @@ def save_run(out, config, step, network, ema, optimizer, world_size=1):
     optimizer_state = optimizer.state_dict()
     for index, state in optimizer_state["state"].items():
         tensors.update({f"optimizer.{index}.{key}": torch.as_tensor(value) for key, value in state.items()})
-    metadata = {"format": CHECKPOINT_FORMAT, "step": step, "world_size": world_size, "config": config.to_dict(),
-                "model": network.config(), "optimizer_param_groups": optimizer_state["param_groups"],
-                "torch": torch.__version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    metadata = {**run_metadata(config, step, network, world_size),
+                "optimizer_param_groups": optimizer_state["param_groups"]}
     save_checkpoint(run_folder_checkpoint(out), tensors, metadata)
+
+
+def save_ema_weights(out, tensors, metadata):
+    """The ``ema.*`` tensors alone as OUT/checkpoint.*: what sampling needs, loadable by ``load_run``, not resumable."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metadata = {key: value for key, value in metadata.items() if key != "optimizer_param_groups"}
+    save_checkpoint(run_folder_checkpoint(out), tensors, {**metadata, "weights": "ema"})
+    return out
+
+
+def snapshot_folder(out, step):
+    """Where ``keep_every`` keeps the EMA weights of ``step`` (a folder that ``load_run`` and ``dgm sample`` read)."""
+    return Path(out) / SNAPSHOTS / f"step_{step:07d}"
 
 
 def load_optimizer(optimizer, tensors, metadata, path):
@@ -237,10 +260,7 @@ def export_run(run, out):
     ema = {name: tensor for name, tensor in tensors.items() if name.startswith("ema.")}
     if not ema:
         raise CheckpointError(f"{source} has no EMA weights")
-    metadata = {key: value for key, value in metadata.items() if key != "optimizer_param_groups"}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(run_folder_checkpoint(out), ema, {**metadata, "weights": "ema", "exported_from": str(run)})
+    out = save_ema_weights(out, ema, {**metadata, "exported_from": str(run)})
     log = source.parent / LOSS_LOG
     if log.is_file():
         shutil.copyfile(log, out / LOSS_LOG)
@@ -269,6 +289,16 @@ def truncate_loss_log(path, step):
         writer = csv.DictWriter(file, LOSS_LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def training_seconds(run, batch_size, until_step=None):
+    """Wall-clock seconds of a run's training steps (up to ``until_step``), summed from its loss log; None if none."""
+    log = Path(run) / LOSS_LOG
+    if not log.is_file():
+        return None
+    with open(log, newline="") as file:
+        return sum(batch_size / float(row["images_per_s"]) for row in csv.DictReader(file)
+                   if until_step is None or int(row["step"]) <= until_step)
 
 
 def save_sample_grid(ema_model, config, step, device, path):
@@ -382,6 +412,9 @@ def _train(config, resume, progress, out, device, distributed):
                 if done % config.checkpoint_every == 0 or done == steps:
                     log.flush()
                     save_run(out, config, done, network, ema, optimizer, distributed.world_size)
+                if config.keep_every and done % config.keep_every == 0:
+                    save_ema_weights(snapshot_folder(out, done), {f"ema.{k}": v for k, v in ema.state_dict().items()},
+                                     run_metadata(config, done, network, distributed.world_size))
                 if done % config.sample_every == 0 or done == steps:
                     save_sample_grid(ema_model, config, done, device, out / "samples" / f"step_{done:07d}.png")
     finally:
@@ -401,7 +434,7 @@ def main(argv=None):
     parser.add_argument("--preset", choices=sorted(PRESETS), help="starting values; explicit options override")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its checkpoint (its saved config, plus explicit options)")
-    types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int}
+    types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int, "keep_every": int}
     for field in dataclasses.fields(TrainConfig):
         if field.type is bool:
             parser.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,

@@ -15,7 +15,7 @@ import dgm
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import load_mnist
 from dgm.train import (CHECKPOINT_FORMAT, TrainConfig, export_run, learning_rate, load_run, run_folder_checkpoint,
-                       select_device, total_steps, train)
+                       select_device, snapshot_folder, total_steps, train)
 from dgm.unet import UNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +116,20 @@ def test_export_keeps_the_ema_weights_and_refuses_to_resume(tmp_path, one_thread
     assert (shipped / "loss.csv").read_text() == (out / "loss.csv").read_text()
     with pytest.raises(CheckpointError, match="EMA weights only"):
         train(tiny_config(shipped, steps=6), resume=True, progress=False)
+
+
+def test_keep_every_keeps_the_ema_weights_of_those_steps(tmp_path, one_thread):
+    out = train(tiny_config(tmp_path / "run", steps=5, keep_every=2), progress=False)
+    kept = sorted(path.name for path in (out / "snapshots").iterdir())
+    assert kept == [snapshot_folder(out, step).name for step in (2, 4)]
+    partial = train(tiny_config(tmp_path / "partial", steps=4), progress=False)  # the same run, stopped at step 4
+    model, config, metadata = load_run(snapshot_folder(out, 4))
+    assert metadata["step"] == 4 and metadata["weights"] == "ema" and config.keep_every == 2
+    final = load_file(run_folder_checkpoint(partial))
+    for name, tensor in model.eps_model.state_dict().items():
+        assert torch.equal(tensor, final[f"ema.{name}"]), name
+    with pytest.raises(ValueError, match="keep_every"):
+        tiny_config(tmp_path, keep_every=0)
 
 
 def test_resume_ends_with_the_same_weights(tmp_path, one_thread):

@@ -1,0 +1,118 @@
+"""Sample quality over training: the EMA snapshots a run kept (``dgm train --keep-every K``), each sampled and
+scored by the project's classifier at one sampler setting.
+
+Book chapter "The number of timesteps", section "How long to train". ``dgm learning-curve --run RUN`` writes
+``results/learning_curve.json``: per snapshot its step, images seen, training minutes and the scores of
+``dgm evaluate``, plus the real-data floor at the same N. The report is saved after every snapshot and scored
+snapshots are kept, so the command can be re-run while the run trains and only scores what is new.
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from dgm.checkpoint import CheckpointError, load_checkpoint
+from dgm.data import MNISTDataError
+from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
+from dgm.evaluate import CLASSES, DEFAULT_CLASSIFIER, load_classifier, real_data_floor, score_images, test_statistics
+from dgm.plotting import RESULTS
+from dgm.sampling import sample_run
+from dgm.train import (CHECKPOINT_FORMAT, SNAPSHOTS, TrainConfig, run_folder_checkpoint, snapshot_folder,
+                       training_seconds)
+
+
+def snapshot_steps(run):
+    """The steps whose EMA weights ``run`` kept, in order."""
+    folders = sorted((Path(run) / SNAPSHOTS).glob("step_*"))
+    return [int(folder.name.removeprefix("step_")) for folder in folders
+            if run_folder_checkpoint(folder).is_file()]
+
+
+def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256, seed=0, device="auto",
+                   classifier_path=DEFAULT_CLASSIFIER, data=None, previous=None, save=None):
+    """Scores of every snapshot of ``run`` at one setting, ``n`` samples from ``seed``; returns the report (a dict).
+
+    Rows of a ``previous`` report of the same run, setting, n and seed are kept; ``save(report)`` follows every row.
+    """
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
+    run = Path(run)
+    kept_steps = snapshot_steps(run)
+    if not kept_steps:
+        raise ValueError(f"{run} kept no snapshots: train it with `dgm train --keep-every K`")
+    _, metadata = load_checkpoint(run_folder_checkpoint(snapshot_folder(run, kept_steps[-1])), CHECKPOINT_FORMAT)
+    config = TrainConfig.from_dict(metadata["config"])
+    setting = {"steps": steps, "sampler": sampler, "sigma": sigma, "n": n, "seed": seed}
+    same = previous is not None and previous["run"] == run.name and previous["setting"] == setting
+    kept = {row["step"]: row for row in previous["rows"]} if same else {}
+    classifier = load_classifier(classifier_path)
+    reference = test_statistics(classifier, data)
+    report = {"run": run.name, "config": config.to_dict(), "setting": setting,
+              "floor": real_data_floor(n, classifier, reference, data, seed), "rows": []}
+    for step in tqdm(kept_steps, desc="snapshots", unit="snapshot"):
+        if step not in kept:
+            images, seconds = sample_run(snapshot_folder(run, step), n, steps, sampler, sigma, seed, device)
+            minutes = training_seconds(run, config.batch_size, until_step=step)
+            kept[step] = {"step": step, "images_seen": step * config.batch_size,
+                          "training_minutes": None if minutes is None else minutes / 60,
+                          **score_images(images, classifier, reference), "seconds_per_sample": seconds}
+        report["rows"].append(kept[step])
+        if save is not None:
+            save(report)
+    return report
+
+
+def load_curve(path=RESULTS / "learning_curve.json"):
+    """The report ``dgm learning-curve`` wrote (the book's figure reads it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `dgm learning-curve --run RUN` to write it")
+    return json.loads(path.read_text())
+
+
+def text_table(report):
+    """One line per snapshot: step, images seen, training minutes and the scores; the real-data floor first."""
+    def scores(row):
+        return (f"{row['fid_mnist']:10.1f} {row['share_confident']:13.3f} "
+                f"{row['label_entropy'] / math.log(CLASSES):17.3f}")
+
+    lines = [f"{'step':>7s} {'images':>10s} {'minutes':>8s} {'FID-MNIST':>10s} {'share >= 0.9':>13s} "
+             f"{'entropy / log 10':>17s}", f"{'real':>7s} {'':>10s} {'':>8s} {scores(report['floor'])}"]
+    for row in report["rows"]:
+        minutes = "-" if row["training_minutes"] is None else f"{row['training_minutes']:.0f}"
+        lines.append(f"{row['step']:7d} {row['images_seen']:10,d} {minutes:>8s} {scores(row)}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="dgm learning-curve", description=__doc__.splitlines()[0] + " ...")
+    parser.add_argument("--run", required=True, help="run folder trained with --keep-every")
+    parser.add_argument("--steps", type=int, default=100, help="respaced sampling steps (default 100)")
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")
+    parser.add_argument("--sigma", choices=SIGMA_CHOICES, default="posterior")
+    parser.add_argument("--n", type=int, default=256, help="samples per snapshot (FID-MNIST depends on it)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=RESULTS / "learning_curve.json")
+    parser.add_argument("--data", default=None)
+    args = parser.parse_args(argv)
+    previous = load_curve(args.out) if args.out.is_file() else None
+
+    def save(report):
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+    try:
+        report = learning_curve(args.run, args.steps, args.sampler, args.sigma, args.n, args.seed, args.device,
+                                data=args.data, previous=previous, save=save)
+    except (ValueError, CheckpointError, MNISTDataError) as error:
+        parser.exit(2, f"error: {error}\n")
+    print(text_table(report))
+    print(f"report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The learning curve (dgm.learning_curve): one row per kept snapshot, in order, resumable, clear errors."""
+
+import json
+
+import pytest
+
+from dgm import cli, learning_curve
+from dgm.train import TrainConfig, snapshot_folder, train, training_seconds
+
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory):
+    """A tiny run of 4 steps that kept its EMA weights at steps 2 and 4."""
+    out = tmp_path_factory.mktemp("runs") / "run"
+    config = TrainConfig(T=20, channels=(4, 8, 8), batch_size=16, train_subset=64, steps=4, warmup_steps=1,
+                         checkpoint_every=2, keep_every=2, sample_every=100, sample_n=4, sample_steps=2,
+                         device="cpu", out=str(out))
+    return train(config, progress=False)
+
+
+def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, monkeypatch, one_thread):
+    out = tmp_path / "curve.json"
+    argv = ["learning-curve", "--run", str(kept_run), "--steps", "5", "--n", "8", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert str(out) in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["setting"] == {"steps": 5, "sampler": "ancestral", "sigma": "posterior", "n": 8, "seed": 0}
+    assert [row["step"] for row in report["rows"]] == [2, 4]
+    assert [row["images_seen"] for row in report["rows"]] == [32, 64]
+    minutes = [row["training_minutes"] for row in report["rows"]]
+    assert minutes == pytest.approx([training_seconds(kept_run, 16, until_step=s) / 60 for s in (2, 4)])
+    assert 0 < minutes[0] < minutes[1]
+    for row in report["rows"]:
+        assert 0 <= row["share_confident"] <= 1 and row["fid_mnist"] > 0
+
+    # A snapshot kept later is the only one sampled on the next run; a new setting samples everything again.
+    sampled = []
+    real_sample_run = learning_curve.sample_run
+    monkeypatch.setattr(learning_curve, "sample_run",
+                        lambda *args, **kwargs: sampled.append(args[0]) or real_sample_run(*args, **kwargs))
+    snapshot_folder(kept_run, 2).rename(snapshot_folder(kept_run, 6))
+    try:
+        assert cli.main(argv) == 0
+    finally:
+        snapshot_folder(kept_run, 6).rename(snapshot_folder(kept_run, 2))
+    again = json.loads(out.read_text())
+    assert sampled == [snapshot_folder(kept_run, 6)] and [row["step"] for row in again["rows"]] == [4, 6]
+    assert again["rows"][0] == report["rows"][1]
+    assert cli.main([*argv[:-2], "--seed", "1", "--out", str(out)]) == 0
+    assert len(sampled) == 3
+
+
+def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thread):
+    run = train(TrainConfig(T=20, channels=(4, 8, 8), batch_size=16, train_subset=64, steps=1, warmup_steps=1,
+                            sample_every=100, sample_n=4, sample_steps=2, device="cpu", out=str(tmp_path / "run")),
+                progress=False)
+    for argv in (["learning-curve", "--run", str(run)], ["learning-curve", "--run", str(run), "--n", "1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.startswith("error:")
