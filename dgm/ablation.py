@@ -52,7 +52,7 @@ def row_name(T, sampler, sigma, steps):
 def describe_model(run):
     """What the tables need to know of one model: T, alpha_bar at the last step, training steps and time."""
     model, config, metadata = load_run(run)
-    return {"name": Path(run).name, "path": str(run), "T": config.T, "beta_min": config.beta_min,
+    return {"name": Path(run).name, "T": config.T, "beta_min": config.beta_min,
             "beta_max": config.beta_max, "alpha_bar_T": float(model.alpha_bar[-1]), "step": metadata["step"],
             "saved_at": metadata["saved_at"],
             "training_seconds": training_seconds(run, config.batch_size), "config": config.to_dict()}
@@ -68,6 +68,7 @@ def run_ablation(models=MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ab
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
     described = [describe_model(run) for run in models]
+    runs = {model["name"]: run for model, run in zip(described, models)}
     classifier = load_classifier(classifier_path)
     reference = test_statistics(classifier, data)
     floor = real_data_floor(n, classifier, reference, data, seed)
@@ -86,7 +87,7 @@ def run_ablation(models=MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ab
         if row_key(row, model["saved_at"]) in kept:
             report["rows"].append(kept[row_key(row, model["saved_at"])])
             continue
-        images, seconds = sample_run(model["path"], n, steps, sampler, sigma or "beta", seed, device,
+        images, seconds = sample_run(runs[model["name"]], n, steps, sampler, sigma or "beta", seed, device,
                                      progress=True)
         save_grid(images[:GRID_SIZE], Path(grids) / f"{name}.png")
         report["rows"].append({**row, **score_images(images, classifier, reference), "fid_floor": floor["fid_mnist"],
