@@ -35,7 +35,8 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
                    classifier_path=DEFAULT_CLASSIFIER, data=None, previous=None, save=None):
     """Scores of every snapshot of ``run`` at one setting, ``n`` samples from ``seed``; returns the report (a dict).
 
-    Rows of a ``previous`` report of the same run, setting, n and seed are kept; ``save(report)`` follows every row.
+    Rows of a ``previous`` report of the same run, setting, n, seed and snapshot are kept; ``save(report)`` follows
+    every row.
     """
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
@@ -53,10 +54,13 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     report = {"run": run.name, "config": config.to_dict(), "setting": setting,
               "floor": real_data_floor(n, classifier, reference, data, seed), "rows": []}
     for step in tqdm(kept_steps, desc="snapshots", unit="snapshot"):
-        if step not in kept:
+        # Like the ablation's rows, a row stands for one saved snapshot: a run trained again into the same folder
+        # writes snapshots with new save times, and those are scored again.
+        _, snapshot = load_checkpoint(run_folder_checkpoint(snapshot_folder(run, step)), CHECKPOINT_FORMAT)
+        if kept.get(step, {}).get("saved_at") != snapshot["saved_at"]:
             images, seconds = sample_run(snapshot_folder(run, step), n, steps, sampler, sigma, seed, device)
             minutes = training_seconds(run, config.batch_size, until_step=step)
-            kept[step] = {"step": step, "images_seen": step * config.batch_size,
+            kept[step] = {"step": step, "saved_at": snapshot["saved_at"], "images_seen": step * config.batch_size,
                           "training_minutes": None if minutes is None else minutes / 60,
                           **score_images(images, classifier, reference), "seconds_per_sample": seconds}
         report["rows"].append(kept[step])

@@ -46,8 +46,15 @@ def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, mon
     again = json.loads(out.read_text())
     assert sampled == [snapshot_folder(kept_run, 6)] and [row["step"] for row in again["rows"]] == [4, 6]
     assert again["rows"][0] == report["rows"][1]
-    assert cli.main([*argv[:-2], "--seed", "1", "--out", str(out)]) == 0
+    reseeded = [*argv[:-2], "--seed", "1", "--out", str(out)]
+    assert cli.main(reseeded) == 0
     assert len(sampled) == 3
+    # A row whose snapshot was saved again (the run trained anew into the same folder) is scored again.
+    stale = json.loads(out.read_text())
+    stale["rows"][1]["saved_at"] = "an earlier run"
+    out.write_text(json.dumps(stale))
+    assert cli.main(reseeded) == 0
+    assert sampled[3:] == [snapshot_folder(kept_run, 4)]
 
 
 def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thread):
