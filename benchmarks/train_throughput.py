@@ -47,7 +47,7 @@ def step_flops(model, batch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=PRESETS["cpu"]["batch_size"])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (each variant's best is kept)")
     parser.add_argument("--channels", type=int, nargs=3, default=list(PRESETS["cpu"]["channels"]),
                         help="U-Net widths (default: the cpu preset's, the shipped models')")

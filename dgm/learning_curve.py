@@ -23,6 +23,9 @@ from dgm.sampling import sample_run
 from dgm.train import (CHECKPOINT_FORMAT, SNAPSHOTS, TrainConfig, run_folder_checkpoint, snapshot_folder,
                        training_seconds)
 
+CURVE = RESULTS / "learning_curve.json"  # the long run of the ablation recipe
+CPU_PRESET_CURVE = RESULTS / "cpu_preset_curve.json"  # the 30-minute run of the cpu preset
+
 
 def snapshot_steps(run):
     """The steps whose EMA weights ``run`` kept, in order."""
@@ -69,7 +72,7 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     return report
 
 
-def load_curve(path=RESULTS / "learning_curve.json"):
+def load_curve(path=CURVE):
     """The report ``dgm learning-curve`` wrote (the book's figure reads it)."""
     path = Path(path)
     if not path.is_file():
@@ -100,7 +103,7 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=256, help="samples per snapshot (FID-MNIST depends on it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=RESULTS / "learning_curve.json")
+    parser.add_argument("--out", type=Path, default=CURVE)
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
     previous = load_curve(args.out) if args.out.is_file() else None

@@ -103,13 +103,20 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text())["config"])
 
 
-# Starting points, overridden by explicit options. "cpu": 1,700 steps of 128 images (3.6 epochs), about 40 minutes
-# on a 2-core CPU (93 images/s sustained; benchmarks/train_throughput.py's best-of-5 peak is 124); the widths
-# grow at the low resolutions, where they cost little. A high rate decayed to zero and a short EMA suit
-# the short run. This is the recipe of the shipped models (checkpoints/README.md). "gpu": wider, longer.
+# Starting points, overridden by explicit options. All share the U-Net 32/96/192 except "gpu"; the widths grow at
+# the low resolutions, where they cost little. A high rate decayed to zero and a short EMA suit short runs.
+# "cpu": the reader's preset, 30 minutes on a 2-core CPU: 4,800 steps of 32 images (2.6 epochs); a step costs about
+#   the same per image at batch 32 as at 128, so a quarter of the batch buys four times the steps. It keeps its EMA
+#   weights every 1,600 steps (book chapter "The number of timesteps", section "The 30-minute CPU preset").
+# "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
+#   images (3.6 epochs), about 40 minutes on 2 cores (93 images/s sustained; see benchmarks/train_throughput.py).
+# "gpu": wider and longer.
 PRESETS = {
-    "cpu": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 1e-3, "warmup_steps": 100,
-            "lr_schedule": "cosine", "ema_decay": 0.995, "sample_every": 500, "checkpoint_every": 100},
+    "cpu": {"channels": (32, 96, 192), "batch_size": 32, "steps": 4800, "lr": 5e-4, "warmup_steps": 100,
+            "lr_schedule": "cosine", "ema_decay": 0.998, "sample_every": 2400, "checkpoint_every": 400,
+            "keep_every": 1600},
+    "ablation": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 1e-3, "warmup_steps": 100,
+                 "lr_schedule": "cosine", "ema_decay": 0.995, "sample_every": 500, "checkpoint_every": 100},
     "gpu": {"channels": (64, 128, 256), "batch_size": 256, "steps": 40_000, "lr": 2e-4, "warmup_steps": 1000,
             "lr_schedule": "cosine", "ema_decay": 0.9995, "sample_every": 2000, "checkpoint_every": 1000},
 }
@@ -312,6 +319,8 @@ def save_sample_grid(ema_model, config, step, device, path):
 def train(config, resume=False, progress=True):
     """Train as ``config`` says and return the run folder; ``resume`` continues from its last checkpoint."""
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out must be a run folder, but {out} is a file")
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
         torch.cuda.set_device(device)

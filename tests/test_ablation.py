@@ -76,18 +76,26 @@ def test_bad_input_exits_with_a_message(tmp_path, capsys):
         assert capsys.readouterr().err.startswith("error:")
 
 
-def test_quality_bars_judge_the_baseline_rows():
-    def row(steps, share, entropy_share, fid):
-        return {"T": 1000, "sampler": "ancestral", "sigma": "beta", "steps": steps, "share_confident": share,
-                "label_entropy": entropy_share * math.log(10), "fid_mnist": fid, "fid_floor": 10.0}
+def test_quality_bars_judge_the_baseline_row_and_the_cpu_presets_last_snapshot():
+    def scores(share, entropy_share, fid):
+        return {"share_confident": share, "label_entropy": entropy_share * math.log(10), "fid_mnist": fid}
 
-    report = {"rows": [row(1000, 0.96, 0.98, 29.0), row(100, 0.89, 0.99, 50.0)]}
-    verdicts = check_bars(report)
+    def row(steps, *values):
+        return {"T": 1000, "sampler": "ancestral", "sigma": "beta", "steps": steps, **scores(*values),
+                "fid_floor": 10.0}
+
+    report = {"rows": [row(1000, 0.96, 0.98, 29.0), row(100, 0.99, 0.99, 50.0)]}
+    curve = {"setting": {"steps": 100}, "floor": {"fid_mnist": 10.0},
+             "rows": [scores(0.95, 0.99, 20.0), scores(0.89, 0.96, 40.0)]}
+    verdicts = check_bars(report, curve)
     assert verdicts["baseline"] == {"share_confident": (0.96, 0.95, True),
                                     "label_entropy_share": (pytest.approx(0.98), 0.97, True),
                                     "fid_over_floor": (2.9, 3.0, True)}
-    assert verdicts["cpu preset"]["share_confident"] == (0.89, 0.90, False)
+    assert verdicts["cpu preset"] == {"share_confident": (0.89, 0.90, False),
+                                      "label_entropy_share": (pytest.approx(0.96), 0.95, True)}
     assert set(verdicts) == set(QUALITY_BARS)
+    with pytest.raises(ValueError, match="judged at 100 steps.*sampled with 50"):
+        check_bars(report, {**curve, "setting": {"steps": 50}})
     assert find_row(report, 1000, steps=100)["fid_mnist"] == 50.0
     with pytest.raises(KeyError, match="T=500"):
         find_row(report, 500)

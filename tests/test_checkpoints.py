@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from dgm.ablation import MODELS
+from dgm.ablation import CPU_PRESET_MODEL, MODELS
 from dgm.evaluate import CONFIDENT, load_classifier, predict
 from dgm.train import PRESETS, load_run
 
 SAMPLES = 16
+SHIPPED = [(folder, "ablation") for folder in MODELS] + [(CPU_PRESET_MODEL, "cpu")]  # (folder, preset it was made with)
 # The shipped CPU models give roughly half their 50-step samples confidence >= 0.9 (results/ablation.json measures
 # it at larger N); noise or broken weights give almost none, and a mean confidence near 1 / 10.
 MIN_CONFIDENT = 5
@@ -19,13 +20,15 @@ def classifier():
     return load_classifier()
 
 
-@pytest.mark.parametrize("folder", MODELS, ids=lambda folder: folder.name)
-def test_shipped_ddpm_samples_confident_digits_in_50_steps(folder, classifier, one_thread):
+@pytest.mark.parametrize("folder, preset", SHIPPED, ids=[folder.name for folder, _ in SHIPPED])
+def test_shipped_ddpm_samples_confident_digits_in_50_steps(folder, preset, classifier, one_thread):
     model, config, metadata = load_run(folder)
     # Every saved setting loads unchanged (fields added to TrainConfig since take their defaults).
     assert metadata["weights"] == "ema" and {**config.to_dict(), **metadata["config"]} == config.to_dict()
-    assert config.to_dict() == {**config.to_dict(), **PRESETS["cpu"], "channels": list(PRESETS["cpu"]["channels"])}
-    assert folder.name == f"ddpm_mnist_T{config.T}" and metadata["step"] == config.steps
+    recipe = PRESETS[preset]
+    assert config.to_dict() == {**config.to_dict(), **recipe, "channels": list(recipe["channels"])}
+    assert metadata["step"] == config.steps
+    assert folder.name == (f"ddpm_mnist_T{config.T}" if preset == "ablation" else f"ddpm_mnist_{preset}_preset")
     assert (folder / "loss.csv").read_text().splitlines()[0].startswith("step")
     images = model.sample(SAMPLES, steps=50, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
     confidence = predict(classifier, images)[1].max(dim=1).values

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 import dgm
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import load_mnist
-from dgm.train import (CHECKPOINT_FORMAT, TrainConfig, export_run, learning_rate, load_run, run_folder_checkpoint,
-                       select_device, snapshot_folder, total_steps, train)
+from dgm.train import (CHECKPOINT_FORMAT, PRESETS, TrainConfig, export_run, learning_rate, load_run,
+                       run_folder_checkpoint, select_device, snapshot_folder, total_steps, train)
 from dgm.unet import UNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,18 @@ def test_config_rejects_bad_values():
         TrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=-1)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_a_valid_config(name):
+    config = TrainConfig(**PRESETS[name])
+    assert {key: getattr(config, key) for key in PRESETS[name]} == PRESETS[name]
+
+
+def test_an_out_path_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "taken").write_text("not a run")
+    with pytest.raises(ValueError, match="run folder.*is a file"):
+        train(tiny_config(tmp_path / "taken"), progress=False)
 
 
 def test_warm_up_and_epochs():
