@@ -1,8 +1,9 @@
 """Images/s of one DDPM training step of the MNIST U-Net, its FLOPs, and its share of this machine's matmul rate.
 
-Run on a quiet machine: `.venv/bin/python benchmarks/train_throughput.py [--batch 128] [--compile]`. Prints each
-variant's images/s and achieved GFLOP/s as `N% of matmul`, the float32 matmul rate being the best of several runs
-measured in the same process (interleaved with the steps), so the ratio stands on its own.
+Run on a quiet machine: `.venv/bin/python benchmarks/train_throughput.py [--batch 32 128] [--compile]`. Prints
+each variant's images/s and achieved GFLOP/s as `N% of matmul`, the float32 matmul rate being the best of several
+runs measured in the same process (interleaved with the steps), so the ratio stands on its own; and each batch's
+images/s relative to the first batch's, which says what a fixed training time buys at each batch size.
 """
 
 import argparse
@@ -47,7 +48,9 @@ def step_flops(model, batch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=PRESETS["cpu"]["batch_size"])
+    parser.add_argument("--batch", type=int, nargs="+",
+                        default=sorted({PRESETS["cpu"]["batch_size"], PRESETS["ablation"]["batch_size"]}),
+                        help="batch sizes to compare (default: the cpu and ablation presets')")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (each variant's best is kept)")
     parser.add_argument("--channels", type=int, nargs=3, default=list(PRESETS["cpu"]["channels"]),
                         help="U-Net widths (default: the cpu preset's, the shipped models')")
@@ -57,39 +60,42 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    batch = torch.rand(args.batch, 1, 28, 28) * 2 - 1
-    flops = step_flops(dgm.DDPM(UNet(channels=args.channels)), batch)
-    variants = [("plain (contiguous)", torch.contiguous_format, False),
-                ("channels_last", torch.channels_last, False)]
+    formats = [("plain (contiguous)", torch.contiguous_format, False), ("channels_last", torch.channels_last, False)]
     if args.compile:
-        variants.append(("channels_last + torch.compile", torch.channels_last, True))
-    prepared = []
-    for label, memory_format, compiled in variants:
+        formats.append(("channels_last + torch.compile", torch.channels_last, True))
+    prepared, flops = [], {}
+    for batch_size in args.batch:
         torch.manual_seed(0)
-        network = UNet(channels=args.channels).to(memory_format=memory_format)
-        model = dgm.DDPM(torch.compile(network) if compiled else network)
-        optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
-        variant_batch = batch.contiguous(memory_format=memory_format)
-        training_step(model, optimizer, variant_batch)  # warm-up (and compilation)
-        prepared.append((label, model, optimizer, variant_batch))
+        batch = torch.rand(batch_size, 1, 28, 28) * 2 - 1
+        flops[batch_size] = step_flops(dgm.DDPM(UNet(channels=args.channels)), batch)
+        for label, memory_format, compiled in formats:
+            torch.manual_seed(0)
+            network = UNet(channels=args.channels).to(memory_format=memory_format)
+            model = dgm.DDPM(torch.compile(network) if compiled else network)
+            optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+            variant_batch = batch.contiguous(memory_format=memory_format)
+            training_step(model, optimizer, variant_batch)  # warm-up (and compilation)
+            prepared.append(((label, batch_size), model, optimizer, variant_batch))
     # Interleave the variants and the matmul over several rounds and keep each one's best: on a shared machine
     # this compares them under the same load.
     a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
-    best_matmul, best_step = float("inf"), {label: float("inf") for label, *_ in prepared}
+    best_matmul, best_step = float("inf"), {key: float("inf") for key, *_ in prepared}
     for _ in range(args.rounds):
         for _ in range(MATMUL_REPEATS):
             best_matmul = min(best_matmul, matmul_seconds(a, b))
-        for label, model, optimizer, variant_batch in prepared:
-            best_step[label] = min(best_step[label], step_seconds(model, optimizer, variant_batch))
+        for key, model, optimizer, variant_batch in prepared:
+            best_step[key] = min(best_step[key], step_seconds(model, optimizer, variant_batch))
     matmul = 2 * MATMUL_SIZE ** 3 / best_matmul / 1e9
     print(f"float32 matmul {MATMUL_SIZE}^3: {matmul:.1f} GFLOP/s (best of {args.rounds * MATMUL_REPEATS}), "
-          f"torch threads: {torch.get_num_threads()}, batch {args.batch}, channels {args.channels}, "
-          f"{flops / 1e9:.2f} GFLOP per step")
-    for label, seconds in best_step.items():
-        gflops = flops / seconds / 1e9
-        print(f"{label:32s} {args.batch / seconds:7.0f} images/s  {gflops:6.1f} GFLOP/s  "
-              f"{100 * gflops / matmul:4.0f}% of matmul")
+          f"torch threads: {torch.get_num_threads()}, channels {args.channels}, "
+          f"{flops[args.batch[0]] / args.batch[0] / 1e9:.3f} GFLOP per image")
+    first = args.batch[0]
+    for (label, batch_size), seconds in best_step.items():
+        gflops = flops[batch_size] / seconds / 1e9
+        images_per_second = batch_size / seconds
+        relative = images_per_second / (first / best_step[label, first])
+        print(f"{label:32s} batch {batch_size:4d} {images_per_second:7.0f} images/s  {gflops:6.1f} GFLOP/s  "
+              f"{100 * gflops / matmul:4.0f}% of matmul  {relative:5.2f}x the images/s of batch {first}")
 
 
 if __name__ == "__main__":
