@@ -145,6 +145,17 @@ def check_bars(report, cpu_preset_curve, T=1000):
                                     cpu_preset_curve["floor"]["fid_mnist"])}
 
 
+def check_baseline_evaluation(evaluation):
+    """The baseline bar on a ``dgm evaluate`` report (e.g. a longer run's, results/long_run_full_chain.json); refuses a
+    report sampled otherwise than the bar's full chain with sigma^2 = beta or a model whose T is not 1000."""
+    settings = evaluation["settings"]
+    setting = (settings["T"], settings["sampler"], settings["sigma"], settings["steps"] or settings["T"])
+    if setting != (1000, "ancestral", "beta", 1000):
+        raise ValueError(f"the baseline bar is judged on T = 1000, the full ancestral chain with sigma^2 = beta, but "
+                         f"this evaluation has (T, sampler, sigma, steps) = {setting}")
+    return check_bar("baseline", evaluation["samples"], evaluation["real_floor"]["fid_mnist"])
+
+
 TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", "share >= 0.9",
                  "label entropy / log 10", "s per image")
 

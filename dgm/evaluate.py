@@ -23,7 +23,7 @@ from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, save_che
 from dgm.data import MNISTDataError, load_mnist
 from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
 from dgm.sampling import sample_run
-from dgm.train import select_device
+from dgm.train import CHECKPOINT_FORMAT, run_folder_checkpoint, select_device
 
 CLASSIFIER_FORMAT = "dgm-mnist-classifier/1"
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1] / "checkpoints" / "mnist_classifier.safetensors"
@@ -207,13 +207,16 @@ def real_data_floor(n, classifier, reference, data=None, seed=0):
 
 def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", seed=0, device="auto",
                  classifier_path=DEFAULT_CLASSIFIER, data=None):
-    """Sample n images from a run and score them; the report also holds seconds per sample and the settings."""
+    """Sample n images from a run and score them; the report also holds seconds per sample, the settings and the
+    run's training step and T."""
+    _, metadata = load_checkpoint(run_folder_checkpoint(ckpt), CHECKPOINT_FORMAT)
     images, seconds = sample_run(ckpt, n, steps, sampler, sigma, seed, device, progress=True)
     classifier = load_classifier(classifier_path, device=select_device(device))
     report = evaluate_images(images, classifier=classifier, data=data, seed=seed)
     report["samples"]["seconds_per_sample"] = seconds
     report["settings"] = {"ckpt": str(ckpt), "steps": steps, "n": n, "sampler": sampler, "sigma": sigma,
-                          "seed": seed, "classifier": str(classifier_path), "evaluated_at": time.strftime("%c")}
+                          "seed": seed, "classifier": Path(classifier_path).name, "evaluated_at": time.strftime("%c"),
+                          "training_step": metadata["step"], "T": metadata["config"]["T"]}
     return report
 
 

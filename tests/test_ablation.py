@@ -8,7 +8,8 @@ import pytest
 
 import dgm
 from dgm import ablation, cli
-from dgm.ablation import QUALITY_BARS, QUICK_N, SETTINGS, check_bars, find_row, row_name
+from dgm.ablation import (QUALITY_BARS, QUICK_N, SETTINGS, check_bars, check_baseline_evaluation, find_row,
+                          row_name)
 from dgm.train import TrainConfig, train
 
 TINY_T = 100  # the smallest T that the 100-step rows can respace
@@ -97,5 +98,12 @@ def test_quality_bars_judge_the_baseline_row_and_the_cpu_presets_last_snapshot()
     with pytest.raises(ValueError, match="judged at 100 steps.*sampled with 50"):
         check_bars(report, {**curve, "setting": {"steps": 50}})
     assert find_row(report, 1000, steps=100)["fid_mnist"] == 50.0
+    evaluation = {"samples": scores(0.79, 0.99, 37.0), "real_floor": {"fid_mnist": 14.5},
+                  "settings": {"T": 1000, "sampler": "ancestral", "sigma": "beta", "steps": None}}
+    assert check_baseline_evaluation(evaluation)["share_confident"] == (0.79, 0.95, False)
+    assert check_baseline_evaluation(evaluation)["fid_over_floor"] == (pytest.approx(37.0 / 14.5), 3.0, True)
+    with pytest.raises(ValueError, match=r"\(1000, 'ancestral', 'posterior', 100\)"):
+        check_baseline_evaluation({**evaluation, "settings": {**evaluation["settings"], "sigma": "posterior",
+                                                              "steps": 100}})
     with pytest.raises(KeyError, match="T=500"):
         find_row(report, 500)

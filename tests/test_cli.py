@@ -58,6 +58,8 @@ def test_train_sample_evaluate_and_resume(tmp_path, capsys, one_thread):
     assert "FID-MNIST" in table and "real floor" in table
     report = json.loads((run / "eval_steps-2_n-8.json").read_text())
     assert report["settings"]["n"] == 8 and report["samples"]["seconds_per_sample"] > 0
+    assert (report["settings"]["training_step"], report["settings"]["T"]) == (2, 1000)
+    assert report["settings"]["classifier"] == "mnist_classifier.safetensors"
     assert set(report["real_floor"]) == {"fid_mnist", "mean_confidence", "share_confident", "label_entropy"}
 
     assert cli.main(["train", "--resume", "--out", str(run), "--steps", "3"]) == 0
