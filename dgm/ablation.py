@@ -150,7 +150,7 @@ def check_baseline_evaluation(evaluation):
     report sampled otherwise than the bar's full chain with sigma^2 = beta or a model whose T is not 1000."""
     settings = evaluation["settings"]
     setting = (settings["T"], settings["sampler"], settings["sigma"], settings["steps"] or settings["T"])
-    if setting != (1000, "ancestral", "beta", 1000):
+    if setting != (1000, "ancestral", "beta", QUALITY_BARS["baseline"]["steps"] or 1000):
         raise ValueError(f"the baseline bar is judged on T = 1000, the full ancestral chain with sigma^2 = beta, but "
                          f"this evaluation has (T, sampler, sigma, steps) = {setting}")
     return check_bar("baseline", evaluation["samples"], evaluation["real_floor"]["fid_mnist"])
