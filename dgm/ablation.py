@@ -1,5 +1,5 @@
 """Problem 2 on MNIST: the shipped T = 500, 1000 and 2000 models, each sampled by the full chain, respaced to 100
-and 50 steps, and by DDIM, and scored by the project's classifier.
+and 50 steps, and by DDIM, and scored by the project's classifier; also T = 500 and 2000 with betas rescaled by 1000/T.
 
 Book chapters "The number of timesteps" and "Respacing for fast sampling". ``dgm ablation`` writes
 ``results/ablation.json`` and ``.csv`` and one sample grid per row under ``results/ablation_grids/``. Every row
@@ -29,6 +29,9 @@ from dgm.sampling import sample_run, save_grid
 from dgm.train import load_run, training_seconds
 
 MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000))  # the "ablation" preset
+# The extra rows: the same recipe with beta_min and beta_max scaled by 1000/T (dgm train --rescale-betas).
+RESCALED_MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}_rescaled" for T in (500, 2000))
+MODEL_PREFIX = "ddpm_mnist_"  # dropped from model names in grid file names
 CPU_PRESET_MODEL = REPO_ROOT / "checkpoints" / "ddpm_mnist_cpu_preset"  # the 30-minute "cpu" preset, T = 1000
 # (sampler, sigma, steps): steps None is the full chain of T steps; DDIM adds no noise, so it has no sigma.
 SETTINGS = (("ancestral", "beta", None), ("ancestral", "posterior", None),
@@ -46,9 +49,9 @@ QUALITY_BARS = {
 }
 
 
-def row_name(T, sampler, sigma, steps):
-    """A stable file name for one row's grid, e.g. ``T1000_ancestral-beta_all``."""
-    return f"T{T}_{sampler}{'-' + sigma if sigma else ''}_{steps or 'all'}"
+def row_name(model, sampler, sigma, steps):
+    """A stable file name for one row's grid, e.g. ``T1000_ancestral-beta_all`` for the model ddpm_mnist_T1000."""
+    return f"{model.removeprefix(MODEL_PREFIX)}_{sampler}{'-' + sigma if sigma else ''}_{steps or 'all'}"
 
 
 def describe_model(run):
@@ -60,8 +63,8 @@ def describe_model(run):
             "training_seconds": training_seconds(run, config.batch_size), "config": config.to_dict()}
 
 
-def run_ablation(models=MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ablation_grids", data=None,
-                 classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None):
+def run_ablation(models=MODELS + RESCALED_MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ablation_grids",
+                 data=None, classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None):
     """Every model x every setting of SETTINGS at ``n`` samples from ``seed``; returns the report (a dict).
 
     Rows of a ``previous`` report with the same model checkpoint, setting, n and seed are kept, not sampled again;
@@ -83,7 +86,7 @@ def run_ablation(models=MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ab
             if row["model"] in saved_at and (Path(grids) / row["grid"]).is_file()}
     jobs = [(model, setting) for model in described for setting in SETTINGS]
     for model, (sampler, sigma, steps) in tqdm(jobs, desc="ablation rows", unit="row"):
-        name = row_name(model["T"], sampler, sigma, steps)
+        name = row_name(model["name"], sampler, sigma, steps)
         row = {"model": model["name"], "T": model["T"], "sampler": sampler, "sigma": sigma,
                "steps": steps or model["T"], "respaced": steps is not None, "n": n, "seed": seed}
         if row_key(row, model["saved_at"]) in kept:
@@ -113,12 +116,23 @@ def load_report(path=RESULTS / "ablation.json"):
     return json.loads(path.read_text())
 
 
-def find_row(report, T, sampler="ancestral", sigma="beta", steps=None):
-    """The row of the model with this T and this setting (steps None: the full chain)."""
-    for row in report["rows"]:
-        if (row["T"], row["sampler"], row["sigma"], row["steps"]) == (T, sampler, sigma, steps or T):
-            return row
-    raise KeyError(f"no row for T={T}, {sampler}, sigma={sigma}, steps={steps or T}")
+def select_models(report, folders=MODELS):
+    """The described models of ``report`` that are among ``folders`` (by name), in the order of ``folders``."""
+    described = {model["name"]: model for model in report["models"]}
+    return [described[Path(folder).name] for folder in folders if Path(folder).name in described]
+
+
+def find_row(report, T, sampler="ancestral", sigma="beta", steps=None, model=None):
+    """The row of the model with this T (and this name, if several models share T) and this setting (steps None: the
+    full chain)."""
+    rows = [row for row in report["rows"] if (row["T"], row["sampler"], row["sigma"], row["steps"]) ==
+            (T, sampler, sigma, steps or T) and model in (None, row["model"])]
+    if not rows:
+        raise KeyError(f"no row for T={T}, {sampler}, sigma={sigma}, steps={steps or T}"
+                       + (f", model {model}" if model else ""))
+    if len(rows) > 1:
+        raise KeyError(f"several models have T={T}: pass model= one of {[row['model'] for row in rows]}")
+    return rows[0]
 
 
 def check_bar(bar, scores, fid_floor):
@@ -205,7 +219,8 @@ def write_report(report, out):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm ablation", description=__doc__.splitlines()[0] + " ...")
-    parser.add_argument("--models", nargs="+", default=[str(m) for m in MODELS], help="run folders to compare")
+    parser.add_argument("--models", nargs="+", default=[str(m) for m in MODELS + RESCALED_MODELS],
+                        help="run folders to compare")
     parser.add_argument("--n", type=int, default=64, help="samples per row (FID-MNIST depends on it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")

@@ -18,6 +18,16 @@ def linear_betas(beta_min, beta_max, T):
     return closed_forms.linear_beta(torch.arange(T, dtype=torch.float64), beta_min, beta_max, T)
 
 
+def rescaled_beta_range(beta_min, beta_max, T, reference_T=1000):
+    """(beta_min, beta_max) scaled by reference_T / T, as improved DDPM does (Nichol and Dhariwal 2021): the betas keep
+    about the same sum, so alpha_bar at the last step stays near that of the reference chain (book, "The number of
+    timesteps")."""
+    if not isinstance(T, int) or isinstance(T, bool) or T < 2:
+        raise ValueError(f"T must be an integer >= 2, got {T!r}")
+    scale = reference_T / T
+    return beta_min * scale, beta_max * scale
+
+
 def schedule_from_betas(beta):
     """Every table the sampler and the book use, from a 1-D tensor of betas (float64)."""
     beta = torch.as_tensor(beta, dtype=torch.float64)

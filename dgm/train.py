@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_into, save_checkpoint
 from dgm.data import MNISTDataError, load_mnist
 from dgm.ddpm import DDPM
+from dgm.schedules import rescaled_beta_range
 from dgm.unet import UNet
 
 CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
@@ -443,6 +444,8 @@ def main(argv=None):
     parser.add_argument("--preset", choices=sorted(PRESETS), help="starting values; explicit options override")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its checkpoint (its saved config, plus explicit options)")
+    parser.add_argument("--rescale-betas", action="store_true",
+                        help="scale beta_min and beta_max by 1000 / T, as improved DDPM does (a new run only)")
     types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int, "keep_every": int}
     for field in dataclasses.fields(TrainConfig):
         if field.type is bool:
@@ -453,8 +456,10 @@ def main(argv=None):
                                 default=argparse.SUPPRESS,
                                 help=f"default {field.default}" + (" (comma-separated)" * (field.name == "channels")))
     args = vars(parser.parse_args(argv))
-    preset, resume = args.pop("preset"), args.pop("resume")
+    preset, resume, rescale = args.pop("preset"), args.pop("resume"), args.pop("rescale_betas")
     values = dict(PRESETS.get(preset, {}))
+    if resume and rescale:
+        parser.exit(2, "error: --rescale-betas applies when a run starts; a resumed run keeps its saved betas\n")
     if resume:
         out = Path(args.get("out", TrainConfig.out))
         try:
@@ -464,6 +469,9 @@ def main(argv=None):
         values = metadata["config"]
     values.update(args)
     try:
+        if rescale:
+            values["beta_min"], values["beta_max"] = rescaled_beta_range(
+                *(values.get(name, getattr(TrainConfig, name)) for name in ("beta_min", "beta_max", "T")))
         config = TrainConfig.from_dict(values)
         out = train(config, resume=resume)
     except (ValueError, CheckpointError, MNISTDataError) as error:

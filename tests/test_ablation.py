@@ -8,8 +8,8 @@ import pytest
 
 import dgm
 from dgm import ablation, cli
-from dgm.ablation import (QUALITY_BARS, QUICK_N, SETTINGS, check_bars, check_baseline_evaluation, find_row,
-                          row_name)
+from dgm.ablation import (MODELS, QUALITY_BARS, QUICK_N, RESCALED_MODELS, SETTINGS, check_bars,
+                          check_baseline_evaluation, find_row, row_name, select_models)
 from dgm.train import TrainConfig, train
 
 TINY_T = 100  # the smallest T that the 100-step rows can respace
@@ -65,8 +65,9 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
 
 
 def test_row_names_are_stable():
-    assert row_name(1000, "ancestral", "beta", None) == "T1000_ancestral-beta_all"
-    assert row_name(500, "ddim", None, 50) == "T500_ddim_50"
+    assert row_name("ddpm_mnist_T1000", "ancestral", "beta", None) == "T1000_ancestral-beta_all"
+    assert row_name("ddpm_mnist_T500_rescaled", "ddim", None, 50) == "T500_rescaled_ddim_50"
+    assert row_name("T500", "ancestral", "posterior", 100) == "T500_ancestral-posterior_100"
 
 
 def test_bad_input_exits_with_a_message(tmp_path, capsys):
@@ -82,8 +83,8 @@ def test_quality_bars_judge_the_baseline_row_and_the_cpu_presets_last_snapshot()
         return {"share_confident": share, "label_entropy": entropy_share * math.log(10), "fid_mnist": fid}
 
     def row(steps, *values):
-        return {"T": 1000, "sampler": "ancestral", "sigma": "beta", "steps": steps, **scores(*values),
-                "fid_floor": 10.0}
+        return {"model": "ddpm_mnist_T1000", "T": 1000, "sampler": "ancestral", "sigma": "beta", "steps": steps,
+                **scores(*values), "fid_floor": 10.0}
 
     report = {"rows": [row(1000, 0.96, 0.98, 29.0), row(100, 0.99, 0.99, 50.0)]}
     curve = {"setting": {"steps": 100}, "floor": {"fid_mnist": 10.0},
@@ -107,3 +108,20 @@ def test_quality_bars_judge_the_baseline_row_and_the_cpu_presets_last_snapshot()
                                                               "steps": 100}})
     with pytest.raises(KeyError, match="T=500"):
         find_row(report, 500)
+
+
+def test_find_row_tells_models_with_the_same_T_apart():
+    rows = [{"model": model, "T": 500, "sampler": "ddim", "sigma": None, "steps": 50}
+            for model in ("ddpm_mnist_T500", "ddpm_mnist_T500_rescaled")]
+    report = {"rows": rows}
+    assert find_row(report, 500, "ddim", None, 50, model="ddpm_mnist_T500_rescaled") is rows[1]
+    with pytest.raises(KeyError, match="several models have T=500.*ddpm_mnist_T500_rescaled"):
+        find_row(report, 500, "ddim", None, 50)
+    with pytest.raises(KeyError, match="model ddpm_mnist_T2000"):
+        find_row(report, 500, "ddim", None, 50, model="ddpm_mnist_T2000")
+
+
+def test_select_models_keeps_the_order_of_the_folders():
+    report = {"models": [{"name": folder.name} for folder in reversed(RESCALED_MODELS + MODELS[:2])]}
+    assert [model["name"] for model in select_models(report)] == [folder.name for folder in MODELS[:2]]
+    assert [model["name"] for model in select_models(report, RESCALED_MODELS)] == [f.name for f in RESCALED_MODELS]

@@ -3,12 +3,14 @@
 import pytest
 import torch
 
-from dgm.ablation import CPU_PRESET_MODEL, MODELS
+from dgm.ablation import CPU_PRESET_MODEL, MODELS, RESCALED_MODELS
 from dgm.evaluate import CONFIDENT, load_classifier, predict
-from dgm.train import PRESETS, load_run
+from dgm.schedules import rescaled_beta_range
+from dgm.train import PRESETS, TrainConfig, load_run
 
 SAMPLES = 16
-SHIPPED = [(folder, "ablation") for folder in MODELS] + [(CPU_PRESET_MODEL, "cpu")]  # (folder, preset it was made with)
+SHIPPED = ([(folder, "ablation") for folder in MODELS + RESCALED_MODELS]
+           + [(CPU_PRESET_MODEL, "cpu")])  # (folder, preset it was made with)
 # The shipped CPU models give roughly half their 50-step samples confidence >= 0.9 (results/ablation.json measures
 # it at larger N); noise or broken weights give almost none, and a mean confidence near 1 / 10.
 MIN_CONFIDENT = 5
@@ -28,7 +30,12 @@ def test_shipped_ddpm_samples_confident_digits_in_50_steps(folder, preset, class
     recipe = PRESETS[preset]
     assert config.to_dict() == {**config.to_dict(), **recipe, "channels": list(recipe["channels"])}
     assert metadata["step"] == config.steps
-    assert folder.name == (f"ddpm_mnist_T{config.T}" if preset == "ablation" else f"ddpm_mnist_{preset}_preset")
+    rescaled = folder in RESCALED_MODELS
+    assert folder.name == (f"ddpm_mnist_T{config.T}" + "_rescaled" * rescaled if preset == "ablation"
+                           else f"ddpm_mnist_{preset}_preset")
+    problem_set_betas = (TrainConfig.beta_min, TrainConfig.beta_max)
+    assert (config.beta_min, config.beta_max) == (rescaled_beta_range(*problem_set_betas, config.T) if rescaled
+                                                  else problem_set_betas)
     assert (folder / "loss.csv").read_text().splitlines()[0].startswith("step")
     images = model.sample(SAMPLES, steps=50, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
     confidence = predict(classifier, images)[1].max(dim=1).values

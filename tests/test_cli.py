@@ -66,6 +66,16 @@ def test_train_sample_evaluate_and_resume(tmp_path, capsys, one_thread):
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 3
 
 
+def test_train_rescale_betas_scales_the_betas_of_a_new_run_only(tmp_path, capsys, one_thread):
+    run = tmp_path / "run"
+    assert cli.main(["train", *TINY_TRAIN, "--T", "500", "--rescale-betas", "--out", str(run)]) == 0
+    config = json.loads((run / "checkpoint.json").read_text())["config"]
+    assert (config["T"], config["beta_min"], config["beta_max"]) == (500, 2e-4, 0.04)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--resume", "--rescale-betas", "--out", str(run)])
+    assert exit_info.value.code == 2 and "a resumed run keeps its saved betas" in capsys.readouterr().err
+
+
 def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dgm import ddpm_schedules, respace, respaced_timesteps
-from dgm.schedules import schedule_from_betas
+from dgm.schedules import rescaled_beta_range, schedule_from_betas
 
 
 def test_linear_schedule_follows_the_problem_set():
@@ -22,6 +22,19 @@ def test_linear_schedule_follows_the_problem_set():
     torch.testing.assert_close(schedule["alpha_bar"], torch.tensor(expected, dtype=torch.float64), rtol=1e-13,
                                atol=0)
     assert schedule["alpha_bar_prev"][0] == 1.0
+
+
+def test_rescaled_betas_keep_the_signal_left_at_the_last_step():
+    assert rescaled_beta_range(1e-4, 0.02, 500) == (2e-4, 0.04)  # improved DDPM's 1000/T, by hand
+    assert rescaled_beta_range(1e-4, 0.02, 2000) == (5e-5, 0.01)
+    assert rescaled_beta_range(1e-4, 0.02, 1000) == (1e-4, 0.02)
+    reference = float(ddpm_schedules(1e-4, 0.02, 1000)["alpha_bar"][-1])
+    for T in (500, 2000):
+        rescaled = float(ddpm_schedules(*rescaled_beta_range(1e-4, 0.02, T), T)["alpha_bar"][-1])
+        assert rescaled == pytest.approx(reference, rel=0.1)
+    assert float(ddpm_schedules(1e-4, 0.02, 500)["alpha_bar"][-1]) > 100 * reference  # what rescaling repairs
+    with pytest.raises(ValueError, match="T must be an integer"):
+        rescaled_beta_range(1e-4, 0.02, 500.0)
 
 
 def test_posterior_variance_is_below_beta_and_zero_at_the_first_step():
