@@ -9,10 +9,15 @@ import torch
 from dgm import closed_forms
 
 
-def linear_betas(beta_min, beta_max, T):
-    """The problem set's linear betas, beta_k = beta_min + k (beta_max - beta_min)/(T - 1), k = 0..T-1."""
+def check_chain_length(T):
+    """Refuse a number of timesteps T that is not an integer >= 2 (the linear schedule divides by T - 1)."""
     if not isinstance(T, int) or isinstance(T, bool) or T < 2:
         raise ValueError(f"T must be an integer >= 2, got {T!r}")
+
+
+def linear_betas(beta_min, beta_max, T):
+    """The problem set's linear betas, beta_k = beta_min + k (beta_max - beta_min)/(T - 1), k = 0..T-1."""
+    check_chain_length(T)
     if not 0 < beta_min <= beta_max < 1:
         raise ValueError(f"need 0 < beta_min <= beta_max < 1, got beta_min={beta_min!r}, beta_max={beta_max!r}")
     return closed_forms.linear_beta(torch.arange(T, dtype=torch.float64), beta_min, beta_max, T)
@@ -22,8 +27,7 @@ def rescaled_beta_range(beta_min, beta_max, T, reference_T=1000):
     """(beta_min, beta_max) scaled by reference_T / T, as improved DDPM does (Nichol and Dhariwal 2021): the betas keep
     about the same sum, so alpha_bar at the last step stays near that of the reference chain (book, "The number of
     timesteps")."""
-    if not isinstance(T, int) or isinstance(T, bool) or T < 2:
-        raise ValueError(f"T must be an integer >= 2, got {T!r}")
+    check_chain_length(T)
     scale = reference_T / T
     return beta_min * scale, beta_max * scale
 
