@@ -10,11 +10,10 @@ import argparse
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import dgm
 from dgm.train import PRESETS
-from dgm.unet import UNet
+from dgm.unet import UNet, training_flops
 
 MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
 
@@ -38,14 +37,6 @@ def step_seconds(model, optimizer, batch):
     return time.perf_counter() - start
 
 
-def step_flops(model, batch):
-    """FLOPs of one training step (forward, backward; the optimizer's elementwise work is not counted)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    with FlopCounterMode(display=False) as counter:
-        training_step(model, optimizer, batch)
-    return counter.get_total_flops()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+",
@@ -67,7 +58,7 @@ def main(argv=None):
     for batch_size in args.batch:
         torch.manual_seed(0)
         batch = torch.rand(batch_size, 1, 28, 28) * 2 - 1
-        flops[batch_size] = step_flops(dgm.DDPM(UNet(channels=args.channels)), batch)
+        flops[batch_size] = training_flops(UNet(channels=args.channels), batch_size)
         for label, memory_format, compiled in formats:
             torch.manual_seed(0)
             network = UNet(channels=args.channels).to(memory_format=memory_format)

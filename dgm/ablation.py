@@ -159,6 +159,14 @@ def check_bars(report, cpu_preset_curve, T=1000):
                                     cpu_preset_curve["floor"]["fid_mnist"])}
 
 
+def share_change(before, n_before, after, n_after):
+    """(after - before, its standard error, whether it exceeds two of them) for two shares of confident samples
+    from independent draws of n_before and n_after: the binomial variances p (1 - p) / N add."""
+    change = after - before
+    error = math.sqrt(before * (1 - before) / n_before + after * (1 - after) / n_after)
+    return change, error, abs(change) > 2 * error
+
+
 def check_baseline_evaluation(evaluation):
     """The baseline bar on a ``dgm evaluate`` report (e.g. a longer run's, results/long_run_full_chain.json); refuses a
     report sampled otherwise than the bar's full chain with sigma^2 = beta or a model whose T is not 1000."""

@@ -25,6 +25,7 @@ from dgm.train import (CHECKPOINT_FORMAT, SNAPSHOTS, TrainConfig, run_folder_che
 
 CURVE = RESULTS / "learning_curve.json"  # the long run of the ablation recipe
 CPU_PRESET_CURVE = RESULTS / "cpu_preset_curve.json"  # the 30-minute run of the cpu preset
+WIDE_CURVE = RESULTS / "learning_curve_wide.json"  # CURVE's recipe with the wider U-Net 64/128/256
 LONG_RUN_FULL_CHAIN = RESULTS / "long_run_full_chain.json"  # `dgm evaluate` of CURVE's run at its last step
 
 

@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 MAX_PERIOD = 10_000  # longest wavelength of the sinusoidal embedding, as in Vaswani et al. (2017)
 
@@ -86,3 +87,13 @@ class UNet(nn.Module):
     def config(self):
         """The constructor arguments, for checkpoints' JSON."""
         return {"image_channels": self.image_channels, "channels": list(self.channels), "groups": self.groups}
+
+
+def training_flops(network, batch_size=1):
+    """FLOPs of one forward and backward pass of ``network`` on a batch of 28 x 28 images, what a training step
+    costs before the optimizer's elementwise work: how the book and ``benchmarks/train_throughput.py`` size U-Nets."""
+    x = torch.zeros(batch_size, network.image_channels, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        network(x, torch.zeros(batch_size, dtype=torch.long)).square().mean().backward()
+    network.zero_grad(set_to_none=True)
+    return counter.get_total_flops()

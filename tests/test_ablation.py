@@ -9,7 +9,7 @@ import pytest
 import dgm
 from dgm import ablation, cli
 from dgm.ablation import (MODELS, QUALITY_BARS, QUICK_N, RESCALED_MODELS, SETTINGS, check_bars,
-                          check_baseline_evaluation, find_row, row_name, select_models)
+                          check_baseline_evaluation, find_row, row_name, select_models, share_change)
 from dgm.train import TrainConfig, train
 
 TINY_T = 100  # the smallest T that the 100-step rows can respace
@@ -125,3 +125,13 @@ def test_select_models_keeps_the_order_of_the_folders():
     report = {"models": [{"name": folder.name} for folder in reversed(RESCALED_MODELS + MODELS[:2])]}
     assert [model["name"] for model in select_models(report)] == [folder.name for folder in MODELS[:2]]
     assert [model["name"] for model in select_models(report, RESCALED_MODELS)] == [f.name for f in RESCALED_MODELS]
+
+
+def test_share_change_adds_the_binomial_variances():
+    change, error, significant = share_change(0.5, 100, 0.7, 100)
+    assert math.isclose(change, 0.2)
+    assert math.isclose(error, math.sqrt(0.25 / 100 + 0.21 / 100))  # 0.0678
+    assert significant
+    assert share_change(0.609, 64, 0.703, 64)[2] is False  # the T = 500 rescaled rows: 0.094 against 2 x 0.083
+    change, error, _ = share_change(0.9, 10, 0.9, 1000)
+    assert change == 0 and math.isclose(error, math.sqrt(0.009 + 0.00009))  # the smaller sample dominates

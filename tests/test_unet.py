@@ -1,11 +1,13 @@
-"""The MNIST U-Net: shapes, the time embedding, memory formats, argument checks."""
+"""The MNIST U-Net: shapes, the time embedding, memory formats, the cost of a training step, argument checks."""
 
 import math
 
 import pytest
 import torch
 
-from dgm.unet import UNet, timestep_embedding
+from torch.utils.flop_counter import FlopCounterMode
+
+from dgm.unet import UNet, timestep_embedding, training_flops
 
 TINY = (4, 8, 8)
 
@@ -54,3 +56,16 @@ def test_bad_arguments_are_named():
         UNet(channels=TINY)(torch.randn(2, 1, 30, 30), 0)
     with pytest.raises(ValueError, match="x must have shape"):
         UNet(channels=TINY)(torch.randn(2, 3, 28, 28), 0)
+
+
+def test_training_flops_count_a_forward_and_a_backward_pass(one_thread):
+    model = UNet(channels=TINY)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, 28, 28), 0)
+    forward = counter.get_total_flops()
+    flops = training_flops(model)
+    # The backward pass costs one to two forward passes: weight gradients everywhere, input gradients for all
+    # layers but the first.
+    assert 2 * forward < flops <= 3 * forward
+    assert training_flops(model, batch_size=4) == 4 * flops
+    assert all(parameter.grad is None for parameter in model.parameters())
