@@ -91,9 +91,10 @@ class UNet(nn.Module):
 
 def training_flops(network, batch_size=1):
     """FLOPs of one forward and backward pass of ``network`` on a batch of 28 x 28 images, what a training step
-    costs before the optimizer's elementwise work: how the book and ``benchmarks/train_throughput.py`` size U-Nets."""
+    costs before the optimizer's elementwise work: how the book and ``benchmarks/train_throughput.py`` size U-Nets.
+    The gradients are returned to the counter, not stored, so the network's ``.grad`` stays as it was."""
     x = torch.zeros(batch_size, network.image_channels, 28, 28)
     with FlopCounterMode(display=False) as counter:
-        network(x, torch.zeros(batch_size, dtype=torch.long)).square().mean().backward()
-    network.zero_grad(set_to_none=True)
+        output = network(x, torch.zeros(batch_size, dtype=torch.long)).square().mean()
+        torch.autograd.grad(output, list(network.parameters()))
     return counter.get_total_flops()

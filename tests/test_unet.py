@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from torch.utils.flop_counter import FlopCounterMode
 
 from dgm.unet import UNet, timestep_embedding, training_flops
