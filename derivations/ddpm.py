@@ -111,6 +111,16 @@ holds(ddim_noise_coef_squared.subs(bar_in_terms_of_prev), (ddim_noise_coef**2).s
 holds((sp.sqrt(alpha_bar_prev) * predict_x0 + ddim_noise_coef * eps).subs(bar_in_terms_of_prev),
       reverse_mean_from_eps.subs(bar_in_terms_of_prev), "DDIM with sigma^2 = beta_tilde is the DDPM posterior step")
 
+# --- 7. Weighting the timesteps of the loss (Choi et al. 2022, "P2 weighting") ---------------------------------
+# Ho et al.'s loss averages the epsilon-MSE uniformly over t. Perception-prioritised (P2) weighting multiplies
+# the term at level alpha_bar by (offset + SNR)^(-gamma): it moves the effort from the nearly clean steps, where
+# the network only removes a little noise, to the noisy ones, where the digit's shape is decided. With
+# offset = gamma = 1 the weight is simply the noise variance of q(x_t | x_0).
+p2_offset, p2_gamma = sp.symbols("offset gamma", positive=True)
+p2_weight = (p2_offset + signal_to_noise) ** (-p2_gamma)
+p2_weight_unit = sp.cancel(p2_weight.subs({p2_offset: 1, p2_gamma: 1}))  # the choice that ``dgm.DDPM.loss`` makes
+holds(p2_weight_unit, 1 - alpha_bar, "P2 weight with offset = gamma = 1 is 1 - alpha_bar")
+
 # --- The closed forms that ``dgm`` uses ------------------------------------------------------------------------
 # name: (arguments in order, expression, one-line docstring)
 CLOSED_FORMS = {
@@ -132,4 +142,6 @@ CLOSED_FORMS = {
                               "Mean of p(x_{t-1} | x_t) given predicted noise eps (Ho et al. 2020, eq. 11)."),
     "respaced_beta": ((alpha_bar_kept, alpha_bar_kept_prev), respaced_beta,
                       "beta' of a respaced chain between two kept steps (Problem 2, part 2)."),
+    "p2_weight": ((alpha_bar, p2_offset, p2_gamma), p2_weight,
+                  "Loss weight (offset + SNR)^(-gamma) of the timestep at level alpha_bar (Choi et al. 2022)."),
 }

@@ -62,6 +62,12 @@ def respaced_beta(alpha_bar_kept, alpha_bar_kept_prev):
     return -alpha_bar_kept/alpha_bar_kept_prev + 1
 
 
+def p2_weight(alpha_bar, offset, gamma):
+    """Loss weight (offset + SNR)^(-gamma) of the timestep at level alpha_bar (Choi et al. 2022). From derivations/ddpm.py."""
+    xp, (alpha_bar, offset, gamma,) = as_arrays(alpha_bar, offset, gamma)
+    return (alpha_bar/(1 - alpha_bar) + offset)**(-gamma)
+
+
 def diffused_mean(mu, log_alpha_bar):
     """Mean sqrt(alpha_bar) mu of a component N(mu, s^2) after the noising kernel. From derivations/mixture.py."""
     xp, (mu, log_alpha_bar,) = as_arrays(mu, log_alpha_bar)

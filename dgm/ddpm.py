@@ -13,6 +13,8 @@ from dgm import closed_forms
 from dgm.schedules import ddpm_schedules, respace, respaced_timesteps
 
 SIGMA_CHOICES = ("beta", "posterior")
+# How the loss weighs its timesteps: Ho et al.'s uniform average, or P2 with offset = gamma = 1 (Choi et al. 2022).
+LOSS_WEIGHTINGS = ("uniform", "p2")
 
 
 def reverse_steps(schedule, x, progress):
@@ -97,12 +99,27 @@ class DDPM(nn.Module):
         noise = torch.randn_like(x0) if noise is None else noise
         return closed_forms.forward_sample(x0, noise, self._per_sample(self.alpha_bar, t, x0))
 
-    def loss(self, x0, generator=None):
-        """Epsilon-prediction MSE with t uniform over 0..T-1 (Ho et al. 2020, Algorithm 1)."""
+    def timestep_weights(self, weighting="uniform"):
+        """The loss weight of each timestep 0..T-1, scaled to mean 1 so that a learning rate means the same under
+        every weighting; "p2" is (1 + SNR)^(-1) = 1 - alpha_bar (derivations/ddpm.py, section 7)."""
+        if weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
+        if weighting == "uniform":
+            return torch.ones_like(self.alpha_bar)
+        weights = closed_forms.p2_weight(self.alpha_bar, 1.0, 1.0)
+        return weights / weights.mean()
+
+    def loss(self, x0, generator=None, weighting="uniform"):
+        """Epsilon-prediction MSE with t uniform over 0..T-1 (Ho et al. 2020, Algorithm 1), each sample's term
+        multiplied by its timestep's weight (``timestep_weights``)."""
         self._check_data(x0)
+        weights = self.timestep_weights(weighting)
         t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        return F.mse_loss(self.eps_model(self(x0, t, noise), t), noise)
+        predicted = self.eps_model(self(x0, t, noise), t)
+        if weighting == "uniform":
+            return F.mse_loss(predicted, noise)
+        return (weights[t].to(x0.dtype) * (predicted - noise).square().flatten(1).mean(dim=1)).mean()
 
     def sampling_schedule(self, steps=None):
         """The full schedule (steps=None or T) or the one respaced to ``steps`` timesteps (Problem 2, part 2)."""

@@ -27,6 +27,7 @@ CURVE = RESULTS / "learning_curve.json"  # the long run of the ablation recipe
 CPU_PRESET_CURVE = RESULTS / "cpu_preset_curve.json"  # the 30-minute run of the cpu preset
 WIDE_CURVE = RESULTS / "learning_curve_wide.json"  # CURVE's recipe with the wider U-Net 64/128/256
 LONG_RUN_FULL_CHAIN = RESULTS / "long_run_full_chain.json"  # `dgm evaluate` of CURVE's run at its last step
+CPU_PRESET_TRIALS = RESULTS / "cpu_preset_trials"  # short runs that chose the cpu preset (cpu_preset_trials.sh)
 
 
 def snapshot_steps(run):
@@ -80,6 +81,15 @@ def load_curve(path=CURVE):
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `dgm learning-curve --run RUN` to write it")
     return json.loads(path.read_text())
+
+
+def load_trials(folder=CPU_PRESET_TRIALS):
+    """The learning curves of the runs in ``folder`` (one JSON each), ordered by loss weighting, then rate."""
+    paths = sorted(Path(folder).glob("*.json"))
+    if not paths:
+        raise FileNotFoundError(f"{folder} holds no reports: run `bash results/cpu_preset_trials.sh` to write them")
+    curves = [load_curve(path) for path in paths]
+    return sorted(curves, key=lambda curve: (curve["config"]["loss_weighting"], curve["config"]["lr"]))
 
 
 def text_table(report):

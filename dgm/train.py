@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_into, save_checkpoint
 from dgm.data import MNISTDataError, load_mnist
-from dgm.ddpm import DDPM
+from dgm.ddpm import DDPM, LOSS_WEIGHTINGS
 from dgm.schedules import rescaled_beta_range
 from dgm.unet import UNet
 
@@ -53,6 +53,7 @@ class TrainConfig:
     lr: float = 2e-4
     warmup_steps: int = 500
     lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to zero at the last step
+    loss_weighting: str = "uniform"  # of the timesteps in the loss: "uniform" (Ho et al.) or "p2" (DDPM.loss)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -84,6 +85,8 @@ class TrainConfig:
                              f"grad_clip={self.grad_clip}, warmup_steps={self.warmup_steps}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
 
@@ -107,14 +110,15 @@ class TrainConfig:
 # Starting points, overridden by explicit options. All share the U-Net 32/96/192 except "gpu"; the widths grow at
 # the low resolutions, where they cost little. A high rate decayed to zero and a short EMA suit short runs.
 # "cpu": the reader's preset, 30 minutes on a 2-core CPU: 4,800 steps of 32 images (2.6 epochs); a step costs about
-#   the same per image at batch 32 as at 128, so a quarter of the batch buys four times the steps. It keeps its EMA
-#   weights every 1,600 steps (book chapter "The number of timesteps", section "The 30-minute CPU preset").
+#   the same per image at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its
+#   P2 weighting won trials at a third of its steps (results/cpu_preset_trials.sh). It keeps its EMA weights every
+#   1,600 steps (book chapter "The number of timesteps", section "The 30-minute CPU preset").
 # "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
 #   images (3.6 epochs), about 40 minutes on 2 cores (93 images/s sustained; see benchmarks/train_throughput.py).
 # "gpu": wider and longer.
 PRESETS = {
-    "cpu": {"channels": (32, 96, 192), "batch_size": 32, "steps": 4800, "lr": 5e-4, "warmup_steps": 100,
-            "lr_schedule": "cosine", "ema_decay": 0.998, "sample_every": 2400, "checkpoint_every": 400,
+    "cpu": {"channels": (32, 96, 192), "batch_size": 32, "steps": 4800, "lr": 4e-3, "warmup_steps": 100,
+            "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "sample_every": 2400, "checkpoint_every": 400,
             "keep_every": 1600},
     "ablation": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 1e-3, "warmup_steps": 100,
                  "lr_schedule": "cosine", "ema_decay": 0.995, "sample_every": 500, "checkpoint_every": 100},
@@ -405,7 +409,7 @@ def _train(config, resume, progress, out, device, distributed):
                 group["lr"] = learning_rate(config, step, steps)
             optimizer.zero_grad(set_to_none=True)
             with autocast:
-                loss = training_model.loss(batch, generator=noise)
+                loss = training_model.loss(batch, generator=noise, weighting=config.loss_weighting)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
             optimizer.step()

@@ -52,6 +52,7 @@ def test_hand_checked_values():
     assert closed_forms.linear_beta(0, 1e-4, 0.02, 1000) == pytest.approx(1e-4, rel=1e-15)
     assert closed_forms.linear_beta(999, 1e-4, 0.02, 1000) == pytest.approx(0.02, rel=1e-15)
     assert closed_forms.posterior_variance(0.02, 0.5, 0.49) == pytest.approx(0.02 * 0.5 / 0.51, rel=1e-15)
+    assert closed_forms.p2_weight(0.8, 1.0, 2.0) == pytest.approx(1 / (1 + 4) ** 2, rel=1e-15)  # SNR = 4
     assert closed_forms.vp_log_alpha_bar(1.0, 0.1, 20.0) == pytest.approx(-(0.1 + 19.9 / 2), rel=1e-15)
     assert closed_forms.normal_log_pdf(0.0, 0.0, 1.0) == pytest.approx(-0.5 * math.log(2 * math.pi), rel=1e-15)
     assert closed_forms.normal_score(3.0, 1.0, 4.0) == pytest.approx(-0.5, rel=1e-15)

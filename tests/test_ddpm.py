@@ -53,6 +53,34 @@ def test_forward_uses_the_given_noise_and_validates_input():
         model.loss(torch.randn(3, 4, 4))
 
 
+
+def test_p2_weights_move_the_loss_to_the_noisy_steps():
+    model = DDPM(TinyEpsModel(), T=1000, shape=(1,))
+    torch.testing.assert_close(model.timestep_weights("uniform"), torch.ones(1000, dtype=torch.float64))
+    weights = model.timestep_weights("p2")
+    assert float(weights.mean()) == pytest.approx(1.0, rel=1e-12)
+    assert bool((weights.diff() > 0).all())  # alpha_bar falls with t, so 1 - alpha_bar rises
+    # offset = gamma = 1: the weight is the noise variance 1 - alpha_bar, rescaled
+    torch.testing.assert_close(weights / weights[-1], (1 - model.alpha_bar) / (1 - model.alpha_bar[-1]))
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        model.timestep_weights("snr")
+
+
+def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
+    model = DDPM(TinyEpsModel(), T=50, shape=(1, 4, 4))
+    x0 = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    weighted = model.loss(x0, generator=torch.Generator().manual_seed(2), weighting="p2")
+    # the same draws as the loss makes them: timesteps first, then the noise
+    generator = torch.Generator().manual_seed(2)
+    t = torch.randint(0, 50, (6,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    errors = (model.eps_model(model(x0, t, noise), t) - noise).square().mean(dim=(1, 2, 3))
+    weights = (1 - model.alpha_bar[t]) / (1 - model.alpha_bar).mean()
+    torch.testing.assert_close(weighted, (weights.float() * errors).mean())
+    uniform = model.loss(x0, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(uniform, errors.mean())
+    assert not torch.isclose(weighted, uniform)
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"T": 1}, "T must be"), ({"beta_min": 0.0}, "beta_min"), ({"beta_max": 1.0}, "beta_max"),
     ({"beta_min": 0.05, "beta_max": 0.02}, "beta_min <= beta_max"),

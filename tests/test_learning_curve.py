@@ -66,3 +66,14 @@ def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thre
             cli.main(argv)
         assert exit_info.value.code == 2
         assert capsys.readouterr().err.startswith("error:")
+
+
+def test_trials_load_in_order_of_weighting_then_rate(tmp_path):
+    for name, weighting, lr in [("a", "uniform", 2e-3), ("b", "p2", 4e-3), ("c", "p2", 1e-3)]:
+        curve = {"config": {"loss_weighting": weighting, "lr": lr}, "rows": []}
+        (tmp_path / f"{name}.json").write_text(json.dumps(curve))
+    trials = learning_curve.load_trials(tmp_path)
+    assert [(t["config"]["loss_weighting"], t["config"]["lr"]) for t in trials] == [
+        ("p2", 1e-3), ("p2", 4e-3), ("uniform", 2e-3)]
+    with pytest.raises(FileNotFoundError, match="cpu_preset_trials.sh"):
+        learning_curve.load_trials(tmp_path / "empty")

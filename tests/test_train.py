@@ -46,6 +46,8 @@ def test_config_rejects_bad_values():
         TrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=-1)
+    with pytest.raises(ValueError, match="loss_weighting must be one of"):
+        TrainConfig(loss_weighting="snr")
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
