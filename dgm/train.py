@@ -118,8 +118,8 @@ class TrainConfig:
 # "gpu": wider and longer.
 PRESETS = {
     "cpu": {"channels": (32, 96, 192), "batch_size": 32, "steps": 4800, "lr": 4e-3, "warmup_steps": 100,
-            "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "sample_every": 2400, "checkpoint_every": 400,
-            "keep_every": 1600},
+            "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "sample_every": 2400,
+            "checkpoint_every": 400, "keep_every": 1600},
     "ablation": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 1e-3, "warmup_steps": 100,
                  "lr_schedule": "cosine", "ema_decay": 0.995, "sample_every": 500, "checkpoint_every": 100},
     "gpu": {"channels": (64, 128, 256), "batch_size": 256, "steps": 40_000, "lr": 2e-4, "warmup_steps": 1000,
