@@ -159,11 +159,16 @@ def check_bars(report, cpu_preset_curve, T=1000):
                                     cpu_preset_curve["floor"]["fid_mnist"])}
 
 
+def share_standard_error(share, n):
+    """Binomial standard error sqrt(p (1 - p) / N) of a share of confident samples measured on n samples."""
+    return math.sqrt(share * (1 - share) / n)
+
+
 def share_change(before, n_before, after, n_after):
     """(after - before, its standard error, whether it exceeds two of them) for two shares of confident samples
     from independent draws of n_before and n_after: the binomial variances p (1 - p) / N add."""
     change = after - before
-    error = math.sqrt(before * (1 - before) / n_before + after * (1 - after) / n_after)
+    error = math.hypot(share_standard_error(before, n_before), share_standard_error(after, n_after))
     return change, error, abs(change) > 2 * error
 
 

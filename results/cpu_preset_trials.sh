@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The trials behind the cpu preset's learning rate and timestep weighting (book: "The 30-minute CPU preset").
-# Each is the cpu preset cut to a third of its steps (1,600, its cosine decay ending there) with one setting
-# changed, trained two side by side with one thread each, then scored like the preset by `dgm learning-curve`
+# Each is the cpu preset cut to a third of its steps (1,600, its cosine decay ending there) at one rate and one
+# weighting, trained two side by side with one thread each, then scored like the preset by `dgm learning-curve`
 # (100 respaced steps, sigma^2 = beta_tilde, N = 256) into results/cpu_preset_trials/NAME.json.
 # About 45 minutes on this 2-core machine. Run from the repository root: bash results/cpu_preset_trials.sh
 set -euo pipefail

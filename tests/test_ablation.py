@@ -9,7 +9,8 @@ import pytest
 import dgm
 from dgm import ablation, cli
 from dgm.ablation import (MODELS, QUALITY_BARS, QUICK_N, RESCALED_MODELS, SETTINGS, check_bars,
-                          check_baseline_evaluation, find_row, row_name, select_models, share_change)
+                          check_baseline_evaluation, find_row, row_name, select_models, share_change,
+                          share_standard_error)
 from dgm.train import TrainConfig, train
 
 TINY_T = 100  # the smallest T that the 100-step rows can respace
@@ -125,6 +126,11 @@ def test_select_models_keeps_the_order_of_the_folders():
     report = {"models": [{"name": folder.name} for folder in reversed(RESCALED_MODELS + MODELS[:2])]}
     assert [model["name"] for model in select_models(report)] == [folder.name for folder in MODELS[:2]]
     assert [model["name"] for model in select_models(report, RESCALED_MODELS)] == [f.name for f in RESCALED_MODELS]
+
+
+def test_share_standard_error_is_the_binomial_one():
+    assert math.isclose(share_standard_error(0.5, 100), 0.05)
+    assert share_standard_error(1.0, 64) == 0.0
 
 
 def test_share_change_adds_the_binomial_variances():

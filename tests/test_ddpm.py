@@ -53,7 +53,6 @@ def test_forward_uses_the_given_noise_and_validates_input():
         model.loss(torch.randn(3, 4, 4))
 
 
-
 def test_p2_weights_move_the_loss_to_the_noisy_steps():
     model = DDPM(TinyEpsModel(), T=1000, shape=(1,))
     torch.testing.assert_close(model.timestep_weights("uniform"), torch.ones(1000, dtype=torch.float64))
@@ -80,6 +79,7 @@ def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
     uniform = model.loss(x0, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(uniform, errors.mean())
     assert not torch.isclose(weighted, uniform)
+
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"T": 1}, "T must be"), ({"beta_min": 0.0}, "beta_min"), ({"beta_max": 1.0}, "beta_max"),
