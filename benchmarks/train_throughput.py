@@ -1,9 +1,10 @@
 """Images/s of one DDPM training step of the MNIST U-Net, its FLOPs, and its share of this machine's matmul rate.
 
 Run on a quiet machine: `.venv/bin/python benchmarks/train_throughput.py [--batch 32 128] [--compile]`. Prints
-each variant's images/s and achieved GFLOP/s as `N% of matmul`, the float32 matmul rate being the best of several
-runs measured in the same process (interleaved with the steps), so the ratio stands on its own; and each batch's
-images/s relative to the first batch's, which says what a fixed training time buys at each batch size.
+each variant's images/s (memory layout; bfloat16 autocast as `dgm train --precision bf16` runs it) and achieved
+GFLOP/s as `N% of matmul`, the float32 matmul rate being the best of several runs measured in the same process
+(interleaved with the steps), so the ratio stands on its own (bfloat16 can pass 100%); and each batch's images/s
+relative to the first batch's, which says what a fixed training time buys at each batch size.
 """
 
 import argparse
@@ -12,7 +13,7 @@ import time
 import torch
 
 import dgm
-from dgm.train import PRESETS
+from dgm.train import PRESETS, autocast_context
 from dgm.unet import UNet, training_flops
 
 MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
@@ -24,16 +25,17 @@ def matmul_seconds(a, b):
     return time.perf_counter() - start
 
 
-def training_step(model, optimizer, batch):
+def training_step(model, optimizer, batch, precision):
     optimizer.zero_grad(set_to_none=True)
-    loss = model.loss(batch)
+    with autocast_context(precision, batch.device):
+        loss = model.loss(batch)
     loss.backward()
     optimizer.step()
 
 
-def step_seconds(model, optimizer, batch):
+def step_seconds(model, optimizer, batch, precision):
     start = time.perf_counter()
-    training_step(model, optimizer, batch)
+    training_step(model, optimizer, batch, precision)
     return time.perf_counter() - start
 
 
@@ -51,22 +53,24 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    formats = [("plain (contiguous)", torch.contiguous_format, False), ("channels_last", torch.channels_last, False)]
+    formats = [("plain (contiguous)", torch.contiguous_format, False, "fp32"),
+               ("channels_last", torch.channels_last, False, "fp32"),
+               ("channels_last + bf16 autocast", torch.channels_last, False, "bf16")]
     if args.compile:
-        formats.append(("channels_last + torch.compile", torch.channels_last, True))
+        formats.append(("channels_last + torch.compile", torch.channels_last, True, "fp32"))
     prepared, flops = [], {}
     for batch_size in args.batch:
         torch.manual_seed(0)
         batch = torch.rand(batch_size, 1, 28, 28) * 2 - 1
         flops[batch_size] = training_flops(UNet(channels=args.channels), batch_size)
-        for label, memory_format, compiled in formats:
+        for label, memory_format, compiled, precision in formats:
             torch.manual_seed(0)
             network = UNet(channels=args.channels).to(memory_format=memory_format)
             model = dgm.DDPM(torch.compile(network) if compiled else network)
             optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
             variant_batch = batch.contiguous(memory_format=memory_format)
-            training_step(model, optimizer, variant_batch)  # warm-up (and compilation)
-            prepared.append(((label, batch_size), model, optimizer, variant_batch))
+            training_step(model, optimizer, variant_batch, precision)  # warm-up (and compilation)
+            prepared.append(((label, batch_size), model, optimizer, variant_batch, precision))
     # Interleave the variants and the matmul over several rounds and keep each one's best: on a shared machine
     # this compares them under the same load.
     a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
@@ -74,8 +78,8 @@ def main(argv=None):
     for _ in range(args.rounds):
         for _ in range(MATMUL_REPEATS):
             best_matmul = min(best_matmul, matmul_seconds(a, b))
-        for key, model, optimizer, variant_batch in prepared:
-            best_step[key] = min(best_step[key], step_seconds(model, optimizer, variant_batch))
+        for key, model, optimizer, variant_batch, precision in prepared:
+            best_step[key] = min(best_step[key], step_seconds(model, optimizer, variant_batch, precision))
     matmul = 2 * MATMUL_SIZE ** 3 / best_matmul / 1e9
     print(f"float32 matmul {MATMUL_SIZE}^3: {matmul:.1f} GFLOP/s (best of {args.rounds * MATMUL_REPEATS}), "
           f"torch threads: {torch.get_num_threads()}, channels {args.channels}, "

@@ -84,12 +84,18 @@ def load_curve(path=CURVE):
 
 
 def load_trials(folder=CPU_PRESET_TRIALS):
-    """The learning curves of the runs in ``folder`` (one JSON each), ordered by loss weighting, then rate."""
+    """The learning curves of the runs in ``folder`` (one JSON each), ordered by loss weighting, rate, precision
+    (float32 first) and network."""
     paths = sorted(Path(folder).glob("*.json"))
     if not paths:
         raise FileNotFoundError(f"{folder} holds no reports: run `bash results/cpu_preset_trials.sh` to write them")
     curves = [load_curve(path) for path in paths]
-    return sorted(curves, key=lambda curve: (curve["config"]["loss_weighting"], curve["config"]["lr"]))
+    def order(curve):
+        config = curve["config"]
+        return (config["loss_weighting"], config["lr"], config["precision"] != "fp32", config["attention"],
+                config["channels"])
+
+    return sorted(curves, key=order)
 
 
 def text_table(report):

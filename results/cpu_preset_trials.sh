@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# The trials behind the cpu preset's learning rate and timestep weighting (book: "The 30-minute CPU preset").
-# Each is the cpu preset cut to a third of its steps (1,600, its cosine decay ending there) at one rate and one
-# weighting, trained two side by side with one thread each, then scored like the preset by `dgm learning-curve`
-# (100 respaced steps, sigma^2 = beta_tilde, N = 256) into results/cpu_preset_trials/NAME.json.
-# About 45 minutes on this 2-core machine. Run from the repository root: bash results/cpu_preset_trials.sh
+# The trials behind the cpu preset's choices (book: "The 30-minute CPU preset"). Each is the cpu preset cut to
+# 1,600 steps (its cosine decay ending there), with one rate and one timestep weighting, in float32 or bfloat16;
+# two of them change the network: self-attention at 7 x 7, or the wider U-Net 48/128/256. They train two side by
+# side with one thread each (with one thread, a trial's weights do not depend on what else runs); then each is
+# scored like the preset by `dgm learning-curve` (100 respaced steps, sigma^2 = beta_tilde, N = 256) into
+# results/cpu_preset_trials/NAME.json. About 75 minutes on this 2-core machine.
+# Run from the repository root: bash results/cpu_preset_trials.sh
 set -euo pipefail
 DGM=${DGM:-.venv/bin/dgm}
 
-trial() {  # trial NAME LR WEIGHTING
+trial() {  # trial NAME LR WEIGHTING PRECISION [more dgm train options]
+  local name=$1 lr=$2 weighting=$3 precision=$4
+  shift 4
   OMP_NUM_THREADS=1 "$DGM" train --preset cpu --steps 1600 --keep-every 1600 --sample-every 1600 \
-    --lr "$2" --loss-weighting "$3" --out "runs/cpu_trials/$1" > "runs/cpu_trials/$1.log" 2>&1
+    --lr "$lr" --loss-weighting "$weighting" --precision "$precision" "$@" --out "runs/cpu_trials/$name" \
+    > "runs/cpu_trials/$name.log" 2>&1
 }
 
 mkdir -p runs/cpu_trials results/cpu_preset_trials
-trial p2_lr5e-4 5e-4 p2 & trial p2_lr8e-3 8e-3 p2 & wait
-trial p2_lr2e-3 2e-3 p2 & trial uniform_lr2e-3 2e-3 uniform & wait
-trial p2_lr4e-3 4e-3 p2 & trial uniform_lr4e-3 4e-3 uniform & wait
+trial p2_lr5e-4 5e-4 p2 fp32 & trial p2_lr8e-3 8e-3 p2 fp32 & wait
+trial p2_lr2e-3 2e-3 p2 fp32 & trial uniform_lr2e-3 2e-3 uniform fp32 & wait
+trial p2_lr4e-3 4e-3 p2 fp32 & trial uniform_lr4e-3 4e-3 uniform fp32 & wait
+trial p2_lr4e-3_bf16 4e-3 p2 bf16 & trial p2_lr4e-3_bf16_attention 4e-3 p2 bf16 --attention & wait
+trial p2_lr4e-3_bf16_wide 4e-3 p2 bf16 --channels 48,128,256
 for run in runs/cpu_trials/*/; do
   "$DGM" learning-curve --run "$run" --out "results/cpu_preset_trials/$(basename "$run").json"
 done

@@ -68,12 +68,13 @@ def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thre
         assert capsys.readouterr().err.startswith("error:")
 
 
-def test_trials_load_in_order_of_weighting_then_rate(tmp_path):
-    for name, weighting, lr in [("a", "uniform", 2e-3), ("b", "p2", 4e-3), ("c", "p2", 1e-3)]:
-        curve = {"config": {"loss_weighting": weighting, "lr": lr}, "rows": []}
-        (tmp_path / f"{name}.json").write_text(json.dumps(curve))
-    trials = learning_curve.load_trials(tmp_path)
-    assert [(t["config"]["loss_weighting"], t["config"]["lr"]) for t in trials] == [
-        ("p2", 1e-3), ("p2", 4e-3), ("uniform", 2e-3)]
+def test_trials_load_in_order_of_weighting_rate_precision_then_network(tmp_path):
+    settings = [("a", "uniform", 2e-3, "fp32", False), ("b", "p2", 4e-3, "bf16", True),
+                ("c", "p2", 1e-3, "fp32", False), ("d", "p2", 4e-3, "bf16", False), ("e", "p2", 4e-3, "fp32", False)]
+    for name, weighting, lr, precision, attention in settings:
+        config = {"loss_weighting": weighting, "lr": lr, "precision": precision, "attention": attention,
+                  "channels": [32, 96, 192]}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"run": name, "config": config, "rows": []}))
+    assert [trial["run"] for trial in learning_curve.load_trials(tmp_path)] == ["c", "e", "d", "b", "a"]
     with pytest.raises(FileNotFoundError, match="cpu_preset_trials.sh"):
         learning_curve.load_trials(tmp_path / "empty")

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 import dgm
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import load_mnist
-from dgm.train import (CHECKPOINT_FORMAT, PRESETS, TrainConfig, export_run, learning_rate, load_run,
-                       run_folder_checkpoint, select_device, snapshot_folder, total_steps, train)
+from dgm.train import (CHECKPOINT_FORMAT, PRESETS, TrainConfig, autocast_context, export_run, learning_rate,
+                       load_run, run_folder_checkpoint, select_device, snapshot_folder, total_steps, train)
 from dgm.unet import UNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +48,8 @@ def test_config_rejects_bad_values():
         TrainConfig(epochs=-1)
     with pytest.raises(ValueError, match="loss_weighting must be one of"):
         TrainConfig(loss_weighting="snr")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -84,7 +86,18 @@ def test_device_selection():
         select_device("tpu")
 
 
-def test_a_few_steps_lower_the_loss_on_a_fixed_batch(one_thread):
+@pytest.mark.parametrize("precision, dtype", [("auto", torch.float32), ("fp32", torch.float32),
+                                              ("bf16", torch.bfloat16)])
+def test_precision_sets_the_dtype_of_the_passes_not_of_the_weights(precision, dtype):
+    network = UNet(channels=(4, 8, 8))
+    with autocast_context(precision, torch.device("cpu")):
+        output = network.stem(torch.randn(2, 1, 28, 28))
+    assert output.dtype == dtype
+    assert all(parameter.dtype == torch.float32 for parameter in network.parameters())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(one_thread, precision):
     torch.manual_seed(0)
     model = dgm.DDPM(UNet(channels=(8, 16, 16)))
     batch = load_mnist("train")[0][:32]
@@ -97,13 +110,16 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(one_thread):
     before = fixed_loss()
     for step in range(30):
         optimizer.zero_grad()
-        model.loss(batch, generator=torch.Generator().manual_seed(step)).backward()
+        with autocast_context(precision, batch.device):
+            loss = model.loss(batch, generator=torch.Generator().manual_seed(step))
+        loss.backward()
         optimizer.step()
     assert fixed_loss() < 0.7 * before
 
 
-def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread):
-    out = train(tiny_config(tmp_path / "run"), progress=False)
+@pytest.mark.parametrize("attention", [False, True])
+def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread, attention):
+    out = train(tiny_config(tmp_path / "run", attention=attention), progress=False)
     saved = load_file(run_folder_checkpoint(out))
     metadata = json.loads((out / "checkpoint.json").read_text())
     assert metadata["format"] == CHECKPOINT_FORMAT and metadata["step"] == 4
@@ -112,10 +128,12 @@ def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread)
     assert (out / "samples" / "step_0000004.png").is_file()
     for weights in ("ema", "model"):
         model, config, _ = load_run(out, weights=weights)
-        assert config == tiny_config(tmp_path / "run")
+        assert config == tiny_config(tmp_path / "run", attention=attention)
+        assert metadata["model"]["attention"] == attention
         for name, tensor in model.eps_model.state_dict().items():
             assert torch.equal(tensor, saved[f"{weights}.{name}"])
     assert not torch.equal(saved["ema.out.weight"], saved["model.out.weight"])
+    assert any(name.startswith("ema.middle_attention.") for name in saved) == attention
 
 
 def test_export_keeps_the_ema_weights_and_refuses_to_resume(tmp_path, one_thread):
@@ -146,11 +164,13 @@ def test_keep_every_keeps_the_ema_weights_of_those_steps(tmp_path, one_thread):
         tiny_config(tmp_path, keep_every=0)
 
 
-def test_resume_ends_with_the_same_weights(tmp_path, one_thread):
-    straight = train(tiny_config(tmp_path / "straight", steps=6), progress=False)
-    interrupted = tiny_config(tmp_path / "resumed", steps=3, checkpoint_every=3)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_ends_with_the_same_weights(tmp_path, one_thread, precision):
+    straight = train(tiny_config(tmp_path / "straight", steps=6, precision=precision), progress=False)
+    interrupted = tiny_config(tmp_path / "resumed", steps=3, checkpoint_every=3, precision=precision)
     train(interrupted, progress=False)
-    resumed = train(tiny_config(tmp_path / "resumed", steps=6, checkpoint_every=3), resume=True, progress=False)
+    resumed = train(tiny_config(tmp_path / "resumed", steps=6, checkpoint_every=3, precision=precision),
+                    resume=True, progress=False)
     expected, got = load_file(run_folder_checkpoint(straight)), load_file(run_folder_checkpoint(resumed))
     assert expected.keys() == got.keys() and any(name.startswith("optimizer.") for name in got)
     for name in expected:

@@ -1,4 +1,5 @@
-"""The MNIST U-Net: shapes, the time embedding, memory formats, the cost of a training step, argument checks."""
+"""The MNIST U-Net: shapes, the time embedding, self-attention, memory formats, the cost of a training step,
+argument checks."""
 
 import math
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dgm.unet import UNet, timestep_embedding, training_flops
+from dgm.unet import SelfAttention, UNet, timestep_embedding, training_flops
 
 TINY = (4, 8, 8)
 
@@ -39,9 +40,31 @@ def test_timestep_embedding_is_cosines_then_sines():
         timestep_embedding(t, 15)
 
 
-def test_channels_last_gives_the_same_output(one_thread):
+def test_self_attention_is_softmax_of_scaled_query_key_products_applied_to_the_values(one_thread):
     torch.manual_seed(0)
-    model = UNet(channels=TINY)
+    layer, heads, head_dim = SelfAttention(8, groups=4, heads=2), 2, 4
+    x = torch.randn(2, 8, 7, 7)
+    q, k, v = layer.qkv(layer.norm(x)).reshape(2, 3, heads, head_dim, 49).unbind(1)  # (batch, head, dim, pixel)
+    weights = torch.softmax(torch.einsum("bhdi,bhdj->bhij", q, k) / math.sqrt(head_dim), dim=-1)
+    attended = torch.einsum("bhij,bhdj->bhdi", weights, v).reshape(2, 8, 7, 7)
+    assert torch.allclose(layer(x), x + layer.project(attended), atol=1e-5)
+
+
+def test_self_attention_lets_one_corner_see_the_other(one_thread):
+    torch.manual_seed(0)
+    layer = SelfAttention(8, groups=4)
+    x = torch.randn(1, 8, 7, 7)
+    changed = x.clone()
+    changed[..., 0, 0] += 1
+    assert not torch.allclose(layer(changed)[..., 6, 6], layer(x)[..., 6, 6])
+    with pytest.raises(ValueError, match="divisible by heads"):
+        SelfAttention(6, groups=2, heads=4)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_channels_last_gives_the_same_output(one_thread, attention):
+    torch.manual_seed(0)
+    model = UNet(channels=TINY, attention=attention)
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
     expected = model(x, t)
     model.to(memory_format=torch.channels_last)
