@@ -1,9 +1,9 @@
 """A small U-Net noise predictor eps_theta(x_t, t) for 1 x 28 x 28 MNIST, sized to train on a laptop CPU.
 
 Problem 1(d). Two resolutions below 28 x 28 (14, 7), one residual block per level, a sinusoidal embedding of the
-timestep added inside every block, and optionally self-attention at 7 x 7. Each residual block normalises once (not twice, as in Ho et al. 2020): on a
-CPU normalisation passes cost memory bandwidth, not FLOPs, so fewer of them bring a training step closer to the
-machine's matmul rate (see benchmarks/train_throughput.py).
+timestep added inside every block, and optionally self-attention at 7 x 7. Each residual block normalises once
+(not twice, as in Ho et al. 2020): on a CPU normalisation passes cost memory bandwidth, not FLOPs, so fewer of them
+bring a training step closer to the machine's matmul rate (see benchmarks/train_throughput.py).
 """
 
 import math
