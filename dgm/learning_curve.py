@@ -93,7 +93,7 @@ def load_trials(folder=CPU_PRESET_TRIALS):
     def order(curve):
         config = curve["config"]
         return (config["loss_weighting"], config["lr"], config["precision"] != "fp32", config["attention"],
-                config["channels"])
+                config["depth"], config["channels"])
 
     return sorted(curves, key=order)
 

@@ -49,6 +49,7 @@ class TrainConfig:
     beta_max: float = 0.02
     channels: tuple = (32, 64, 64)
     attention: bool = False  # self-attention at the U-Net's quarter resolution (dgm.unet.SelfAttention)
+    depth: int = 1  # residual blocks per path at the U-Net's half and quarter resolutions (dgm.unet.UNet)
     steps: int = 10_000
     epochs: float | None = None  # if set, overrides steps: that many passes over the training set
     batch_size: int = 128
@@ -117,17 +118,20 @@ class TrainConfig:
 # "cpu": the reader's preset, 30 minutes on a 2-core CPU: 9,600 steps of 32 images (5.1 epochs) in bfloat16, which
 #   this machine's AVX512-BF16 cores run about 1.5 times as fast as float32; a step costs about the same per image
 #   at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its P2 weighting won
-#   trials of 1,600 steps (results/cpu_preset_trials.sh), in which self-attention or a wider U-Net did not pay.
+#   trials of 1,600 steps (results/cpu_preset_trials.sh), in which self-attention, a wider U-Net or a deeper one
+#   (--depth 2) lowered FID-MNIST at best but did not raise the share of confident samples beyond the noise.
 #   It keeps its EMA weights every 1,600 steps (book chapter "The number of timesteps", "The 30-minute CPU preset").
 # "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
-#   images (3.6 epochs), about 40 minutes on 2 cores (93 images/s sustained; see benchmarks/train_throughput.py).
+#   images (3.6 epochs) at the cpu preset's rate, weighting and precision, about 17 minutes on 2 cores. The earlier
+#   recipe (rate 1e-3, uniform weighting, float32: about 40 minutes) made the longer runs of results/README.md.
 # "gpu": wider and longer.
 PRESETS = {
     "cpu": {"channels": (32, 96, 192), "batch_size": 32, "steps": 9600, "lr": 4e-3, "warmup_steps": 100,
             "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "precision": "bf16",
             "sample_every": 3200, "checkpoint_every": 400, "keep_every": 1600},
-    "ablation": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 1e-3, "warmup_steps": 100,
-                 "lr_schedule": "cosine", "ema_decay": 0.995, "sample_every": 500, "checkpoint_every": 100},
+    "ablation": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 4e-3, "warmup_steps": 100,
+                 "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.995, "precision": "bf16",
+                 "sample_every": 500, "checkpoint_every": 100},
     "gpu": {"channels": (64, 128, 256), "batch_size": 256, "steps": 40_000, "lr": 2e-4, "warmup_steps": 1000,
             "lr_schedule": "cosine", "ema_decay": 0.9995, "sample_every": 2000, "checkpoint_every": 1000},
 }
@@ -152,7 +156,7 @@ def select_device(name="auto", local_rank=0):
 
 def build_model(config):
     """The U-Net noise predictor and the DDPM around it, as the config describes."""
-    network = UNet(channels=config.channels, attention=config.attention)
+    network = UNet(channels=config.channels, attention=config.attention, depth=config.depth)
     return network, DDPM(network, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T)
 
 

@@ -1,9 +1,10 @@
 """A small U-Net noise predictor eps_theta(x_t, t) for 1 x 28 x 28 MNIST, sized to train on a laptop CPU.
 
-Problem 1(d). Two resolutions below 28 x 28 (14, 7), one residual block per level, a sinusoidal embedding of the
-timestep added inside every block, and optionally self-attention at 7 x 7. Each residual block normalises once
-(not twice, as in Ho et al. 2020): on a CPU normalisation passes cost memory bandwidth, not FLOPs, so fewer of them
-bring a training step closer to the machine's matmul rate (see benchmarks/train_throughput.py).
+Problem 1(d). Two resolutions below 28 x 28 (14, 7), one residual block per level (optionally more at 14 x 14 and
+7 x 7), a sinusoidal embedding of the timestep added inside every block, and optionally self-attention at 7 x 7.
+Each residual block normalises once (not twice, as in Ho et al. 2020): on a CPU normalisation passes cost memory
+bandwidth, not FLOPs, so fewer of them bring a training step closer to the machine's matmul rate (see
+benchmarks/train_throughput.py).
 """
 
 import math
@@ -70,16 +71,20 @@ class UNet(nn.Module):
     """eps_theta(x_t, t) for images (batch, image_channels, H, W) with H and W divisible by 4 (28 for MNIST).
 
     ``channels`` are the widths at full, half and quarter resolution; ``groups`` the GroupNorm groups;
-    ``attention`` adds self-attention after the middle block, at the quarter resolution.
+    ``attention`` adds self-attention after the middle block, at the quarter resolution; ``depth`` is the number of
+    residual blocks at the half and quarter resolutions on each path (the extra ones add layers where the digit's
+    shape is drawn; the book's CPU-preset trials measure one).
     """
 
-    def __init__(self, image_channels=1, channels=(32, 64, 64), groups=8, attention=False):
+    def __init__(self, image_channels=1, channels=(32, 64, 64), groups=8, attention=False, depth=1):
         super().__init__()
         if len(channels) != 3 or any(int(c) < 1 for c in channels):
             raise ValueError(f"channels must be three positive widths (full, half, quarter), got {channels!r}")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, got {depth!r}")
         c0, c1, c2 = (int(c) for c in channels)
         self.image_channels, self.channels, self.groups = image_channels, (c0, c1, c2), groups
-        self.attention = attention
+        self.attention, self.depth = attention, depth
         self.embedding_dim = 4 * c0
         self.time_mlp = nn.Sequential(nn.Linear(c0, self.embedding_dim), nn.SiLU(),
                                       nn.Linear(self.embedding_dim, self.embedding_dim))
@@ -87,15 +92,30 @@ class UNet(nn.Module):
         self.down0 = ResidualBlock(c0, c0, self.embedding_dim, groups)
         self.downsample0 = nn.Conv2d(c0, c1, 3, stride=2, padding=1)
         self.down1 = ResidualBlock(c1, c1, self.embedding_dim, groups)
+        self.down1_more = self.more_blocks(c1)
         self.downsample1 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
         self.middle = ResidualBlock(c2, c2, self.embedding_dim, groups)
+        self.middle_more = self.more_blocks(c2)
         self.middle_attention = SelfAttention(c2, groups) if attention else nn.Identity()
         self.upsample1 = nn.ConvTranspose2d(c2, c1, 2, stride=2)
         self.up1 = ResidualBlock(2 * c1, c1, self.embedding_dim, groups)
+        self.up1_more = self.more_blocks(c1)
         self.upsample0 = nn.ConvTranspose2d(c1, c0, 2, stride=2)
         self.up0 = ResidualBlock(2 * c0, c0, self.embedding_dim, groups)
         self.out_norm = nn.GroupNorm(min(groups, c0), c0)
         self.out = nn.Conv2d(c0, image_channels, 3, padding=1)
+
+    def more_blocks(self, width):
+        """The depth - 1 blocks that follow a level's first (none at depth 1, so older checkpoints load)."""
+        return nn.ModuleList(ResidualBlock(width, width, self.embedding_dim, self.groups)
+                             for _ in range(self.depth - 1))
+
+    @staticmethod
+    def run_blocks(h, first, more, embedding):
+        """h through a level's first block and then its extra ones."""
+        for block in (first, *more):
+            h = block(h, embedding)
+        return h
 
     def forward(self, x, t):
         if x.ndim != 4 or x.shape[1] != self.image_channels or x.shape[2] % 4 or x.shape[3] % 4:
@@ -104,16 +124,16 @@ class UNet(nn.Module):
         t = torch.as_tensor(t, device=x.device).expand(len(x))
         embedding = self.time_mlp(timestep_embedding(t, self.channels[0]).to(x.dtype))
         h0 = self.down0(self.stem(x), embedding)
-        h1 = self.down1(self.downsample0(h0), embedding)
-        h = self.middle_attention(self.middle(self.downsample1(h1), embedding))
-        h = self.up1(torch.cat([self.upsample1(h), h1], dim=1), embedding)
+        h1 = self.run_blocks(self.downsample0(h0), self.down1, self.down1_more, embedding)
+        h = self.middle_attention(self.run_blocks(self.downsample1(h1), self.middle, self.middle_more, embedding))
+        h = self.run_blocks(torch.cat([self.upsample1(h), h1], dim=1), self.up1, self.up1_more, embedding)
         h = self.up0(torch.cat([self.upsample0(h), h0], dim=1), embedding)
         return self.out(F.silu(self.out_norm(h)))
 
     def config(self):
         """The constructor arguments, for checkpoints' JSON."""
         return {"image_channels": self.image_channels, "channels": list(self.channels), "groups": self.groups,
-                "attention": self.attention}
+                "attention": self.attention, "depth": self.depth}
 
 
 def training_flops(network, batch_size=1):

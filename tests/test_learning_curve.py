@@ -69,12 +69,13 @@ def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thre
 
 
 def test_trials_load_in_order_of_weighting_rate_precision_then_network(tmp_path):
-    settings = [("a", "uniform", 2e-3, "fp32", False), ("b", "p2", 4e-3, "bf16", True),
-                ("c", "p2", 1e-3, "fp32", False), ("d", "p2", 4e-3, "bf16", False), ("e", "p2", 4e-3, "fp32", False)]
-    for name, weighting, lr, precision, attention in settings:
+    settings = [("a", "uniform", 2e-3, "fp32", False, 1), ("b", "p2", 4e-3, "bf16", True, 1),
+                ("c", "p2", 1e-3, "fp32", False, 1), ("d", "p2", 4e-3, "bf16", False, 1),
+                ("e", "p2", 4e-3, "fp32", False, 1), ("f", "p2", 4e-3, "bf16", False, 2)]
+    for name, weighting, lr, precision, attention, depth in settings:
         config = {"loss_weighting": weighting, "lr": lr, "precision": precision, "attention": attention,
-                  "channels": [32, 96, 192]}
+                  "depth": depth, "channels": [32, 96, 192]}
         (tmp_path / f"{name}.json").write_text(json.dumps({"run": name, "config": config, "rows": []}))
-    assert [trial["run"] for trial in learning_curve.load_trials(tmp_path)] == ["c", "e", "d", "b", "a"]
+    assert [trial["run"] for trial in learning_curve.load_trials(tmp_path)] == ["c", "e", "d", "f", "b", "a"]
     with pytest.raises(FileNotFoundError, match="cpu_preset_trials.sh"):
         learning_curve.load_trials(tmp_path / "empty")

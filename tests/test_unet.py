@@ -1,4 +1,4 @@
-"""The MNIST U-Net: shapes, the time embedding, self-attention, memory formats, the cost of a training step,
+"""The MNIST U-Net: shapes, the time embedding, self-attention, depth, memory formats, the cost of a training step,
 argument checks."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dgm.unet import SelfAttention, UNet, timestep_embedding, training_flops
+from dgm.unet import ResidualBlock, SelfAttention, UNet, timestep_embedding, training_flops
 
 TINY = (4, 8, 8)
 
@@ -61,10 +61,24 @@ def test_self_attention_lets_one_corner_see_the_other(one_thread):
         SelfAttention(6, groups=2, heads=4)
 
 
-@pytest.mark.parametrize("attention", [False, True])
-def test_channels_last_gives_the_same_output(one_thread, attention):
+def parameter_count(module):
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def test_depth_adds_blocks_at_half_and_quarter_resolution_and_depth_one_keeps_the_old_names(one_thread):
+    shallow, deep = UNet(channels=TINY), UNet(channels=TINY, depth=3)
+    assert not any("_more." in name for name in shallow.state_dict())  # checkpoints from before depth still load
+    c0, c1, c2 = TINY
+    half, quarter = (parameter_count(ResidualBlock(c, c, 4 * c0, groups=8)) for c in (c1, c2))
+    assert parameter_count(deep) - parameter_count(shallow) == 2 * (2 * half + quarter)
+    x = torch.randn(2, 1, 28, 28)
+    assert deep(x, torch.tensor([1, 900])).shape == x.shape
+
+
+@pytest.mark.parametrize("attention, depth", [(False, 1), (True, 1), (False, 2)])
+def test_channels_last_gives_the_same_output(one_thread, attention, depth):
     torch.manual_seed(0)
-    model = UNet(channels=TINY, attention=attention)
+    model = UNet(channels=TINY, attention=attention, depth=depth)
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
     expected = model(x, t)
     model.to(memory_format=torch.channels_last)
@@ -74,6 +88,9 @@ def test_channels_last_gives_the_same_output(one_thread, attention):
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="channels"):
         UNet(channels=(8, 16))
+    for depth in (0, 1.5, True):
+        with pytest.raises(ValueError, match="depth"):
+            UNet(channels=TINY, depth=depth)
     with pytest.raises(ValueError, match="x must have shape"):
         UNet(channels=TINY)(torch.randn(2, 1, 30, 30), 0)
     with pytest.raises(ValueError, match="x must have shape"):
