@@ -68,8 +68,8 @@ def parameter_count(module):
 def test_depth_adds_blocks_at_half_and_quarter_resolution_and_depth_one_keeps_the_old_names(one_thread):
     shallow, deep = UNet(channels=TINY), UNet(channels=TINY, depth=3)
     assert not any("_more." in name for name in shallow.state_dict())  # checkpoints from before depth still load
-    c0, c1, c2 = TINY
-    half, quarter = (parameter_count(ResidualBlock(c, c, 4 * c0, groups=8)) for c in (c1, c2))
+    _, c1, c2 = TINY
+    half, quarter = (parameter_count(ResidualBlock(c, c, deep.embedding_dim, deep.groups)) for c in (c1, c2))
     assert parameter_count(deep) - parameter_count(shallow) == 2 * (2 * half + quarter)
     x = torch.randn(2, 1, 28, 28)
     assert deep(x, torch.tensor([1, 900])).shape == x.shape
