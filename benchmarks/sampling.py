@@ -31,7 +31,7 @@ def main(argv=None):
     if args.ckpt:
         model = load_run(args.ckpt)[0]
     else:
-        model = dgm.DDPM(UNet(channels=PRESETS["cpu"]["channels"])).eval()
+        model = dgm.DDPM(UNet(channels=PRESETS["cpu"]["channels"], depth=PRESETS["cpu"]["depth"])).eval()
     model.eps_model.to(memory_format=torch.channels_last)
     model.sample(args.n, steps=5, sampler=args.sampler)  # warm-up
     seconds = {}

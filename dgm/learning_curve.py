@@ -28,6 +28,7 @@ CPU_PRESET_CURVE = RESULTS / "cpu_preset_curve.json"  # the 30-minute run of the
 WIDE_CURVE = RESULTS / "learning_curve_wide.json"  # CURVE's recipe with the wider U-Net 64/128/256
 LONG_RUN_FULL_CHAIN = RESULTS / "long_run_full_chain.json"  # `dgm evaluate` of CURVE's run at its last step
 CPU_PRESET_TRIALS = RESULTS / "cpu_preset_trials"  # short runs that chose the cpu preset (cpu_preset_trials.sh)
+CPU_PRESET_DEPTHS = RESULTS / "cpu_preset_depths"  # the cpu preset's recipe at other depths, in the same minutes
 
 
 def snapshot_steps(run):
@@ -88,7 +89,7 @@ def load_trials(folder=CPU_PRESET_TRIALS):
     (float32 first) and network."""
     paths = sorted(Path(folder).glob("*.json"))
     if not paths:
-        raise FileNotFoundError(f"{folder} holds no reports: run `bash results/cpu_preset_trials.sh` to write them")
+        raise FileNotFoundError(f"{folder} holds no reports: results/README.md gives the commands that write them")
     curves = [load_curve(path) for path in paths]
     def order(curve):
         config = curve["config"]

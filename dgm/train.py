@@ -115,18 +115,15 @@ class TrainConfig:
 
 # Starting points, overridden by explicit options. All share the U-Net 32/96/192 except "gpu"; the widths grow at
 # the low resolutions, where they cost little. A high rate decayed to zero and a short EMA suit short runs.
-# "cpu": the reader's preset, 30 minutes on a 2-core CPU: 9,600 steps of 32 images (5.1 epochs) in bfloat16, which
+# "cpu": the reader's preset, 30 minutes on a 2-core CPU: 6,400 steps of 32 images (3.4 epochs) in bfloat16, which
 #   this machine's AVX512-BF16 cores run about 1.5 times as fast as float32; a step costs about the same per image
 #   at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its P2 weighting won
-#   trials of 1,600 steps (results/cpu_preset_trials.sh), in which self-attention, a wider U-Net or a deeper one
-#   (--depth 2) lowered FID-MNIST at best but did not raise the share of confident samples beyond the noise.
-#   It keeps its EMA weights every 1,600 steps (book chapter "The number of timesteps", "The 30-minute CPU preset").
-# "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
-#   images (3.6 epochs) at the cpu preset's rate, weighting and precision, about 17 minutes on 2 cores. The earlier
-#   recipe (rate 1e-3, uniform weighting, float32: about 40 minutes) made the longer runs of results/README.md.
-# "gpu": wider and longer.
+#   trials of 1,600 steps (results/cpu_preset_trials.sh). Its U-Net has two residual blocks per path at 14 x 14 and
+#   7 x 7 (depth 2; dgm.unet.training_flops prices its steps): in the same minutes it beat 9,600 steps at depth 1
+#   and 4,800 at depth 3 (results/cpu_preset_depths/). It keeps its EMA weights every 1,600 steps (book chapter
+#   "The number of timesteps", "The 30-minute CPU preset").
 PRESETS = {
-    "cpu": {"channels": (32, 96, 192), "batch_size": 32, "steps": 9600, "lr": 4e-3, "warmup_steps": 100,
+    "cpu": {"channels": (32, 96, 192), "depth": 2, "batch_size": 32, "steps": 6400, "lr": 4e-3, "warmup_steps": 100,
             "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "precision": "bf16",
             "sample_every": 3200, "checkpoint_every": 400, "keep_every": 1600},
     "ablation": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 4e-3, "warmup_steps": 100,

@@ -77,5 +77,5 @@ def test_trials_load_in_order_of_weighting_rate_precision_then_network(tmp_path)
                   "depth": depth, "channels": [32, 96, 192]}
         (tmp_path / f"{name}.json").write_text(json.dumps({"run": name, "config": config, "rows": []}))
     assert [trial["run"] for trial in learning_curve.load_trials(tmp_path)] == ["c", "e", "d", "f", "b", "a"]
-    with pytest.raises(FileNotFoundError, match="cpu_preset_trials.sh"):
+    with pytest.raises(FileNotFoundError, match="results/README.md"):
         learning_curve.load_trials(tmp_path / "empty")
