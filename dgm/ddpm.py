@@ -99,21 +99,24 @@ class DDPM(nn.Module):
         noise = torch.randn_like(x0) if noise is None else noise
         return closed_forms.forward_sample(x0, noise, self._per_sample(self.alpha_bar, t, x0))
 
-    def timestep_weights(self, weighting="uniform"):
+    def timestep_weights(self, weighting="uniform", p2_gamma=1.0):
         """The loss weight of each timestep 0..T-1, scaled to mean 1 so that a learning rate means the same under
-        every weighting; "p2" is (1 + SNR)^(-1) = 1 - alpha_bar (derivations/ddpm.py, section 7)."""
+        every weighting; "p2" is (1 + SNR)^(-p2_gamma), at p2_gamma = 1 equal to 1 - alpha_bar (derivations/ddpm.py,
+        section 7)."""
         if weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
+        if not p2_gamma > 0:
+            raise ValueError(f"p2_gamma must be positive, got {p2_gamma!r}")
         if weighting == "uniform":
             return torch.ones_like(self.alpha_bar)
-        weights = closed_forms.p2_weight(self.alpha_bar, 1.0, 1.0)
+        weights = closed_forms.p2_weight(self.alpha_bar, 1.0, p2_gamma)
         return weights / weights.mean()
 
-    def loss(self, x0, generator=None, weighting="uniform"):
+    def loss(self, x0, generator=None, weighting="uniform", p2_gamma=1.0):
         """Epsilon-prediction MSE with t uniform over 0..T-1 (Ho et al. 2020, Algorithm 1), each sample's term
         multiplied by its timestep's weight (``timestep_weights``)."""
         self._check_data(x0)
-        weights = self.timestep_weights(weighting)
+        weights = self.timestep_weights(weighting, p2_gamma)
         t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         predicted = self.eps_model(self(x0, t, noise), t)

@@ -28,7 +28,7 @@ CPU_PRESET_CURVE = RESULTS / "cpu_preset_curve.json"  # the 30-minute run of the
 WIDE_CURVE = RESULTS / "learning_curve_wide.json"  # CURVE's recipe with the wider U-Net 64/128/256
 LONG_RUN_FULL_CHAIN = RESULTS / "long_run_full_chain.json"  # `dgm evaluate` of CURVE's run at its last step
 CPU_PRESET_TRIALS = RESULTS / "cpu_preset_trials"  # short runs that chose the cpu preset (cpu_preset_trials.sh)
-CPU_PRESET_DEPTHS = RESULTS / "cpu_preset_depths"  # the cpu preset's recipe at other depths, in the same minutes
+CPU_PRESET_VARIANTS = RESULTS / "cpu_preset_variants"  # the cpu preset with one setting changed, the same minutes
 
 
 def snapshot_steps(run):

@@ -57,6 +57,7 @@ class TrainConfig:
     warmup_steps: int = 500
     lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to zero at the last step
     loss_weighting: str = "uniform"  # of the timesteps in the loss: "uniform" (Ho et al.) or "p2" (DDPM.loss)
+    p2_gamma: float = 1.0  # the exponent of the "p2" weighting (1 + SNR)^(-p2_gamma) (DDPM.timestep_weights)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -93,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        if not self.p2_gamma > 0:
+            raise ValueError(f"p2_gamma must be positive, got {self.p2_gamma}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
 
@@ -120,7 +123,7 @@ class TrainConfig:
 #   at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its P2 weighting won
 #   trials of 1,600 steps (results/cpu_preset_trials.sh). Its U-Net has two residual blocks per path at 14 x 14 and
 #   7 x 7 (depth 2; dgm.unet.training_flops prices its steps): in the same minutes it beat 9,600 steps at depth 1
-#   and 4,800 at depth 3 (results/cpu_preset_depths/). It keeps its EMA weights every 1,600 steps (book chapter
+#   and 4,800 at depth 3 (results/cpu_preset_variants/). It keeps its EMA weights every 1,600 steps (book chapter
 #   "The number of timesteps", "The 30-minute CPU preset").
 PRESETS = {
     "cpu": {"channels": (32, 96, 192), "depth": 2, "batch_size": 32, "steps": 6400, "lr": 4e-3, "warmup_steps": 100,
@@ -423,7 +426,8 @@ def _train(config, resume, progress, out, device, distributed):
                 group["lr"] = learning_rate(config, step, steps)
             optimizer.zero_grad(set_to_none=True)
             with autocast:
-                loss = training_model.loss(batch, generator=noise, weighting=config.loss_weighting)
+                loss = training_model.loss(batch, generator=noise, weighting=config.loss_weighting,
+                                           p2_gamma=config.p2_gamma)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
             optimizer.step()

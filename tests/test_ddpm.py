@@ -65,6 +65,18 @@ def test_p2_weights_move_the_loss_to_the_noisy_steps():
         model.timestep_weights("snr")
 
 
+def test_p2_gamma_is_the_exponent_of_the_noise_variance():
+    model = DDPM(TinyEpsModel(), T=1000, shape=(1,))
+    squared = model.timestep_weights("p2", p2_gamma=2.0)
+    assert float(squared.mean()) == pytest.approx(1.0, rel=1e-12)
+    # (1 + SNR)^(-2) = (1 - alpha_bar)^2, rescaled: the low-noise steps lose more weight than at gamma = 1
+    torch.testing.assert_close(squared / squared[-1], ((1 - model.alpha_bar) / (1 - model.alpha_bar[-1])) ** 2)
+    assert float(squared[0]) < float(model.timestep_weights("p2")[0])
+    for gamma in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="p2_gamma must be positive"):
+            model.timestep_weights("p2", p2_gamma=gamma)
+
+
 def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
     model = DDPM(TinyEpsModel(), T=50, shape=(1, 4, 4))
     x0 = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
@@ -76,6 +88,9 @@ def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
     errors = (model.eps_model(model(x0, t, noise), t) - noise).square().mean(dim=(1, 2, 3))
     weights = (1 - model.alpha_bar[t]) / (1 - model.alpha_bar).mean()
     torch.testing.assert_close(weighted, (weights.float() * errors).mean())
+    squared = model.loss(x0, generator=torch.Generator().manual_seed(2), weighting="p2", p2_gamma=2.0)
+    squared_weights = (1 - model.alpha_bar[t]) ** 2 / ((1 - model.alpha_bar) ** 2).mean()
+    torch.testing.assert_close(squared, (squared_weights.float() * errors).mean())
     uniform = model.loss(x0, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(uniform, errors.mean())
     assert not torch.isclose(weighted, uniform)

@@ -48,6 +48,8 @@ def test_config_rejects_bad_values():
         TrainConfig(epochs=-1)
     with pytest.raises(ValueError, match="loss_weighting must be one of"):
         TrainConfig(loss_weighting="snr")
+    with pytest.raises(ValueError, match="p2_gamma must be positive"):
+        TrainConfig(p2_gamma=0.0)
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(precision="fp16")
 
