@@ -123,8 +123,13 @@ class TrainConfig:
 #   at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its P2 weighting won
 #   trials of 1,600 steps (results/cpu_preset_trials.sh). Its U-Net has two residual blocks per path at 14 x 14 and
 #   7 x 7 (depth 2; dgm.unet.training_flops prices its steps): in the same minutes it beat 9,600 steps at depth 1
-#   and 4,800 at depth 3 (results/cpu_preset_variants/). It keeps its EMA weights every 1,600 steps (book chapter
-#   "The number of timesteps", "The 30-minute CPU preset").
+#   and 4,800 at depth 3, and P2's exponent 1 beat 2 (results/cpu_preset_variants/). It keeps its EMA weights every
+#   1,600 steps (book chapter "The number of timesteps", "The 30-minute CPU preset").
+# "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
+#   images (3.6 epochs) at the cpu preset's rate, weighting and precision with the U-Net at depth 1, about 17
+#   minutes on 2 cores. The earlier recipe (rate 1e-3, uniform weighting, float32: about 40 minutes) made the longer
+#   runs of results/README.md.
+# "gpu": wider and longer.
 PRESETS = {
     "cpu": {"channels": (32, 96, 192), "depth": 2, "batch_size": 32, "steps": 6400, "lr": 4e-3, "warmup_steps": 100,
             "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "precision": "bf16",
