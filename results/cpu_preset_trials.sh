@@ -2,10 +2,10 @@
 # The trials behind the cpu preset's choices (book: "The 30-minute CPU preset"). Each is the cpu preset cut to
 # 1,600 steps (its cosine decay ending there), with one rate and one timestep weighting, in float32 or bfloat16;
 # three of them change the network: self-attention at 7 x 7, the wider U-Net 48/128/256, or two residual blocks
-# per path at 14 x 14 and 7 x 7 (--depth 2). They train two side by
-# side with one thread each (with one thread, a trial's weights do not depend on what else runs); then each is
-# scored like the preset by `dgm learning-curve` (100 respaced steps, sigma^2 = beta_tilde, N = 256) into
-# results/cpu_preset_trials/NAME.json. About 75 minutes on this 2-core machine.
+# per path at 14 x 14 and 7 x 7 (--depth 2). They train two side by side with one thread each (with one thread, a
+# trial's weights do not depend on what else runs); then each is scored like the preset by `dgm learning-curve`
+# (100 respaced steps, sigma^2 = beta_tilde, N = 256) into results/cpu_preset_trials/NAME.json. About 75 minutes
+# on this 2-core machine.
 # Run from the repository root: bash results/cpu_preset_trials.sh
 set -euo pipefail
 DGM=${DGM:-.venv/bin/dgm}
