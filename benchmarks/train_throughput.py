@@ -13,8 +13,8 @@ import time
 import torch
 
 import dgm
-from dgm.train import PRESETS, autocast_context
-from dgm.unet import UNet, training_flops
+from dgm.train import PRESETS, TrainConfig, autocast_context
+from dgm.unet import TIME_CONDITIONINGS, UNet, training_flops
 
 MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
 
@@ -47,6 +47,11 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (each variant's best is kept)")
     parser.add_argument("--channels", type=int, nargs=3, default=list(PRESETS["cpu"]["channels"]),
                         help="U-Net widths (default: the cpu preset's, the shipped models')")
+    parser.add_argument("--depth", type=int, default=PRESETS["cpu"]["depth"],
+                        help="residual blocks per path at 14 x 14 and 7 x 7 (default: the cpu preset's)")
+    parser.add_argument("--time-conditioning", choices=TIME_CONDITIONINGS,
+                        default=PRESETS["cpu"].get("time_conditioning", TrainConfig.time_conditioning),
+                        help="how the blocks take t (default: the cpu preset's)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is steadier on a busy machine)")
@@ -58,16 +63,19 @@ def main(argv=None):
                ("channels_last + bf16 autocast", torch.channels_last, False, "bf16")]
     if args.compile:
         formats.append(("channels_last + torch.compile", torch.channels_last, True, "fp32"))
+    def network():
+        return UNet(channels=args.channels, depth=args.depth, time_conditioning=args.time_conditioning)
+
     prepared, flops = [], {}
     for batch_size in args.batch:
         torch.manual_seed(0)
         batch = torch.rand(batch_size, 1, 28, 28) * 2 - 1
-        flops[batch_size] = training_flops(UNet(channels=args.channels), batch_size)
+        flops[batch_size] = training_flops(network(), batch_size)
         for label, memory_format, compiled, precision in formats:
             torch.manual_seed(0)
-            network = UNet(channels=args.channels).to(memory_format=memory_format)
-            model = dgm.DDPM(torch.compile(network) if compiled else network)
-            optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
+            unet = network().to(memory_format=memory_format)
+            model = dgm.DDPM(torch.compile(unet) if compiled else unet)
+            optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
             variant_batch = batch.contiguous(memory_format=memory_format)
             training_step(model, optimizer, variant_batch, precision)  # warm-up (and compilation)
             prepared.append(((label, batch_size), model, optimizer, variant_batch, precision))
@@ -82,7 +90,8 @@ def main(argv=None):
             best_step[key] = min(best_step[key], step_seconds(model, optimizer, variant_batch, precision))
     matmul = 2 * MATMUL_SIZE ** 3 / best_matmul / 1e9
     print(f"float32 matmul {MATMUL_SIZE}^3: {matmul:.1f} GFLOP/s (best of {args.rounds * MATMUL_REPEATS}), "
-          f"torch threads: {torch.get_num_threads()}, channels {args.channels}, "
+          f"torch threads: {torch.get_num_threads()}, channels {args.channels}, depth {args.depth}, "
+          f"time conditioning {args.time_conditioning}, "
           f"{flops[args.batch[0]] / args.batch[0] / 1e9:.3f} GFLOP per image")
     first = args.batch[0]
     for (label, batch_size), seconds in best_step.items():

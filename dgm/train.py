@@ -29,7 +29,7 @@ from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, lo
 from dgm.data import MNISTDataError, load_mnist
 from dgm.ddpm import DDPM, LOSS_WEIGHTINGS
 from dgm.schedules import rescaled_beta_range
-from dgm.unet import UNet
+from dgm.unet import TIME_CONDITIONINGS, UNet
 
 CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
 CHECKPOINT_NAME = "checkpoint"
@@ -50,6 +50,7 @@ class TrainConfig:
     channels: tuple = (32, 64, 64)
     attention: bool = False  # self-attention at the U-Net's quarter resolution (dgm.unet.SelfAttention)
     depth: int = 1  # residual blocks per path at the U-Net's half and quarter resolutions (dgm.unet.UNet)
+    time_conditioning: str = "add"  # how the U-Net's blocks take t: "add" or "adagn" (dgm.unet.ResidualBlock)
     steps: int = 10_000
     epochs: float | None = None  # if set, overrides steps: that many passes over the training set
     batch_size: int = 128
@@ -123,8 +124,9 @@ class TrainConfig:
 #   at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its P2 weighting won
 #   trials of 1,600 steps (results/cpu_preset_trials.sh). Its U-Net has two residual blocks per path at 14 x 14 and
 #   7 x 7 (depth 2; dgm.unet.training_flops prices its steps): in the same minutes it beat 9,600 steps at depth 1
-#   and 4,800 at depth 3, and P2's exponent 1 beat 2 (results/cpu_preset_variants/). It keeps its EMA weights every
-#   1,600 steps (book chapter "The number of timesteps", "The 30-minute CPU preset").
+#   and 4,800 at depth 3; a lower rate, P2's exponent 2, 7,200 steps and the adaptive group norm changed the share
+#   by less than two standard errors (results/cpu_preset_variants.sh). It keeps its EMA weights every 1,600 steps
+#   (book chapter "The number of timesteps", "The 30-minute CPU preset").
 # "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
 #   images (3.6 epochs) at the cpu preset's rate, weighting and precision with the U-Net at depth 1, about 17
 #   minutes on 2 cores. The earlier recipe (rate 1e-3, uniform weighting, float32: about 40 minutes) made the longer
@@ -161,7 +163,8 @@ def select_device(name="auto", local_rank=0):
 
 def build_model(config):
     """The U-Net noise predictor and the DDPM around it, as the config describes."""
-    network = UNet(channels=config.channels, attention=config.attention, depth=config.depth)
+    network = UNet(channels=config.channels, attention=config.attention, depth=config.depth,
+                   time_conditioning=config.time_conditioning)
     return network, DDPM(network, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T)
 
 
@@ -474,13 +477,15 @@ def main(argv=None):
     parser.add_argument("--rescale-betas", action="store_true",
                         help="scale beta_min and beta_max by 1000 / T, as improved DDPM does (a new run only)")
     types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int, "keep_every": int}
+    choices = {"lr_schedule": LR_SCHEDULES, "loss_weighting": LOSS_WEIGHTINGS, "precision": PRECISIONS,
+               "time_conditioning": TIME_CONDITIONINGS}
     for field in dataclasses.fields(TrainConfig):
         if field.type is bool:
             parser.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS)
         else:
             parser.add_argument(f"--{field.name.replace('_', '-')}", type=types.get(field.name, field.type),
-                                default=argparse.SUPPRESS,
+                                choices=choices.get(field.name), default=argparse.SUPPRESS,
                                 help=f"default {field.default}" + (" (comma-separated)" * (field.name == "channels")))
     args = vars(parser.parse_args(argv))
     preset, resume, rescale = args.pop("preset"), args.pop("resume"), args.pop("rescale_betas")

@@ -1,7 +1,8 @@
 """A small U-Net noise predictor eps_theta(x_t, t) for 1 x 28 x 28 MNIST, sized to train on a laptop CPU.
 
 Problem 1(d). Two resolutions below 28 x 28 (14, 7), one residual block per level (optionally more at 14 x 14 and
-7 x 7), a sinusoidal embedding of the timestep added inside every block, and optionally self-attention at 7 x 7.
+7 x 7), a sinusoidal embedding of the timestep inside every block (added, or as an adaptive group norm), and
+optionally self-attention at 7 x 7.
 Each residual block normalises once (not twice, as in Ho et al. 2020): on a CPU normalisation passes cost memory
 bandwidth, not FLOPs, so fewer of them bring a training step closer to the machine's matmul rate (see
 benchmarks/train_throughput.py).
@@ -27,20 +28,31 @@ def timestep_embedding(t, dim):
     return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
-class ResidualBlock(nn.Module):
-    """norm -> SiLU -> conv, add the time embedding, SiLU -> conv, plus a (1 x 1 if needed) skip connection."""
+TIME_CONDITIONINGS = ("add", "adagn")  # how a residual block takes the time embedding (see ResidualBlock)
 
-    def __init__(self, in_channels, out_channels, embedding_dim, groups):
+
+class ResidualBlock(nn.Module):
+    """norm -> SiLU -> conv, SiLU -> conv, plus a (1 x 1 if needed) skip connection; the time embedding enters either
+    added after the first conv ("add", as in Ho et al. 2020) or as a per-channel scale and shift of the normalised
+    input ("adagn", the adaptive group norm of Dhariwal & Nichol 2021, Sec. 3), which lets t gain as well as bias."""
+
+    def __init__(self, in_channels, out_channels, embedding_dim, groups, time_conditioning="add"):
         super().__init__()
+        self.adaptive = time_conditioning == "adagn"
         self.norm = nn.GroupNorm(min(groups, in_channels), in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)  # the time term has a bias
-        self.time = nn.Linear(embedding_dim, out_channels)
+        # with "add" the time term is conv1's bias
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=self.adaptive)
+        self.time = nn.Linear(embedding_dim, 2 * in_channels if self.adaptive else out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x, embedding):
-        h = self.conv1(F.silu(self.norm(x)))
-        h = h + self.time(embedding)[:, :, None, None]
+        time = self.time(embedding)[:, :, None, None]
+        if self.adaptive:
+            scale, shift = time.chunk(2, dim=1)
+            h = self.conv1(F.silu(self.norm(x) * (1 + scale) + shift))
+        else:
+            h = self.conv1(F.silu(self.norm(x))) + time
         return self.skip(x) + self.conv2(F.silu(h))
 
 
@@ -73,42 +85,49 @@ class UNet(nn.Module):
     ``channels`` are the widths at full, half and quarter resolution; ``groups`` the GroupNorm groups;
     ``attention`` adds self-attention after the middle block, at the quarter resolution; ``depth`` is the number of
     residual blocks at the half and quarter resolutions on each path (the extra ones add layers where the digit's
-    shape is drawn; the book's CPU-preset trials measure one).
+    shape is drawn; the book's CPU-preset trials measure one); ``time_conditioning`` how each block takes the time
+    embedding ("add" or "adagn", see ResidualBlock).
     """
 
-    def __init__(self, image_channels=1, channels=(32, 64, 64), groups=8, attention=False, depth=1):
+    def __init__(self, image_channels=1, channels=(32, 64, 64), groups=8, attention=False, depth=1,
+                 time_conditioning="add"):
         super().__init__()
         if len(channels) != 3 or any(int(c) < 1 for c in channels):
             raise ValueError(f"channels must be three positive widths (full, half, quarter), got {channels!r}")
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        if time_conditioning not in TIME_CONDITIONINGS:
+            raise ValueError(f"time_conditioning must be one of {TIME_CONDITIONINGS}, got {time_conditioning!r}")
         c0, c1, c2 = (int(c) for c in channels)
         self.image_channels, self.channels, self.groups = image_channels, (c0, c1, c2), groups
-        self.attention, self.depth = attention, depth
+        self.attention, self.depth, self.time_conditioning = attention, depth, time_conditioning
         self.embedding_dim = 4 * c0
         self.time_mlp = nn.Sequential(nn.Linear(c0, self.embedding_dim), nn.SiLU(),
                                       nn.Linear(self.embedding_dim, self.embedding_dim))
         self.stem = nn.Conv2d(image_channels, c0, 3, padding=1)
-        self.down0 = ResidualBlock(c0, c0, self.embedding_dim, groups)
+        self.down0 = self.block(c0, c0)
         self.downsample0 = nn.Conv2d(c0, c1, 3, stride=2, padding=1)
-        self.down1 = ResidualBlock(c1, c1, self.embedding_dim, groups)
+        self.down1 = self.block(c1, c1)
         self.down1_more = self.more_blocks(c1)
         self.downsample1 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
-        self.middle = ResidualBlock(c2, c2, self.embedding_dim, groups)
+        self.middle = self.block(c2, c2)
         self.middle_more = self.more_blocks(c2)
         self.middle_attention = SelfAttention(c2, groups) if attention else nn.Identity()
         self.upsample1 = nn.ConvTranspose2d(c2, c1, 2, stride=2)
-        self.up1 = ResidualBlock(2 * c1, c1, self.embedding_dim, groups)
+        self.up1 = self.block(2 * c1, c1)
         self.up1_more = self.more_blocks(c1)
         self.upsample0 = nn.ConvTranspose2d(c1, c0, 2, stride=2)
-        self.up0 = ResidualBlock(2 * c0, c0, self.embedding_dim, groups)
+        self.up0 = self.block(2 * c0, c0)
         self.out_norm = nn.GroupNorm(min(groups, c0), c0)
         self.out = nn.Conv2d(c0, image_channels, 3, padding=1)
 
     def more_blocks(self, width):
         """The depth - 1 blocks that follow a level's first (none at depth 1, so older checkpoints load)."""
-        return nn.ModuleList(ResidualBlock(width, width, self.embedding_dim, self.groups)
-                             for _ in range(self.depth - 1))
+        return nn.ModuleList(self.block(width, width) for _ in range(self.depth - 1))
+
+    def block(self, in_channels, out_channels):
+        """A residual block with this U-Net's time embedding, groups and time conditioning."""
+        return ResidualBlock(in_channels, out_channels, self.embedding_dim, self.groups, self.time_conditioning)
 
     @staticmethod
     def run_blocks(h, first, more, embedding):
@@ -133,7 +152,7 @@ class UNet(nn.Module):
     def config(self):
         """The constructor arguments, for checkpoints' JSON."""
         return {"image_channels": self.image_channels, "channels": list(self.channels), "groups": self.groups,
-                "attention": self.attention, "depth": self.depth}
+                "attention": self.attention, "depth": self.depth, "time_conditioning": self.time_conditioning}
 
 
 def training_flops(network, batch_size=1):

@@ -86,3 +86,12 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_train_options_with_fixed_values_list_them(capsys):
+    for option, value, listed in (("--time-conditioning", "film", "'add', 'adagn'"),
+                                  ("--precision", "fp16", "'auto', 'fp32', 'bf16'")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["train", option, value])
+        assert exit_info.value.code == 2
+        assert f"invalid choice: '{value}' (choose from {listed})" in capsys.readouterr().err

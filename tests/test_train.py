@@ -119,9 +119,11 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(one_thread, precision):
     assert fixed_loss() < 0.7 * before
 
 
-@pytest.mark.parametrize("attention, depth", [(False, 1), (True, 1), (False, 2)])
-def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread, attention, depth):
-    out = train(tiny_config(tmp_path / "run", attention=attention, depth=depth), progress=False)
+@pytest.mark.parametrize("attention, depth, time_conditioning",
+                         [(False, 1, "add"), (True, 1, "add"), (False, 2, "add"), (False, 1, "adagn")])
+def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread, attention, depth, time_conditioning):
+    network = {"attention": attention, "depth": depth, "time_conditioning": time_conditioning}
+    out = train(tiny_config(tmp_path / "run", **network), progress=False)
     saved = load_file(run_folder_checkpoint(out))
     metadata = json.loads((out / "checkpoint.json").read_text())
     assert metadata["format"] == CHECKPOINT_FORMAT and metadata["step"] == 4
@@ -130,8 +132,8 @@ def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread,
     assert (out / "samples" / "step_0000004.png").is_file()
     for weights in ("ema", "model"):
         model, config, _ = load_run(out, weights=weights)
-        assert config == tiny_config(tmp_path / "run", attention=attention, depth=depth)
-        assert (metadata["model"]["attention"], metadata["model"]["depth"]) == (attention, depth)
+        assert config == tiny_config(tmp_path / "run", **network)
+        assert {name: metadata["model"][name] for name in network} == network
         for name, tensor in model.eps_model.state_dict().items():
             assert torch.equal(tensor, saved[f"{weights}.{name}"])
     assert not torch.equal(saved["ema.out.weight"], saved["model.out.weight"])

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The full-length variants of the cpu preset (book: "The 30-minute CPU preset"): each is `dgm train --preset cpu`
+# with one setting changed, trained alone on both cores (their minutes are what a reader's 30 minutes buy), then
+# scored like the preset by `dgm learning-curve` (100 respaced steps, sigma^2 = beta_tilde, N = 256) into
+# results/cpu_preset_variants/NAME.json. The depths run for as many steps as fit the preset's minutes; more steps
+# fill the rest of the 30 minutes, and the adaptive group norm runs for those steps too, beside them. About three
+# hours on this 2-core machine; run one variant with `bash results/cpu_preset_variants.sh NAME`.
+# Run from the repository root: bash results/cpu_preset_variants.sh
+set -euo pipefail
+DGM=${DGM:-.venv/bin/dgm}
+declare -A OPTIONS=(
+  [depth1]="--depth 1 --steps 9600"
+  [depth3]="--depth 3 --steps 4800 --keep-every 1200"
+  [p2_gamma2]="--p2-gamma 2"
+  [lr3e-3]="--lr 3e-3"
+  [steps7200]="--steps 7200 --keep-every 1800 --sample-every 3600"
+  [adagn_steps7200]="--time-conditioning adagn --steps 7200 --keep-every 1800 --sample-every 3600"
+)
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 adagn_steps7200)
+for name in "${names[@]}"; do
+  [ -n "${OPTIONS[$name]+set}" ] || { echo "unknown variant $name; known: ${!OPTIONS[*]}" >&2; exit 2; }
+done
+mkdir -p runs/cpu_variants results/cpu_preset_variants
+for name in "${names[@]}"; do
+  # shellcheck disable=SC2086  # the options are words
+  "$DGM" train --preset cpu ${OPTIONS[$name]} --out "runs/cpu_variants/$name" > "runs/cpu_variants/$name.log" 2>&1
+  "$DGM" learning-curve --run "runs/cpu_variants/$name" --out "results/cpu_preset_variants/$name.json"
+done
