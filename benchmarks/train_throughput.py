@@ -17,6 +17,7 @@ from dgm.train import PRESETS, TrainConfig, autocast_context
 from dgm.unet import TIME_CONDITIONINGS, UNet, training_flops
 
 MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
+CPU_PRESET = TrainConfig(**PRESETS["cpu"])  # its network is the default
 
 
 def matmul_seconds(a, b):
@@ -42,15 +43,15 @@ def step_seconds(model, optimizer, batch, precision):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+",
-                        default=sorted({PRESETS["cpu"]["batch_size"], PRESETS["ablation"]["batch_size"]}),
+                        default=sorted({CPU_PRESET.batch_size, PRESETS["ablation"]["batch_size"]}),
                         help="batch sizes to compare (default: the cpu and ablation presets')")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (each variant's best is kept)")
-    parser.add_argument("--channels", type=int, nargs=3, default=list(PRESETS["cpu"]["channels"]),
+    parser.add_argument("--channels", type=int, nargs=3, default=list(CPU_PRESET.channels),
                         help="U-Net widths (default: the cpu preset's, the shipped models')")
-    parser.add_argument("--depth", type=int, default=PRESETS["cpu"]["depth"],
+    parser.add_argument("--depth", type=int, default=CPU_PRESET.depth,
                         help="residual blocks per path at 14 x 14 and 7 x 7 (default: the cpu preset's)")
     parser.add_argument("--time-conditioning", choices=TIME_CONDITIONINGS,
-                        default=PRESETS["cpu"].get("time_conditioning", TrainConfig.time_conditioning),
+                        default=CPU_PRESET.time_conditioning,
                         help="how the blocks take t (default: the cpu preset's)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--threads", type=int, default=None,
