@@ -9,8 +9,9 @@ and "before the first step" (k = -1) means alpha_bar = 1, i.e. clean data. The p
 step t = 1..T is our index k = t - 1. Below, "t" names a generic step and "t-1" the one before it.
 
 Reading order: schedule, marginal q(x_t | x_0), posterior q(x_{t-1} | x_t, x_0), epsilon parameterisation,
-respacing, DDIM. Every claimed closed form is checked against the derivation with ``holds`` when the module is
-imported, and the final forms are collected in ``CLOSED_FORMS`` for ``derivations.generate``.
+respacing, DDIM, the loss's timestep weights, the cosine schedule, v-prediction. Every claimed closed form is
+checked against the derivation with ``holds`` when the module is imported, and the final forms are collected in
+``CLOSED_FORMS`` for ``derivations.generate``.
 """
 
 import sympy as sp
@@ -121,11 +122,47 @@ p2_weight = (p2_offset + signal_to_noise) ** (-p2_gamma)
 p2_weight_unit = sp.cancel(p2_weight.subs({p2_offset: 1, p2_gamma: 1}))  # the choice that ``dgm.DDPM.loss`` makes
 holds(p2_weight_unit, 1 - alpha_bar, "P2 weight with offset = gamma = 1 is 1 - alpha_bar")
 
+# --- 8. The cosine schedule (Nichol and Dhariwal 2021, eq. 17) ------------------------------------------------
+# Instead of the betas, fix alpha_bar: f(t) = cos^2(((t/T + s)/(1 + s)) pi/2), alpha_bar_t = f(t)/f(0), so the
+# noise grows slowly at both ends and the signal fades gradually instead of being almost gone by the last quarter of
+# the linear chain. Our index k is the paper's t = k + 1; the offset s keeps beta small near k = 0.
+cosine_offset = sp.Symbol("s", positive=True)
+
+
+def cosine_f(step):
+    """The paper's f(t) at step t = ``step``."""
+    return sp.cos((step / T + cosine_offset) / (1 + cosine_offset) * sp.pi / 2) ** 2
+
+
+cosine_alpha_bar = cosine_f(k + 1) / cosine_f(0)
+holds(cosine_alpha_bar.subs(k, -1), 1, "cosine schedule: alpha_bar before the first step is 1")
+holds(cosine_alpha_bar.subs(k, T - 1), 0, "cosine schedule: no signal is left at the last step")
+# So its last beta = 1 - alpha_bar[T-1] / alpha_bar[T-2] is 1: the paper clips every beta at 0.999 (dgm.schedules).
+# The betas themselves are section 5's ratio of consecutive alpha_bars; nothing else about the chain changes.
+
+
+# --- 9. Predicting v instead of epsilon (Salimans and Ho 2022, "v-prediction") --------------------------------
+# The network may predict the velocity v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 instead of the noise: a
+# target of unit variance at every level, which neither vanishes nor explodes at the ends of the chain. Given x_t,
+# eps follows from v, so the samplers stay as they are:
+v = sp.Symbol("v", real=True)
+velocity = sp.sqrt(alpha_bar) * eps - sp.sqrt(1 - alpha_bar) * x0
+eps_from_velocity = sp.solve(sp.Eq(v, velocity.subs(x0, predict_x0)), eps)[0]
+holds(eps_from_velocity, sp.sqrt(alpha_bar) * v + sp.sqrt(1 - alpha_bar) * xt, "eps recovered from x_t and v")
+# An error in v is an error in eps scaled by sqrt(alpha_bar), so v's MSE is eps's MSE weighted by 1 / alpha_bar =
+# 1 + 1/SNR: it moves the effort to the noisy steps, as P2 weighting does, and multiplies with it.
+v_hat = sp.Symbol("vhat", real=True)
+holds(eps_from_velocity.subs(v, v_hat) - eps_from_velocity, sp.sqrt(alpha_bar) * (v_hat - v),
+      "eps error is sqrt(alpha_bar) times the v error")
+
+
 # --- The closed forms that ``dgm`` uses ------------------------------------------------------------------------
 # name: (arguments in order, expression, one-line docstring)
 CLOSED_FORMS = {
     "linear_beta": ((k, beta_min, beta_max, T), linear_beta,
                     "beta at step k = 0..T-1 of the problem set's linear schedule (Problem 1a)."),
+    "cosine_alpha_bar": ((k, cosine_offset, T), cosine_alpha_bar,
+                         "alpha_bar at step k = 0..T-1 of the cosine schedule (Nichol and Dhariwal 2021, eq. 17)."),
     "forward_sample": ((x0, eps, alpha_bar), forward_sample,
                        "x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, a draw of q(x_t | x_0) (Problem 1b)."),
     "signal_to_noise": ((alpha_bar,), signal_to_noise,
@@ -142,6 +179,10 @@ CLOSED_FORMS = {
                               "Mean of p(x_{t-1} | x_t) given predicted noise eps (Ho et al. 2020, eq. 11)."),
     "respaced_beta": ((alpha_bar_kept, alpha_bar_kept_prev), respaced_beta,
                       "beta' of a respaced chain between two kept steps (Problem 2, part 2)."),
+    "velocity": ((x0, eps, alpha_bar), velocity,
+                 "The v-prediction target sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans and Ho 2022)."),
+    "eps_from_velocity": ((xt, v, alpha_bar), eps_from_velocity,
+                          "The noise eps that a predicted v implies at x_t and level alpha_bar (inverse of velocity)."),
     "p2_weight": ((alpha_bar, p2_offset, p2_gamma), p2_weight,
                   "Loss weight (offset + SNR)^(-gamma) of the timestep at level alpha_bar (Choi et al. 2022)."),
 }

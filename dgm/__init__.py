@@ -1,11 +1,13 @@
 """dgm: the library behind the diffusion-models handout (see README.md and book/).
 
-Public API: ``ddpm_schedules`` and ``DDPM`` (Problems 1-2), ``VPSDE`` and ``GaussianMixture1D`` (Problem 3).
+Public API: ``ddpm_schedules``, ``cosine_schedule`` and ``DDPM`` (Problems 1-2), ``VPSDE`` and ``GaussianMixture1D``
+(Problem 3).
 Every closed form comes from ``derivations/`` through the generated ``dgm.closed_forms``.
 """
 
 from dgm.ddpm import DDPM, SAMPLERS
-from dgm.schedules import ddpm_schedules, respace, respaced_timesteps
+from dgm.schedules import cosine_schedule, ddpm_schedules, respace, respaced_timesteps
 from dgm.sde import VPSDE, GaussianMixture1D
 
-__all__ = ["DDPM", "SAMPLERS", "ddpm_schedules", "respace", "respaced_timesteps", "VPSDE", "GaussianMixture1D"]
+__all__ = ["DDPM", "SAMPLERS", "ddpm_schedules", "cosine_schedule", "respace", "respaced_timesteps", "VPSDE",
+           "GaussianMixture1D"]

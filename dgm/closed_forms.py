@@ -14,6 +14,12 @@ def linear_beta(k, beta_min, beta_max, T):
     return beta_min + k*(beta_max - beta_min)/(T - 1)
 
 
+def cosine_alpha_bar(k, s, T):
+    """alpha_bar at step k = 0..T-1 of the cosine schedule (Nichol and Dhariwal 2021, eq. 17). From derivations/ddpm.py."""
+    xp, (k, s, T,) = as_arrays(k, s, T)
+    return xp.cos((1/2)*xp.pi*(s + (k + 1)/T)/(s + 1))**2/xp.cos((1/2)*xp.pi*s/(s + 1))**2
+
+
 def forward_sample(x0, eps, alpha_bar):
     """x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, a draw of q(x_t | x_0) (Problem 1b). From derivations/ddpm.py."""
     xp, (x0, eps, alpha_bar,) = as_arrays(x0, eps, alpha_bar)
@@ -60,6 +66,18 @@ def respaced_beta(alpha_bar_kept, alpha_bar_kept_prev):
     """beta' of a respaced chain between two kept steps (Problem 2, part 2). From derivations/ddpm.py."""
     xp, (alpha_bar_kept, alpha_bar_kept_prev,) = as_arrays(alpha_bar_kept, alpha_bar_kept_prev)
     return -alpha_bar_kept/alpha_bar_kept_prev + 1
+
+
+def velocity(x0, eps, alpha_bar):
+    """The v-prediction target sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans and Ho 2022). From derivations/ddpm.py."""
+    xp, (x0, eps, alpha_bar,) = as_arrays(x0, eps, alpha_bar)
+    return xp.sqrt(alpha_bar)*eps - x0*xp.sqrt(1 - alpha_bar)
+
+
+def eps_from_velocity(x_t, v, alpha_bar):
+    """The noise eps that a predicted v implies at x_t and level alpha_bar (inverse of velocity). From derivations/ddpm.py."""
+    xp, (x_t, v, alpha_bar,) = as_arrays(x_t, v, alpha_bar)
+    return xp.sqrt(alpha_bar)*v + x_t*xp.sqrt(1 - alpha_bar)
 
 
 def p2_weight(alpha_bar, offset, gamma):

@@ -10,11 +10,13 @@ from torch import nn
 from tqdm import tqdm
 
 from dgm import closed_forms
-from dgm.schedules import ddpm_schedules, respace, respaced_timesteps
+from dgm.schedules import noise_schedule_tables, respace, respaced_timesteps
 
 SIGMA_CHOICES = ("beta", "posterior")
 # How the loss weighs its timesteps: Ho et al.'s uniform average, or P2 with offset = gamma = 1 (Choi et al. 2022).
 LOSS_WEIGHTINGS = ("uniform", "p2")
+# What the network predicts: the noise (Ho et al.) or the velocity v (Salimans and Ho 2022; DDPM.predict_eps).
+PREDICTIONS = ("eps", "v")
 
 
 def reverse_steps(schedule, x, progress):
@@ -62,19 +64,25 @@ SAMPLERS = {"ancestral": sample_ancestral, "ddim": sample_ddim}
 
 
 class DDPM(nn.Module):
-    """A DDPM around a noise predictor ``eps_model(x_t, t)`` with the problem set's linear schedule.
+    """A DDPM around a noise predictor ``eps_model(x_t, t)`` with the problem set's linear schedule, or the cosine
+    one (``noise_schedule="cosine"``, which ignores beta_min and beta_max; ``dgm.schedules.cosine_schedule``).
 
     ``shape`` is one sample's shape: (1, 28, 28) for MNIST, (1,) for the 1-D toy. The schedule tables are
-    non-persistent buffers: they follow ``.to(device)`` and are rebuilt from (beta_min, beta_max, T), not saved.
+    non-persistent buffers: they follow ``.to(device)`` and are rebuilt from the arguments, not saved. With
+    ``prediction="v"`` the network predicts the velocity v instead of the noise; ``predict_eps`` converts.
     """
 
-    def __init__(self, eps_model, beta_min=1e-4, beta_max=0.02, T=1000, shape=(1, 28, 28)):
+    def __init__(self, eps_model, beta_min=1e-4, beta_max=0.02, T=1000, shape=(1, 28, 28), noise_schedule="linear",
+                 prediction="eps"):
         super().__init__()
         if not callable(eps_model):
             raise ValueError("eps_model must be a module or callable eps_model(x_t, t)")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         self.eps_model = eps_model
         self.beta_min, self.beta_max, self.T, self.shape = beta_min, beta_max, T, tuple(shape)
-        for name, table in ddpm_schedules(beta_min, beta_max, T).items():
+        self.noise_schedule, self.prediction = noise_schedule, prediction
+        for name, table in noise_schedule_tables(noise_schedule, beta_min, beta_max, T).items():
             self.register_buffer(name, table, persistent=False)
 
     def _check_data(self, x0):
@@ -99,6 +107,14 @@ class DDPM(nn.Module):
         noise = torch.randn_like(x0) if noise is None else noise
         return closed_forms.forward_sample(x0, noise, self._per_sample(self.alpha_bar, t, x0))
 
+    def predict_eps(self, x_t, t):
+        """The network's noise prediction at x_t and original timesteps t, converted from v if it predicts v
+        (``closed_forms.eps_from_velocity``, derivations/ddpm.py, section 9); the samplers call this."""
+        output = self.eps_model(x_t, t)
+        if self.prediction == "eps":
+            return output
+        return closed_forms.eps_from_velocity(x_t, output, self._per_sample(self.alpha_bar, t, x_t))
+
     def timestep_weights(self, weighting="uniform", p2_gamma=1.0):
         """The loss weight of each timestep 0..T-1, scaled to mean 1 so that a learning rate means the same under
         every weighting; "p2" is (1 + SNR)^(-p2_gamma), at p2_gamma = 1 equal to 1 - alpha_bar (derivations/ddpm.py,
@@ -113,16 +129,19 @@ class DDPM(nn.Module):
         return weights / weights.mean()
 
     def loss(self, x0, generator=None, weighting="uniform", p2_gamma=1.0):
-        """Epsilon-prediction MSE with t uniform over 0..T-1 (Ho et al. 2020, Algorithm 1), each sample's term
-        multiplied by its timestep's weight (``timestep_weights``)."""
+        """Epsilon-prediction MSE with t uniform over 0..T-1 (Ho et al. 2020, Algorithm 1), or v's MSE if the network
+        predicts v (section 9 of derivations/ddpm.py), each sample's term multiplied by its timestep's weight
+        (``timestep_weights``)."""
         self._check_data(x0)
         weights = self.timestep_weights(weighting, p2_gamma)
         t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         predicted = self.eps_model(self(x0, t, noise), t)
+        target = noise if self.prediction == "eps" else closed_forms.velocity(
+            x0, noise, self._per_sample(self.alpha_bar, t, x0))
         if weighting == "uniform":
-            return F.mse_loss(predicted, noise)
-        return (weights[t].to(x0.dtype) * (predicted - noise).square().flatten(1).mean(dim=1)).mean()
+            return F.mse_loss(predicted, target)
+        return (weights[t].to(x0.dtype) * (predicted - target).square().flatten(1).mean(dim=1)).mean()
 
     def sampling_schedule(self, steps=None):
         """The full schedule (steps=None or T) or the one respaced to ``steps`` timesteps (Problem 2, part 2)."""
@@ -157,7 +176,7 @@ class DDPM(nn.Module):
             if callback is not None:
                 callback(step)
 
-        sample = SAMPLERS[sampler](self.eps_model, x, schedule, sigma=sigma, generator=generator,
+        sample = SAMPLERS[sampler](self.predict_eps, x, schedule, sigma=sigma, generator=generator,
                                    callback=record if return_trajectory or callback else None, progress=progress)
         if not bool(torch.isfinite(sample).all()):
             raise FloatingPointError("sampling produced non-finite values; check the model and the schedule")

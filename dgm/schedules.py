@@ -8,6 +8,8 @@ import torch
 
 from dgm import closed_forms
 
+NOISE_SCHEDULES = ("linear", "cosine")
+
 
 def check_chain_length(T):
     """Refuse a number of timesteps T that is not an integer >= 2 (the linear schedule divides by T - 1)."""
@@ -58,6 +60,26 @@ def ddpm_schedules(beta_min, beta_max, T):
     posterior_mean_coef_xt.
     """
     return schedule_from_betas(linear_betas(beta_min, beta_max, T))
+
+
+def cosine_schedule(T, offset=0.008, max_beta=0.999):
+    """The cosine schedule of improved DDPM (Nichol and Dhariwal 2021, eq. 17), as the same named tables as
+    ``ddpm_schedules``: alpha_bar from ``closed_forms.cosine_alpha_bar``, each beta clipped at ``max_beta``."""
+    check_chain_length(T)
+    if not offset > 0 or not 0 < max_beta < 1:
+        raise ValueError(f"need offset > 0 and 0 < max_beta < 1, got offset={offset!r}, max_beta={max_beta!r}")
+    k = torch.arange(-1, T, dtype=torch.float64)  # k = -1 is "before the first step", where alpha_bar = 1
+    alpha_bar = closed_forms.cosine_alpha_bar(k, offset, T)
+    beta = closed_forms.respaced_beta(alpha_bar[1:], alpha_bar[:-1])  # consecutive steps (derivations/ddpm.py, 5)
+    return schedule_from_betas(beta.clamp(max=max_beta))
+
+
+def noise_schedule_tables(name, beta_min, beta_max, T):
+    """The tables of the named schedule: "linear" (the problem set's, from beta_min to beta_max) or "cosine"
+    (which has no beta range and ignores it)."""
+    if name not in NOISE_SCHEDULES:
+        raise ValueError(f"noise schedule must be one of {NOISE_SCHEDULES}, got {name!r}")
+    return ddpm_schedules(beta_min, beta_max, T) if name == "linear" else cosine_schedule(T)
 
 
 def respaced_timesteps(T, steps):

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_into, save_checkpoint
 from dgm.data import MNISTDataError, load_mnist
-from dgm.ddpm import DDPM, LOSS_WEIGHTINGS
-from dgm.schedules import rescaled_beta_range
+from dgm.ddpm import DDPM, LOSS_WEIGHTINGS, PREDICTIONS
+from dgm.schedules import NOISE_SCHEDULES, rescaled_beta_range
 from dgm.unet import TIME_CONDITIONINGS, UNet
 
 CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
@@ -47,6 +47,8 @@ class TrainConfig:
     T: int = 1000
     beta_min: float = 1e-4
     beta_max: float = 0.02
+    noise_schedule: str = "linear"  # "linear" from beta_min to beta_max, or "cosine" (dgm.schedules.cosine_schedule)
+    prediction: str = "eps"  # what the U-Net predicts: the noise "eps" or the velocity "v" (DDPM.predict_eps)
     channels: tuple = (32, 64, 64)
     attention: bool = False  # self-attention at the U-Net's quarter resolution (dgm.unet.SelfAttention)
     depth: int = 1  # residual blocks per path at the U-Net's half and quarter resolutions (dgm.unet.UNet)
@@ -93,6 +95,10 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.noise_schedule not in NOISE_SCHEDULES:
+            raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {self.noise_schedule!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
         if not self.p2_gamma > 0:
@@ -124,8 +130,9 @@ class TrainConfig:
 #   at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its P2 weighting won
 #   trials of 1,600 steps (results/cpu_preset_trials.sh). Its U-Net has two residual blocks per path at 14 x 14 and
 #   7 x 7 (depth 2; dgm.unet.training_flops prices its steps): in the same minutes it beat 9,600 steps at depth 1
-#   and 4,800 at depth 3; a lower rate, P2's exponent 2, 7,200 steps and the adaptive group norm changed the share
-#   by less than two standard errors (results/cpu_preset_variants.sh). It keeps its EMA weights every 1,600 steps
+#   and 4,800 at depth 3; a lower rate, P2's exponent 2, 7,200 steps, the adaptive group norm, v-prediction and the
+#   cosine schedule (with either target) raised the share by no more than two standard errors
+#   (results/cpu_preset_variants.sh). It keeps its EMA weights every 1,600 steps
 #   (book chapter "The number of timesteps", "The 30-minute CPU preset").
 # "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
 #   images (3.6 epochs) at the cpu preset's rate, weighting and precision with the U-Net at depth 1, about 17
@@ -142,6 +149,11 @@ PRESETS = {
     "gpu": {"channels": (64, 128, 256), "batch_size": 256, "steps": 40_000, "lr": 2e-4, "warmup_steps": 1000,
             "lr_schedule": "cosine", "ema_decay": 0.9995, "sample_every": 2000, "checkpoint_every": 1000},
 }
+
+
+def option_flag(name):
+    """The ``dgm train`` option that sets the config field ``name``: ``--p2-gamma`` for ``p2_gamma``."""
+    return "--" + name.replace("_", "-")
 
 
 def select_device(name="auto", local_rank=0):
@@ -161,11 +173,17 @@ def select_device(name="auto", local_rank=0):
     return device
 
 
+def ddpm_around(network, config):
+    """The DDPM of the config (its schedule, T and prediction target) around a network or a wrapper of it."""
+    return DDPM(network, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T,
+                noise_schedule=config.noise_schedule, prediction=config.prediction)
+
+
 def build_model(config):
     """The U-Net noise predictor and the DDPM around it, as the config describes."""
     network = UNet(channels=config.channels, attention=config.attention, depth=config.depth,
                    time_conditioning=config.time_conditioning)
-    return network, DDPM(network, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T)
+    return network, ddpm_around(network, config)
 
 
 def seed_for(*keys):
@@ -399,8 +417,8 @@ def _train(config, resume, progress, out, device, distributed):
         trained = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         trained = torch.compile(trained)
-    training_model = DDPM(trained, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T).to(device)
-    ema_model = DDPM(ema, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T).to(device).eval()
+    training_model = ddpm_around(trained, config).to(device)
+    ema_model = ddpm_around(ema, config).to(device).eval()
     autocast = autocast_context(config.precision, device)
 
     log, writer = None, None
@@ -478,13 +496,14 @@ def main(argv=None):
                         help="scale beta_min and beta_max by 1000 / T, as improved DDPM does (a new run only)")
     types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int, "keep_every": int}
     choices = {"lr_schedule": LR_SCHEDULES, "loss_weighting": LOSS_WEIGHTINGS, "precision": PRECISIONS,
-               "time_conditioning": TIME_CONDITIONINGS}
+               "time_conditioning": TIME_CONDITIONINGS, "noise_schedule": NOISE_SCHEDULES,
+               "prediction": PREDICTIONS}
     for field in dataclasses.fields(TrainConfig):
         if field.type is bool:
-            parser.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+            parser.add_argument(option_flag(field.name), action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS)
         else:
-            parser.add_argument(f"--{field.name.replace('_', '-')}", type=types.get(field.name, field.type),
+            parser.add_argument(option_flag(field.name), type=types.get(field.name, field.type),
                                 choices=choices.get(field.name), default=argparse.SUPPRESS,
                                 help=f"default {field.default}" + (" (comma-separated)" * (field.name == "channels")))
     args = vars(parser.parse_args(argv))

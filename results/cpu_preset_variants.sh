@@ -4,8 +4,9 @@
 # scored like the preset by `dgm learning-curve` (100 respaced steps, sigma^2 = beta_tilde, N = 256) into
 # results/cpu_preset_variants/NAME.json. The depths run for as many steps as fit the preset's minutes; more steps
 # fill the rest of the 30 minutes, and the adaptive group norm runs for those steps too, beside them; another seed
-# measures how far two runs of the same recipe differ (its last step only). About three and a half hours on this
-# 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
+# measures how far two runs of the same recipe differ (its last step only); the cosine noise schedule of improved
+# DDPM replaces the linear one, v-prediction the noise as the network's target, and both together. About five hours
+# on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
 # Run from the repository root: bash results/cpu_preset_variants.sh
 set -euo pipefail
 DGM=${DGM:-.venv/bin/dgm}
@@ -17,9 +18,12 @@ declare -A OPTIONS=(
   [steps7200]="--steps 7200 --keep-every 1800 --sample-every 3600"
   [adagn_steps7200]="--time-conditioning adagn --steps 7200 --keep-every 1800 --sample-every 3600"
   [seed1]="--seed 1 --keep-every 6400"
+  [cosine]="--noise-schedule cosine"
+  [v]="--prediction v"
+  [cosine_v]="--noise-schedule cosine --prediction v"
 )
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 adagn_steps7200 seed1)
+[ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 adagn_steps7200 seed1 cosine v cosine_v)
 for name in "${names[@]}"; do
   [ -n "${OPTIONS[$name]+set}" ] || { echo "unknown variant $name; known: ${!OPTIONS[*]}" >&2; exit 2; }
 done

@@ -90,7 +90,9 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
 
 def test_train_options_with_fixed_values_list_them(capsys):
     for option, value, listed in (("--time-conditioning", "film", "'add', 'adagn'"),
-                                  ("--precision", "fp16", "'auto', 'fp32', 'bf16'")):
+                                  ("--precision", "fp16", "'auto', 'fp32', 'bf16'"),
+                                  ("--noise-schedule", "quadratic", "'linear', 'cosine'"),
+                                  ("--prediction", "x0", "'eps', 'v'")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["train", option, value])
         assert exit_info.value.code == 2

@@ -51,6 +51,10 @@ def test_matches_sympy_at_random_points(form):
 def test_hand_checked_values():
     assert closed_forms.linear_beta(0, 1e-4, 0.02, 1000) == pytest.approx(1e-4, rel=1e-15)
     assert closed_forms.linear_beta(999, 1e-4, 0.02, 1000) == pytest.approx(0.02, rel=1e-15)
+    assert closed_forms.cosine_alpha_bar(-1, 0.008, 1000) == pytest.approx(1.0, rel=1e-15)  # before the first step
+    assert closed_forms.cosine_alpha_bar(499, 1e-12, 1000) == pytest.approx(0.5, rel=1e-9)  # cos^2(pi/4) half-way
+    assert closed_forms.velocity(2.0, 1.0, 0.64) == pytest.approx(0.8 - 0.6 * 2.0, rel=1e-15)
+    assert closed_forms.eps_from_velocity(0.8 * 2.0 + 0.6 * 1.0, 0.8 - 0.6 * 2.0, 0.64) == pytest.approx(1.0, rel=1e-14)
     assert closed_forms.posterior_variance(0.02, 0.5, 0.49) == pytest.approx(0.02 * 0.5 / 0.51, rel=1e-15)
     assert closed_forms.p2_weight(0.8, 1.0, 2.0) == pytest.approx(1 / (1 + 4) ** 2, rel=1e-15)  # SNR = 4
     assert closed_forms.vp_log_alpha_bar(1.0, 0.1, 20.0) == pytest.approx(-(0.1 + 19.9 / 2), rel=1e-15)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from dgm import DDPM
+from dgm import DDPM, cosine_schedule
 
 
 class TinyEpsModel(nn.Module):
@@ -103,6 +103,32 @@ def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
 def test_bad_model_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DDPM(TinyEpsModel(), **kwargs)
+
+
+def test_v_prediction_targets_the_velocity_and_samples_through_eps():
+    model = DDPM(TinyEpsModel(), T=50, shape=(1, 4, 4), prediction="v")
+    x0 = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    loss = model.loss(x0, generator=torch.Generator().manual_seed(2))
+    generator = torch.Generator().manual_seed(2)  # the loss's draws: timesteps, then the noise
+    t = torch.randint(0, 50, (6,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    alpha_bar = model.alpha_bar[t].float().reshape(-1, 1, 1, 1)
+    velocity = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0  # Salimans and Ho (2022), by hand
+    x_t = model(x0, t, noise)
+    torch.testing.assert_close(loss, (model.eps_model(x_t, t) - velocity).square().mean())
+    # a network that predicts the true v gives back the true noise, so every sampler sees eps
+    exact = DDPM(lambda x, steps: velocity, T=50, shape=(1, 4, 4), prediction="v")
+    torch.testing.assert_close(exact.predict_eps(x_t, t), noise)
+    assert model.sample(3, steps=5).shape == (3, 1, 4, 4)
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        DDPM(TinyEpsModel(), prediction="x0")
+
+
+def test_the_cosine_schedule_replaces_the_linear_one():
+    model = DDPM(TinyEpsModel(), T=100, shape=(1,), noise_schedule="cosine")
+    torch.testing.assert_close(model.alpha_bar, cosine_schedule(100)["alpha_bar"], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="noise schedule must be one of"):
+        DDPM(TinyEpsModel(), noise_schedule="quadratic")
 
 
 def test_bad_sample_arguments():

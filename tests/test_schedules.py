@@ -1,10 +1,13 @@
-"""ddpm_schedules follows the problem set's formula; respacing keeps the marginals; bad input is refused."""
+"""ddpm_schedules follows the problem set's formula, cosine_schedule improved DDPM's; respacing keeps the marginals;
+bad input is refused."""
+
+import math
 
 import pytest
 import torch
 
 from dgm import ddpm_schedules, respace, respaced_timesteps
-from dgm.schedules import rescaled_beta_range, schedule_from_betas
+from dgm.schedules import cosine_schedule, noise_schedule_tables, rescaled_beta_range, schedule_from_betas
 
 
 def test_linear_schedule_follows_the_problem_set():
@@ -35,6 +38,33 @@ def test_rescaled_betas_keep_the_signal_left_at_the_last_step():
     assert float(ddpm_schedules(1e-4, 0.02, 500)["alpha_bar"][-1]) > 100 * reference  # what rescaling repairs
     with pytest.raises(ValueError, match="T must be an integer"):
         rescaled_beta_range(1e-4, 0.02, 500.0)
+
+
+def test_cosine_schedule_follows_improved_ddpm():
+    schedule = cosine_schedule(1000)
+    assert set(schedule) == set(ddpm_schedules(1e-4, 0.02, 1000))
+    # f(t) = cos^2((t/T + s)/(1 + s) pi/2) by hand, the paper's t = k + 1, s = 0.008
+    f = [math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2 for t in (0, 1, 500, 999)]
+    assert float(schedule["alpha_bar"][0]) == pytest.approx(f[1] / f[0], rel=1e-12)
+    assert float(schedule["alpha_bar"][499]) == pytest.approx(f[2] / f[0], rel=1e-12)
+    assert float(schedule["alpha_bar"][998]) == pytest.approx(f[3] / f[0], rel=1e-9)
+    assert float(schedule["beta"][-1]) == 0.999  # the last beta, 1 before clipping
+    assert bool((schedule["beta"][1:] > schedule["beta"][:-1]).all()) and float(schedule["beta"][0]) < 1e-4
+    # half the signal variance is left half-way, where the linear chain has about 8% left
+    assert float(schedule["alpha_bar"][499]) == pytest.approx(0.5, abs=0.01)
+    assert float(ddpm_schedules(1e-4, 0.02, 1000)["alpha_bar"][499]) < 0.1
+
+
+def test_noise_schedule_tables_by_name():
+    torch.testing.assert_close(noise_schedule_tables("linear", 1e-4, 0.02, 50)["beta"],
+                               ddpm_schedules(1e-4, 0.02, 50)["beta"], rtol=0, atol=0)
+    torch.testing.assert_close(noise_schedule_tables("cosine", 1e-4, 0.02, 50)["beta"], cosine_schedule(50)["beta"],
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="noise schedule must be one of"):
+        noise_schedule_tables("quadratic", 1e-4, 0.02, 50)
+    for arguments in ({"T": 1}, {"T": 50, "offset": 0.0}, {"T": 50, "max_beta": 1.0}):
+        with pytest.raises(ValueError):
+            cosine_schedule(**arguments)
 
 
 def test_posterior_variance_is_below_beta_and_zero_at_the_first_step():

@@ -16,6 +16,7 @@ from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import load_mnist
 from dgm.train import (CHECKPOINT_FORMAT, PRESETS, TrainConfig, autocast_context, export_run, learning_rate,
                        load_run, run_folder_checkpoint, select_device, snapshot_folder, total_steps, train)
+from dgm.schedules import cosine_schedule
 from dgm.unet import UNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,10 @@ def test_config_rejects_bad_values():
         TrainConfig(p2_gamma=0.0)
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(precision="fp16")
+    with pytest.raises(ValueError, match="noise_schedule must be one of"):
+        TrainConfig(noise_schedule="quadratic")
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        TrainConfig(prediction="x0")
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -139,6 +144,29 @@ def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread,
     assert not torch.equal(saved["ema.out.weight"], saved["model.out.weight"])
     assert any(name.startswith("ema.middle_attention.") for name in saved) == attention
     assert any(name.startswith("ema.middle_more.") for name in saved) == (depth > 1)
+
+
+def test_training_and_its_sample_grids_use_the_configured_schedule_and_target(tmp_path, one_thread, monkeypatch):
+    """Same seed, so the same images, timesteps and noise: only the schedule or the target can change the first
+    loss, and each must; every DDPM the run builds (training, EMA grids) carries the config's schedule and target."""
+    built = []
+    monkeypatch.setattr(dgm.train, "DDPM", lambda *args, **kwargs: built.append(kwargs) or dgm.DDPM(*args, **kwargs))
+    first_losses = {}
+    for schedule, prediction in (("linear", "eps"), ("cosine", "eps"), ("linear", "v")):
+        built.clear()
+        out = train(tiny_config(tmp_path / f"{schedule}_{prediction}", noise_schedule=schedule, prediction=prediction),
+                    progress=False)
+        first_losses[schedule, prediction] = (out / "loss.csv").read_text().splitlines()[1].split(",")[2]
+        assert built and all((kwargs["noise_schedule"], kwargs["prediction"]) == (schedule, prediction)
+                             for kwargs in built)
+    assert len(set(first_losses.values())) == 3, first_losses
+
+
+def test_a_cosine_v_prediction_run_loads_with_its_schedule_and_target(tmp_path, one_thread):
+    out = train(tiny_config(tmp_path / "run", noise_schedule="cosine", prediction="v"), progress=False)
+    model, config, _ = load_run(out)
+    assert (config.noise_schedule, config.prediction) == (model.noise_schedule, model.prediction) == ("cosine", "v")
+    torch.testing.assert_close(model.alpha_bar, cosine_schedule(config.T)["alpha_bar"], rtol=0, atol=0)
 
 
 def test_export_keeps_the_ema_weights_and_refuses_to_resume(tmp_path, one_thread):
