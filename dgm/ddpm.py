@@ -15,6 +15,9 @@ from dgm.schedules import noise_schedule_tables, respace, respaced_timesteps
 SIGMA_CHOICES = ("beta", "posterior")
 # How the loss weighs its timesteps: Ho et al.'s uniform average, or P2 with offset = gamma = 1 (Choi et al. 2022).
 LOSS_WEIGHTINGS = ("uniform", "p2")
+# How the loss draws its timesteps: uniformly (Ho et al.), or in proportion to the weighting, whose terms then count
+# equally: the same expected loss (derivations/ddpm.py, section 7) with few draws spent on steps of tiny weight.
+TIMESTEP_SAMPLINGS = ("uniform", "weighted")
 # What the network predicts: the noise (Ho et al.) or the velocity v (Salimans and Ho 2022; DDPM.predict_eps).
 PREDICTIONS = ("eps", "v")
 
@@ -128,13 +131,20 @@ class DDPM(nn.Module):
         weights = closed_forms.p2_weight(self.alpha_bar, 1.0, p2_gamma)
         return weights / weights.mean()
 
-    def loss(self, x0, generator=None, weighting="uniform", p2_gamma=1.0):
+    def loss(self, x0, generator=None, weighting="uniform", p2_gamma=1.0, timestep_sampling="uniform"):
         """Epsilon-prediction MSE with t uniform over 0..T-1 (Ho et al. 2020, Algorithm 1), or v's MSE if the network
         predicts v (section 9 of derivations/ddpm.py), each sample's term multiplied by its timestep's weight
-        (``timestep_weights``)."""
+        (``timestep_weights``); ``timestep_sampling="weighted"`` draws t in proportion to the weight instead and
+        counts the terms equally, the same expected loss (section 7)."""
         self._check_data(x0)
+        if timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {timestep_sampling!r}")
         weights = self.timestep_weights(weighting, p2_gamma)
-        t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
+        if timestep_sampling == "weighted":
+            t = torch.multinomial(weights, len(x0), replacement=True, generator=generator)
+            weighting = "uniform"  # the weights went into the draw: the terms now count equally
+        else:
+            t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         predicted = self.eps_model(self(x0, t, noise), t)
         target = noise if self.prediction == "eps" else closed_forms.velocity(

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_into, save_checkpoint
 from dgm.data import MNISTDataError, load_mnist
-from dgm.ddpm import DDPM, LOSS_WEIGHTINGS, PREDICTIONS
+from dgm.ddpm import DDPM, LOSS_WEIGHTINGS, PREDICTIONS, TIMESTEP_SAMPLINGS
 from dgm.schedules import NOISE_SCHEDULES, rescaled_beta_range
 from dgm.unet import TIME_CONDITIONINGS, UNet
 
@@ -61,6 +61,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to zero at the last step
     loss_weighting: str = "uniform"  # of the timesteps in the loss: "uniform" (Ho et al.) or "p2" (DDPM.loss)
     p2_gamma: float = 1.0  # the exponent of the "p2" weighting (1 + SNR)^(-p2_gamma) (DDPM.timestep_weights)
+    timestep_sampling: str = "uniform"  # t drawn "uniform", or "weighted" by loss_weighting, terms equal (DDPM.loss)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -103,6 +104,8 @@ class TrainConfig:
             raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
         if not self.p2_gamma > 0:
             raise ValueError(f"p2_gamma must be positive, got {self.p2_gamma}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
 
@@ -130,9 +133,9 @@ class TrainConfig:
 #   at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its P2 weighting won
 #   trials of 1,600 steps (results/cpu_preset_trials.sh). Its U-Net has two residual blocks per path at 14 x 14 and
 #   7 x 7 (depth 2; dgm.unet.training_flops prices its steps): in the same minutes it beat 9,600 steps at depth 1
-#   and 4,800 at depth 3; a lower rate, P2's exponent 2, 7,200 steps, the adaptive group norm, v-prediction and the
-#   cosine schedule (with either target) raised the share by no more than two standard errors
-#   (results/cpu_preset_variants.sh). It keeps its EMA weights every 1,600 steps
+#   and 4,800 at depth 3; a lower rate, P2's exponent 2, 7,200 steps, the adaptive group norm, v-prediction, the
+#   cosine schedule (with either target), timesteps drawn by P2's weights and an EMA of 0.999 raised the share by no
+#   more than two standard errors (results/cpu_preset_variants.sh). It keeps its EMA weights every 1,600 steps
 #   (book chapter "The number of timesteps", "The 30-minute CPU preset").
 # "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
 #   images (3.6 epochs) at the cpu preset's rate, weighting and precision with the U-Net at depth 1, about 17
@@ -453,7 +456,7 @@ def _train(config, resume, progress, out, device, distributed):
             optimizer.zero_grad(set_to_none=True)
             with autocast:
                 loss = training_model.loss(batch, generator=noise, weighting=config.loss_weighting,
-                                           p2_gamma=config.p2_gamma)
+                                           p2_gamma=config.p2_gamma, timestep_sampling=config.timestep_sampling)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
             optimizer.step()
@@ -497,7 +500,7 @@ def main(argv=None):
     types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int, "keep_every": int}
     choices = {"lr_schedule": LR_SCHEDULES, "loss_weighting": LOSS_WEIGHTINGS, "precision": PRECISIONS,
                "time_conditioning": TIME_CONDITIONINGS, "noise_schedule": NOISE_SCHEDULES,
-               "prediction": PREDICTIONS}
+               "prediction": PREDICTIONS, "timestep_sampling": TIMESTEP_SAMPLINGS}
     for field in dataclasses.fields(TrainConfig):
         if field.type is bool:
             parser.add_argument(option_flag(field.name), action=argparse.BooleanOptionalAction,

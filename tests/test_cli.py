@@ -92,7 +92,8 @@ def test_train_options_with_fixed_values_list_them(capsys):
     for option, value, listed in (("--time-conditioning", "film", "'add', 'adagn'"),
                                   ("--precision", "fp16", "'auto', 'fp32', 'bf16'"),
                                   ("--noise-schedule", "quadratic", "'linear', 'cosine'"),
-                                  ("--prediction", "x0", "'eps', 'v'")):
+                                  ("--prediction", "x0", "'eps', 'v'"),
+                                  ("--timestep-sampling", "importance", "'uniform', 'weighted'")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["train", option, value])
         assert exit_info.value.code == 2

@@ -96,6 +96,47 @@ def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
     assert not torch.isclose(weighted, uniform)
 
 
+class TimestepEpsModel(nn.Module):
+    """Predicts t / T whatever x_t is, so the expected error at step t is (t / T)^2 + 1, known in closed form."""
+
+    def __init__(self, T):
+        super().__init__()
+        self.T = T
+
+    def forward(self, x, t):
+        return (t.double() / self.T).reshape(-1, *([1] * (x.ndim - 1))).expand_as(x).to(x.dtype)
+
+
+def test_weighted_timestep_sampling_draws_t_by_weight_and_keeps_the_expected_loss():
+    T = 20
+    model = DDPM(TimestepEpsModel(T), T=T, shape=(1,)).double()
+    weights = model.timestep_weights("p2")
+    expected = float((weights * ((torch.arange(T) / T) ** 2 + 1)).mean())  # (1/T) sum_t w_t E[error_t]
+    x0 = torch.zeros(200_000, 1, dtype=torch.float64)
+    weighted_terms = model.loss(x0, generator=torch.Generator().manual_seed(0), weighting="p2")
+    weighted_draws = model.loss(x0, generator=torch.Generator().manual_seed(0), weighting="p2",
+                                timestep_sampling="weighted")
+    assert float(weighted_terms) == pytest.approx(expected, rel=0.01)
+    assert float(weighted_draws) == pytest.approx(expected, rel=0.01)
+    # the plain loss is a different number, so an unweighted loss on uniform draws would fail the checks above
+    uniform = model.loss(x0, generator=torch.Generator().manual_seed(0))
+    assert float(uniform) == pytest.approx(float(((torch.arange(T) / T) ** 2 + 1).mean()), rel=0.01)
+    assert abs(float(uniform) / expected - 1) > 0.05
+    with pytest.raises(ValueError, match="timestep_sampling must be one of"):
+        model.loss(x0, timestep_sampling="importance")
+
+
+def test_weighted_timestep_sampling_uses_the_generator_draw_of_t():
+    T = 20
+    model = DDPM(TimestepEpsModel(T), T=T, shape=(1,)).double()
+    x0 = torch.zeros(6, 1, dtype=torch.float64)
+    loss = model.loss(x0, generator=torch.Generator().manual_seed(3), weighting="p2", timestep_sampling="weighted")
+    generator = torch.Generator().manual_seed(3)
+    t = torch.multinomial(model.timestep_weights("p2"), 6, replacement=True, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(loss, ((t.double() / T)[:, None] - noise).square().mean())
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"T": 1}, "T must be"), ({"beta_min": 0.0}, "beta_min"), ({"beta_max": 1.0}, "beta_max"),
     ({"beta_min": 0.05, "beta_max": 0.02}, "beta_min <= beta_max"),

@@ -57,6 +57,8 @@ def test_config_rejects_bad_values():
         TrainConfig(noise_schedule="quadratic")
     with pytest.raises(ValueError, match="prediction must be one of"):
         TrainConfig(prediction="x0")
+    with pytest.raises(ValueError, match="timestep_sampling must be one of"):
+        TrainConfig(timestep_sampling="importance")
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -160,6 +162,22 @@ def test_training_and_its_sample_grids_use_the_configured_schedule_and_target(tm
         assert built and all((kwargs["noise_schedule"], kwargs["prediction"]) == (schedule, prediction)
                              for kwargs in built)
     assert len(set(first_losses.values())) == 3, first_losses
+
+
+def test_training_draws_its_timesteps_as_configured(tmp_path, one_thread, monkeypatch):
+    """Same seed and weighting: only the draw of t can change the first loss, and every loss call gets the setting."""
+    samplings, original_loss = [], dgm.DDPM.loss
+    monkeypatch.setattr(dgm.DDPM, "loss", lambda self, x0, **kwargs: samplings.append(kwargs["timestep_sampling"])
+                        or original_loss(self, x0, **kwargs))
+    first_losses = {}
+    for timestep_sampling in ("uniform", "weighted"):
+        samplings.clear()
+        out = train(tiny_config(tmp_path / timestep_sampling, loss_weighting="p2", timestep_sampling=timestep_sampling),
+                    progress=False)
+        first_losses[timestep_sampling] = (out / "loss.csv").read_text().splitlines()[1].split(",")[2]
+        assert samplings and set(samplings) == {timestep_sampling}
+        assert load_run(out)[1].timestep_sampling == timestep_sampling
+    assert first_losses["uniform"] != first_losses["weighted"]
 
 
 def test_a_cosine_v_prediction_run_loads_with_its_schedule_and_target(tmp_path, one_thread):
