@@ -6,7 +6,7 @@
 # fill the rest of the 30 minutes, and the adaptive group norm runs for those steps too, beside them; another seed
 # measures how far two runs of the same recipe differ (its last step only); the cosine noise schedule of improved
 # DDPM replaces the linear one, v-prediction the noise as the network's target, and both together; the timesteps are
-# drawn in proportion to P2's weights instead of weighting the terms; and a longer EMA averages the same training.
+# drawn in proportion to P2's weights instead of weighting the terms; and longer EMAs average the same training.
 # About six hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
 # Run from the repository root: bash results/cpu_preset_variants.sh
 set -euo pipefail
@@ -24,10 +24,11 @@ declare -A OPTIONS=(
   [cosine_v]="--noise-schedule cosine --prediction v"
   [weighted_t]="--timestep-sampling weighted"
   [ema0.999]="--ema-decay 0.999"
+  [ema0.9995]="--ema-decay 0.9995"
 )
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 adagn_steps7200 seed1 cosine v cosine_v
-                                 weighted_t ema0.999)
+                                 weighted_t ema0.999 ema0.9995)
 for name in "${names[@]}"; do
   [ -n "${OPTIONS[$name]+set}" ] || { echo "unknown variant $name; known: ${!OPTIONS[*]}" >&2; exit 2; }
 done
