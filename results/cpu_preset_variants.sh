@@ -7,7 +7,7 @@
 # measures how far two runs of the same recipe differ (its last step only); the cosine noise schedule of improved
 # DDPM replaces the linear one, v-prediction the noise as the network's target, and both together; the timesteps are
 # drawn in proportion to P2's weights instead of weighting the terms; and longer EMAs average the same training.
-# About six hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
+# About seven hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
 # Run from the repository root: bash results/cpu_preset_variants.sh
 set -euo pipefail
 DGM=${DGM:-.venv/bin/dgm}
