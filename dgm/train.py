@@ -38,6 +38,10 @@ SNAPSHOTS = "snapshots"  # RUN/snapshots/step_0001000: the EMA weights that keep
 LOSS_LOG_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")  # of the forward and backward passes; weights and optimizer stay fp32
+# Config fields with a fixed set of values: TrainConfig checks them, `dgm train` lists them (with time_conditioning,
+# which dgm.unet.UNet checks).
+FIXED_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "noise_schedule": NOISE_SCHEDULES,
+                 "prediction": PREDICTIONS, "loss_weighting": LOSS_WEIGHTINGS, "timestep_sampling": TIMESTEP_SAMPLINGS}
 
 
 @dataclasses.dataclass
@@ -92,20 +96,11 @@ class TrainConfig:
         if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
             raise ValueError(f"lr and grad_clip must be positive and warmup_steps >= 0, got lr={self.lr}, "
                              f"grad_clip={self.grad_clip}, warmup_steps={self.warmup_steps}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.noise_schedule not in NOISE_SCHEDULES:
-            raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {self.noise_schedule!r}")
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        for name, allowed in FIXED_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not self.p2_gamma > 0:
             raise ValueError(f"p2_gamma must be positive, got {self.p2_gamma}")
-        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
-            raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
 
@@ -498,9 +493,7 @@ def main(argv=None):
     parser.add_argument("--rescale-betas", action="store_true",
                         help="scale beta_min and beta_max by 1000 / T, as improved DDPM does (a new run only)")
     types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int, "keep_every": int}
-    choices = {"lr_schedule": LR_SCHEDULES, "loss_weighting": LOSS_WEIGHTINGS, "precision": PRECISIONS,
-               "time_conditioning": TIME_CONDITIONINGS, "noise_schedule": NOISE_SCHEDULES,
-               "prediction": PREDICTIONS, "timestep_sampling": TIMESTEP_SAMPLINGS}
+    choices = {**FIXED_CHOICES, "time_conditioning": TIME_CONDITIONINGS}
     for field in dataclasses.fields(TrainConfig):
         if field.type is bool:
             parser.add_argument(option_flag(field.name), action=argparse.BooleanOptionalAction,

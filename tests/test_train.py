@@ -148,6 +148,11 @@ def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread,
     assert any(name.startswith("ema.middle_more.") for name in saved) == (depth > 1)
 
 
+def first_logged_loss(out):
+    """The loss of a run's first step as its loss log writes it."""
+    return (out / "loss.csv").read_text().splitlines()[1].split(",")[2]
+
+
 def test_training_and_its_sample_grids_use_the_configured_schedule_and_target(tmp_path, one_thread, monkeypatch):
     """Same seed, so the same images, timesteps and noise: only the schedule or the target can change the first
     loss, and each must; every DDPM the run builds (training, EMA grids) carries the config's schedule and target."""
@@ -158,7 +163,7 @@ def test_training_and_its_sample_grids_use_the_configured_schedule_and_target(tm
         built.clear()
         out = train(tiny_config(tmp_path / f"{schedule}_{prediction}", noise_schedule=schedule, prediction=prediction),
                     progress=False)
-        first_losses[schedule, prediction] = (out / "loss.csv").read_text().splitlines()[1].split(",")[2]
+        first_losses[schedule, prediction] = first_logged_loss(out)
         assert built and all((kwargs["noise_schedule"], kwargs["prediction"]) == (schedule, prediction)
                              for kwargs in built)
     assert len(set(first_losses.values())) == 3, first_losses
@@ -174,7 +179,7 @@ def test_training_draws_its_timesteps_as_configured(tmp_path, one_thread, monkey
         samplings.clear()
         out = train(tiny_config(tmp_path / timestep_sampling, loss_weighting="p2", timestep_sampling=timestep_sampling),
                     progress=False)
-        first_losses[timestep_sampling] = (out / "loss.csv").read_text().splitlines()[1].split(",")[2]
+        first_losses[timestep_sampling] = first_logged_loss(out)
         assert samplings and set(samplings) == {timestep_sampling}
         assert load_run(out)[1].timestep_sampling == timestep_sampling
     assert first_losses["uniform"] != first_losses["weighted"]
