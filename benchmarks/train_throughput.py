@@ -63,7 +63,8 @@ def main(argv=None):
                ("channels_last", torch.channels_last, False, "fp32"),
                ("channels_last + bf16 autocast", torch.channels_last, False, "bf16")]
     if args.compile:
-        formats.append(("channels_last + torch.compile", torch.channels_last, True, "fp32"))
+        formats += [("channels_last + torch.compile", torch.channels_last, True, "fp32"),
+                    ("channels_last + bf16 + torch.compile", torch.channels_last, True, "bf16")]
     def network():
         return UNet(channels=args.channels, depth=args.depth, time_conditioning=args.time_conditioning)
 
@@ -99,7 +100,7 @@ def main(argv=None):
         gflops = flops[batch_size] / seconds / 1e9
         images_per_second = batch_size / seconds
         relative = images_per_second / (first / best_step[label, first])
-        print(f"{label:32s} batch {batch_size:4d} {images_per_second:7.0f} images/s  {gflops:6.1f} GFLOP/s  "
+        print(f"{label:36s} batch {batch_size:4d} {images_per_second:7.0f} images/s  {gflops:6.1f} GFLOP/s  "
               f"{100 * gflops / matmul:4.0f}% of matmul  {relative:5.2f}x the images/s of batch {first}")
 
 

@@ -89,13 +89,16 @@ def test_quality_bars_judge_the_baseline_row_and_the_cpu_presets_last_snapshot()
 
     report = {"rows": [row(1000, 0.96, 0.98, 29.0), row(100, 0.99, 0.99, 50.0)]}
     curve = {"setting": {"steps": 100}, "floor": {"fid_mnist": 10.0},
-             "rows": [scores(0.95, 0.99, 20.0), scores(0.89, 0.96, 40.0)]}
+             "rows": [scores(0.95, 0.99, 20.0), {**scores(0.89, 0.96, 40.0), "training_minutes": 31.0}]}
     verdicts = check_bars(report, curve)
     assert verdicts["baseline"] == {"share_confident": (0.96, 0.95, True),
                                     "label_entropy_share": (pytest.approx(0.98), 0.97, True),
                                     "fid_over_floor": (2.9, 3.0, True)}
     assert verdicts["cpu preset"] == {"share_confident": (0.89, 0.90, False),
-                                      "label_entropy_share": (pytest.approx(0.96), 0.95, True)}
+                                      "label_entropy_share": (pytest.approx(0.96), 0.95, True),
+                                      "training_minutes": (31.0, 30, False)}
+    with pytest.raises(ValueError, match="limits training_minutes"):
+        check_bars(report, {**curve, "rows": [scores(0.95, 0.99, 20.0)]})
     assert set(verdicts) == set(QUALITY_BARS)
     with pytest.raises(ValueError, match="judged at 100 steps.*sampled with 50"):
         check_bars(report, {**curve, "setting": {"steps": 50}})
