@@ -4,10 +4,10 @@
 # scored like the preset by `dgm learning-curve` (100 respaced steps, sigma^2 = beta_tilde, N = 256) into
 # results/cpu_preset_variants/NAME.json. The depths run for as many steps as fit the preset's minutes; more steps
 # fill the rest of the 30 minutes (and 16,000 steps, about an hour, go past them to see what more time buys), and
-# the adaptive group norm runs for 7,200 steps too, beside them; another seed
-# measures how far two runs of the same recipe differ (its last step only); the cosine noise schedule of improved
-# DDPM replaces the linear one, v-prediction the noise as the network's target, and both together; the timesteps are
-# drawn in proportion to P2's weights instead of weighting the terms; and longer EMAs average the same training.
+# the adaptive group norm runs for 7,200 steps too, beside them; another seed measures how far two runs of the same
+# recipe differ (its last step only); the cosine noise schedule of improved DDPM replaces the linear one,
+# v-prediction the noise as the network's target, and both together; the timesteps are drawn in proportion to P2's
+# weights instead of weighting the terms; and longer EMAs average the same training.
 # About eight hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
 # Run from the repository root: bash results/cpu_preset_variants.sh
 set -euo pipefail
@@ -29,8 +29,8 @@ declare -A OPTIONS=(
   [ema0.9995]="--ema-decay 0.9995"
 )
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 steps16000 adagn_steps7200 seed1 cosine v cosine_v
-                                 weighted_t ema0.999 ema0.9995)
+[ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 steps16000 adagn_steps7200 seed1 cosine v
+                                 cosine_v weighted_t ema0.999 ema0.9995)
 for name in "${names[@]}"; do
   [ -n "${OPTIONS[$name]+set}" ] || { echo "unknown variant $name; known: ${!OPTIONS[*]}" >&2; exit 2; }
 done
