@@ -27,8 +27,9 @@ CURVE = RESULTS / "learning_curve.json"  # the long run of the ablation recipe
 CPU_PRESET_CURVE = RESULTS / "cpu_preset_curve.json"  # the 30-minute run of the cpu preset
 WIDE_CURVE = RESULTS / "learning_curve_wide.json"  # CURVE's recipe with the wider U-Net 64/128/256
 LONG_RUN_FULL_CHAIN = RESULTS / "long_run_full_chain.json"  # `dgm evaluate` of CURVE's run at its last step
-# `dgm evaluate` of the cpu preset's recipe over 16,000 steps (CPU_PRESET_VARIANTS / "steps16000.json") at its end
-CPU_RECIPE_FULL_CHAIN = RESULTS / "cpu_recipe_full_chain.json"
+# `dgm evaluate` of the cpu variants that train past the preset's budget, each at its end: NAME.json for the variant
+# CPU_PRESET_VARIANTS / NAME.json (the preset's recipe over more steps)
+CPU_RECIPE_FULL_CHAINS = RESULTS / "cpu_recipe_full_chain"
 CPU_PRESET_TRIALS = RESULTS / "cpu_preset_trials"  # short runs that chose the cpu preset (cpu_preset_trials.sh)
 CPU_PRESET_VARIANTS = RESULTS / "cpu_preset_variants"  # the cpu preset with one setting changed, the same minutes
 

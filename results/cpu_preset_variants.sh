@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The full-length variants of the cpu preset (book: "The 30-minute CPU preset"): each is `dgm train --preset cpu`
-# with one setting changed, trained alone on both cores (their minutes are what a reader's 30 minutes buy), then
-# scored like the preset by `dgm learning-curve` (100 respaced steps, sigma^2 = beta_tilde, N = 256) into
-# results/cpu_preset_variants/NAME.json. The depths run for as many steps as fit the preset's minutes; more steps
-# fill the rest of the 30 minutes (and 16,000 steps, about an hour, go past them to see what more time buys), and
-# the adaptive group norm runs for 7,200 steps too, beside them; another seed measures how far two runs of the same
-# recipe differ (its last step only); the cosine noise schedule of improved DDPM replaces the linear one,
-# v-prediction the noise as the network's target, and both together; the timesteps are drawn in proportion to P2's
-# weights instead of weighting the terms; and longer EMAs average the same training.
-# About eight hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
+# The full-length variants of the cpu preset (book: "The 30-minute CPU preset"): each is `dgm train --preset cpu` with
+# one setting changed, trained alone on both cores (their minutes are what a reader's 30 minutes buy), then scored like
+# the preset by `dgm learning-curve` (100 respaced steps, sigma^2 = beta_tilde, N = 256) into
+# results/cpu_preset_variants/NAME.json. The depths run for as many steps as fit the preset's minutes; more steps fill
+# the rest of the 30 minutes (and 16,000 and 32,000 steps, about one and two hours, go past them to see what more time
+# buys: these two are also judged by the baseline bar, on their full chain, into
+# results/cpu_recipe_full_chain/NAME.json), and the adaptive group norm runs for 7,200 steps too, beside them; another
+# seed measures how far two runs of the same recipe differ (its last step only); the cosine noise schedule of improved
+# DDPM replaces the linear one, v-prediction the noise as the network's target, and both together; the timesteps are
+# drawn in proportion to P2's weights instead of weighting the terms; and longer EMAs average the same training.
+# About eleven hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
 # Run from the repository root: bash results/cpu_preset_variants.sh
 set -euo pipefail
 DGM=${DGM:-.venv/bin/dgm}
@@ -19,6 +20,7 @@ declare -A OPTIONS=(
   [lr3e-3]="--lr 3e-3"
   [steps7200]="--steps 7200 --keep-every 1800 --sample-every 3600"
   [steps16000]="--steps 16000 --keep-every 3200 --sample-every 8000"
+  [steps32000]="--steps 32000 --keep-every 6400 --sample-every 8000"
   [adagn_steps7200]="--time-conditioning adagn --steps 7200 --keep-every 1800 --sample-every 3600"
   [seed1]="--seed 1 --keep-every 6400"
   [cosine]="--noise-schedule cosine"
@@ -29,14 +31,18 @@ declare -A OPTIONS=(
   [ema0.9995]="--ema-decay 0.9995"
 )
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 steps16000 adagn_steps7200 seed1 cosine v
-                                 cosine_v weighted_t ema0.999 ema0.9995)
+[ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 steps16000 steps32000 adagn_steps7200 seed1
+                                 cosine v cosine_v weighted_t ema0.999 ema0.9995)
+full_chain=(steps16000 steps32000)  # past the budget: judged by the baseline bar too
 for name in "${names[@]}"; do
   [ -n "${OPTIONS[$name]+set}" ] || { echo "unknown variant $name; known: ${!OPTIONS[*]}" >&2; exit 2; }
 done
-mkdir -p runs/cpu_variants results/cpu_preset_variants
+mkdir -p runs/cpu_variants results/cpu_preset_variants results/cpu_recipe_full_chain
 for name in "${names[@]}"; do
   # shellcheck disable=SC2086  # the options are words
   "$DGM" train --preset cpu ${OPTIONS[$name]} --out "runs/cpu_variants/$name" > "runs/cpu_variants/$name.log" 2>&1
   "$DGM" learning-curve --run "runs/cpu_variants/$name" --out "results/cpu_preset_variants/$name.json"
+  if [[ " ${full_chain[*]} " == *" $name "* ]]; then
+    "$DGM" evaluate --ckpt "runs/cpu_variants/$name" --n 256 --json "results/cpu_recipe_full_chain/$name.json"
+  fi
 done
