@@ -366,7 +366,8 @@ def save_sample_grid(ema_model, config, step, device, path):
 
 
 def train(config, resume=False, progress=True):
-    """Train as ``config`` says and return the run folder; ``resume`` continues from its last checkpoint."""
+    """Train as ``config`` says and return the run folder; ``resume`` continues from its last checkpoint (a finished
+    run is left as it is)."""
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out must be a run folder, but {out} is a file")
@@ -404,13 +405,15 @@ def _train(config, resume, progress, out, device, distributed):
     if resume:
         path = run_folder_checkpoint(out)
         tensors, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
+        start = int(metadata["step"])
+        if start >= steps:  # a finished run, even one kept as its EMA weights alone, has nothing left to train
+            return out
         if metadata.get("weights") == "ema":
             raise CheckpointError(f"{path} holds EMA weights only (made by `dgm export` for sampling); resume from "
                                   "the run folder that `dgm train` wrote")
         load_into(network, tensors, "model.", path)
         load_into(ema, tensors, "ema.", path)
         load_optimizer(optimizer, tensors, metadata, path)
-        start = int(metadata["step"])
 
     trained = network
     if distributed.active:
@@ -491,7 +494,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm train", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), help="starting values; explicit options override")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its checkpoint (its saved config, plus explicit options)")
+                        help="continue the run in --out from its checkpoint (its saved config, plus explicit options); "
+                             "a finished run is left as it is")
     parser.add_argument("--rescale-betas", action="store_true",
                         help="scale beta_min and beta_max by 1000 / T, as improved DDPM does (a new run only)")
     types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int, "keep_every": int}

@@ -3,13 +3,15 @@
 # one setting changed, trained alone on both cores (their minutes are what a reader's 30 minutes buy), then scored like
 # the preset by `dgm learning-curve` (100 respaced steps, sigma^2 = beta_tilde, N = 256) into
 # results/cpu_preset_variants/NAME.json. The depths run for as many steps as fit the preset's minutes; more steps fill
-# the rest of the 30 minutes (and 16,000 and 32,000 steps, about one and two hours, go past them to see what more time
-# buys: these two are also judged by the baseline bar, on their full chain, into
+# the rest of the 30 minutes (and 16,000, 32,000 and 64,000 steps, about one, two and four hours, go past them to see
+# what more time buys: these three are also judged by the baseline bar, on their full chain, into
 # results/cpu_recipe_full_chain/NAME.json), and the adaptive group norm runs for 7,200 steps too, beside them; another
 # seed measures how far two runs of the same recipe differ (its last step only); the cosine noise schedule of improved
 # DDPM replaces the linear one, v-prediction the noise as the network's target, and both together; the timesteps are
 # drawn in proportion to P2's weights instead of weighting the terms; and longer EMAs average the same training.
-# About eleven hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
+# About fifteen hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
+# A variant whose run folder holds a checkpoint resumes from it, and a finished one is only scored again: the script
+# can be stopped and run again.
 # Run from the repository root: bash results/cpu_preset_variants.sh
 set -euo pipefail
 DGM=${DGM:-.venv/bin/dgm}
@@ -21,6 +23,7 @@ declare -A OPTIONS=(
   [steps7200]="--steps 7200 --keep-every 1800 --sample-every 3600"
   [steps16000]="--steps 16000 --keep-every 3200 --sample-every 8000"
   [steps32000]="--steps 32000 --keep-every 6400 --sample-every 8000"
+  [steps64000]="--steps 64000 --keep-every 12800 --sample-every 16000"
   [adagn_steps7200]="--time-conditioning adagn --steps 7200 --keep-every 1800 --sample-every 3600"
   [seed1]="--seed 1 --keep-every 6400"
   [cosine]="--noise-schedule cosine"
@@ -31,16 +34,20 @@ declare -A OPTIONS=(
   [ema0.9995]="--ema-decay 0.9995"
 )
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 steps16000 steps32000 adagn_steps7200 seed1
-                                 cosine v cosine_v weighted_t ema0.999 ema0.9995)
-declare -A FULL_CHAIN=([steps16000]=1 [steps32000]=1)  # past the budget: judged by the baseline bar too
+[ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 steps16000 steps32000 steps64000
+                                 adagn_steps7200 seed1 cosine v cosine_v weighted_t ema0.999 ema0.9995)
+declare -A FULL_CHAIN=([steps16000]=1 [steps32000]=1 [steps64000]=1)  # past the budget: judged by the baseline bar too
 for name in "${names[@]}"; do
   [ -n "${OPTIONS[$name]+set}" ] || { echo "unknown variant $name; known: ${!OPTIONS[*]}" >&2; exit 2; }
 done
 mkdir -p runs/cpu_variants results/cpu_preset_variants results/cpu_recipe_full_chain
 for name in "${names[@]}"; do
-  # shellcheck disable=SC2086  # the options are words
-  "$DGM" train --preset cpu ${OPTIONS[$name]} --out "runs/cpu_variants/$name" > "runs/cpu_variants/$name.log" 2>&1
+  if [ -f "runs/cpu_variants/$name/checkpoint.json" ]; then
+    "$DGM" train --resume --out "runs/cpu_variants/$name" >> "runs/cpu_variants/$name.log" 2>&1
+  else
+    # shellcheck disable=SC2086  # the options are words
+    "$DGM" train --preset cpu ${OPTIONS[$name]} --out "runs/cpu_variants/$name" > "runs/cpu_variants/$name.log" 2>&1
+  fi
   "$DGM" learning-curve --run "runs/cpu_variants/$name" --out "results/cpu_preset_variants/$name.json"
   [ -z "${FULL_CHAIN[$name]+set}" ] ||
     "$DGM" evaluate --ckpt "runs/cpu_variants/$name" --n 256 --json "results/cpu_recipe_full_chain/$name.json"

@@ -192,7 +192,7 @@ def test_a_cosine_v_prediction_run_loads_with_its_schedule_and_target(tmp_path, 
     torch.testing.assert_close(model.alpha_bar, cosine_schedule(config.T)["alpha_bar"], rtol=0, atol=0)
 
 
-def test_export_keeps_the_ema_weights_and_refuses_to_resume(tmp_path, one_thread):
+def test_export_keeps_the_ema_weights_and_refuses_to_train_on(tmp_path, one_thread):
     out = train(tiny_config(tmp_path / "run"), progress=False)
     shipped = export_run(out, tmp_path / "shipped")
     saved = load_file(run_folder_checkpoint(shipped))
@@ -204,6 +204,9 @@ def test_export_keeps_the_ema_weights_and_refuses_to_resume(tmp_path, one_thread
     assert (shipped / "loss.csv").read_text() == (out / "loss.csv").read_text()
     with pytest.raises(CheckpointError, match="EMA weights only"):
         train(tiny_config(shipped, steps=6), resume=True, progress=False)
+    before = {path.name: path.read_bytes() for path in shipped.iterdir()}
+    assert train(tiny_config(shipped), resume=True, progress=False) == shipped  # finished: nothing to resume
+    assert {path.name: path.read_bytes() for path in shipped.iterdir()} == before
 
 
 def test_keep_every_keeps_the_ema_weights_of_those_steps(tmp_path, one_thread):
