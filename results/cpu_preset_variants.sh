@@ -3,7 +3,7 @@
 # one setting changed, trained alone on both cores (their minutes are what a reader's 30 minutes buy), then scored like
 # the preset by `dgm learning-curve` (100 respaced steps, sigma^2 = beta_tilde, N = 256) into
 # results/cpu_preset_variants/NAME.json. The depths run for as many steps as fit the preset's minutes; more steps fill
-# the rest of the 30 minutes (and 16,000, 32,000 and 64,000 steps, about one, two and four hours, go past them to see
+# the rest of the 30 minutes (and 16,000, 32,000 and 64,000 steps, about one, two and five hours, go past them to see
 # what more time buys: these three are also judged by the baseline bar, on their full chain, into
 # results/cpu_recipe_full_chain/NAME.json), and the adaptive group norm runs for 7,200 steps too, beside them; another
 # seed measures how far two runs of the same recipe differ (its last step only); the cosine noise schedule of improved
@@ -36,7 +36,9 @@ declare -A OPTIONS=(
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 steps16000 steps32000 steps64000
                                  adagn_steps7200 seed1 cosine v cosine_v weighted_t ema0.999 ema0.9995)
-declare -A FULL_CHAIN=([steps16000]=1 [steps32000]=1 [steps64000]=1)  # past the budget: judged by the baseline bar too
+# Past the budget: judged by the baseline bar too, from N samples; the longest, the closest to the bar, from four
+# times as many (its first 256 are the others' 256: the same seed, batches of 256) to halve the standard error.
+declare -A FULL_CHAIN=([steps16000]=256 [steps32000]=256 [steps64000]=1024)
 for name in "${names[@]}"; do
   [ -n "${OPTIONS[$name]+set}" ] || { echo "unknown variant $name; known: ${!OPTIONS[*]}" >&2; exit 2; }
 done
@@ -50,5 +52,5 @@ for name in "${names[@]}"; do
   fi
   "$DGM" learning-curve --run "runs/cpu_variants/$name" --out "results/cpu_preset_variants/$name.json"
   [ -z "${FULL_CHAIN[$name]+set}" ] ||
-    "$DGM" evaluate --ckpt "runs/cpu_variants/$name" --n 256 --json "results/cpu_recipe_full_chain/$name.json"
+    "$DGM" evaluate --ckpt "runs/cpu_variants/$name" --n "${FULL_CHAIN[$name]}" --json "results/cpu_recipe_full_chain/$name.json"
 done
