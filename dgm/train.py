@@ -131,9 +131,9 @@ class TrainConfig:
 #   and 4,800 at depth 3; a lower rate, P2's exponent 2, 7,200 steps, the adaptive group norm, v-prediction, the
 #   cosine schedule (with either target), timesteps drawn by P2's weights and EMAs of 0.999 and 0.9995 raised the
 #   share by no more than two standard errors (results/cpu_preset_variants.sh); the same recipe over 16,000 steps
-#   (about an hour) clears the bar's share but not its minutes; over 32,000 and 64,000 its full chain gains little
-#   and stays short of the baseline bar's share. It keeps its EMA weights every 1,600 steps (book chapter "The number of timesteps", "The 30-minute
-#   CPU preset").
+#   (about an hour) clears the bar's share but not its minutes; over 32,000 its full chain stays short of the
+#   baseline bar's share, and over 64,000 it does no better. It keeps its EMA weights every 1,600 steps (book
+#   chapter "The number of timesteps", "The 30-minute CPU preset").
 # "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
 #   images (3.6 epochs) at the cpu preset's rate, weighting and precision with the U-Net at depth 1, about 17
 #   minutes on 2 cores. The earlier recipe (rate 1e-3, uniform weighting, float32: about 40 minutes) made the longer

@@ -36,8 +36,8 @@ declare -A OPTIONS=(
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 steps16000 steps32000 steps64000
                                  adagn_steps7200 seed1 cosine v cosine_v weighted_t ema0.999 ema0.9995)
-# Past the budget: judged by the baseline bar too, from N samples; the longest, the closest to the bar, from four
-# times as many (its first 256 are the others' 256: the same seed, batches of 256) to halve the standard error.
+# Past the budget: judged by the baseline bar too, from N samples; the longest from four times as many (its first
+# 256 are the others' 256: the same seed, batches of 256), halving the standard error where the runs near the bar.
 declare -A FULL_CHAIN=([steps16000]=256 [steps32000]=256 [steps64000]=1024)
 for name in "${names[@]}"; do
   [ -n "${OPTIONS[$name]+set}" ] || { echo "unknown variant $name; known: ${!OPTIONS[*]}" >&2; exit 2; }
