@@ -15,7 +15,8 @@ import dgm
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import load_mnist
 from dgm.train import (CHECKPOINT_FORMAT, PRESETS, TrainConfig, autocast_context, export_run, learning_rate,
-                       load_run, run_folder_checkpoint, select_device, snapshot_folder, total_steps, train)
+                       load_run, resolve_precision, run_folder_checkpoint, select_device, snapshot_folder,
+                       total_steps, train)
 from dgm.schedules import cosine_schedule
 from dgm.unet import UNet
 
@@ -23,19 +24,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(out, **overrides):
-    """A run that takes seconds: a tiny U-Net on 64 images, a 4-image sample grid of 3 steps."""
+    """A run that takes seconds: a tiny U-Net on 64 images in float32, a 4-image sample grid of 3 steps."""
     values = dict(channels=(4, 8, 8), batch_size=16, train_subset=64, steps=4, warmup_steps=2, lr=1e-3,
                   ema_decay=0.5, checkpoint_every=2, sample_every=100, sample_n=4, sample_steps=3, device="cpu",
-                  out=str(out))
+                  precision="fp32", out=str(out))
     values.update(overrides)
     return TrainConfig(**values)
 
 
 def test_config_round_trips_through_json(tmp_path, one_thread):
-    config = tiny_config(tmp_path / "run", epochs=0.5)
+    config = tiny_config(tmp_path / "run", epochs=0.5, precision="auto")
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     train(config, progress=False)
-    assert TrainConfig.from_json(tmp_path / "run" / "checkpoint.json") == config
+    ran = dataclasses.replace(config, precision=resolve_precision("auto", torch.device("cpu")))
+    assert ran.precision in ("fp32", "bf16")
+    assert TrainConfig.from_json(tmp_path / "run" / "checkpoint.json") == ran  # saved as it ran
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_dict({"learning_rate": 1.0})
 
@@ -95,8 +98,20 @@ def test_device_selection():
         select_device("tpu")
 
 
-@pytest.mark.parametrize("precision, dtype", [("auto", torch.float32), ("fp32", torch.float32),
-                                              ("bf16", torch.bfloat16)])
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_precision_is_bf16_only_where_the_device_computes_in_it_natively(monkeypatch, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert [resolve_precision(fixed, cpu) for fixed in ("fp32", "bf16")] == ["fp32", "bf16"]
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    with autocast_context("auto", cpu):
+        assert UNet(channels=(4, 8, 8)).stem(torch.randn(2, 1, 28, 28)).dtype == (
+            torch.bfloat16 if native else torch.float32)
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_precision_sets_the_dtype_of_the_passes_not_of_the_weights(precision, dtype):
     network = UNet(channels=(4, 8, 8))
     with autocast_context(precision, torch.device("cpu")):
