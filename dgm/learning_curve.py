@@ -61,7 +61,7 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     kept = {row["step"]: row for row in previous["rows"]} if same else {}
     classifier = load_classifier(classifier_path)
     reference = test_statistics(classifier, data)
-    report = {"run": run.name, "config": config.to_dict(), "setting": setting,
+    report = {"run": run.name, "config": config.to_dict(), "hardware": metadata.get("hardware"), "setting": setting,
               "floor": real_data_floor(n, classifier, reference, data, seed), "rows": []}
     for step in tqdm(kept_steps, desc="snapshots", unit="snapshot"):
         # Like the ablation's rows, a row stands for one saved snapshot: a run trained again into the same folder

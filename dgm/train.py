@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -267,20 +268,37 @@ def run_folder_checkpoint(out):
     return checkpoint_path(out, CHECKPOINT_NAME)
 
 
-def run_metadata(config, step, network, world_size=1):
-    """What every checkpoint of a run records beside its tensors: format, step, config, model, versions, time."""
+def hardware_name(device):
+    """The processor a run trains on, for its records: the GPU's name, or the CPU's model, vector instructions (with
+    "+ BF16" where bfloat16 is native) and threads, which say what its minutes mean."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+              if line.startswith("model name")]
+    model = models[0] if models else platform.processor() or platform.machine()
+    instructions = torch.backends.cpu.get_cpu_capability() + " + BF16" * native_bf16(device)
+    return f"{model}, {instructions}, {torch.get_num_threads()} threads"
+
+
+def run_metadata(config, step, network, world_size=1, hardware=None):
+    """What every checkpoint of a run records beside its tensors: format, step, config, model, hardware, versions,
+    time."""
     return {"format": CHECKPOINT_FORMAT, "step": step, "world_size": world_size, "config": config.to_dict(),
-            "model": network.config(), "torch": torch.__version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "model": network.config(), "hardware": hardware, "torch": torch.__version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def save_run(out, config, step, network, ema, optimizer, world_size=1):
+def save_run(out, config, step, network, ema, optimizer, world_size=1, hardware=None):
     """Model, EMA and optimizer tensors plus config and step, as RUN/checkpoint.safetensors and .json."""
     tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     optimizer_state = optimizer.state_dict()
     for index, state in optimizer_state["state"].items():
         tensors.update({f"optimizer.{index}.{key}": torch.as_tensor(value) for key, value in state.items()})
-    metadata = {**run_metadata(config, step, network, world_size),
+    metadata = {**run_metadata(config, step, network, world_size, hardware),
                 "optimizer_param_groups": optimizer_state["param_groups"]}
     save_checkpoint(run_folder_checkpoint(out), tensors, metadata)
 
@@ -442,6 +460,7 @@ def _train(config, resume, progress, out, device, distributed):
     training_model = ddpm_around(trained, config).to(device)
     ema_model = ddpm_around(ema, config).to(device).eval()
     autocast = autocast_context(config.precision, device)
+    hardware = hardware_name(device)
 
     log, writer = None, None
     if distributed.main:
@@ -491,10 +510,10 @@ def _train(config, resume, progress, out, device, distributed):
                 bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}")
                 if done % config.checkpoint_every == 0 or done == steps:
                     log.flush()
-                    save_run(out, config, done, network, ema, optimizer, distributed.world_size)
+                    save_run(out, config, done, network, ema, optimizer, distributed.world_size, hardware)
                 if config.keep_every and done % config.keep_every == 0:
                     save_ema_weights(snapshot_folder(out, done), {f"ema.{k}": v for k, v in ema.state_dict().items()},
-                                     run_metadata(config, done, network, distributed.world_size))
+                                     run_metadata(config, done, network, distributed.world_size, hardware))
                 if done % config.sample_every == 0 or done == steps:
                     save_sample_grid(ema_model, config, done, device, out / "samples" / f"step_{done:07d}.png")
     finally:

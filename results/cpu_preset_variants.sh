@@ -8,7 +8,9 @@
 # results/cpu_recipe_full_chain/NAME.json), and the adaptive group norm runs for 7,200 steps too, beside them; another
 # seed measures how far two runs of the same recipe differ (its last step only); the cosine noise schedule of improved
 # DDPM replaces the linear one, v-prediction the noise as the network's target, and both together; the timesteps are
-# drawn in proportion to P2's weights instead of weighting the terms; and longer EMAs average the same training.
+# drawn in proportion to P2's weights instead of weighting the terms; longer EMAs average the same training; and
+# float32 trains it as `--precision auto` does on a CPU without native bfloat16 (its minutes are its own hardware's:
+# the learning curve records it).
 # About fifteen hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
 # A variant whose run folder holds a checkpoint resumes from it, and a finished one is only scored again: the script
 # can be stopped and run again.
@@ -32,10 +34,11 @@ declare -A OPTIONS=(
   [weighted_t]="--timestep-sampling weighted"
   [ema0.999]="--ema-decay 0.999"
   [ema0.9995]="--ema-decay 0.9995"
+  [fp32]="--precision fp32"
 )
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(depth1 depth3 p2_gamma2 lr3e-3 steps7200 steps16000 steps32000 steps64000
-                                 adagn_steps7200 seed1 cosine v cosine_v weighted_t ema0.999 ema0.9995)
+                                 adagn_steps7200 seed1 cosine v cosine_v weighted_t ema0.999 ema0.9995 fp32)
 # Past the budget: judged by the baseline bar too, from N samples; the longest from four times as many (its first
 # 256 are the others' 256: the same seed, batches of 256), halving the standard error where the runs near the bar.
 declare -A FULL_CHAIN=([steps16000]=256 [steps32000]=256 [steps64000]=1024)

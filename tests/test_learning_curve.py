@@ -5,7 +5,9 @@ import json
 import pytest
 
 from dgm import cli, learning_curve
-from dgm.train import TrainConfig, snapshot_folder, train, training_seconds
+from dgm.checkpoint import load_checkpoint
+from dgm.train import (CHECKPOINT_FORMAT, TrainConfig, run_folder_checkpoint, snapshot_folder, train,
+                       training_seconds)
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +28,8 @@ def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, mon
     report = json.loads(out.read_text())
     assert report["setting"] == {"steps": 5, "sampler": "ancestral", "sigma": "posterior", "n": 8, "seed": 0}
     assert [row["step"] for row in report["rows"]] == [2, 4]
+    _, metadata = load_checkpoint(run_folder_checkpoint(kept_run), CHECKPOINT_FORMAT)
+    assert report["hardware"] == metadata["hardware"] and "threads" in report["hardware"]
     assert [row["images_seen"] for row in report["rows"]] == [32, 64]
     minutes = [row["training_minutes"] for row in report["rows"]]
     assert minutes == pytest.approx([training_seconds(kept_run, 16, until_step=s) / 60 for s in (2, 4)])

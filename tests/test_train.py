@@ -149,6 +149,9 @@ def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread,
     saved = load_file(run_folder_checkpoint(out))
     metadata = json.loads((out / "checkpoint.json").read_text())
     assert metadata["format"] == CHECKPOINT_FORMAT and metadata["step"] == 4
+    # The hardware its minutes mean: this CPU's vector instructions and the run's threads.
+    assert metadata["hardware"].endswith(f"{torch.get_num_threads()} threads")
+    assert torch.backends.cpu.get_cpu_capability() in metadata["hardware"]
     rows = (out / "loss.csv").read_text().splitlines()
     assert rows[0] == "step,epoch,loss,lr,images_per_s" and len(rows) == 5
     assert (out / "samples" / "step_0000004.png").is_file()
