@@ -125,7 +125,8 @@ class TrainConfig:
 # Starting points, overridden by explicit options. All share the U-Net 32/96/192 except "gpu"; the widths grow at
 # the low resolutions, where they cost little. A high rate decayed to zero and a short EMA suit short runs.
 # "cpu": the reader's preset, 30 minutes on a 2-core CPU: 6,400 steps of 32 images (3.4 epochs) in bfloat16, which
-#   this machine's AVX512-BF16 cores run about 1.5 times as fast as float32; a step costs about the same per image
+#   AVX512-BF16 cores run about 1.5 times as fast as float32 (precision "auto" keeps float32 on a CPU without them,
+#   where the same steps take longer and learn as much: the variant fp32); a step costs about the same per image
 #   at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its P2 weighting won
 #   trials of 1,600 steps (results/cpu_preset_trials.sh). Its U-Net has two residual blocks per path at 14 x 14 and
 #   7 x 7 (depth 2; dgm.unet.training_flops prices its steps): in the same minutes it beat 9,600 steps at depth 1
