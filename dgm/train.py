@@ -214,8 +214,8 @@ def learning_rate(config, step, steps):
 
 def native_bf16(device):
     """Whether ``device`` computes in bfloat16 natively: a CUDA GPU that supports it, a CPU with AVX512-BF16 or
-    AMX. Elsewhere bfloat16 is emulated: on an AVX2-only CPU it trains the cpu preset's U-Net over ten times slower than
-    float32 (benchmarks/train_throughput.py)."""
+    AMX. Elsewhere bfloat16 is emulated: on an AVX2-only CPU it trains the cpu preset's U-Net over ten times slower
+    than float32 (benchmarks/train_throughput.py)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
@@ -224,7 +224,8 @@ def native_bf16(device):
 
 
 def resolve_precision(precision, device):
-    """``"auto"`` becomes ``"bf16"`` where ``device`` computes in bfloat16 natively, else ``"fp32"``; the others stay."""
+    """``"auto"`` becomes ``"bf16"`` where ``device`` computes in bfloat16 natively, else ``"fp32"``; the others
+    stay."""
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
@@ -276,10 +277,10 @@ def hardware_name(device):
         return torch.cuda.get_device_name(device)
     if device.type != "cpu":
         return device.type
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
-              if line.startswith("model name")]
-    model = models[0] if models else platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")  # Linux; elsewhere platform's name for the processor
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    model = model or platform.processor() or platform.machine()
     instructions = torch.backends.cpu.get_cpu_capability() + " + BF16" * native_bf16(device)
     return f"{model}, {instructions}, {torch.get_num_threads()} threads"
 
