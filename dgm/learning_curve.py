@@ -25,13 +25,14 @@ from dgm.train import (CHECKPOINT_FORMAT, SNAPSHOTS, TrainConfig, run_folder_che
 
 CURVE = RESULTS / "learning_curve.json"  # the long run of the ablation recipe
 CPU_PRESET_CURVE = RESULTS / "cpu_preset_curve.json"  # the 30-minute run of the cpu preset
+CPU_PRESET_AT_BAR = RESULTS / "cpu_preset_at_bar.json"  # `dgm evaluate` of its last step at the bar's setting, N=1,024
 WIDE_CURVE = RESULTS / "learning_curve_wide.json"  # CURVE's recipe with the wider U-Net 64/128/256
 LONG_RUN_FULL_CHAIN = RESULTS / "long_run_full_chain.json"  # `dgm evaluate` of CURVE's run at its last step
 # `dgm evaluate` of the cpu variants that train past the preset's budget, each at its end: NAME.json for the variant
 # CPU_PRESET_VARIANTS / NAME.json (the preset's recipe over more steps)
 CPU_RECIPE_FULL_CHAINS = RESULTS / "cpu_recipe_full_chain"
 CPU_PRESET_TRIALS = RESULTS / "cpu_preset_trials"  # short runs that chose the cpu preset (cpu_preset_trials.sh)
-CPU_PRESET_VARIANTS = RESULTS / "cpu_preset_variants"  # the cpu preset with one setting changed, the same minutes
+CPU_PRESET_VARIANTS = RESULTS / "cpu_preset_variants"  # the cpu preset's recipe at 6,400 steps, one setting changed
 
 
 def snapshot_steps(run):

@@ -60,6 +60,7 @@ class TrainConfig:
     time_conditioning: str = "add"  # how the U-Net's blocks take t: "add" or "adagn" (dgm.unet.ResidualBlock)
     steps: int = 10_000
     epochs: float | None = None  # if set, overrides steps: that many passes over the training set
+    minutes: float | None = None  # if set, a new run sets steps to as many as fit that many minutes (steps_for_budget)
     batch_size: int = 128
     lr: float = 2e-4
     warmup_steps: int = 500
@@ -79,7 +80,7 @@ class TrainConfig:
     sample_n: int = 64
     sample_steps: int = 100
     checkpoint_every: int = 500
-    keep_every: int | None = None  # also keep the EMA weights every that many steps (RUN/snapshots/)
+    keep_every: int | None = None  # also keep the EMA weights every that many steps and at the end (RUN/snapshots/)
     channels_last: bool = True
     compile: bool = False
     precision: str = "auto"  # "bf16" autocasts on any device, "fp32" never, "auto" where bf16 is native (native_bf16)
@@ -104,6 +105,11 @@ class TrainConfig:
             raise ValueError(f"p2_gamma must be positive, got {self.p2_gamma}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"epochs must be positive, got {self.epochs}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes}")
+        if self.minutes is not None and self.epochs is not None:
+            raise ValueError(f"give a run epochs or minutes, not both (got epochs={self.epochs}, "
+                             f"minutes={self.minutes})")
 
     def to_dict(self):
         return {**dataclasses.asdict(self), "channels": list(self.channels)}
@@ -124,25 +130,25 @@ class TrainConfig:
 
 # Starting points, overridden by explicit options. All share the U-Net 32/96/192 except "gpu"; the widths grow at
 # the low resolutions, where they cost little. A high rate decayed to zero and a short EMA suit short runs.
-# "cpu": the reader's preset, 30 minutes on a 2-core CPU: 6,400 steps of 32 images (3.4 epochs) in bfloat16, which
-#   AVX512-BF16 cores run about 1.5 times as fast as float32 (precision "auto" keeps float32 on a CPU without them,
-#   where the same steps take longer and learn as much: the variant fp32); a step costs about the same per image
-#   at batch 32 as at 128, so a quarter of the batch buys four times the steps. Its rate and its P2 weighting won
-#   trials of 1,600 steps (results/cpu_preset_trials.sh). Its U-Net has two residual blocks per path at 14 x 14 and
-#   7 x 7 (depth 2; dgm.unet.training_flops prices its steps): in the same minutes it beat 9,600 steps at depth 1
+# "cpu": the reader's preset: 30 minutes of steps of 32 images, as many as the CPU fits (minutes), in bfloat16 where
+#   the CPU computes in it natively (precision "auto"; float32 elsewhere, where the same steps take longer and learn
+#   as much: the variant fp32). A step costs about the same per image at batch 32 as at 128, so a quarter of the
+#   batch buys four times the steps. Its rate and its P2 weighting won trials of 1,600 steps
+#   (results/cpu_preset_trials.sh). Its U-Net has two residual blocks per path at 14 x 14 and 7 x 7 (depth 2;
+#   dgm.unet.training_flops prices its steps). The variants (results/cpu_preset_variants.sh) change one setting of
+#   the recipe at 6,400 steps, what 30 minutes bought on an AVX512-BF16 CPU: depth 2 beat 9,600 steps at depth 1
 #   and 4,800 at depth 3; a lower rate, P2's exponent 2, 7,200 steps, the adaptive group norm, v-prediction, the
 #   cosine schedule (with either target), timesteps drawn by P2's weights and EMAs of 0.999 and 0.9995 raised the
-#   share by no more than two standard errors (results/cpu_preset_variants.sh); the same recipe over 16,000 steps
-#   (about an hour) clears the bar's share but not its minutes; over 32,000 its full chain stays short of the
-#   baseline bar's share, and over 64,000 it does no better. It keeps its EMA weights every 1,600 steps (book
-#   chapter "The number of timesteps", "The 30-minute CPU preset").
+#   share by no more than two standard errors; 16,000 steps (what 30 minutes buy with AMX) clear the bar's share;
+#   over 32,000 its full chain stays short of the baseline bar's share, and over 64,000 it does no better. It keeps
+#   its EMA weights every 1,600 steps (book chapter "The number of timesteps", "The 30-minute CPU preset").
 # "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
 #   images (3.6 epochs) at the cpu preset's rate, weighting and precision with the U-Net at depth 1, about 17
 #   minutes on 2 cores. The earlier recipe (rate 1e-3, uniform weighting, float32: about 40 minutes) made the longer
 #   runs of results/README.md.
 # "gpu": wider and longer.
 PRESETS = {
-    "cpu": {"channels": (32, 96, 192), "depth": 2, "batch_size": 32, "steps": 6400, "lr": 4e-3, "warmup_steps": 100,
+    "cpu": {"channels": (32, 96, 192), "depth": 2, "batch_size": 32, "minutes": 30, "lr": 4e-3, "warmup_steps": 100,
             "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "precision": "auto",
             "sample_every": 3200, "checkpoint_every": 400, "keep_every": 1600},
     "ablation": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 4e-3, "warmup_steps": 100,
@@ -240,10 +246,58 @@ def autocast_context(precision, device):
 
 
 def total_steps(config, dataset_size):
-    """``steps``, or ``epochs`` passes over the data at the global batch size."""
+    """``steps``, or ``epochs`` passes over the data at the global batch size (a time budget has set ``steps``)."""
     if config.epochs is None:
         return config.steps
     return math.ceil(config.epochs * (dataset_size // config.batch_size))
+
+
+# A time budget (``minutes``) is spent on steps timed before the run: at most PROBE_SECONDS, or a fiftieth of the
+# budget, of steps after PROBE_WARMUP_STEPS untimed ones (at least PROBE_MIN_STEPS timed); the run then takes as many
+# steps as fill BUDGET_SHARE of the budget at that pace, leaving the rest for the pace to drift.
+PROBE_SECONDS, PROBE_WARMUP_STEPS, PROBE_MIN_STEPS, BUDGET_SHARE = 10.0, 3, 5, 0.95
+
+
+def steps_for_budget(minutes, seconds_per_step):
+    """The steps that fill BUDGET_SHARE of ``minutes`` at ``seconds_per_step`` (at least one)."""
+    return max(1, math.floor(minutes * 60 * BUDGET_SHARE / seconds_per_step))
+
+
+def training_step(training_model, network, ema, optimizer, batch, noise, lr, config, autocast):
+    """One AdamW step on ``batch`` at rate ``lr`` with clipped gradients, then the EMA update; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    with autocast:
+        loss = training_model.loss(batch, generator=noise, weighting=config.loss_weighting,
+                                   p2_gamma=config.p2_gamma, timestep_sampling=config.timestep_sampling)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+    optimizer.step()
+    with torch.no_grad():
+        for averaged, current in zip(ema.parameters(), network.parameters()):
+            averaged.lerp_(current, 1 - config.ema_decay)
+    return loss
+
+
+def seconds_per_step(network, config, batch, autocast):
+    """The pace of this process's training steps on ``batch``, timed on copies of the network, its EMA and a new
+    optimizer under a forked random state, so the run itself is untouched (uncompiled, and without DDP's traffic)."""
+    network = copy.deepcopy(network)
+    ema = copy.deepcopy(network).requires_grad_(False)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model = ddpm_around(network, config).to(batch.device)
+    noise = torch.Generator(batch.device).manual_seed(0)
+    duration = min(PROBE_SECONDS, config.minutes * 60 / 50)
+    with torch.random.fork_rng(devices=[batch.device] if batch.device.type == "cuda" else []):
+        timed, began = -PROBE_WARMUP_STEPS, None
+        while timed < PROBE_MIN_STEPS or time.perf_counter() - began < duration:
+            if timed == 0:
+                began = time.perf_counter()
+            lr = learning_rate(config, max(0, timed + PROBE_WARMUP_STEPS), config.steps)
+            training_step(model, network, ema, optimizer, batch, noise, lr, config, autocast).item()  # waits for it
+            timed += 1
+    return (time.perf_counter() - began) / timed
 
 
 class Distributed:
@@ -272,7 +326,7 @@ def run_folder_checkpoint(out):
 
 def hardware_name(device):
     """The processor a run trains on, for its records: the GPU's name, or the CPU's model, vector instructions (with
-    "+ BF16" where bfloat16 is native) and threads, which say what its minutes mean."""
+    "+ BF16" where bfloat16 is native, "+ AMX" where matrix tiles compute it) and threads: what its minutes mean."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type != "cpu":
@@ -281,7 +335,8 @@ def hardware_name(device):
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
     model = model or platform.processor() or platform.machine()
-    instructions = torch.backends.cpu.get_cpu_capability() + " + BF16" * native_bf16(device)
+    instructions = (torch.backends.cpu.get_cpu_capability() + " + BF16" * native_bf16(device)
+                    + " + AMX" * torch.cpu._is_amx_tile_supported())
     return f"{model}, {instructions}, {torch.get_num_threads()} threads"
 
 
@@ -463,6 +518,16 @@ def _train(config, resume, progress, out, device, distributed):
     ema_model = ddpm_around(ema, config).to(device).eval()
     autocast = autocast_context(config.precision, device)
     hardware = hardware_name(device)
+    if config.minutes is not None and not resume:
+        pace = seconds_per_step(network, config, images[:local_batch].to(device).contiguous(
+            memory_format=memory_format), autocast)
+        steps = torch.tensor(steps_for_budget(config.minutes, pace), device=device)
+        if distributed.active:
+            dist.broadcast(steps, 0)  # every rank takes the first rank's count
+        config = dataclasses.replace(config, steps=int(steps))  # saved so: a resumed run ends at the same step
+        steps = config.steps
+        if progress and distributed.main:
+            tqdm.write(f"{config.minutes:g} minutes at {config.batch_size / pace:.0f} images/s: {steps:,} steps")
 
     log, writer = None, None
     if distributed.main:
@@ -491,18 +556,8 @@ def _train(config, resume, progress, out, device, distributed):
             first = position * config.batch_size + distributed.rank * local_batch
             batch = images[order[first:first + local_batch]].to(device).contiguous(memory_format=memory_format)
             noise.manual_seed(seed_for(config.seed, STREAM_NOISE, step, distributed.rank))
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step, steps)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                loss = training_model.loss(batch, generator=noise, weighting=config.loss_weighting,
-                                           p2_gamma=config.p2_gamma, timestep_sampling=config.timestep_sampling)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-            optimizer.step()
-            with torch.no_grad():
-                for averaged, current in zip(ema.parameters(), network.parameters()):
-                    averaged.lerp_(current, 1 - config.ema_decay)
+            loss = training_step(training_model, network, ema, optimizer, batch, noise,
+                                 learning_rate(config, step, steps), config, autocast)
             done = step + 1
             if distributed.main:
                 loss_value = loss.item()
@@ -513,7 +568,7 @@ def _train(config, resume, progress, out, device, distributed):
                 if done % config.checkpoint_every == 0 or done == steps:
                     log.flush()
                     save_run(out, config, done, network, ema, optimizer, distributed.world_size, hardware)
-                if config.keep_every and done % config.keep_every == 0:
+                if config.keep_every and (done % config.keep_every == 0 or done == steps):
                     save_ema_weights(snapshot_folder(out, done), {f"ema.{k}": v for k, v in ema.state_dict().items()},
                                      run_metadata(config, done, network, distributed.world_size, hardware))
                 if done % config.sample_every == 0 or done == steps:
@@ -538,7 +593,8 @@ def main(argv=None):
                              "a finished run is left as it is")
     parser.add_argument("--rescale-betas", action="store_true",
                         help="scale beta_min and beta_max by 1000 / T, as improved DDPM does (a new run only)")
-    types = {"channels": parse_channels, "epochs": float, "data": str, "train_subset": int, "keep_every": int}
+    types = {"channels": parse_channels, "epochs": float, "minutes": float, "data": str, "train_subset": int,
+             "keep_every": int}
     choices = {**FIXED_CHOICES, "time_conditioning": TIME_CONDITIONINGS}
     for field in dataclasses.fields(TrainConfig):
         if field.type is bool:
@@ -553,6 +609,8 @@ def main(argv=None):
     values = dict(PRESETS.get(preset, {}))
     if resume and rescale:
         parser.exit(2, "error: --rescale-betas applies when a run starts; a resumed run keeps its saved betas\n")
+    if resume and "minutes" in args:
+        parser.exit(2, "error: --minutes sets the steps when a run starts; extend a resumed run with --steps\n")
     if resume:
         out = Path(args.get("out", TrainConfig.out))
         try:
@@ -560,6 +618,8 @@ def main(argv=None):
         except CheckpointError as error:
             parser.exit(2, f"error: cannot resume: {error}\n")
         values = metadata["config"]
+    if {"steps", "epochs"} & args.keys() and "minutes" not in args:
+        values["minutes"] = None  # an explicit length replaces the time budget of a preset or a resumed run
     values.update(args)
     try:
         if rescale:

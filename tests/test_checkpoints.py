@@ -27,7 +27,7 @@ def test_shipped_ddpm_samples_confident_digits_in_50_steps(folder, preset, class
     model, config, metadata = load_run(folder)
     # Every saved setting loads unchanged (fields added to TrainConfig since take their defaults).
     assert metadata["weights"] == "ema" and {**config.to_dict(), **metadata["config"]} == config.to_dict()
-    recipe = {**PRESETS[preset], "precision": "bf16"}  # "auto" as it resolved on the AVX512-BF16 CPU they ran on
+    recipe = {**PRESETS[preset], "precision": "bf16"}  # "auto" as it resolved on the bfloat16 CPUs they ran on
     assert config.to_dict() == {**config.to_dict(), **recipe, "channels": list(recipe["channels"])}
     assert metadata["step"] == config.steps
     rescaled = folder in RESCALED_MODELS

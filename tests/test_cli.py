@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from dgm import cli
+from dgm.train import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64", "--steps", "2",
@@ -66,6 +67,14 @@ def test_train_sample_evaluate_and_resume(tmp_path, capsys, one_thread):
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 3
 
 
+def test_an_explicit_length_replaces_the_time_budget_of_the_preset(tmp_path, one_thread):
+    run = tmp_path / "run"
+    assert PRESETS["cpu"]["minutes"] and "steps" not in PRESETS["cpu"]
+    assert cli.main(["train", "--preset", "cpu", *TINY_TRAIN, "--out", str(run)]) == 0
+    config = json.loads((run / "checkpoint.json").read_text())["config"]
+    assert (config["minutes"], config["steps"], config["depth"]) == (None, 2, PRESETS["cpu"]["depth"])
+
+
 def test_train_rescale_betas_scales_the_betas_of_a_new_run_only(tmp_path, capsys, one_thread):
     run = tmp_path / "run"
     assert cli.main(["train", *TINY_TRAIN, "--T", "500", "--rescale-betas", "--out", str(run)]) == 0
@@ -74,6 +83,12 @@ def test_train_rescale_betas_scales_the_betas_of_a_new_run_only(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--resume", "--rescale-betas", "--out", str(run)])
     assert exit_info.value.code == 2 and "a resumed run keeps its saved betas" in capsys.readouterr().err
+
+
+def test_a_time_budget_is_refused_on_resume(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--resume", "--minutes", "5", "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2 and "extend a resumed run with --steps" in capsys.readouterr().err
 
 
 def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):

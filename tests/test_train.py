@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 import dgm
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import load_mnist
-from dgm.train import (CHECKPOINT_FORMAT, PRESETS, TrainConfig, autocast_context, export_run, learning_rate,
-                       load_run, resolve_precision, run_folder_checkpoint, select_device, snapshot_folder,
-                       total_steps, train)
+from dgm.train import (BUDGET_SHARE, CHECKPOINT_FORMAT, PRESETS, TrainConfig, autocast_context, export_run,
+                       learning_rate, load_run, resolve_precision, run_folder_checkpoint, seconds_per_step,
+                       select_device, snapshot_folder, steps_for_budget, total_steps, train)
 from dgm.schedules import cosine_schedule
 from dgm.unet import UNet
 
@@ -62,6 +62,10 @@ def test_config_rejects_bad_values():
         TrainConfig(prediction="x0")
     with pytest.raises(ValueError, match="timestep_sampling must be one of"):
         TrainConfig(timestep_sampling="importance")
+    with pytest.raises(ValueError, match="minutes must be positive"):
+        TrainConfig(minutes=0)
+    with pytest.raises(ValueError, match="epochs or minutes, not both"):
+        TrainConfig(epochs=1, minutes=30)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -88,6 +92,39 @@ def test_warm_up_and_epochs():
         TrainConfig(lr_schedule="linear")
     assert total_steps(config, 60_000) == 900
     assert total_steps(TrainConfig(steps=7), 60_000) == 7
+
+
+def test_a_time_budget_buys_the_steps_its_share_of_the_minutes_fits():
+    assert BUDGET_SHARE == 0.95
+    assert steps_for_budget(30, 0.1) == 17_100  # 1,800 s x 0.95 / 0.1 s
+    assert steps_for_budget(0.001, 10.0) == 1  # always at least one step
+
+
+def test_timing_the_steps_leaves_the_network_and_the_random_state_alone(one_thread):
+    network, batch = UNet(channels=(4, 8, 8)), torch.rand(16, 1, 28, 28) * 2 - 1
+    before = {name: tensor.clone() for name, tensor in network.state_dict().items()}
+    random_state = torch.random.get_rng_state()
+    pace = seconds_per_step(network, tiny_config("unused", minutes=0.001), batch,
+                            autocast_context("fp32", torch.device("cpu")))
+    assert pace > 0
+    assert all(torch.equal(tensor, before[name]) for name, tensor in network.state_dict().items())
+    assert torch.equal(torch.random.get_rng_state(), random_state)
+
+
+def test_a_time_budget_sets_the_steps_a_resumed_run_keeps(tmp_path, one_thread, monkeypatch):
+    monkeypatch.setattr(dgm.train, "seconds_per_step", lambda *args: 0.05)
+    config = tiny_config(tmp_path / "run", minutes=0.01, checkpoint_every=5)
+    out = train(config, progress=False)
+    saved = TrainConfig.from_json(out / "checkpoint.json")
+    assert saved == dataclasses.replace(config, steps=11)  # 0.6 s x 0.95 / 0.05 s, and it keeps the budget
+    assert len((out / "loss.csv").read_text().splitlines()) == 1 + 11
+
+    def timed_again(*args):
+        raise AssertionError("a resumed run times its steps again")
+
+    monkeypatch.setattr(dgm.train, "seconds_per_step", timed_again)
+    train(dataclasses.replace(saved, steps=12), resume=True, progress=False)
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 12
 
 
 def test_device_selection():
@@ -152,6 +189,7 @@ def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread,
     # The hardware its minutes mean: this CPU's vector instructions and the run's threads.
     assert metadata["hardware"].endswith(f"{torch.get_num_threads()} threads")
     assert torch.backends.cpu.get_cpu_capability() in metadata["hardware"]
+    assert ("+ AMX" in metadata["hardware"]) == torch.cpu._is_amx_tile_supported()
     rows = (out / "loss.csv").read_text().splitlines()
     assert rows[0] == "step,epoch,loss,lr,images_per_s" and len(rows) == 5
     assert (out / "samples" / "step_0000004.png").is_file()
@@ -227,10 +265,10 @@ def test_export_keeps_the_ema_weights_and_refuses_to_train_on(tmp_path, one_thre
     assert {path.name: path.read_bytes() for path in shipped.iterdir()} == before
 
 
-def test_keep_every_keeps_the_ema_weights_of_those_steps(tmp_path, one_thread):
+def test_keep_every_keeps_the_ema_weights_of_those_steps_and_of_the_last(tmp_path, one_thread):
     out = train(tiny_config(tmp_path / "run", steps=5, keep_every=2), progress=False)
     kept = sorted(path.name for path in (out / "snapshots").iterdir())
-    assert kept == [snapshot_folder(out, step).name for step in (2, 4)]
+    assert kept == [snapshot_folder(out, step).name for step in (2, 4, 5)]
     partial = train(tiny_config(tmp_path / "partial", steps=4), progress=False)  # the same run, stopped at step 4
     model, config, metadata = load_run(snapshot_folder(out, 4))
     assert metadata["step"] == 4 and metadata["weights"] == "ema" and config.keep_every == 2
