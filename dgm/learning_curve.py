@@ -26,6 +26,8 @@ from dgm.train import (CHECKPOINT_FORMAT, SNAPSHOTS, TrainConfig, run_folder_che
 CURVE = RESULTS / "learning_curve.json"  # the long run of the ablation recipe
 CPU_PRESET_CURVE = RESULTS / "cpu_preset_curve.json"  # the 30-minute run of the cpu preset
 CPU_PRESET_AT_BAR = RESULTS / "cpu_preset_at_bar.json"  # `dgm evaluate` of its last step at the bar's setting, N=1,024
+CPU_PRESET_WIDE = RESULTS / "cpu_preset_wide.json"  # the cpu preset with the U-Net 64/128/256, in the same minutes
+CPU_PRESET_WIDE_AT_BAR = RESULTS / "cpu_preset_wide_at_bar.json"  # and CPU_PRESET_AT_BAR's evaluation of it
 WIDE_CURVE = RESULTS / "learning_curve_wide.json"  # CURVE's recipe with the wider U-Net 64/128/256
 LONG_RUN_FULL_CHAIN = RESULTS / "long_run_full_chain.json"  # `dgm evaluate` of CURVE's run at its last step
 # `dgm evaluate` of the cpu variants that train past the preset's budget, each at its end: NAME.json for the variant

@@ -139,8 +139,9 @@ class TrainConfig:
 #   the recipe at 6,400 steps, what 30 minutes bought on an AVX512-BF16 CPU: depth 2 beat 9,600 steps at depth 1
 #   and 4,800 at depth 3; a lower rate, P2's exponent 2, 7,200 steps, the adaptive group norm, v-prediction, the
 #   cosine schedule (with either target), timesteps drawn by P2's weights and EMAs of 0.999 and 0.9995 raised the
-#   share by no more than two standard errors; 16,000 steps (what 30 minutes buy with AMX) clear the bar's share;
-#   over 32,000 its full chain stays short of the baseline bar's share, and over 64,000 it does no better. It keeps
+#   share by no more than two standard errors. On a CPU with AMX the minutes buy over 15,000 steps, which end at the
+#   bar's share, and there the U-Net 64/128/256 in the same minutes scored lower (results/cpu_preset_wide.json); over
+#   32,000 steps its full chain stays short of the baseline bar's share, and over 64,000 it does no better. It keeps
 #   its EMA weights every 1,600 steps (book chapter "The number of timesteps", "The 30-minute CPU preset").
 # "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
 #   images (3.6 epochs) at the cpu preset's rate, weighting and precision with the U-Net at depth 1, about 17
