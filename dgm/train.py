@@ -295,8 +295,7 @@ def seconds_per_step(network, config, batch, autocast):
         while timed < PROBE_MIN_STEPS or time.perf_counter() - began < duration:
             if timed == 0:
                 began = time.perf_counter()
-            lr = learning_rate(config, max(0, timed + PROBE_WARMUP_STEPS), config.steps)
-            training_step(model, network, ema, optimizer, batch, noise, lr, config, autocast).item()  # waits for it
+            training_step(model, network, ema, optimizer, batch, noise, config.lr, config, autocast).item()  # waits
             timed += 1
     return (time.perf_counter() - began) / timed
 
