@@ -3,22 +3,31 @@
 #
 #   bash checkpoints/retrain_on_gpu.sh PACK MINUTES N [dgm train options ...]
 #
-# 1. Probe: the five runs side by side for PROBE_STEPS steps; their slowest median step time sets STEPS, the number
-#    of steps that fills MINUTES of training. All five then share it, so they differ only in T and the betas.
+# 1. Probe: the five runs side by side for PROBE_STEPS steps; the slowest run's median step time over the middle half
+#    of its steps (when all five are running) sets STEPS, the number of steps that fills MINUTES of training. All
+#    five then share it, so they differ only in T and the betas.
 # 2. Train T = 500, 1000, 2000 with the problem set's betas and T = 500, 2000 with --rescale-betas, side by side
 #    (one process each, OMP_NUM_THREADS=2), into runs/gpu/. Extra options go to every `dgm train`.
-# 3. `dgm export` each into checkpoints/, `dgm ablation --n N` (results/ablation.*: its T = 1000 full-chain row is
-#    the baseline bar's verdict), then a tar of checkpoints/ddpm_mnist_T* and those results, split
-#    into parts of at most 15 MiB in PACK. Unpack in the repository's root: cat PACK/part-* | tar -x
+# 3. `dgm export --dtype float16` each into checkpoints/ (6 MB each) and pack them into PACK/models.tar.gz-* (parts
+#    of at most 15 MiB).
+# 4. `dgm ablation --n N`, all N samples of a row at once, T = 1000 first (its full-chain row is the baseline bar's
+#    verdict), then PACK/results.tar.gz: results/ablation.*, the grids and the training logs.
+#    Unpack in the repository's root: cat PACK/models.tar.gz-* | tar -xz; tar -xzf PACK/results.tar.gz
+# With DEADLINE set (seconds from the start), the ablation is stopped in time to pack what it finished: it saves after
+# every row, and `dgm ablation --n N` run again later resumes it.
 #
 # On the lent GPU machine, which has torch but no MNIST and no network, carry the IDX files compressed. Here, once:
 #   echo /.carry/ >> .git/info/exclude; mkdir -p .carry; tar -czf .carry/mnist.tar.gz data/MNIST/raw
-# then run, with carry [".carry"] and timeout_s 600 (one command's limit there):
-#   tar -xzf .carry/mnist.tar.gz && PYTHON=python3 bash checkpoints/retrain_on_gpu.sh $OUT 4 512
-# Nothing of it has been timed on a GPU yet: the probe, the ablation's sampling and the packing must fit beside the
-# MINUTES of training, so the first run there should print its times (it does) and leave a margin.
+# then run, with carry [".carry"] and timeout_s 600 (one command's limit there). The shipped models came from
+#   tar -xzf .carry/mnist.tar.gz && PROBE_STEPS=300 DEADLINE=380 PYTHON=python3 \
+#       bash checkpoints/retrain_on_gpu.sh $OUT 2.75 512 --ema-decay 0.998
+# (the EMA is now the preset's), with a timeout_s of 405 on an H200: the probe took 35 s (25 to 44 ms per step,
+# 3,722 steps in 2.75 minutes), training 189 s, the export 13 s, and the ablation at N = 512 sampled 33 of its
+# 40 rows before the DEADLINE stopped it (the T = 2000 rows take 26 ms per image); its last seven rows were resumed
+# on a CPU from the float32 exports. The first run (EMA 0.9995) sampled all 40 rows in 119 s there.
 # Test it on a CPU in a clone (it overwrites checkpoints/ and results/), at a tiny size:
-#   bash checkpoints/retrain_on_gpu.sh /tmp/pack 0.1 8 --channels 4,8,8 --batch-size 8 --train-subset 512 --device cpu
+#   PROBE_STEPS=8 bash checkpoints/retrain_on_gpu.sh /tmp/pack 0.1 8 --channels 4,8,8 --batch-size 8 \
+#       --train-subset 512 --device cpu
 set -euo pipefail
 if [ $# -lt 3 ]; then
     sed -n '2,4p' "$0" >&2
@@ -26,15 +35,20 @@ if [ $# -lt 3 ]; then
 fi
 PACK=$(realpath -m "$1"); MINUTES=$2; N=$3; shift 3
 PYTHON=${PYTHON:-.venv/bin/python}
-PROBE_STEPS=${PROBE_STEPS:-100}
+PROBE_STEPS=${PROBE_STEPS:-600}
+DEADLINE=${DEADLINE:-}
+PACK_SECONDS=30  # kept back from DEADLINE for packing
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
-MODELS=("500" "1000" "2000" "500 --rescale-betas" "2000 --rescale-betas")
+MODELS=("1000" "500" "2000" "500 --rescale-betas" "2000 --rescale-betas")
+EXTRA=("$@")
 
 run_name() {  # "500 --rescale-betas" -> T500_rescaled
     set -- $1
     echo "T$1${2:+_rescaled}"
 }
+
+log() { echo "[$(date +%T), ${SECONDS}s] $*"; }
 
 train_all() {  # train_all FOLDER STEPS: the five runs side by side; fails if any fails
     local folder=$1 steps=$2 pids=() model pid
@@ -46,11 +60,18 @@ train_all() {  # train_all FOLDER STEPS: the five runs side by side; fails if an
     done
     for pid in "${pids[@]}"; do wait "$pid"; done
 }
-EXTRA=("$@")
 
-# The loss logs record images/s per step; the first steps (start-up, compilation) are left out by the median.
-rm -rf runs/gpu runs/gpu_probe && mkdir -p runs/gpu runs/gpu_probe
-echo "probe: $PROBE_STEPS steps of each run, side by side ($(date +%T))"
+pack_results() {
+    tar -czf "$PACK/results.tar.gz" results/ablation.json results/ablation.csv results/ablation_grids runs/gpu/*.log \
+        runs/gpu_probe/*.log 2>/dev/null || true
+    log "packed: $(ls "$PACK")"
+}
+
+mkdir -p "$PACK"
+trap pack_results EXIT  # the logs come back even when a step fails
+rm -rf runs/gpu runs/gpu_probe results/ablation.json results/ablation.csv results/ablation_grids
+mkdir -p runs/gpu runs/gpu_probe
+log "probe: $PROBE_STEPS steps of each run, side by side"
 train_all runs/gpu_probe "$PROBE_STEPS"
 STEPS=$("$PYTHON" - "$MINUTES" runs/gpu_probe <<'EOF'
 import csv, statistics, sys
@@ -60,17 +81,28 @@ minutes, folder = float(sys.argv[1]), Path(sys.argv[2])
 seconds = []
 for log in sorted(folder.glob("*/loss.csv")):
     batch = TrainConfig.from_json(log.parent / "checkpoint.json").batch_size
-    seconds.append(statistics.median(batch / float(row["images_per_s"]) for row in csv.DictReader(open(log))))
+    rows = list(csv.DictReader(open(log)))
+    middle = rows[len(rows) // 4:max(len(rows) // 4 + 1, 3 * len(rows) // 4)]  # the five runs overlap here
+    seconds.append(statistics.median(batch / float(row["images_per_s"]) for row in middle))
+    print(f"{log.parent.name}: {seconds[-1] * 1e3:.1f} ms per step", file=sys.stderr)
 print(max(1, int(minutes * 60 / max(seconds))))
 EOF
 )
-echo "training: $STEPS steps of each run ($(date +%T))"
+log "training: $STEPS steps of each run"
 train_all runs/gpu "$STEPS"
+log "exporting; the T = 1000 run's last step: $(tail -n 1 runs/gpu/T1000/loss.csv)"
 for model in "${MODELS[@]}"; do
-    "$PYTHON" -m dgm export --ckpt "runs/gpu/$(run_name "$model")" --out "checkpoints/ddpm_mnist_$(run_name "$model")"
+    "$PYTHON" -m dgm export --ckpt "runs/gpu/$(run_name "$model")" --out "checkpoints/ddpm_mnist_$(run_name "$model")" \
+        --dtype float16 &
 done
-echo "ablation: N = $N ($(date +%T))"
-"$PYTHON" -m dgm ablation --n "$N"
-mkdir -p "$PACK"
-tar -c checkpoints/ddpm_mnist_T* results/ablation.json results/ablation.csv results/ablation_grids | split -b 15M - "$PACK/part-"
-echo "packed: $(ls "$PACK" | wc -l) parts, $(du -sh "$PACK" | cut -f1) ($(date +%T))"
+wait
+tar -cz checkpoints/ddpm_mnist_T* | split -b 15M - "$PACK/models.tar.gz-"
+log "ablation: N = $N"
+ABLATION=("$PYTHON" -m dgm ablation --n "$N" --batch-size "$N" --models
+          $(for model in "${MODELS[@]}"; do echo "checkpoints/ddpm_mnist_$(run_name "$model")"; done))
+if [ -n "$DEADLINE" ]; then
+    left=$((DEADLINE - SECONDS - PACK_SECONDS))
+    ABLATION=(timeout $((left > 1 ? left : 1)) "${ABLATION[@]}")
+fi
+"${ABLATION[@]}" > runs/gpu/ablation.log 2>&1 || log "the ablation stopped early (exit $?): pack what it finished"
+tail -n 44 runs/gpu/ablation.log

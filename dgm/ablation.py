@@ -26,13 +26,19 @@ from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, load_classifier, real_dat
                           test_statistics)
 from dgm.plotting import REPO_ROOT, RESULTS
 from dgm.sampling import sample_run, save_grid
-from dgm.train import load_run, training_seconds
+from dgm.train import hardware_name, load_run, select_device, training_seconds
 
 MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000))  # the "ablation" preset
 # The extra rows: the same recipe with beta_min and beta_max scaled by 1000/T (dgm train --rescale-betas).
 RESCALED_MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}_rescaled" for T in (500, 2000))
 MODEL_PREFIX = "ddpm_mnist_"  # dropped from model names in grid file names
 CPU_PRESET_MODEL = REPO_ROOT / "checkpoints" / "ddpm_mnist_cpu_preset"  # the 30-minute "cpu" preset, T = 1000
+# The earlier ablation: the "ablation" preset's models, trained and scored on a 2-core CPU at N = 64; the book's
+# CPU-preset sections compare with its T = 1000 model.
+ABLATION_ON_CPU = RESULTS / "ablation_on_cpu.json"
+# The first GPU run of the "gpu" preset, with an EMA of 0.9995 that kept 11% of the initial weights (dgm.train's
+# EMA_INITIAL_LIMIT): the book's reason for its shorter EMA.
+GPU_EMA_TRIAL = RESULTS / "gpu_ema_0.9995_ablation.json"
 # (sampler, sigma, steps): steps None is the full chain of T steps; DDIM adds no noise, so it has no sigma.
 SETTINGS = (("ancestral", "beta", None), ("ancestral", "posterior", None),
             ("ancestral", "beta", 100), ("ancestral", "posterior", 100),
@@ -65,8 +71,9 @@ def describe_model(run):
 
 
 def run_ablation(models=MODELS + RESCALED_MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ablation_grids",
-                 data=None, classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None):
-    """Every model x every setting of SETTINGS at ``n`` samples from ``seed``; returns the report (a dict).
+                 data=None, classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None, batch_size=256):
+    """Every model x every setting of SETTINGS at ``n`` samples from ``seed``, sampled ``batch_size`` at a time;
+    returns the report (a dict).
 
     Rows of a ``previous`` report with the same model checkpoint, setting, n and seed are kept, not sampled again;
     ``save(report)`` is called after every row, so an interrupted run resumes where it stopped.
@@ -78,10 +85,13 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=64, seed=0, device="auto", g
     classifier = load_classifier(classifier_path)
     reference = test_statistics(classifier, data)
     floor = real_data_floor(n, classifier, reference, data, seed)
-    report = {"n": n, "seed": seed, "floor": floor, "models": described, "rows": [], "complete": False,
-              "classifier": Path(classifier_path).name,
+    report = {"n": n, "seed": seed, "batch_size": batch_size, "floor": floor, "models": described, "rows": [],
+              "complete": False, "classifier": Path(classifier_path).name,
               "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                          "torch_threads": torch.get_num_threads(), "torch": torch.__version__}}
+                          "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "device": hardware_name(select_device(device))}}
+    if (previous or {}).get("batch_size", 256) != batch_size:  # other batches draw other samples: keep no rows
+        previous = None
     saved_at = {model["name"]: model["saved_at"] for model in (previous or {}).get("models", [])}
     kept = {row_key(row, saved_at[row["model"]]): row for row in (previous or {}).get("rows", [])
             if row["model"] in saved_at and (Path(grids) / row["grid"]).is_file()}
@@ -94,10 +104,11 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=64, seed=0, device="auto", g
             report["rows"].append(kept[row_key(row, model["saved_at"])])
             continue
         images, seconds = sample_run(runs[model["name"]], n, steps, sampler, sigma or "beta", seed, device,
-                                     progress=True)
+                                     batch_size, progress=True)
         save_grid(images[:GRID_SIZE], Path(grids) / f"{name}.png")
         report["rows"].append({**row, **score_images(images, classifier, reference), "fid_floor": floor["fid_mnist"],
-                               "seconds_per_sample": seconds, "grid": f"{name}.png"})
+                               "seconds_per_sample": seconds, "device": report["machine"]["device"],
+                               "grid": f"{name}.png"})
         if save is not None:
             save(report)
     report.update(complete=True, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -245,6 +256,8 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=64, help="samples per row (FID-MNIST depends on it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=256, help="samples drawn at once: on a GPU, all N at "
+                        "once saves launches; another batch size draws other samples from the same seed")
     parser.add_argument("--out", type=Path, default=None, help="report path without suffix (default: "
                         "results/ablation, or runs/ablation_quick/ablation with --quick)")
     parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_N}, written under runs/ (CI, trials)")
@@ -256,7 +269,7 @@ def main(argv=None):
     previous = load_report(out.with_suffix(".json")) if out.with_suffix(".json").is_file() else None
     try:
         report = run_ablation(args.models, n, args.seed, args.device, grids, args.data, previous=previous,
-                              save=lambda partial: write_report(partial, out))
+                              save=lambda partial: write_report(partial, out), batch_size=args.batch_size)
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
     print(text_table(report))

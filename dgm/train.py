@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,11 +144,16 @@ class TrainConfig:
 #   bar's share, and there the U-Net 64/128/256 in the same minutes scored lower (results/cpu_preset_wide.json); over
 #   32,000 steps its full chain stays short of the baseline bar's share, and over 64,000 it does no better. It keeps
 #   its EMA weights every 1,600 steps (book chapter "The number of timesteps", "The 30-minute CPU preset").
-# "ablation": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): 1,700 steps of 128
+# "ablation": the CPU recipe of the T = 500 / 1000 / 2000 models the "gpu" ones replaced (results/ablation_on_cpu.json,
+#   checkpoints/README.md): 1,700 steps of 128
 #   images (3.6 epochs) at the cpu preset's rate, weighting and precision with the U-Net at depth 1, about 17
 #   minutes on 2 cores. The earlier recipe (rate 1e-3, uniform weighting, float32: about 40 minutes) made the longer
 #   runs of results/README.md.
-# "gpu": wider and longer.
+# "gpu": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): the U-Net 64/128/256 (2.9 M
+#   parameters) for 3,722 steps of 256 images (15.9 epochs) at the rate 1e-3, P2-weighted, bfloat16, EMA 0.998: what
+#   2.75 minutes bought on one H200 with the five models training side by side (checkpoints/retrain_on_gpu.sh). An
+#   EMA of 0.9995 over 4,492 steps still held 0.9995^4492 = 11% of the random initial weights and drew blurs
+#   (results/gpu_ema_0.9995_ablation.json); train() warns when that share exceeds EMA_INITIAL_LIMIT.
 PRESETS = {
     "cpu": {"channels": (32, 96, 192), "depth": 2, "batch_size": 32, "minutes": 30, "lr": 4e-3, "warmup_steps": 100,
             "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "precision": "auto",
@@ -155,9 +161,19 @@ PRESETS = {
     "ablation": {"channels": (32, 96, 192), "batch_size": 128, "steps": 1700, "lr": 4e-3, "warmup_steps": 100,
                  "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.995, "precision": "auto",
                  "sample_every": 500, "checkpoint_every": 100},
-    "gpu": {"channels": (64, 128, 256), "batch_size": 256, "steps": 40_000, "lr": 2e-4, "warmup_steps": 1000,
-            "lr_schedule": "cosine", "ema_decay": 0.9995, "sample_every": 2000, "checkpoint_every": 1000},
+    "gpu": {"channels": (64, 128, 256), "batch_size": 256, "steps": 3722, "lr": 1e-3, "warmup_steps": 500,
+            "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "precision": "auto",
+            "sample_every": 2000, "checkpoint_every": 1000},
 }
+
+
+EMA_INITIAL_LIMIT = 0.01  # the largest share of the initial weights that the EMA may keep at the end of a run
+
+
+def ema_initial_share(ema_decay, steps):
+    """The weight that the EMA, started as a copy of the network, still gives its random initial weights after
+    ``steps`` updates: ema_decay ** steps."""
+    return ema_decay ** steps
 
 
 def option_flag(name):
@@ -402,14 +418,23 @@ def load_run(path, device="cpu", weights="ema"):
     return model.to(device).eval(), config, metadata
 
 
-def export_run(run, out):
-    """Copy a run's EMA weights (what sampling uses), config and loss log to ``out``: a few MB to ship, no optimizer."""
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def export_run(run, out, dtype="float32"):
+    """Copy a run's EMA weights (what sampling uses), config and loss log to ``out``: a few MB to ship, no optimizer.
+    ``dtype`` "float16" halves the file; ``load_run`` computes in float32 either way. Exporting an export keeps the
+    name of the training run it came from."""
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(EXPORT_DTYPES)}, got {dtype!r}")
     source = run_folder_checkpoint(run)
     tensors, metadata = load_checkpoint(source, CHECKPOINT_FORMAT)
-    ema = {name: tensor for name, tensor in tensors.items() if name.startswith("ema.")}
+    ema = {name: tensor.to(EXPORT_DTYPES[dtype]) if tensor.is_floating_point() else tensor
+           for name, tensor in tensors.items() if name.startswith("ema.")}
     if not ema:
         raise CheckpointError(f"{source} has no EMA weights")
-    out = save_ema_weights(out, ema, {**metadata, "exported_from": str(run)})
+    out = save_ema_weights(out, ema, {**metadata, "exported_from": metadata.get("exported_from", str(run)),
+                                      "weights_dtype": dtype})
     log = source.parent / LOSS_LOG
     if log.is_file():
         shutil.copyfile(log, out / LOSS_LOG)
@@ -420,9 +445,11 @@ def export_main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm export", description=export_run.__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="run folder written by `dgm train`")
     parser.add_argument("--out", required=True, help="folder to write (e.g. checkpoints/ddpm_mnist_T1000)")
+    parser.add_argument("--dtype", choices=sorted(EXPORT_DTYPES), default="float32",
+                        help="stored precision of the weights (float16: half the size; sampling computes in float32)")
     args = parser.parse_args(argv)
     try:
-        out = export_run(args.ckpt, args.out)
+        out = export_run(args.ckpt, args.out, args.dtype)
     except CheckpointError as error:
         parser.exit(2, f"error: {error}\n")
     print(f"exported the EMA weights of {args.ckpt} to {out}")
@@ -529,6 +556,10 @@ def _train(config, resume, progress, out, device, distributed):
         if progress and distributed.main:
             tqdm.write(f"{config.minutes:g} minutes at {config.batch_size / pace:.0f} images/s: {steps:,} steps")
 
+    if not resume and ema_initial_share(config.ema_decay, steps) > EMA_INITIAL_LIMIT:
+        warnings.warn(f"after {steps:,} steps an EMA of {config.ema_decay:g} still holds "
+                      f"{ema_initial_share(config.ema_decay, steps):.1%} of the random initial weights, which blurs "
+                      "its samples: lower --ema-decay or train longer", stacklevel=2)
     log, writer = None, None
     if distributed.main:
         out.mkdir(parents=True, exist_ok=True)

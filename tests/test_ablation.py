@@ -48,8 +48,9 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
         assert 0 <= row["share_confident"] <= 1 and 0.1 <= row["mean_confidence"] <= 1
         assert 0 <= row["label_entropy"] <= math.log(10) + 1e-9
         assert row["fid_mnist"] > 0 and row["fid_floor"] == report["floor"]["fid_mnist"]
-        assert row["seconds_per_sample"] > 0
+        assert row["seconds_per_sample"] > 0 and row["device"] == report["machine"]["device"]
         assert (tmp_path / "ablation_grids" / row["grid"]).is_file()
+    assert report["batch_size"] == 256 and "threads" in report["machine"]["device"]  # a CPU's name
     with open(out.with_suffix(".csv"), newline="") as file:
         assert len(list(csv.DictReader(file))) == len(rows)
 
@@ -63,6 +64,13 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     again = json.loads(out.with_suffix(".json").read_text())
     assert len(sampled) == 1 and sampled[0][2] == rows[3]["steps"] and again["complete"]
     assert again["rows"][:3] == rows[:3] and again["rows"][4:] == rows[4:]
+
+    # Another batch size draws other samples from the same seed, so no row is kept.
+    sampled.clear()
+    assert cli.main(["ablation", "--quick", "--batch-size", "5", "--models", *map(str, tiny_runs), "--out",
+                     str(out)]) == 0
+    rebatched = json.loads(out.with_suffix(".json").read_text())
+    assert len(sampled) == len(rows) and rebatched["batch_size"] == 5
 
 
 def test_row_names_are_stable():

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from safetensors.torch import load_file
 import dgm
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import load_mnist
-from dgm.train import (BUDGET_SHARE, CHECKPOINT_FORMAT, PRESETS, TrainConfig, autocast_context, export_run,
+from dgm.train import (BUDGET_SHARE, CHECKPOINT_FORMAT, PRESETS, TrainConfig, autocast_context, ema_initial_share,
+                       export_run,
                        learning_rate, load_run, resolve_precision, run_folder_checkpoint, seconds_per_step,
                        select_device, snapshot_folder, steps_for_budget, total_steps, train)
 from dgm.schedules import cosine_schedule
@@ -263,6 +265,31 @@ def test_export_keeps_the_ema_weights_and_refuses_to_train_on(tmp_path, one_thre
     before = {path.name: path.read_bytes() for path in shipped.iterdir()}
     assert train(tiny_config(shipped), resume=True, progress=False) == shipped  # finished: nothing to resume
     assert {path.name: path.read_bytes() for path in shipped.iterdir()} == before
+
+
+def test_training_warns_when_the_ema_would_still_hold_the_initial_weights(tmp_path, one_thread):
+    assert ema_initial_share(0.9995, 4492) == pytest.approx(0.1058, abs=1e-4)  # the gpu preset's first EMA
+    with pytest.warns(UserWarning, match="still holds 99.6% of the random initial weights"):
+        train(tiny_config(tmp_path / "slow", ema_decay=0.999), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(tiny_config(tmp_path / "fast", ema_decay=0.25), progress=False)  # 0.25 ** 4 = 0.4%: no warning
+
+
+def test_a_float16_export_halves_the_weights_and_samples_in_float32(tmp_path, one_thread):
+    out = train(tiny_config(tmp_path / "run"), progress=False)
+    full = export_run(out, tmp_path / "full")
+    half = export_run(full, tmp_path / "half", dtype="float16")  # an export of an export
+    weights = {path: load_file(run_folder_checkpoint(path)) for path in (full, half)}
+    assert {tensor.dtype for tensor in weights[half].values()} == {torch.float16}
+    assert run_folder_checkpoint(half).stat().st_size < 0.6 * run_folder_checkpoint(full).stat().st_size
+    model, _, metadata = load_run(half)
+    assert metadata["weights_dtype"] == "float16" and metadata["exported_from"] == str(out)
+    for name, tensor in model.eps_model.state_dict().items():
+        assert tensor.dtype == torch.float32
+        assert torch.equal(tensor, weights[full][f"ema.{name}"].half().float())
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        export_run(out, tmp_path / "bad", dtype="bfloat16")
 
 
 def test_keep_every_keeps_the_ema_weights_of_those_steps_and_of_the_last(tmp_path, one_thread):
