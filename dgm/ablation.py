@@ -28,7 +28,7 @@ from dgm.plotting import REPO_ROOT, RESULTS
 from dgm.sampling import sample_run, save_grid
 from dgm.train import hardware_name, load_run, select_device, training_seconds
 
-MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000))  # the "ablation" preset
+MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000))  # the "gpu" preset
 # The extra rows: the same recipe with beta_min and beta_max scaled by 1000/T (dgm train --rescale-betas).
 RESCALED_MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}_rescaled" for T in (500, 2000))
 MODEL_PREFIX = "ddpm_mnist_"  # dropped from model names in grid file names
@@ -45,6 +45,7 @@ SETTINGS = (("ancestral", "beta", None), ("ancestral", "posterior", None),
             ("ancestral", "beta", 50), ("ancestral", "posterior", 50),
             ("ddim", None, 100), ("ddim", None, 50))
 GRID_SIZE = 64  # samples per saved grid
+BATCH_SIZE = 256  # samples drawn at once by default, and by every report that does not record its batch size
 QUICK_N = 16
 # The issue's quality bars: the baseline of Problem 1 (the ablation's T = 1000 model, full chain, sigma^2 = beta) and
 # the CPU preset at 100 respaced steps (the last snapshot of its run, results/cpu_preset_curve.json) after at most
@@ -71,7 +72,7 @@ def describe_model(run):
 
 
 def run_ablation(models=MODELS + RESCALED_MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ablation_grids",
-                 data=None, classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None, batch_size=256):
+                 data=None, classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None, batch_size=BATCH_SIZE):
     """Every model x every setting of SETTINGS at ``n`` samples from ``seed``, sampled ``batch_size`` at a time;
     returns the report (a dict).
 
@@ -90,7 +91,7 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=64, seed=0, device="auto", g
               "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                           "device": hardware_name(select_device(device))}}
-    if (previous or {}).get("batch_size", 256) != batch_size:  # other batches draw other samples: keep no rows
+    if (previous or {}).get("batch_size", BATCH_SIZE) != batch_size:  # other batches draw other samples: keep no rows
         previous = None
     saved_at = {model["name"]: model["saved_at"] for model in (previous or {}).get("models", [])}
     kept = {row_key(row, saved_at[row["model"]]): row for row in (previous or {}).get("rows", [])
@@ -256,7 +257,7 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=64, help="samples per row (FID-MNIST depends on it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=256, help="samples drawn at once: on a GPU, all N at "
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="samples drawn at once: on a GPU, all N at "
                         "once saves launches; another batch size draws other samples from the same seed")
     parser.add_argument("--out", type=Path, default=None, help="report path without suffix (default: "
                         "results/ablation, or runs/ablation_quick/ablation with --quick)")

@@ -556,9 +556,10 @@ def _train(config, resume, progress, out, device, distributed):
         if progress and distributed.main:
             tqdm.write(f"{config.minutes:g} minutes at {config.batch_size / pace:.0f} images/s: {steps:,} steps")
 
-    if not resume and ema_initial_share(config.ema_decay, steps) > EMA_INITIAL_LIMIT:
+    initial_share = ema_initial_share(config.ema_decay, steps)
+    if not resume and initial_share > EMA_INITIAL_LIMIT:
         warnings.warn(f"after {steps:,} steps an EMA of {config.ema_decay:g} still holds "
-                      f"{ema_initial_share(config.ema_decay, steps):.1%} of the random initial weights, which blurs "
+                      f"{initial_share:.1%} of the random initial weights, which blurs "
                       "its samples: lower --ema-decay or train longer", stacklevel=2)
     log, writer = None, None
     if distributed.main:
