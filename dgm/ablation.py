@@ -3,9 +3,9 @@ and 50 steps, and by DDIM, and scored by the project's classifier; also T = 500 
 
 Book chapters "The number of timesteps" and "Respacing for fast sampling". ``dgm ablation`` writes
 ``results/ablation.json`` and ``.csv`` and one sample grid per row under ``results/ablation_grids/``. Every row
-draws N samples from the same seed, so rows of one model start from the same x_T and all rows compare. The report
-is saved after every row and finished rows are kept, so an interrupted run resumes where it stopped;
-``--quick`` runs the same grid at N = 16 into ``runs/ablation_quick/`` (CI, trials).
+draws N samples from the same seed, so rows of one model sampled on one device start from the same x_T and all rows
+compare. The report is saved after every row and finished rows are kept, so an interrupted run resumes where it
+stopped; ``--quick`` runs the same grid at N = 16 into ``runs/ablation_quick/`` (CI, trials).
 """
 
 import argparse
@@ -46,6 +46,7 @@ SETTINGS = (("ancestral", "beta", None), ("ancestral", "posterior", None),
             ("ddim", None, 100), ("ddim", None, 50))
 GRID_SIZE = 64  # samples per saved grid
 BATCH_SIZE = 256  # samples drawn at once by default, and by every report that does not record its batch size
+DEFAULT_N = 64  # samples per row of a new report when --n is not given
 QUICK_N = 16
 # The issue's quality bars: the baseline of Problem 1 (the ablation's T = 1000 model, full chain, sigma^2 = beta) and
 # the CPU preset at 100 respaced steps (the last snapshot of its run, results/cpu_preset_curve.json) after at most
@@ -71,7 +72,7 @@ def describe_model(run):
             "training_seconds": training_seconds(run, config.batch_size), "config": config.to_dict()}
 
 
-def run_ablation(models=MODELS + RESCALED_MODELS, n=64, seed=0, device="auto", grids=RESULTS / "ablation_grids",
+def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="auto", grids=RESULTS / "ablation_grids",
                  data=None, classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None, batch_size=BATCH_SIZE):
     """Every model x every setting of SETTINGS at ``n`` samples from ``seed``, sampled ``batch_size`` at a time;
     returns the report (a dict).
@@ -207,32 +208,38 @@ TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", "s
                  "label entropy / log 10", "s per image")
 
 
-def table_cells(report, rows):
-    """One list of formatted cells (TABLE_COLUMNS) per line: the real-data floor first, then ``rows``."""
+def table_lines(report, rows):
+    """The header (TABLE_COLUMNS) and one list of formatted cells per line: the real-data floor first, then
+    ``rows``. Rows sampled on more than one device add a column naming each row's, since their seconds per image
+    compare only within one device and a device's random generator draws its own x_T from the same seed."""
     uniform = math.log(CLASSES)
     floor = report["floor"]
-    lines = [[f"real MNIST ({report['n']} training images)", "", "", f"{floor['fid_mnist']:.1f}",
+    by_device = len({row.get("device") for row in rows}) > 1
+    lines = [list(TABLE_COLUMNS) + ["device"] * by_device,
+             [f"real MNIST ({report['n']} training images)", "", "", f"{floor['fid_mnist']:.1f}",
               f"{floor['mean_confidence']:.3f}", f"{floor['share_confident']:.3f}",
-              f"{floor['label_entropy'] / uniform:.3f}", ""]]
+              f"{floor['label_entropy'] / uniform:.3f}", ""] + [""] * by_device]
     for row in rows:
         sampler = row["sampler"] + (f", sigma^2 = {'beta' if row['sigma'] == 'beta' else 'beta_tilde'}"
                                     if row["sigma"] else "")
         lines.append([row["model"], sampler, str(row["steps"]), f"{row['fid_mnist']:.1f}",
                       f"{row['mean_confidence']:.3f}", f"{row['share_confident']:.3f}",
-                      f"{row['label_entropy'] / uniform:.3f}", f"{row['seconds_per_sample']:.3f}"])
+                      f"{row['label_entropy'] / uniform:.3f}", f"{row['seconds_per_sample']:.3f}"]
+                     + [row.get("device") or "unrecorded"] * by_device)
     return lines
 
 
 def markdown_table(report, rows):
     """Rows of the report as a Markdown table, with the real-data floor as the first line (the book's tables)."""
-    lines = [list(TABLE_COLUMNS), ["---"] * len(TABLE_COLUMNS)] + table_cells(report, rows)
+    header, *lines = table_lines(report, rows)
+    lines = [header, ["---"] * len(header)] + lines
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 def text_table(report):
     """Every row of the report as aligned text, the real-data floor first (what ``dgm ablation`` prints)."""
-    lines = [list(TABLE_COLUMNS)] + table_cells(report, report["rows"])
-    widths = [max(len(cells[column]) for cells in lines) for column in range(len(TABLE_COLUMNS))]
+    lines = table_lines(report, report["rows"])
+    widths = [max(len(cells[column]) for cells in lines) for column in range(len(lines[0]))]
     return "\n".join("  ".join(cell.ljust(width) if column < 2 else cell.rjust(width)
                                for column, (cell, width) in enumerate(zip(cells, widths))).rstrip()
                      for cells in lines)
@@ -254,23 +261,37 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm ablation", description=__doc__.splitlines()[0] + " ...")
     parser.add_argument("--models", nargs="+", default=[str(m) for m in MODELS + RESCALED_MODELS],
                         help="run folders to compare")
-    parser.add_argument("--n", type=int, default=64, help="samples per row (FID-MNIST depends on it)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=None, help="samples per row (FID-MNIST depends on it; default: "
+                        f"the existing report's, else {DEFAULT_N})")
+    parser.add_argument("--seed", type=int, default=None, help="default: the existing report's, else 0")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="samples drawn at once: on a GPU, all N at "
-                        "once saves launches; another batch size draws other samples from the same seed")
+    parser.add_argument("--batch-size", type=int, default=None, help="samples drawn at once: on a GPU, all N at "
+                        "once saves launches; another batch size draws other samples from the same seed (default: "
+                        f"the existing report's, else {BATCH_SIZE})")
+    parser.add_argument("--replace", action="store_true",
+                        help="allow an N, seed or batch size other than the existing report's, which samples every "
+                        "row anew and replaces it")
     parser.add_argument("--out", type=Path, default=None, help="report path without suffix (default: "
                         "results/ablation, or runs/ablation_quick/ablation with --quick)")
     parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_N}, written under runs/ (CI, trials)")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
-    n = QUICK_N if args.quick else args.n
     out = args.out or (REPO_ROOT / "runs" / "ablation_quick" / "ablation" if args.quick else RESULTS / "ablation")
     grids = out.parent / f"{out.name}_grids"
     previous = load_report(out.with_suffix(".json")) if out.with_suffix(".json").is_file() else None
+    # Unset options resume the existing report; set to other values, they would discard its rows, which took hours.
+    existing = {"n": DEFAULT_N, "seed": 0, "batch_size": BATCH_SIZE, **{key: previous[key] for key in
+                ("n", "seed", "batch_size") if key in (previous or {})}}
+    chosen = {"n": QUICK_N if args.quick else args.n, "seed": args.seed, "batch_size": args.batch_size}
+    settings = {key: existing[key] if value is None else value for key, value in chosen.items()}
+    changed = [f"{key} {existing[key]} -> {settings[key]}" for key in settings if settings[key] != existing[key]]
+    if previous is not None and changed and not args.replace:
+        parser.exit(2, f"error: {out.with_suffix('.json')} holds {len(previous['rows'])} rows that these settings "
+                    f"would sample anew ({', '.join(changed)}): pass --replace to do so, or --out for a new report\n")
     try:
-        report = run_ablation(args.models, n, args.seed, args.device, grids, args.data, previous=previous,
-                              save=lambda partial: write_report(partial, out), batch_size=args.batch_size)
+        report = run_ablation(args.models, settings["n"], settings["seed"], args.device, grids, args.data,
+                              previous=previous, save=lambda partial: write_report(partial, out),
+                              batch_size=settings["batch_size"])
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
     print(text_table(report))

@@ -100,6 +100,9 @@ def train_classifier(out=DEFAULT_CLASSIFIER, epochs=4, batch_size=128, lr=2e-3, 
     Noise images in every batch are pushed towards the uniform prediction (outlier exposure), so that samples
     that look like no digit get low confidence instead of an arbitrary confident label.
     """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     device = select_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -209,10 +212,14 @@ def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", se
                  classifier_path=DEFAULT_CLASSIFIER, data=None):
     """Sample n images from a run and score them; the report also holds seconds per sample, the settings and the
     run's training step and T."""
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
     _, metadata = load_checkpoint(run_folder_checkpoint(ckpt), CHECKPOINT_FORMAT)
-    images, seconds = sample_run(ckpt, n, steps, sampler, sigma, seed, device, progress=True)
+    # the classifier and the test set first: a bad path or missing data should stop the run before it samples
     classifier = load_classifier(classifier_path, device=select_device(device))
-    report = evaluate_images(images, classifier=classifier, data=data, seed=seed)
+    reference = test_statistics(classifier, data)
+    images, seconds = sample_run(ckpt, n, steps, sampler, sigma, seed, device, progress=True)
+    report = evaluate_images(images, classifier=classifier, data=data, seed=seed, reference=reference)
     report["samples"]["seconds_per_sample"] = seconds
     report["settings"] = {"ckpt": str(ckpt), "steps": steps, "n": n, "sampler": sampler, "sigma": sigma,
                           "seed": seed, "classifier": Path(classifier_path).name, "evaluated_at": time.strftime("%c"),
@@ -247,7 +254,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     parser.add_argument("--data", default=None)
-    parser.add_argument("--json", type=Path, default=None, help="report path (default: RUN/eval_steps-K_n-N.json)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="report path (default: RUN/eval_SAMPLER[-SIGMA]_steps-K_n-N_seed-S.json)")
     args = parser.parse_args(argv)
     try:
         report = evaluate_run(args.ckpt, args.steps, args.n, args.sampler, args.sigma, args.seed, args.device,
@@ -255,7 +263,9 @@ def main(argv=None):
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
     run_folder = Path(args.ckpt) if Path(args.ckpt).is_dir() else Path(args.ckpt).parent
-    path = args.json or run_folder / f"eval_steps-{args.steps or 'all'}_n-{args.n}.json"
+    sampler = args.sampler + (f"-{args.sigma}" if args.sampler == "ancestral" else "")
+    path = args.json or run_folder / f"eval_{sampler}_steps-{args.steps or 'all'}_n-{args.n}_seed-{args.seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(format_table(report))
     print(f"report: {path}")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torchvision.utils import save_image
 
 from dgm.checkpoint import CheckpointError
@@ -20,6 +21,8 @@ from dgm.train import load_run, select_device
 def sample_run(ckpt, n=64, steps=None, sampler="ancestral", sigma="beta", seed=0, device="auto", batch_size=256,
                progress=False):
     """(images in [-1, 1] on the CPU, seconds per image) from the EMA weights of run ``ckpt``, in batches."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = select_device(device)
@@ -34,6 +37,13 @@ def sample_run(ckpt, n=64, steps=None, sampler="ancestral", sigma="beta", seed=0
                                     generator=generator, progress=progress).float().cpu())
     seconds = time.perf_counter() - start
     return torch.cat(batches).clamp(-1, 1), seconds / n
+
+
+def check_image_path(path):
+    """Refuse an output path that PIL cannot write an image to, before the samples are drawn, not after."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in Image.registered_extensions():
+        raise ValueError(f"--out must name an image file such as grid.png, got {str(path)!r}")
 
 
 def save_grid(images, path, nrow=None):
@@ -56,6 +66,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     try:
+        check_image_path(args.out)
         images, seconds = sample_run(args.ckpt, args.n, args.steps, args.sampler, args.sigma, args.seed, args.device,
                                      progress=True)
     except (ValueError, CheckpointError) as error:

@@ -83,7 +83,8 @@ def noise_schedule_tables(name, beta_min, beta_max, T):
 
 
 def respaced_timesteps(T, steps):
-    """``steps`` timesteps evenly spaced over 0..T-1, ascending, including 0 and T-1 (Problem 2, part 2)."""
+    """``steps`` timesteps evenly spaced over 0..T-1, ascending, including 0 and T-1 (Problem 2, part 2); a single
+    step is T-1 alone, the jump from pure noise to the data."""
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in 1..T={T}, got {steps!r}")
     if steps == 1:

@@ -1,7 +1,8 @@
 """The VP-SDE and a 1-D Gaussian mixture with its exact marginals and score (book chapter "Continuous time").
 
 Formulas come from ``derivations/vp_sde.py`` and ``derivations/mixture.py`` through ``dgm.closed_forms``.
-Densities and scores accept NumPy arrays (float64) or torch tensors (autograd works); the simulators are NumPy.
+Densities and scores accept NumPy arrays (float64) or torch tensors (autograd works); the simulators step in the
+input's array type, NumPy or torch.
 """
 
 import numpy as np
@@ -162,6 +163,8 @@ class VPSDE:
         self._check_steps(steps)
         xp, (x,) = as_arrays(x)
         if xp is torch:
+            if isinstance(rng, np.random.Generator):
+                raise ValueError("torch input needs rng as a seed or a torch.Generator, not a numpy Generator")
             generator = rng if isinstance(rng, torch.Generator) or rng is None else (
                 torch.Generator(device=x.device).manual_seed(int(rng)))
 

@@ -34,6 +34,7 @@ DDPM_SAMPLERS = {  # label: keyword arguments of DDPM.sample
     "DDIM (eta = 0)": {"sampler": "ddim"},
 }
 SDE_SAMPLERS = ("reverse SDE", "probability-flow ODE")
+DETERMINISTIC_SAMPLERS = ("DDIM (eta = 0)", "probability-flow ODE")  # the rest draw fresh noise at every step
 BETA_MIN, BETA_MAX = 1e-4, 0.02  # the problem set's discrete schedule
 
 
@@ -143,9 +144,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON path (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
+    if args.quick and args.n != parser.get_default("n"):
+        parser.error("--quick sets n = 5,000: give --quick or --n, not both")
     n = 5_000 if args.quick else args.n
     if n < 2:
         parser.error("--n must be at least 2")
+    if args.seed < 0:
+        parser.error("--seed must be a non-negative integer")
     result = run(n, seed=args.seed)
     save(result, args.out)
     print(f"wrote {args.out} and {args.out.with_suffix('.csv')} ({len(result['rows'])} rows, n = {n:,})")

@@ -94,6 +94,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.keep_every is not None and (not isinstance(self.keep_every, int) or self.keep_every < 1):
             raise ValueError(f"keep_every must be a positive integer or None, got {self.keep_every!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.train_subset is not None and (not isinstance(self.train_subset, int) or self.train_subset < 1):
+            raise ValueError(f"train_subset must be a positive integer or None, got {self.train_subset!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.lr <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
@@ -150,10 +156,11 @@ class TrainConfig:
 #   minutes on 2 cores. The earlier recipe (rate 1e-3, uniform weighting, float32: about 40 minutes) made the longer
 #   runs of results/README.md.
 # "gpu": the recipe of the shipped T = 500 / 1000 / 2000 models (checkpoints/README.md): the U-Net 64/128/256 (2.9 M
-#   parameters) for 3,722 steps of 256 images (15.9 epochs) at the rate 1e-3, P2-weighted, bfloat16, EMA 0.998: what
-#   2.75 minutes bought on one H200 with the five models training side by side (checkpoints/retrain_on_gpu.sh). An
-#   EMA of 0.9995 over 4,492 steps still held 0.9995^4492 = 11% of the random initial weights and drew blurs
-#   (results/gpu_ema_0.9995_ablation.json); train() warns when that share exceeds EMA_INITIAL_LIMIT.
+#   parameters) for 3,722 steps of 256 images (15.9 epochs) at the rate 1e-3, P2-weighted, bfloat16, EMA 0.998: what a
+#   budget of 2.75 minutes bought on one H200 with the five models training side by side (about 2.9 by their loss logs;
+#   checkpoints/retrain_on_gpu.sh). An EMA of 0.9995 over 4,492 steps still held 0.9995^4492 = 11% of the random initial
+#   weights and drew blurs (results/gpu_ema_0.9995_ablation.json); train() warns when that share exceeds
+#   EMA_INITIAL_LIMIT.
 PRESETS = {
     "cpu": {"channels": (32, 96, 192), "depth": 2, "batch_size": 32, "minutes": 30, "lr": 4e-3, "warmup_steps": 100,
             "lr_schedule": "cosine", "loss_weighting": "p2", "ema_decay": 0.998, "precision": "auto",
@@ -182,19 +189,26 @@ def option_flag(name):
 
 
 def select_device(name="auto", local_rank=0):
-    """CUDA (this process's GPU under torchrun) if present, else Apple MPS, else CPU; ``name`` overrides."""
+    """CUDA (this process's GPU under torchrun) if present, else CPU; ``name`` overrides. Apple's MPS is refused: it
+    has no float64, in which the schedule tables and the samplers' long respaced jumps are computed (dgm/ddpm.py)."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {name!r}") from None
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "mps":
+        raise ValueError("device 'mps' is not supported: Apple's GPU has no float64, which the schedule tables need; "
+                         "use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for, but torch finds no CUDA GPU here; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     return device
 
 
@@ -226,7 +240,7 @@ def epoch_order(seed, epoch, size):
 
 def learning_rate(config, step, steps):
     """Linear warm-up over ``warmup_steps`` steps, then constant or (``lr_schedule="cosine"``) a half cosine that
-    reaches zero after step ``steps - 1``: short runs end sharper when the rate decays."""
+    reaches zero at step ``steps - 1`` (so the last update is a no-op): short runs end sharper when the rate decays."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.lr_schedule == "constant":
@@ -427,6 +441,8 @@ def export_run(run, out, dtype="float32"):
     name of the training run it came from."""
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype must be one of {tuple(EXPORT_DTYPES)}, got {dtype!r}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"out must be a folder to export into, but {out} is a file")
     source = run_folder_checkpoint(run)
     tensors, metadata = load_checkpoint(source, CHECKPOINT_FORMAT)
     ema = {name: tensor.to(EXPORT_DTYPES[dtype]) if tensor.is_floating_point() else tensor
@@ -450,7 +466,7 @@ def export_main(argv=None):
     args = parser.parse_args(argv)
     try:
         out = export_run(args.ckpt, args.out, args.dtype)
-    except CheckpointError as error:
+    except (ValueError, CheckpointError) as error:
         parser.exit(2, f"error: {error}\n")
     print(f"exported the EMA weights of {args.ckpt} to {out}")
 

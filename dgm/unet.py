@@ -94,6 +94,8 @@ class UNet(nn.Module):
         super().__init__()
         if len(channels) != 3 or any(int(c) < 1 for c in channels):
             raise ValueError(f"channels must be three positive widths (full, half, quarter), got {channels!r}")
+        if int(channels[0]) % 2:
+            raise ValueError(f"the first width sizes the sinusoidal time embedding, so it must be even, got {channels!r}")
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
         if time_conditioning not in TIME_CONDITIONINGS:
@@ -159,8 +161,9 @@ def training_flops(network, batch_size=1):
     """FLOPs of one forward and backward pass of ``network`` on a batch of 28 x 28 images, what a training step
     costs before the optimizer's elementwise work: how the book and ``benchmarks/train_throughput.py`` size U-Nets.
     The gradients are returned to the counter, not stored, so the network's ``.grad`` stays as it was."""
-    x = torch.zeros(batch_size, network.image_channels, 28, 28)
+    like = next(network.parameters())
+    x = like.new_zeros(batch_size, network.image_channels, 28, 28)
     with FlopCounterMode(display=False) as counter:
-        output = network(x, torch.zeros(batch_size, dtype=torch.long)).square().mean()
+        output = network(x, torch.zeros(batch_size, dtype=torch.long, device=like.device)).square().mean()
         torch.autograd.grad(output, list(network.parameters()))
     return counter.get_total_flops()

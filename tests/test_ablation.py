@@ -9,8 +9,8 @@ import pytest
 import dgm
 from dgm import ablation, cli
 from dgm.ablation import (MODELS, QUALITY_BARS, QUICK_N, RESCALED_MODELS, SETTINGS, check_bars,
-                          check_baseline_evaluation, find_row, row_name, select_models, share_change,
-                          share_standard_error)
+                          check_baseline_evaluation, find_row, markdown_table, row_name, select_models, share_change,
+                          share_standard_error, text_table)
 from dgm.train import TrainConfig, train
 
 TINY_T = 100  # the smallest T that the 100-step rows can respace
@@ -65,10 +65,15 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     assert len(sampled) == 1 and sampled[0][2] == rows[3]["steps"] and again["complete"]
     assert again["rows"][:3] == rows[:3] and again["rows"][4:] == rows[4:]
 
-    # Another batch size draws other samples from the same seed, so no row is kept.
+    # Another batch size draws other samples from the same seed, so no row would be kept: refused without --replace.
     sampled.clear()
-    assert cli.main(["ablation", "--quick", "--batch-size", "5", "--models", *map(str, tiny_runs), "--out",
-                     str(out)]) == 0
+    rebatch = ["ablation", "--quick", "--batch-size", "5", "--models", *map(str, tiny_runs), "--out", str(out)]
+    with pytest.raises(SystemExit) as refused:
+        cli.main(rebatch)
+    assert refused.value.code == 2 and not sampled
+    assert "batch_size 256 -> 5" in capsys.readouterr().err
+    assert json.loads(out.with_suffix(".json").read_text()) == again
+    assert cli.main(rebatch + ["--replace"]) == 0
     rebatched = json.loads(out.with_suffix(".json").read_text())
     assert len(sampled) == len(rows) and rebatched["batch_size"] == 5
 
@@ -81,6 +86,7 @@ def test_row_names_are_stable():
 
 def test_bad_input_exits_with_a_message(tmp_path, capsys):
     for argv in (["ablation", "--models", str(tmp_path / "missing")], ["ablation", "--n", "1"]):
+        argv += ["--out", str(tmp_path / "ablation")]  # a new report: the shipped one must not change
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
         assert exit_info.value.code == 2
@@ -120,6 +126,19 @@ def test_quality_bars_judge_the_baseline_row_and_the_cpu_presets_last_snapshot()
                                                               "steps": 100}})
     with pytest.raises(KeyError, match="T=500"):
         find_row(report, 500)
+
+
+def test_tables_name_the_device_only_when_rows_differ_in_it():
+    scores = {"fid_mnist": 20.0, "mean_confidence": 0.95, "share_confident": 0.9, "label_entropy": 2.3,
+              "seconds_per_sample": 0.01}
+    rows = [{"model": "ddpm_mnist_T1000", "sampler": "ddim", "sigma": None, "steps": steps, "device": device, **scores}
+            for steps, device in ((50, "NVIDIA H200"), (100, "NVIDIA H200"), (50, "a CPU"))]
+    report = {"n": 8, "floor": scores, "rows": rows}
+    one_device = markdown_table(report, rows[:2]).splitlines()
+    assert "device" not in one_device[0] and len(one_device) == 2 + 1 + 2  # header, rule, floor, two rows
+    both = markdown_table(report, rows).splitlines()
+    assert both[0].endswith("| device |") and both[-1].endswith("| a CPU |") and both[-2].endswith("| NVIDIA H200 |")
+    assert text_table(report).splitlines()[0].rstrip().endswith("device")
 
 
 def test_find_row_tells_models_with_the_same_T_apart():

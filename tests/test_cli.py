@@ -57,7 +57,7 @@ def test_train_sample_evaluate_and_resume(tmp_path, capsys, one_thread):
     assert cli.main(["evaluate", "--ckpt", str(run), "--steps", "2", "--n", "8"]) == 0
     table = capsys.readouterr().out
     assert "FID-MNIST" in table and "real floor" in table
-    report = json.loads((run / "eval_steps-2_n-8.json").read_text())
+    report = json.loads((run / "eval_ancestral-beta_steps-2_n-8_seed-0.json").read_text())
     assert report["settings"]["n"] == 8 and report["samples"]["seconds_per_sample"] > 0
     assert (report["settings"]["training_step"], report["settings"]["T"]) == (2, 1000)
     assert report["settings"]["classifier"] == "mnist_classifier.safetensors"
@@ -94,13 +94,33 @@ def test_a_time_budget_is_refused_on_resume(tmp_path, capsys):
 def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
-    for argv in (["sample", "--ckpt", str(broken)], ["evaluate", "--ckpt", str(broken), "--n", "2"],
-                 ["train", "--resume", "--out", str(tmp_path / "none")], ["train", "--batch-size", "0"]):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [(["sample", "--ckpt", str(broken)], ""), (["evaluate", "--ckpt", str(broken), "--n", "2"], ""),
+             (["train", "--resume", "--out", str(tmp_path / "none")], ""), (["train", "--batch-size", "0"], ""),
+             # each of these is caught before anything is loaded, sampled or trained
+             (["sample", "--ckpt", str(broken), "--n", "0"], "n must be a positive integer"),
+             (["sample", "--ckpt", str(broken), "--out", str(tmp_path / "grid")], "must name an image file"),
+             (["sample", "--ckpt", str(broken), "--device", "mps"], "no float64"),
+             (["evaluate", "--ckpt", str(broken), "--n", "1"], "n must be an integer >= 2"),
+             (["export", "--ckpt", str(broken), "--out", str(a_file)], "is a file"),
+             (["train", "--seed", "-1"], "seed must be a non-negative integer"),
+             (["train-classifier", "--batch-size", "0", "--out", str(tmp_path / "c.safetensors")],
+              "batch_size must be a positive integer")]
+    for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
-        assert err.startswith("error:") and "Traceback" not in err
+        assert err.startswith("error:") and "Traceback" not in err and message in err, (argv, err)
+
+
+def test_toy_ablation_refuses_quick_with_n_and_a_negative_seed(capsys):
+    for argv, message in ((["toy-ablation", "--quick", "--n", "10"], "not both"),
+                          (["toy-ablation", "--seed", "-1"], "non-negative")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_train_options_with_fixed_values_list_them(capsys):

@@ -64,6 +64,17 @@ def test_hand_checked_values():
     assert closed_forms.diffused_variance(0.0, -1e-12) == pytest.approx(1e-12 - 5e-25, rel=1e-15)
 
 
+def test_integer_tensors_are_computed_in_floating_point():
+    """A timestep index as a long tensor must not truncate the float constants to integers."""
+    steps = torch.arange(3)
+    torch.testing.assert_close(closed_forms.linear_beta(steps, 1e-4, 0.02, 3),
+                               torch.tensor([1e-4, 0.01005, 0.02], dtype=torch.get_default_dtype()))
+    torch.testing.assert_close(closed_forms.vp_log_alpha_bar(torch.tensor([0, 1]), 0.1, 20.0),
+                               torch.tensor([0.0, -(0.1 + 19.9 / 2)]))
+    mixed = closed_forms.linear_beta(steps, torch.tensor(1e-4, dtype=torch.float64), 0.02, 3)
+    assert mixed.dtype == torch.float64  # a floating tensor among the arguments sets the dtype
+
+
 def test_holds_rejects_a_false_step():
     x = sp.Symbol("x")
     with pytest.raises(AssertionError, match="wrong on purpose"):

@@ -75,6 +75,8 @@ def test_invalid_sde_and_steps_are_refused(mixture):
         VPSDE(beta_min=5.0, beta_max=1.0)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         VPSDE().sample_forward(mixture.sample(10, 0), steps=0)
+    with pytest.raises(ValueError, match="not a numpy Generator"):
+        VPSDE().sample_forward(torch.zeros(3), steps=2, rng=np.random.default_rng(0))
 
 
 def test_forward_sde_reaches_the_closed_form_marginal(mixture):

@@ -75,3 +75,9 @@ def test_cli_quick_run_writes_json_and_csv(tmp_path, monkeypatch):
     rows = toy_ablation.json.loads(out.read_text())["rows"]
     assert [(row["T"], row["steps"]) for row in rows] == [(500, 10), (500, 500)]
     assert out.with_suffix(".csv").read_text().splitlines()[0].startswith("T,sampler,steps,wasserstein,ks")
+
+
+def test_the_deterministic_samplers_are_samplers_of_the_grid():
+    """The book's verdicts split the grid's samplers by this list; a renamed sampler must not drop out of it."""
+    grid = set(toy_ablation.DDPM_SAMPLERS) | set(toy_ablation.SDE_SAMPLERS)
+    assert set(toy_ablation.DETERMINISTIC_SAMPLERS) < grid

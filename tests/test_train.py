@@ -68,6 +68,12 @@ def test_config_rejects_bad_values():
         TrainConfig(minutes=0)
     with pytest.raises(ValueError, match="epochs or minutes, not both"):
         TrainConfig(epochs=1, minutes=30)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        TrainConfig(seed=-1)
+    with pytest.raises(ValueError, match="train_subset must be a positive integer"):
+        TrainConfig(train_subset=-5)  # would have sliced off the last five images
+    with pytest.raises(ValueError, match="weight_decay"):
+        TrainConfig(weight_decay=-1.0)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -131,10 +137,13 @@ def test_a_time_budget_sets_the_steps_a_resumed_run_keeps(tmp_path, one_thread, 
 
 def test_device_selection():
     assert select_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    assert select_device("auto").type == expected
-    with pytest.raises(ValueError, match="device"):
-        select_device("tpu")
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for name, message in (("tpu", "device must be"), ("mps", "no float64"), ("xpu", "device must be")):
+        with pytest.raises(ValueError, match=message):
+            select_device(name)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            select_device("cuda")
 
 
 @pytest.mark.parametrize("native", [False, True])

@@ -115,6 +115,8 @@ def test_bad_arguments_are_named():
             UNet(channels=TINY, depth=depth)
     with pytest.raises(ValueError, match="time_conditioning"):
         UNet(channels=TINY, time_conditioning="film")
+    with pytest.raises(ValueError, match="must be even"):
+        UNet(channels=(3, 8, 8))
     with pytest.raises(ValueError, match="x must have shape"):
         UNet(channels=TINY)(torch.randn(2, 1, 30, 30), 0)
     with pytest.raises(ValueError, match="x must have shape"):
@@ -132,3 +134,4 @@ def test_training_flops_count_a_forward_and_a_backward_pass(one_thread):
     assert 2 * forward < flops <= 3 * forward
     assert training_flops(model, batch_size=4) == 4 * flops
     assert all(parameter.grad is None for parameter in model.parameters())
+    assert training_flops(UNet(channels=TINY).double()) == flops  # the inputs follow the network's dtype
