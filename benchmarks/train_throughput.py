@@ -47,7 +47,7 @@ def main(argv=None):
                         help="batch sizes to compare (default: the cpu and ablation presets')")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (each variant's best is kept)")
     parser.add_argument("--channels", type=int, nargs=3, default=list(CPU_PRESET.channels),
-                        help="U-Net widths (default: the cpu preset's, the shipped models')")
+                        help="U-Net widths (default: the cpu preset's)")
     parser.add_argument("--depth", type=int, default=CPU_PRESET.depth,
                         help="residual blocks per path at 14 x 14 and 7 x 7 (default: the cpu preset's)")
     parser.add_argument("--time-conditioning", choices=TIME_CONDITIONINGS,

@@ -9,12 +9,14 @@
 # 2. Train T = 500, 1000, 2000 with the problem set's betas and T = 500, 2000 with --rescale-betas, side by side
 #    (one process each, OMP_NUM_THREADS=2), into runs/gpu/. Extra options go to every `dgm train`.
 # 3. `dgm export --dtype float16` each into checkpoints/ (6 MB each) and pack them into PACK/models.tar.gz-* (parts
-#    of at most 15 MiB).
-# 4. `dgm ablation --n N`, all N samples of a row at once, T = 1000 first (its full-chain row is the baseline bar's
-#    verdict), then PACK/results.tar.gz: results/ablation.*, the grids and the training logs.
+#    of at most 15 MiB); also export each in float32 into runs/gpu_fp32/, the weights the ablation scores.
+# 4. `dgm ablation --n N --batch-size N` of the float32 exports, all N samples of a row at once, T = 1000 first (its
+#    full-chain row is the baseline bar's verdict), then PACK/results.tar.gz: results/ablation.*, the grids and the
+#    training logs.
 #    Unpack in the repository's root: cat PACK/models.tar.gz-* | tar -xz; tar -xzf PACK/results.tar.gz
 # With DEADLINE set (seconds from the start), the ablation is stopped in time to pack what it finished: it saves after
-# every row, and `dgm ablation --n N` run again later resumes it.
+# every row, and `dgm ablation --models runs/gpu_fp32/ddpm_mnist_*` run again later resumes it with the report's N
+# and batch.
 #
 # On the lent GPU machine, which has torch but no MNIST and no network, carry the IDX files compressed. Here, once:
 #   echo /.carry/ >> .git/info/exclude; mkdir -p .carry; tar -czf .carry/mnist.tar.gz data/MNIST/raw
@@ -69,8 +71,8 @@ pack_results() {
 
 mkdir -p "$PACK"
 trap pack_results EXIT  # the logs come back even when a step fails
-rm -rf runs/gpu runs/gpu_probe results/ablation.json results/ablation.csv results/ablation_grids
-mkdir -p runs/gpu runs/gpu_probe
+rm -rf runs/gpu runs/gpu_probe runs/gpu_fp32 results/ablation.json results/ablation.csv results/ablation_grids
+mkdir -p runs/gpu runs/gpu_probe runs/gpu_fp32
 log "probe: $PROBE_STEPS steps of each run, side by side"
 train_all runs/gpu_probe "$PROBE_STEPS"
 STEPS=$("$PYTHON" - "$MINUTES" runs/gpu_probe <<'EOF'
@@ -94,12 +96,14 @@ log "exporting; the T = 1000 run's last step: $(tail -n 1 runs/gpu/T1000/loss.cs
 for model in "${MODELS[@]}"; do
     "$PYTHON" -m dgm export --ckpt "runs/gpu/$(run_name "$model")" --out "checkpoints/ddpm_mnist_$(run_name "$model")" \
         --dtype float16 &
+    "$PYTHON" -m dgm export --ckpt "runs/gpu/$(run_name "$model")" \
+        --out "runs/gpu_fp32/ddpm_mnist_$(run_name "$model")" &
 done
 wait
 tar -cz checkpoints/ddpm_mnist_T* | split -b 15M - "$PACK/models.tar.gz-"
 log "ablation: N = $N"
 ABLATION=("$PYTHON" -m dgm ablation --n "$N" --batch-size "$N" --models
-          $(for model in "${MODELS[@]}"; do echo "checkpoints/ddpm_mnist_$(run_name "$model")"; done))
+          $(for model in "${MODELS[@]}"; do echo "runs/gpu_fp32/ddpm_mnist_$(run_name "$model")"; done))
 if [ -n "$DEADLINE" ]; then
     left=$((DEADLINE - SECONDS - PACK_SECONDS))
     ABLATION=(timeout $((left > 1 ? left : 1)) "${ABLATION[@]}")

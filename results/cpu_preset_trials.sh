@@ -5,7 +5,7 @@
 # per path at 14 x 14 and 7 x 7 (--depth 2). They train two side by side with one thread each (with one thread, a
 # trial's weights do not depend on what else runs); then each is scored like the preset by `dgm learning-curve`
 # (100 respaced steps, sigma^2 = beta_tilde, N = 256) into results/cpu_preset_trials/NAME.json. About 75 minutes
-# on this 2-core machine.
+# on the 2-core CPU that ran them.
 # Run from the repository root: bash results/cpu_preset_trials.sh
 set -euo pipefail
 DGM=${DGM:-.venv/bin/dgm}

@@ -12,7 +12,8 @@
 # drawn in proportion to P2's weights instead of weighting the terms; longer EMAs average the same training; and
 # float32 trains it as `--precision auto` does on a CPU without native bfloat16 (its minutes are its own hardware's:
 # the learning curve records it).
-# About fifteen hours on this 2-core machine; run some variants with `bash results/cpu_preset_variants.sh NAME ...`.
+# About fifteen hours on the 2-core AMD EPYC with AVX512-BF16 that ran them; run some variants with
+# `bash results/cpu_preset_variants.sh NAME ...`.
 # A variant whose run folder holds a checkpoint resumes from it, and a finished one is only scored again: the script
 # can be stopped and run again.
 # Run from the repository root: bash results/cpu_preset_variants.sh
