@@ -208,10 +208,15 @@ TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", "s
                  "label entropy / log 10", "s per image")
 
 
-def table_lines(report, rows):
+SIGMA_LABELS = {"beta": ("sigma^2 = beta", r"$\sigma^2 = \beta$"),  # a row's sigma as text and as MyST math
+                "posterior": ("sigma^2 = beta_tilde", r"$\sigma^2 = \tilde\beta$")}
+
+
+def table_lines(report, rows, typeset=False):
     """The header (TABLE_COLUMNS) and one list of formatted cells per line: the real-data floor first, then
-    ``rows``. Rows sampled on more than one device add a column naming each row's, since their seconds per image
-    compare only within one device and a device's random generator draws its own x_T from the same seed."""
+    ``rows``, with sigma^2 written as MyST math if ``typeset``. Rows sampled on more than one device add a column
+    naming each row's, since their seconds per image compare only within one device and a device's random generator
+    draws its own x_T from the same seed."""
     uniform = math.log(CLASSES)
     floor = report["floor"]
     by_device = len({row.get("device") for row in rows}) > 1
@@ -220,8 +225,7 @@ def table_lines(report, rows):
               f"{floor['mean_confidence']:.3f}", f"{floor['share_confident']:.3f}",
               f"{floor['label_entropy'] / uniform:.3f}", ""] + [""] * by_device]
     for row in rows:
-        sampler = row["sampler"] + (f", sigma^2 = {'beta' if row['sigma'] == 'beta' else 'beta_tilde'}"
-                                    if row["sigma"] else "")
+        sampler = row["sampler"] + (", " + SIGMA_LABELS[row["sigma"]][typeset] if row["sigma"] else "")
         lines.append([row["model"], sampler, str(row["steps"]), f"{row['fid_mnist']:.1f}",
                       f"{row['mean_confidence']:.3f}", f"{row['share_confident']:.3f}",
                       f"{row['label_entropy'] / uniform:.3f}", f"{row['seconds_per_sample']:.3f}"]
@@ -231,7 +235,7 @@ def table_lines(report, rows):
 
 def markdown_table(report, rows):
     """Rows of the report as a Markdown table, with the real-data floor as the first line (the book's tables)."""
-    header, *lines = table_lines(report, rows)
+    header, *lines = table_lines(report, rows, typeset=True)
     lines = [header, ["---"] * len(header)] + lines
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 

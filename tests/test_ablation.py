@@ -139,6 +139,9 @@ def test_tables_name_the_device_only_when_rows_differ_in_it():
     both = markdown_table(report, rows).splitlines()
     assert both[0].endswith("| device |") and both[-1].endswith("| a CPU |") and both[-2].endswith("| NVIDIA H200 |")
     assert text_table(report).splitlines()[0].rstrip().endswith("device")
+    posterior = [{**rows[0], "sampler": "ancestral", "sigma": "posterior"}]
+    assert r"ancestral, $\sigma^2 = \tilde\beta$" in markdown_table(report, posterior)  # MyST math in the book
+    assert "ancestral, sigma^2 = beta_tilde" in text_table({**report, "rows": posterior})  # plain in a terminal
 
 
 def test_find_row_tells_models_with_the_same_T_apart():

@@ -1,4 +1,5 @@
-"""The built handout, read as a person would: headless Chromium, math rendered, every image loaded, nothing remote.
+"""The built handout, read as a person would: headless Chromium, math and tables rendered, every image loaded, nothing
+remote.
 
 Needs `make book` first and Debian's chromium and chromium-driver; skipped without them, except in CI (CI=true),
 where .ci/run provides both and a missing one is a failure. Keeps a screenshot of the continuous-time chapter in
@@ -21,6 +22,7 @@ SCREENSHOTS = REPO_ROOT / "_build" / "screenshots"
 CHAPTERS = ["intro", "forward_process", "reverse_process", "timesteps", "respacing", "continuous_time", "ground_truth",
             "references"]
 RAW_TEX = re.compile(r"\\(frac|beta|alpha|mathcal|mathrm|sqrt|sum|int|nabla)\b|\$\$|\\\(|\\\[")
+RAW_TABLE = re.compile(r"^\s*\|.*\|\s*$", re.MULTILINE)  # a Markdown table row shown as text, not a table
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 missing = [what for what, ok in (("the built book (make book)", (BUILD / "index.html").exists()),
@@ -80,6 +82,8 @@ def test_math_renders_images_load_and_nothing_is_remote(browser, site, chapter):
         return copy.innerText;""")
     leftover = RAW_TEX.findall(prose)
     assert not leftover, f"{chapter}: raw TeX left on the page: {leftover[:5]}"
+    rows = RAW_TABLE.findall(prose)
+    assert not rows, f"{chapter}: Markdown tables left as text: {rows[:3]}"
     broken = browser.execute_script(
         "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src);")
     assert not broken, f"{chapter}: images that did not load: {broken}"
