@@ -31,7 +31,7 @@ from dgm.train import hardware_name, load_run, select_device, training_seconds
 MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000))  # the "gpu" preset
 # The extra rows: the same recipe with beta_min and beta_max scaled by 1000/T (dgm train --rescale-betas).
 RESCALED_MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}_rescaled" for T in (500, 2000))
-MODEL_PREFIX = "ddpm_mnist_"  # dropped from model names in grid file names
+MODEL_PREFIX = "ddpm_mnist_"  # dropped from model names in grid file names and the book's tables
 CPU_PRESET_MODEL = REPO_ROOT / "checkpoints" / "ddpm_mnist_cpu_preset"  # the 30-minute "cpu" preset, T = 1000
 # The earlier ablation: the "ablation" preset's models, trained and scored on a 2-core CPU at N = 64; the book's
 # CPU-preset sections compare with its T = 1000 model.
@@ -214,9 +214,9 @@ SIGMA_LABELS = {"beta": ("sigma^2 = beta", r"$\sigma^2 = \beta$"),  # a row's si
 
 def table_lines(report, rows, typeset=False):
     """The header (TABLE_COLUMNS) and one list of formatted cells per line: the real-data floor first, then
-    ``rows``, with sigma^2 written as MyST math if ``typeset``. Rows sampled on more than one device add a column
-    naming each row's, since their seconds per image compare only within one device and a device's random generator
-    draws its own x_T from the same seed."""
+    ``rows``. Rows sampled on more than one device add a column naming each row's, since their seconds per image
+    compare only within one device and a device's random generator draws its own x_T from the same seed. ``typeset``
+    (the book's narrow pages) writes sigma^2 as MyST math, models without MODEL_PREFIX and devices by name alone."""
     uniform = math.log(CLASSES)
     floor = report["floor"]
     by_device = len({row.get("device") for row in rows}) > 1
@@ -226,10 +226,13 @@ def table_lines(report, rows, typeset=False):
               f"{floor['label_entropy'] / uniform:.3f}", ""] + [""] * by_device]
     for row in rows:
         sampler = row["sampler"] + (", " + SIGMA_LABELS[row["sigma"]][typeset] if row["sigma"] else "")
-        lines.append([row["model"], sampler, str(row["steps"]), f"{row['fid_mnist']:.1f}",
+        model, device = row["model"], row.get("device") or "unrecorded"
+        if typeset:  # "T500_rescaled"; "Intel(R) Xeon(R) Processor" without its instructions and threads
+            model, device = model.removeprefix(MODEL_PREFIX), device.split(",")[0]
+        lines.append([model, sampler, str(row["steps"]), f"{row['fid_mnist']:.1f}",
                       f"{row['mean_confidence']:.3f}", f"{row['share_confident']:.3f}",
                       f"{row['label_entropy'] / uniform:.3f}", f"{row['seconds_per_sample']:.3f}"]
-                     + [row.get("device") or "unrecorded"] * by_device)
+                     + [device] * by_device)
     return lines
 
 

@@ -138,6 +138,7 @@ def test_tables_name_the_device_only_when_rows_differ_in_it():
     assert "device" not in one_device[0] and len(one_device) == 2 + 1 + 2  # header, rule, floor, two rows
     both = markdown_table(report, rows).splitlines()
     assert both[0].endswith("| device |") and both[-1].endswith("| a CPU |") and both[-2].endswith("| NVIDIA H200 |")
+    assert both[-1].startswith("| T1000 |") and text_table(report).splitlines()[-1].startswith("ddpm_mnist_T1000")
     assert text_table(report).splitlines()[0].rstrip().endswith("device")
     posterior = [{**rows[0], "sampler": "ancestral", "sigma": "posterior"}]
     assert r"ancestral, $\sigma^2 = \tilde\beta$" in markdown_table(report, posterior)  # MyST math in the book
