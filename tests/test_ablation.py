@@ -7,7 +7,7 @@ import math
 import pytest
 
 import dgm
-from dgm import ablation, cli
+from dgm import ablation, cli, evaluate
 from dgm.ablation import (MODELS, QUALITY_BARS, QUICK_N, RESCALED_MODELS, SETTINGS, check_bars,
                           check_baseline_evaluation, find_row, markdown_table, row_name, select_models, share_change,
                           share_standard_error, text_table)
@@ -31,6 +31,9 @@ def tiny_runs(tmp_path_factory):
 
 def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys, monkeypatch, one_thread):
     out = tmp_path / "ablation"
+    real_sample_run, drawn = ablation.sample_run, []  # each row's images, in the order of the rows
+    monkeypatch.setattr(ablation, "sample_run", lambda *args, **kwargs: drawn.append(
+        real_sample_run(*args, **kwargs)[0]) or (drawn[-1], 1e-3))
     assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "real MNIST (16 training images)" in printed and str(out.with_suffix(".json")) in printed
@@ -44,11 +47,14 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     assert len(rows) == 2 * len(SETTINGS)
     assert {(row["n"], row["seed"]) for row in rows} == {(QUICK_N, 0)}
     assert [row["steps"] for row in rows[:len(SETTINGS)]] == [setting[2] or TINY_T for setting in SETTINGS]
-    for row in rows:
-        assert 0 <= row["share_confident"] <= 1 and 0.1 <= row["mean_confidence"] <= 1
-        assert 0 <= row["label_entropy"] <= math.log(10) + 1e-9
-        assert row["fid_mnist"] > 0 and row["fid_floor"] == report["floor"]["fid_mnist"]
-        assert row["seconds_per_sample"] > 0 and row["device"] == report["machine"]["device"]
+    classifier = evaluate.load_classifier()
+    reference = evaluate.test_statistics(classifier)
+    assert len(drawn) == len(rows)
+    for row, images in zip(rows, drawn):
+        expected = evaluate.score_images(images, classifier, reference)  # the row scores the images drawn for it
+        assert {key: row[key] for key in expected} == pytest.approx(expected)
+        assert row["fid_floor"] == report["floor"]["fid_mnist"] and row["seconds_per_sample"] == 1e-3
+        assert row["device"] == report["machine"]["device"]
         assert (tmp_path / "ablation_grids" / row["grid"]).is_file()
     assert report["batch_size"] == 256 and "threads" in report["machine"]["device"]  # a CPU's name
     with open(out.with_suffix(".csv"), newline="") as file:
@@ -56,7 +62,6 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
 
     # A second run keeps every finished row and samples again only the row whose grid is gone.
     sampled = []
-    real_sample_run = ablation.sample_run
     monkeypatch.setattr(ablation, "sample_run", lambda *args, **kwargs: sampled.append(args) or real_sample_run(
         *args, **kwargs))
     (tmp_path / "ablation_grids" / rows[3]["grid"]).unlink()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dgm import cli, learning_curve
+from dgm import cli, evaluate, learning_curve
 from dgm.checkpoint import load_checkpoint
 from dgm.train import (CHECKPOINT_FORMAT, TrainConfig, run_folder_checkpoint, snapshot_folder, train,
                        training_seconds)
@@ -23,6 +23,9 @@ def kept_run(tmp_path_factory):
 def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, monkeypatch, one_thread):
     out = tmp_path / "curve.json"
     argv = ["learning-curve", "--run", str(kept_run), "--steps", "5", "--n", "8", "--out", str(out)]
+    real_sample_run, drawn = learning_curve.sample_run, []  # each snapshot's images, in the order of the rows
+    monkeypatch.setattr(learning_curve, "sample_run", lambda *args, **kwargs: drawn.append(
+        real_sample_run(*args, **kwargs)[0]) or (drawn[-1], 1e-3))
     assert cli.main(argv) == 0
     assert str(out) in capsys.readouterr().out
     report = json.loads(out.read_text())
@@ -34,12 +37,15 @@ def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, mon
     minutes = [row["training_minutes"] for row in report["rows"]]
     assert minutes == pytest.approx([training_seconds(kept_run, 16, until_step=s) / 60 for s in (2, 4)])
     assert 0 < minutes[0] < minutes[1]
-    for row in report["rows"]:
-        assert 0 <= row["share_confident"] <= 1 and row["fid_mnist"] > 0
+    classifier = evaluate.load_classifier()
+    reference = evaluate.test_statistics(classifier)
+    assert len(drawn) == len(report["rows"])
+    for row, images in zip(report["rows"], drawn):
+        expected = evaluate.score_images(images, classifier, reference)  # the row scores its snapshot's images
+        assert {key: row[key] for key in expected} == pytest.approx(expected) and row["seconds_per_sample"] == 1e-3
 
     # A snapshot kept later is the only one sampled on the next run; a new setting samples everything again.
     sampled = []
-    real_sample_run = learning_curve.sample_run
     monkeypatch.setattr(learning_curve, "sample_run",
                         lambda *args, **kwargs: sampled.append(args[0]) or real_sample_run(*args, **kwargs))
     snapshot_folder(kept_run, 2).rename(snapshot_folder(kept_run, 6))
