@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError
 from dgm.data import MNISTDataError
-from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, load_classifier, real_data_floor, score_images,
-                          test_statistics)
-from dgm.plotting import REPO_ROOT, RESULTS
+from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_classifier, real_data_floor,
+                          score_images, test_statistics)
+from dgm.plotting import REPO_ROOT, RESULTS, typeset
 from dgm.sampling import sample_run, save_grid
 from dgm.train import hardware_name, load_run, select_device, training_seconds
 
@@ -80,8 +80,7 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
     Rows of a ``previous`` report with the same model checkpoint, setting, n and seed are kept, not sampled again;
     ``save(report)`` is called after every row, so an interrupted run resumes where it stopped.
     """
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
+    check_sample_count(n)
     described = [describe_model(run) for run in models]
     runs = {model["name"]: run for model, run in zip(described, models)}
     classifier = load_classifier(classifier_path)
@@ -208,15 +207,15 @@ TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", "s
                  "label entropy / log 10", "s per image")
 
 
-SIGMA_LABELS = {"beta": ("sigma^2 = beta", r"$\sigma^2 = \beta$"),  # a row's sigma as text and as MyST math
-                "posterior": ("sigma^2 = beta_tilde", r"$\sigma^2 = \tilde\beta$")}
+SIGMA_LABELS = {"beta": "sigma^2 = beta", "posterior": "sigma^2 = beta_tilde"}  # a row's sigma as text
 
 
-def table_lines(report, rows, typeset=False):
+def table_lines(report, rows, book=False):
     """The header (TABLE_COLUMNS) and one list of formatted cells per line: the real-data floor first, then
     ``rows``. Rows sampled on more than one device add a column naming each row's, since their seconds per image
-    compare only within one device and a device's random generator draws its own x_T from the same seed. ``typeset``
-    (the book's narrow pages) writes sigma^2 as MyST math, models without MODEL_PREFIX and devices by name alone."""
+    compare only within one device and a device's random generator draws its own x_T from the same seed. ``book``
+    (its narrow pages) writes sigma^2 as MyST math (dgm.plotting.typeset), models without MODEL_PREFIX and devices
+    by name alone."""
     uniform = math.log(CLASSES)
     floor = report["floor"]
     by_device = len({row.get("device") for row in rows}) > 1
@@ -225,10 +224,10 @@ def table_lines(report, rows, typeset=False):
               f"{floor['mean_confidence']:.3f}", f"{floor['share_confident']:.3f}",
               f"{floor['label_entropy'] / uniform:.3f}", ""] + [""] * by_device]
     for row in rows:
-        sampler = row["sampler"] + (", " + SIGMA_LABELS[row["sigma"]][typeset] if row["sigma"] else "")
+        sampler = row["sampler"] + (", " + SIGMA_LABELS[row["sigma"]] if row["sigma"] else "")
         model, device = row["model"], row.get("device") or "unrecorded"
-        if typeset:  # "T500_rescaled"; "Intel(R) Xeon(R) Processor" without its instructions and threads
-            model, device = model.removeprefix(MODEL_PREFIX), device.split(",")[0]
+        if book:  # "T500_rescaled"; "Intel(R) Xeon(R) Processor" without its instructions and threads
+            sampler, model, device = typeset(sampler), model.removeprefix(MODEL_PREFIX), device.split(",")[0]
         lines.append([model, sampler, str(row["steps"]), f"{row['fid_mnist']:.1f}",
                       f"{row['mean_confidence']:.3f}", f"{row['share_confident']:.3f}",
                       f"{row['label_entropy'] / uniform:.3f}", f"{row['seconds_per_sample']:.3f}"]
@@ -238,7 +237,7 @@ def table_lines(report, rows, typeset=False):
 
 def markdown_table(report, rows):
     """Rows of the report as a Markdown table, with the real-data floor as the first line (the book's tables)."""
-    header, *lines = table_lines(report, rows, typeset=True)
+    header, *lines = table_lines(report, rows, book=True)
     lines = [header, ["---"] * len(header)] + lines
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 

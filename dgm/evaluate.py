@@ -185,6 +185,12 @@ def score_images(images, classifier, test_statistics):
             "label_entropy": label_entropy(probabilities)}
 
 
+def check_sample_count(n):
+    """Refuse an n that FID-MNIST cannot score: it needs a covariance, so two samples at least."""
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
+
+
 def test_statistics(classifier, data=None):
     """Feature mean and covariance of the 10,000 MNIST test images: the reference of FID-MNIST."""
     return gaussian_statistics(predict(classifier, load_mnist("test", data)[0])[0])
@@ -212,8 +218,7 @@ def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", se
                  classifier_path=DEFAULT_CLASSIFIER, data=None):
     """Sample n images from a run and score them; the report also holds seconds per sample, the settings and the
     run's training step and T."""
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
+    check_sample_count(n)
     _, metadata = load_checkpoint(run_folder_checkpoint(ckpt), CHECKPOINT_FORMAT)
     # the classifier and the test set first: a bad path or missing data should stop the run before it samples
     classifier = load_classifier(classifier_path, device=select_device(device))

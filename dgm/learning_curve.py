@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.data import MNISTDataError
 from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
-from dgm.evaluate import CLASSES, DEFAULT_CLASSIFIER, load_classifier, real_data_floor, score_images, test_statistics
+from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_classifier, real_data_floor,
+                          score_images, test_statistics)
 from dgm.plotting import RESULTS
 from dgm.sampling import sample_run
 from dgm.train import (CHECKPOINT_FORMAT, SNAPSHOTS, TrainConfig, run_folder_checkpoint, snapshot_folder,
@@ -51,8 +52,7 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     Rows of a ``previous`` report of the same run, setting, n, seed and snapshot are kept; ``save(report)`` follows
     every row.
     """
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
+    check_sample_count(n)
     run = Path(run)
     kept_steps = snapshot_steps(run)
     if not kept_steps:

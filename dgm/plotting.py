@@ -1,10 +1,13 @@
-"""Where the book's outputs live, and the one figure helper: every chapter figure is also saved under figures/."""
+"""Where the book's outputs live, and its two helpers: every chapter figure is also saved under figures/, and
+sampler labels are written with their math."""
 
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIGURES = REPO_ROOT / "figures"
 RESULTS = REPO_ROOT / "results"
+MATH_LABELS = {"sigma^2 = beta_tilde": r"$\sigma^2 = \tilde\beta$", "sigma^2 = beta": r"$\sigma^2 = \beta$",
+               "eta = 0": r"$\eta = 0$"}  # the labels' plain parts and their math, the longest first
 
 
 def save_figure(figure, name, folder=FIGURES):
@@ -14,3 +17,10 @@ def save_figure(figure, name, folder=FIGURES):
     path = folder / f"{name}.png"
     figure.savefig(path, dpi=150, bbox_inches="tight")
     return path
+
+
+def typeset(label):
+    """A sampler's label with sigma^2 and eta as math, alike for the book's tables (MyST) and legends (matplotlib)."""
+    for plain, math in MATH_LABELS.items():
+        label = label.replace(plain, math)
+    return label

@@ -35,16 +35,7 @@ DDPM_SAMPLERS = {  # label: keyword arguments of DDPM.sample
 }
 SDE_SAMPLERS = ("reverse SDE", "probability-flow ODE")
 DETERMINISTIC_SAMPLERS = ("DDIM (eta = 0)", "probability-flow ODE")  # the rest draw fresh noise at every step
-MATH_LABELS = {"sigma^2 = beta_tilde": r"$\sigma^2 = \tilde\beta$", "sigma^2 = beta": r"$\sigma^2 = \beta$",
-               "eta = 0": r"$\eta = 0$"}  # the labels' plain parts and their math, the longest first
 BETA_MIN, BETA_MAX = 1e-4, 0.02  # the problem set's discrete schedule
-
-
-def typeset(sampler):
-    """A sampler's label with sigma^2 and eta as math, alike for the book's tables (MyST) and legends (matplotlib)."""
-    for plain, math in MATH_LABELS.items():
-        sampler = sampler.replace(plain, math)
-    return sampler
 
 
 def toy_mixture():

@@ -95,7 +95,8 @@ class UNet(nn.Module):
         if len(channels) != 3 or any(int(c) < 1 for c in channels):
             raise ValueError(f"channels must be three positive widths (full, half, quarter), got {channels!r}")
         if int(channels[0]) % 2:
-            raise ValueError(f"the first width sizes the sinusoidal time embedding, so it must be even, got {channels!r}")
+            raise ValueError(f"the first width sizes the sinusoidal time embedding, so it must be even, got "
+                             f"{channels!r}")
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
         if time_conditioning not in TIME_CONDITIONINGS:

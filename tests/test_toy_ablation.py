@@ -81,10 +81,3 @@ def test_the_deterministic_samplers_are_samplers_of_the_grid():
     """The book's verdicts split the grid's samplers by this list; a renamed sampler must not drop out of it."""
     grid = set(toy_ablation.DDPM_SAMPLERS) | set(toy_ablation.SDE_SAMPLERS)
     assert set(toy_ablation.DETERMINISTIC_SAMPLERS) < grid
-
-
-def test_typeset_writes_sigma_and_eta_as_math():
-    assert toy_ablation.typeset("ancestral, sigma^2 = beta_tilde") == r"ancestral, $\sigma^2 = \tilde\beta$"
-    assert toy_ablation.typeset("ancestral, sigma^2 = beta") == r"ancestral, $\sigma^2 = \beta$"
-    assert toy_ablation.typeset("DDIM (eta = 0)") == r"DDIM ($\eta = 0$)"
-    assert toy_ablation.typeset("reverse SDE") == "reverse SDE"
