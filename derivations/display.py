@@ -1,10 +1,53 @@
-"""Show a derivation's expressions as display math in the book's chapters (which run in IPython)."""
+"""Show a derivation's expressions as display math in the book's chapters (which run in IPython), written in the
+handout's notation: the derivations' symbol names become the symbols of the prose (STYLE.md, "Math in the problem
+set's notation")."""
+
+import re
 
 import sympy as sp
+
+NOTATION = {  # a symbol's name in derivations/: its LaTeX in the handout
+    "beta_min": r"\beta_{\min}",
+    "beta_max": r"\beta_{\max}",
+    "alphabar": r"\bar\alpha_t",
+    "alphabar_prev": r"\bar\alpha_{t-1}",
+    "alpha_t": r"\alpha_t",
+    "beta": r"\beta_t",
+    "x_prev": "x_{t-1}",
+    "alphabar_kept": r"\bar\alpha_{\tau_i}",
+    "alphabar_kept_prev": r"\bar\alpha_{\tau_{i-1}}",
+    "log_alphabar": r"\log\bar\alpha",
+    "offset": "c",
+    "epsilon": r"\varepsilon",
+    "vhat": r"\hat v",
+}
+NUMBERED = {  # names with a number: their LaTeX with the number as a subscript
+    r"abar_tau(\d+)": r"\bar\alpha_{{\tau_{0}}}",
+    r"pi_?(\d+)": r"\pi_{0}",
+    r"mu_?(\d+)": r"\mu_{0}",
+    r"s_(\d+)": r"s_{0}",
+}
+
+
+def notation(symbol):
+    """The handout's LaTeX for a derivation's symbol (SymPy's own where the handout has no other)."""
+    if symbol.name in NOTATION:
+        return NOTATION[symbol.name]
+    for pattern, latex in NUMBERED.items():
+        match = re.fullmatch(pattern, symbol.name)
+        if match:
+            return latex.format(match.group(1))
+    return sp.latex(symbol)
+
+
+def latex(expression):
+    """``expression`` as LaTeX in the handout's notation."""
+    expression = sp.sympify(expression)
+    return sp.latex(expression, symbol_names={symbol: notation(symbol) for symbol in expression.free_symbols})
 
 
 def show(lhs, expression):
     """Display ``lhs = expression`` as LaTeX math in the notebook."""
     from IPython.display import Math, display
 
-    display(Math(lhs + " = " + sp.latex(expression)))
+    display(Math(lhs + " = " + latex(expression)))

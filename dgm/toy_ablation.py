@@ -104,21 +104,34 @@ def prior_mismatch(mixture, T):
 
 
 def run(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=tuple(DDPM_SAMPLERS) + SDE_SAMPLERS, seed=0,
-        floor_repeats=10, progress=True):
-    """The full grid as a dict ready for JSON: config, floor, per-T prior mismatch and one row per run."""
+        seeds=1, floor_repeats=10, progress=True):
+    """The grid as a dict ready for JSON: config, floor, per-T prior mismatch and one row per run.
+
+    With ``seeds`` > 1 each row is drawn ``seeds`` times, each with its own reference sample of p_0, and gives the
+    mean distance and its standard deviation over the draws; the first draw is the one ``seeds`` = 1 makes.
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
     mixture = toy_mixture()
-    reference = mixture.sample(n, rng=np.random.default_rng(seed))
+    bases = [seed + 1000 * replicate for replicate in range(seeds)]
+    references = [mixture.sample(n, rng=np.random.default_rng(base)) for base in bases]
     grid = [(T, sampler, steps) for T in timesteps for sampler in samplers
             for steps in sorted({s for s in step_counts if s < T} | {T})]
     rows = []
     for T, sampler, steps in tqdm(grid, desc="toy ablation", disable=not progress):
         start = time.perf_counter()
-        samples = draw(mixture, sampler, T, steps, n, seed + 1)
-        rows.append({"T": T, "sampler": sampler, "steps": steps, **distances(samples, reference),
-                     "seconds": time.perf_counter() - start})
+        draws = [distances(draw(mixture, sampler, T, steps, n, base + 1), reference)
+                 for base, reference in zip(bases, references)]
+        row = {"T": T, "sampler": sampler, "steps": steps}
+        for name in ("wasserstein", "ks"):
+            row[name] = float(np.mean([values[name] for values in draws]))
+            if seeds > 1:
+                row[f"{name}_std"] = float(np.std([values[name] for values in draws], ddof=1))
+        rows.append({**row, "seconds": (time.perf_counter() - start) / seeds})
     return {
-        "config": {"n": n, "seed": seed, "mixture": {"weights": mixture.weights.tolist(),
-                                                     "means": mixture.means.tolist(), "stds": mixture.stds.tolist()},
+        "config": {"n": n, "seed": seed, "seeds": seeds,
+                   "mixture": {"weights": mixture.weights.tolist(), "means": mixture.means.tolist(),
+                               "stds": mixture.stds.tolist()},
                    "beta_min": BETA_MIN, "beta_max": BETA_MAX, "floor_repeats": floor_repeats},
         "floor": monte_carlo_floor(mixture, n, floor_repeats, seed + 2),
         "prior_mismatch": [prior_mismatch(mixture, T) for T in timesteps],
@@ -142,6 +155,9 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=100_000, help="samples per run (default 100,000)")
     parser.add_argument("--quick", action="store_true", help="a small run for CI: n = 5,000")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="draws per row, each from its own seed; rows then give the mean and standard deviation")
+    parser.add_argument("--full-chains", action="store_true", help="only the full chains (steps = T) of each sampler")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON path (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     if args.quick and args.n != parser.get_default("n"):
@@ -151,7 +167,9 @@ def main(argv=None):
         parser.error("--n must be at least 2")
     if args.seed < 0:
         parser.error("--seed must be a non-negative integer")
-    result = run(n, seed=args.seed)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    result = run(n, step_counts=() if args.full_chains else STEP_COUNTS, seed=args.seed, seeds=args.seeds)
     save(result, args.out)
     print(f"wrote {args.out} and {args.out.with_suffix('.csv')} ({len(result['rows'])} rows, n = {n:,})")
 

@@ -1,5 +1,6 @@
-"""The built handout, read as a person would: headless Chromium, math and tables rendered, every image loaded, nothing
-remote.
+"""The built handout, read as a person would: headless Chromium, math and tables rendered, every image loaded and
+described, figures legible, no raw TeX in links, no warnings, an exercise with a solution for each question of the
+problem set, nothing remote. Prints each chapter's reading time.
 
 Needs `make book` first and Debian's chromium and chromium-driver; skipped without them, except in CI (CI=true),
 where .ci/run provides both and a missing one is a failure. Keeps a screenshot of the continuous-time chapter in
@@ -8,14 +9,19 @@ _build/screenshots/ for review.
 
 import functools
 import http.server
+import math
 import os
 import re
 import shutil
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
-from dgm.plotting import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "book"))
+from handout import COLUMN_PX, MIN_TEXT_PX  # noqa: E402  (the book's helper module: what its figures assume)
 
 BUILD = REPO_ROOT / "_build" / "html"
 SCREENSHOTS = REPO_ROOT / "_build" / "screenshots"
@@ -24,6 +30,8 @@ CHAPTERS = ["intro", "forward_process", "reverse_process", "timesteps", "respaci
 RAW_TEX = re.compile(r"\\(frac|beta|alpha|mathcal|mathrm|sqrt|sum|int|nabla)\b|\$\$|\\\(|\\\[")
 RAW_TABLE = re.compile(r"^\s*\|.*\|\s*$", re.MULTILINE)  # a Markdown table row shown as text, not a table
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+PROBLEMS = ["1a", "1b", "1c", "1d", "2a", "2b", "3a", "3b", "3c"]  # the problem set's questions: exercise ex-<name>
+WORDS_PER_MINUTE = 200  # a student reading prose with formulas
 
 missing = [what for what, ok in (("the built book (make book)", (BUILD / "index.html").exists()),
                                  ("chromium", CHROMIUM), ("chromium-driver", CHROMEDRIVER)) if not ok]
@@ -87,10 +95,64 @@ def test_math_renders_images_load_and_nothing_is_remote(browser, site, chapter):
     broken = browser.execute_script(
         "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src);")
     assert not broken, f"{chapter}: images that did not load: {broken}"
+    links = browser.execute_script("""
+        return Array.from(document.querySelectorAll('main a')).map(a => a.innerText).filter(t => /[\\\\$]/.test(t));""")
+    assert not links, f"{chapter}: raw TeX in link text: {links[:5]}"
+    stderr = browser.execute_script("""
+        return Array.from(document.querySelectorAll('main .stderr, main .output.traceback')).map(e => e.innerText);""")
+    assert not stderr, f"{chapter}: warnings or stderr printed into the page: {stderr[:3]}"
+    alts = browser.execute_script("return Array.from(document.querySelectorAll('main img')).map(i => i.alt);")
+    hashes = [alt for alt in alts if len(alt.split()) < 3]
+    assert not hashes, f"{chapter}: images without a meaningful alt text: {hashes[:3]}"
     remote = browser.execute_script("""
         return Array.from(document.querySelectorAll('script[src], link[href], img[src]'))
             .map(e => e.src || e.href).filter(u => !u.startsWith(location.origin));""")
     assert not remote, f"{chapter}: fetched from outside the site: {remote}"
+
+
+def test_figures_fill_the_column_their_text_assumes(browser, site):
+    """handout.save_figure sizes figure text for a COLUMN_PX column; a wide figure must be shown that wide."""
+    open_page(browser, site, "continuous_time")
+    shown = browser.execute_script("""
+        return Array.from(document.querySelectorAll('main img')).map(i => [i.clientWidth, i.naturalWidth]);""")
+    wide = [(width, natural) for width, natural in shown if natural > COLUMN_PX]
+    assert wide, "the continuous-time chapter should hold a figure wider than the column"
+    assert all(width >= COLUMN_PX - 2 for width, _ in wide), \
+        f"figures shown narrower than {COLUMN_PX} px, so their text falls below {MIN_TEXT_PX} px: {wide}"
+
+
+def test_every_problem_has_an_exercise_with_a_solution(browser, site):
+    found = {}
+    for chapter in CHAPTERS:
+        open_page(browser, site, chapter)
+        found.update(browser.execute_script("""
+            const found = {};
+            document.querySelectorAll('main .exercise[id]').forEach(e => found[e.id] = false);
+            document.querySelectorAll('main .solution').forEach(s => {
+                const link = s.querySelector('a[href*="#ex-"]');
+                if (link) found[link.getAttribute('href').split('#')[1]] = true;
+            });
+            return found;"""))
+    missing = [problem for problem in PROBLEMS if f"ex-{problem}" not in found]
+    assert not missing, f"no exercise for problems {missing}"
+    unsolved = [problem for problem in PROBLEMS if not found[f"ex-{problem}"]]
+    assert not unsolved, f"no solution for problems {unsolved}"
+
+
+def test_reading_time(browser, site, capsys):
+    """Prints each chapter's prose reading time (code, math and tables excluded); the handout is an evening's read."""
+    minutes = {}
+    for chapter in CHAPTERS:
+        open_page(browser, site, chapter)
+        words = browser.execute_script("""
+            const copy = document.querySelector('main').cloneNode(true);
+            copy.querySelectorAll('pre, .highlight, mjx-container, table, script, .cell_output').forEach(e => e.remove());
+            return copy.innerText.split(/\\s+/).filter(w => /[A-Za-z]/.test(w)).length;""")
+        minutes[chapter] = math.ceil(words / WORDS_PER_MINUTE)
+    with capsys.disabled():
+        print("\nreading time (minutes): " + ", ".join(f"{chapter} {m}" for chapter, m in minutes.items())
+              + f"; total {sum(minutes.values())}")
+    assert sum(minutes.values()) <= 60, f"the handout should read in an evening: {minutes}"
 
 
 def test_continuous_time_chapter_has_typeset_math_and_figure(browser, site):

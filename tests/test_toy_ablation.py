@@ -63,10 +63,10 @@ def test_short_chains_start_further_from_the_prior():
 def test_cli_quick_run_writes_json_and_csv(tmp_path, monkeypatch):
     calls, full_run = {}, toy_ablation.run
 
-    def small_run(n, seed):
+    def small_run(n, step_counts, seed, seeds):
         calls["n"] = n
-        return full_run(n, timesteps=(500,), step_counts=(10,), samplers=("DDIM (eta = 0)",), seed=seed,
-                                floor_repeats=2, progress=False)
+        return full_run(n, timesteps=(500,), step_counts=step_counts and (10,), samplers=("DDIM (eta = 0)",),
+                        seed=seed, seeds=seeds, floor_repeats=2, progress=False)
 
     monkeypatch.setattr(toy_ablation, "run", small_run)
     out = tmp_path / "toy.json"
@@ -81,3 +81,26 @@ def test_the_deterministic_samplers_are_samplers_of_the_grid():
     """The book's verdicts split the grid's samplers by this list; a renamed sampler must not drop out of it."""
     grid = set(toy_ablation.DDPM_SAMPLERS) | set(toy_ablation.SDE_SAMPLERS)
     assert set(toy_ablation.DETERMINISTIC_SAMPLERS) < grid
+
+
+def test_seeds_give_mean_and_spread_and_full_chains_keep_steps_equal_T(tmp_path, monkeypatch):
+    full_run = toy_ablation.run
+    monkeypatch.setattr(toy_ablation, "run", lambda n, step_counts, seed, seeds: full_run(
+        200, timesteps=(500,), step_counts=step_counts, samplers=("DDIM (eta = 0)",), seed=seed, seeds=seeds,
+        floor_repeats=2, progress=False))
+    out = tmp_path / "full.json"
+    toy_ablation.main(["--full-chains", "--seeds", "3", "--out", str(out)])
+    result = toy_ablation.json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert (row["T"], row["steps"], result["config"]["seeds"]) == (500, 500, 3)
+    single = full_run(200, timesteps=(500,), step_counts=(), samplers=("DDIM (eta = 0)",), seeds=1,
+                      floor_repeats=2, progress=False)["rows"][0]
+    assert "wasserstein_std" not in single and row["wasserstein_std"] > 0
+    assert row["wasserstein"] != single["wasserstein"]  # the mean over three draws, the first of which is single's
+
+
+def test_seeds_below_one_are_refused():
+    with pytest.raises(SystemExit):
+        toy_ablation.main(["--seeds", "0"])
+    with pytest.raises(ValueError, match="seeds"):
+        toy_ablation.run(10, seeds=0)

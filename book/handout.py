@@ -1,0 +1,141 @@
+"""The handout's plumbing, kept out of the reader's way: where results live, their loading, tables and the checks that
+the chapters' written claims hold for the numbers they glue. Chapters import it as ``handout`` (the book runs from
+book/; ``make chapter`` puts book/ on the path)."""
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.text import Text
+from PIL import Image
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+import dgm
+from dgm.ablation import find_row, load_report, select_models, share_standard_error
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+CHECKPOINTS = ROOT / "checkpoints"
+MODELS = [CHECKPOINTS / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000)]  # the problem set's betas
+RESCALED_MODELS = [CHECKPOINTS / f"ddpm_mnist_T{T}_rescaled" for T in (500, 2000)]  # betas scaled by 1000/T
+FIGURES = ROOT / "figures"  # every chapter figure is also saved here (an output of the build, not tracked)
+DPI = 150
+COLUMN_PX = 720  # the width of the book's text column in CSS pixels (tests/test_book.py measures it)
+MIN_TEXT_PX = 10  # the smallest text a figure may show at that width
+plt.rcParams["font.size"] = 11  # legends at "small" stay legible in a figure of nine inches
+
+
+def save_figure(figure, name, folder=FIGURES):
+    """Save ``figure`` as ``folder/name.png`` and return the path, refusing text that the page would shrink below
+    MIN_TEXT_PX: a figure wider than the column is scaled down to it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    with Image.open(path) as image:
+        scale = min(1.0, COLUMN_PX / image.width)
+    texts = [text for text in figure.findobj(Text) if text.get_visible() and text.get_text().strip()]
+    smallest = min((text.get_fontsize() for text in texts), default=None)
+    if smallest is not None and smallest / 72 * DPI * scale < MIN_TEXT_PX:
+        raise ValueError(f"figure {name}: its {smallest:g} pt text shows at {smallest / 72 * DPI * scale:.1f} px in "
+                         f"a {COLUMN_PX} px column: make the figure narrower or the text larger")
+    return path
+
+
+def glue_all(**values):
+    """Glue each value under its name (underscores become dashes), for {glue:text} in the prose."""
+    for name, value in values.items():
+        glue(name.replace("_", "-"), value, display=False)
+
+
+def table(header, rows):
+    """Display a Markdown table (MyST renders it, math included)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    display(Markdown("\n".join(lines)))
+
+
+def report_table(report, rows):
+    """Display rows of an ablation report as a table, the real-data floor first: the share of confident samples with
+    its binomial standard error, FID-MNIST, the label entropy as a share of log 10 and the milliseconds per image.
+    Where the rows come from more than one device, a column says which kind sampled each (a CPU's hardware name ends
+    in its thread count)."""
+    def kind(row):
+        return "CPU" if row["device"].endswith("threads") else "GPU"
+
+    by_device = len({kind(row) for row in rows}) > 1
+    floor, n = report["floor"], report["n"]
+    header = ["model", "sampler", "steps", "share confident", "FID-MNIST", "label entropy", "ms per image"]
+    lines = [["real MNIST", "", "", f"{floor['share_confident']:.3f}", f"{floor['fid_mnist']:.1f}",
+              f"{floor['label_entropy'] / math.log(10):.3f}", ""] + [""] * by_device]
+    for row in rows:
+        sampler = row["sampler"] + {"beta": r", $\sigma^2 = \beta$", "posterior": r", $\sigma^2 = \tilde\beta$",
+                                    None: ""}[row["sigma"]]
+        share = row["share_confident"]
+        lines.append([row["model"].removeprefix("ddpm_mnist_"), sampler, row["steps"],
+                      f"{share:.3f} ± {share_standard_error(share, n):.3f}", f"{row['fid_mnist']:.1f}",
+                      f"{row['label_entropy'] / math.log(10):.3f}", f"{1000 * row['seconds_per_sample']:.2f}"]
+                     + [kind(row)] * by_device)
+    table(header + ["device"] * by_device, lines)
+
+
+def ablation():
+    """The MNIST ablation report (`dgm ablation`, results/ablation.json)."""
+    return load_report(RESULTS / "ablation.json")
+
+
+def models(report, rescaled=False):
+    """The report's descriptions of the shipped models, with the problem set's betas or rescaled ones."""
+    return select_models(report, RESCALED_MODELS if rescaled else MODELS)
+
+
+def model(report, T):
+    """The report's description of the shipped model with this T and the problem set's betas."""
+    return next(model for model in models(report) if model["T"] == T)
+
+
+def show_grids(report, rows, titles, width=2.6):
+    """The sample grids `dgm ablation` saved for ``rows``, side by side, one title each."""
+    figure, axes = plt.subplots(1, len(rows), figsize=(width * len(rows), width + 0.5), constrained_layout=True)
+    for axis, row, title in zip(np.atleast_1d(axes), rows, titles):
+        axis.imshow(plt.imread(RESULTS / "ablation_grids" / row["grid"]), cmap="gray")
+        axis.set_title(title)
+        axis.axis("off")
+    return figure
+
+
+def full_chain(report, model, sigma="beta"):
+    """A model's full-chain ancestral row."""
+    return find_row(report, model["T"], sigma=sigma, model=model["name"])
+
+
+def toy_full_chains():
+    """The exact-predictor full chains over several seeds (results/toy_full_chains.json):
+    the result, {(T, sampler): row} and the Monte-Carlo floor of the 1-Wasserstein distance."""
+    result = json.loads((RESULTS / "toy_full_chains.json").read_text())
+    rows = {(row["T"], row["sampler"]): row for row in result["rows"]}
+    return result, rows, result["floor"]["wasserstein"]
+
+
+def above_floor(row, result):
+    """Whether a row's mean distance exceeds the floor's mean by more than two standard errors of the difference
+    (the row's spread over its seeds, the floor's over its repeats); otherwise it is indistinguishable from exact
+    sampling at this n."""
+    floor, config = result["floor"]["wasserstein"], result["config"]
+    error = math.hypot(row["wasserstein_std"] / math.sqrt(config["seeds"]),
+                       floor["std"] / math.sqrt(config["floor_repeats"]))
+    return row["wasserstein"] - floor["mean"] > 2 * error
+
+
+def differ(row_a, row_b, seeds):
+    """Whether two rows' mean distances differ by more than two standard errors of the difference."""
+    error = math.hypot(row_a["wasserstein_std"], row_b["wasserstein_std"]) / math.sqrt(seeds)
+    return abs(row_a["wasserstein"] - row_b["wasserstein"]) > 2 * error
+
+
+def alpha_bar_T(beta_min, beta_max, T):
+    """ᾱ_T of the linear schedule, the signal's share of the variance at the chain's end."""
+    return dgm.ddpm_schedules(beta_min, beta_max, T)["alpha_bar"][-1].item()
