@@ -117,6 +117,11 @@ def within(got, expected, error):
     return bool(np.all(np.abs(got - expected) <= TOLERANCE_IN_STANDARD_ERRORS * error + 1e-5 * (1 + np.abs(expected))))
 
 
+def signed(value):
+    """A term's coefficient as "+ 0.5" or "- 0.5"."""
+    return f"{'-' if value < 0 else '+'} {abs(value):.4g}"
+
+
 def check_mean(sample):
     """The mean of each step is (x_k - beta_k / sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_k) (Ho et al., eq. 11)."""
     network, samples, chain = probe(sample)
@@ -139,14 +144,14 @@ def check_mean(sample):
         (a_ref, b_ref * np.sqrt(alpha), "1/sqrt(alpha_t) applied to x_t only",
          "only x_t is divided by sqrt(alpha_t); the whole bracket (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) is"),
     )
-    for a_mistake, b_mistake, name, explanation in variants:
-        if within(a, a_mistake, a_error) and within(b, b_mistake, b_error):
-            raise Mistake(name, explanation, EPSILON_SECTION)
     k = next(k for k in reversed(range(len(beta)))
              if not (within(a[k], a_ref[k], a_error[k]) and within(b[k], b_ref[k], b_error[k])))
-    raise Mistake("wrong reverse mean", f"at step k = {k} your x_(k-1) = {a[k]:.4g} x_k + {b[k]:.4g} eps + noise; "
-                  f"Algorithm 2 gives {a_ref[k]:.4g} x_k + {b_ref[k]:.4g} eps (beta_k = {beta[k]:.3g}, alpha_bar_k = "
-                  f"{alpha_bar[k]:.3g})", EPSILON_SECTION)
+    step = (f"at step k = {k} your x_(k-1) = {a[k]:.4g} x_k {signed(b[k])} eps + noise; Algorithm 2 gives "
+            f"{a_ref[k]:.4g} x_k {signed(b_ref[k])} eps (beta_k = {beta[k]:.3g}, alpha_bar_k = {alpha_bar[k]:.3g})")
+    for a_mistake, b_mistake, name, explanation in variants:
+        if within(a, a_mistake, a_error) and within(b, b_mistake, b_error):
+            raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", EPSILON_SECTION)
+    raise Mistake("wrong reverse mean", step, EPSILON_SECTION)
 
 
 def check_noise(sample):
@@ -171,12 +176,13 @@ def check_noise(sample):
             (np.zeros_like(beta), "no noise added", "the steps add no noise; Algorithm 2 adds sigma_t z with "
              "sigma_t = sqrt(beta_t) at every step but the last"),
         )
+        k = int(np.argmax(np.abs(noise_std[inner] / np.sqrt(beta[inner]) - 1))) + 1
+        step = (f"step k = {k} adds noise of standard deviation {noise_std[k]:.4g}, expected sqrt(beta_k) = "
+                f"{np.sqrt(beta[k]):.4g} (beta_k = {beta[k]:.3g})")
         for target, name, explanation in variants:
             if matches(target):
-                raise Mistake(name, explanation, POSTERIOR_SECTION)
-        k = int(np.argmax(np.abs(noise_std[inner] / np.sqrt(beta[inner]) - 1))) + 1
-        raise Mistake("wrong noise", f"step k = {k} adds noise of standard deviation {noise_std[k]:.4g}, expected "
-                      f"sqrt(beta_k) = {np.sqrt(beta[k]):.4g}", POSTERIOR_SECTION)
+                raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", POSTERIOR_SECTION)
+        raise Mistake("wrong noise", step, POSTERIOR_SECTION)
     if noise_std[0] > 1e-4:
         raise Mistake("noise added at the last step", f"the last step (k = 0) adds noise of standard deviation "
                       f"{noise_std[0]:.3g} (here beta_0 = {beta[0]}); Algorithm 2 returns the mean at the last "
