@@ -96,8 +96,8 @@ def check_against_mixtures(function, method, what, section, x, sign_variant=Fals
         if sign_variant:
             variants.append((-expected, "the score's sign", "your score is -grad log p_t: the score points towards "
                              "higher density, sum_i r_i (m_i - x) / v_i", SCORE_SECTION))
-        compare(student_values(function, x, case, what, section), expected, f"{what} ({describe(case)}) at x", section,
-                variants=variants, rtol=1e-6, atol=1e-12)
+        compare(student_values(function, x, case, what, section), expected, what, section, variants=variants,
+                x=x, context=describe(case))
 
 
 def check_marginal_shape(marginal_pdf):
@@ -111,7 +111,7 @@ def check_marginal_at_zero(marginal_pdf):
     case = (weights, means, stds, 0.0, *BETA_RANGE)
     stds_as_variances = mistaken_mixtures(*case)[0]
     compare(student_values(marginal_pdf, GRID, case, "p_0(x)", MARGINAL_SECTION),
-            exact("pdf", case, GRID), "p_0(x) (t = 0) at x", MARGINAL_SECTION,
+            exact("pdf", case, GRID), "p_0(x)", MARGINAL_SECTION, x=GRID, context=describe(case),
             variants=[(stds_as_variances[0].pdf(GRID), *stds_as_variances[1:])])
 
 
@@ -123,7 +123,7 @@ def check_marginal(marginal_pdf):
 MARGINAL_CHECKS = (
     ("returns an array of the shape of x", check_marginal_shape),
     ("p_0 at t = 0 (stds are standard deviations)", check_marginal_at_zero),
-    ("p_t(x) at t = 0.05, 0.2, 0.5 and for a three-component mixture", check_marginal),
+    (f"p_t(x) at t = {', '.join(map(str, TIMES[1:]))} and for a three-component mixture", check_marginal),
 )
 
 
@@ -139,7 +139,7 @@ def check_score(score):
 
 
 def check_score_tails(score):
-    """Finite and exact at |x| = 40 and 100, where every component density underflows to 0."""
+    """Finite and exact far in the tails, where every component density underflows to 0."""
     for case in cases():
         got = student_values(score, TAILS, case, "score", SCORE_SECTION)
         if not np.isfinite(got).all():
@@ -148,12 +148,12 @@ def check_score_tails(score):
                           f"is {got[index]}: every pi_i N(x; m_i, v_i) underflows to 0 there and their ratio is 0/0. "
                           "Compute the responsibilities as a softmax of log pi_i + log N(x; m_i, v_i), subtracting "
                           "the maximum before exp (log-sum-exp)", SCORE_SECTION)
-        compare(got, exact("score", case, TAILS), f"score ({describe(case)}) at x in the tails", SCORE_SECTION,
-                rtol=1e-6)
+        compare(got, exact("score", case, TAILS), "score", SCORE_SECTION, x=TAILS, context=describe(case))
 
 
 SCORE_CHECKS = (
     ("returns an array of the shape of x", check_score_shape),
-    ("the score at t = 0, 0.05, 0.2, 0.5 and for a three-component mixture", check_score),
-    ("finite and exact in the tails, |x| = 40 and 100", check_score_tails),
+    (f"the score at t = {', '.join(map(str, TIMES))} and for a three-component mixture", check_score),
+    (f"finite and exact in the tails, |x| = {' and '.join(f'{x:g}' for x in sorted(set(abs(TAILS))))}",
+     check_score_tails),
 )

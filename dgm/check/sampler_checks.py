@@ -266,8 +266,8 @@ def check_respace_betas(respace):
         kept = alpha_bar.numpy()[timesteps]
         original = 1 - alpha_bar.numpy() / np.concatenate([[1.0], alpha_bar.numpy()[:-1]])
         wrapped = 1 - kept / np.roll(kept, 1)
-        compare(betas, reference_respace(alpha_bar, torch.as_tensor(timesteps))["beta"].numpy(),
-                f"beta' (T = {len(alpha_bar)}, steps = {steps})", RESPACING_SECTION, variants=[
+        compare(betas, reference_respace(alpha_bar, torch.as_tensor(timesteps))["beta"].numpy(), "beta'",
+                RESPACING_SECTION, context=f"T = {len(alpha_bar)}, steps = {steps}", variants=[
                     (original[timesteps], "respacing keeps the original betas",
                      "beta'_i is beta at the kept step tau_i; the short chain jumps from tau_(i-1) to tau_i in one "
                      "step, so beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]", RESPACING_SECTION),

@@ -77,11 +77,12 @@ def check_alpha_bar(ddpm_schedules):
 
 
 def check_problem_set_chain(ddpm_schedules):
-    """The problem set's chain, beta from 1e-4 to 0.02 over T = 1000 (float32 accepted)."""
+    """The problem set's chain (float32 accepted)."""
     got = schedule_tables(ddpm_schedules, *PROBLEM_SET_CHAIN)
     reference = reference_schedules(*PROBLEM_SET_CHAIN)
     for name in TABLES:
-        compare(got[name], reference[name].numpy(), f"{name} (T = 1000)", SCHEDULE_SECTION, rtol=FLOAT32_RTOL)
+        compare(got[name], reference[name].numpy(), name, SCHEDULE_SECTION, rtol=FLOAT32_RTOL,
+                context="beta_min = {}, beta_max = {}, T = {}".format(*PROBLEM_SET_CHAIN))
 
 
 SCHEDULE_CHECKS = (
@@ -89,7 +90,7 @@ SCHEDULE_CHECKS = (
     ("beta_k = beta_min + k (beta_max - beta_min) / (T - 1)", check_beta),
     ("alpha_k = 1 - beta_k", check_alpha),
     ("alpha_bar_k = prod of alpha_i for i <= k", check_alpha_bar),
-    ("the problem set's chain, T = 1000", check_problem_set_chain),
+    (f"the problem set's chain, T = {PROBLEM_SET_CHAIN[2]}", check_problem_set_chain),
 )
 
 
@@ -151,7 +152,8 @@ def check_forward_formula(forward):
     x0, t, noise, alpha_bar = forward_inputs()
     expected = closed_forms.forward_sample(x0, noise, alpha_bar[t].reshape(-1, 1, 1, 1)).numpy()
     compare(forward_result(forward, x0, t, noise, alpha_bar), expected, "x_t", MARGINAL_SECTION,
-            variants=forward_variants(x0, t, noise, alpha_bar))
+            variants=forward_variants(x0, t, noise, alpha_bar), context=f"t = {t.tolist()}, alpha_bar = "
+            f"{[round(value, 4) for value in alpha_bar.tolist()]}")
 
 
 def check_forward_mnist_batch(forward):
@@ -162,8 +164,8 @@ def check_forward_mnist_batch(forward):
     t = torch.tensor([0, 10, 500, 999])
     alpha_bar = reference_schedules(*PROBLEM_SET_CHAIN)["alpha_bar"]
     expected = closed_forms.forward_sample(x0.double(), noise.double(), alpha_bar[t].reshape(-1, 1, 1, 1)).numpy()
-    compare(forward_result(forward, x0, t, noise, alpha_bar), expected, "x_t (T = 1000, float32)", MARGINAL_SECTION,
-            rtol=FLOAT32_RTOL, atol=1e-5)
+    compare(forward_result(forward, x0, t, noise, alpha_bar), expected, "x_t", MARGINAL_SECTION, rtol=FLOAT32_RTOL,
+            atol=1e-5, context=f"float32 x0 of shape {tuple(x0.shape)}, T = {len(alpha_bar)}, t = {t.tolist()}")
 
 
 FORWARD_CHECKS = (

@@ -100,9 +100,10 @@ def first_difference(got, expected, rtol, atol):
     return tuple(int(i) for i in np.argwhere(bad)[0])
 
 
-def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12):
+def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12, x=None, context=""):
     """Pass if ``got`` matches ``expected``; else raise the Mistake of the first variant it matches, or one that
-    names the first wrong index of ``what``.
+    names the first wrong index of ``what`` (or the point of ``x``, the grid it was evaluated on) and the
+    ``context`` of the inputs.
 
     ``variants`` holds (values a known mistake gives, its name, its explanation, its section).
     """
@@ -112,5 +113,7 @@ def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12):
         if close(got, values, rtol, atol):
             raise Mistake(name, explanation, variant_section)
     index = first_difference(got, expected, rtol, atol)
-    where = f"[{', '.join(map(str, index))}]" if index else ""
-    raise Mistake(f"wrong {what}", f"{what}{where} is {got[index]:.6g}, expected {expected[index]:.6g}", section)
+    where = f" at x = {x[index]:g}" if x is not None else f"[{', '.join(map(str, index))}]" if index else ""
+    inputs = f" ({context})" if context else ""
+    raise Mistake(f"wrong {what}", f"{what}{where} is {got[index]:.6g}, expected {expected[index]:.6g}{inputs}",
+                  section)
