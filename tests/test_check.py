@@ -52,12 +52,13 @@ def test_every_cited_section_is_in_the_handout():
 
 def test_an_error_in_the_students_code_shows_their_traceback_not_ours(capsys, one_thread):
     def forward(x0, t, noise, alpha_bar):
-        return alpha_bar[t + 100] * x0  # out of range
+        level = alpha_bar[t]  # shape (N,), which does not broadcast against x0 of shape (N, 1, 2, 3)
+        return level.sqrt() * x0 + (1 - level).sqrt() * noise
 
     command.check("1b", solution_namespace(forward=forward))
     report = capsys.readouterr().out
-    assert "error" in report and "IndexError" in report and "alpha_bar[t + 100]" in report
-    assert "dgm/check" not in report
+    assert "error" in report and "RuntimeError" in report and "level.sqrt() * x0" in report
+    assert "hint: alpha_bar[t] has shape (N,)" in report and "dgm/check" not in report
 
 
 def test_usage_errors_exit_with_status_two(tmp_path, capsys):

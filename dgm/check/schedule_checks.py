@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from dgm import closed_forms
-from dgm.check.verdicts import Mistake, as_float_array, call, compare
+from dgm.check.verdicts import Mistake, StudentError, as_float_array, call, compare
 from dgm.schedules import ddpm_schedules as reference_schedules
 
 SCHEDULE_SECTION = "forward-process-schedule"
@@ -131,7 +131,15 @@ def forward_variants(x0, t, noise, alpha_bar):
 
 
 def forward_result(forward, x0, t, noise, alpha_bar):
-    return as_float_array(call(forward, x0, t, noise, alpha_bar), "x_t", MARGINAL_SECTION, shape=x0.shape)
+    """The student's x_t; a failed broadcast of alpha_bar[t] against x0 gets a hint after their traceback."""
+    try:
+        result = call(forward, x0, t, noise, alpha_bar)
+    except StudentError as error:
+        if "must match the size of tensor" not in error.report:
+            raise
+        raise StudentError(f"{error.report}\nhint: alpha_bar[t] has shape (N,); reshape it to (N, 1, ..., 1) so that "
+                           "it multiplies each sample of x0") from None
+    return as_float_array(result, "x_t", MARGINAL_SECTION, shape=x0.shape)
 
 
 def check_forward_shape(forward):
