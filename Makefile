@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test setup generate chapter clean
+.PHONY: book test setup generate chapter clean exercises
 
 # Re-install only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -53,3 +53,7 @@ generate: setup
 
 clean:
 	rm -rf _build
+
+# The student notebook and template (exercises/), from the handout's exercises; tests fail until they are up to date.
+exercises: setup
+	$(BIN)/python -m dgm.check.exercises

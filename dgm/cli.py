@@ -17,6 +17,7 @@ COMMANDS = {
     "learning-curve": ("dgm.learning_curve", "main", "sample quality of a run's kept snapshots over training"),
     "ablation": ("dgm.ablation", "main", "the MNIST ablation over T, respacing and DDIM (Problem 2)"),
     "toy-ablation": ("dgm.toy_ablation", "main", "the 1-D toy's ablations (Problems 2-3)"),
+    "check": ("dgm.check", "main", "check your solutions to the problem set (exercises/), naming each mistake"),
 }
 
 

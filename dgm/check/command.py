@@ -1,0 +1,149 @@
+"""``dgm check PROBLEM FILE``: run a problem's checks on the student's functions and print a verdict per check.
+
+Exit status 0 when every check passes, 1 when a mistake is found (or a problem is not implemented yet, or the
+student's code raises), 2 for a usage error: a missing file or function, or a signature the contract cannot call.
+"""
+
+import argparse
+import importlib.util
+import inspect
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from dgm.check.handout import section_title
+from dgm.check.problems import PROBLEMS, find_function, run_problem
+from dgm.check.verdicts import StudentError, UsageError, student_traceback
+
+WIDTH = 110
+STATUS_WIDTH = len("not implemented")
+
+
+def load_solutions(path):
+    """The globals of the student's Python file, run as a module (its folder first on the import path)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no file {path}")
+    if path.suffix != ".py":
+        raise UsageError(f"{path} is not a Python file: give the .py file that defines your functions "
+                         "(such as exercises/solution_template.py)")
+    spec = importlib.util.spec_from_file_location(f"dgm_check_solution_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # their file's error, shown with their traceback
+        raise StudentError(student_traceback(error)) from None
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    return vars(module)
+
+
+def problem_keys(problem):
+    """The problems that ``problem`` (a key or "all") names, in the problem set's order."""
+    return list(PROBLEMS) if problem == "all" else [problem]
+
+
+def run(problem, namespace):
+    """{key: list of verdicts, or the UsageError} for ``problem`` (a key or "all") on the functions of ``namespace``.
+
+    Runs torch on one thread: the checks' tensors are small, and on a busy machine a second thread mostly waits.
+    """
+    results = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for key in problem_keys(problem):
+            try:
+                function = find_function(PROBLEMS[key], namespace)
+            except UsageError as error:
+                results[key] = error
+                continue
+            results[key] = run_problem(PROBLEMS[key], function)
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
+def outcome(result):
+    """One problem's overall status: "ok", "FAIL", "not implemented", "error" or "usage"."""
+    if isinstance(result, UsageError):
+        return "usage"
+    return next((verdict.status for verdict in result if verdict.status != "ok"), "ok")
+
+
+def exit_status(results):
+    """2 if any problem had a usage error, else 1 if any did not pass, else 0."""
+    outcomes = [outcome(result) for result in results.values()]
+    return 2 if "usage" in outcomes else 0 if set(outcomes) == {"ok"} else 1
+
+
+def indented(text, indent):
+    return textwrap.fill(text, WIDTH, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def format_problem(key, result):
+    """The lines of one problem's verdicts."""
+    problem = PROBLEMS[key]
+    lines = [f"Problem {key}: {problem.signature}"]
+    if isinstance(result, UsageError):
+        return lines + [f"  {'usage error':{STATUS_WIDTH}s}  {result}"]
+    indent = " " * (STATUS_WIDTH + 4)
+    for verdict in result:
+        if verdict.status == "not implemented":
+            lines.append(f"  {verdict.status:{STATUS_WIDTH}s}  {problem.function} still raises NotImplementedError: "
+                         "replace the TODO with your code")
+            continue
+        lines.append(f"  {verdict.status:{STATUS_WIDTH}s}  {verdict.check}")
+        if verdict.status == "FAIL":
+            lines.append(indented(f"mistake: {verdict.mistake}", indent))
+            lines.append(indented(verdict.explanation, indent))
+            if verdict.section:
+                lines.append(indented(f"read: {section_title(verdict.section)} (handout, {verdict.section})", indent))
+        elif verdict.status == "error":
+            lines.append(textwrap.indent(verdict.explanation, indent))
+    return lines
+
+
+def format_report(results):
+    """Every problem's verdicts, then a one-line summary when there is more than one problem."""
+    lines = []
+    for key, result in results.items():
+        lines += format_problem(key, result) + [""]
+    if len(results) > 1:
+        summary = []
+        for key, result in results.items():
+            failed = next((verdict for verdict in result if verdict.status == "FAIL"), None) \
+                if isinstance(result, list) else None
+            summary.append(f"{key} {outcome(result)}" + (f" ({failed.mistake})" if failed else ""))
+        lines.append(textwrap.fill("summary: " + ", ".join(summary), WIDTH, subsequent_indent="  "))
+    return "\n".join(lines).rstrip()
+
+
+def check(problem, namespace=None):
+    """Check ``problem`` (a key such as "1a", or "all") on the functions of ``namespace`` (by default the caller's
+    globals, as in a notebook cell) and print the verdicts."""
+    if problem != "all" and problem not in PROBLEMS:
+        raise ValueError(f"problem must be one of {', '.join(PROBLEMS)} or all, got {problem!r}")
+    namespace = inspect.currentframe().f_back.f_globals if namespace is None else namespace
+    print(format_report(run(problem, namespace)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="dgm check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("problem", choices=[*PROBLEMS, "all"], help="the problem to check, or all")
+    parser.add_argument("file", type=Path, help="the Python file with your functions (exercises/solution_template.py)")
+    args = parser.parse_args(argv)
+    try:
+        namespace = load_solutions(args.file)
+    except UsageError as error:
+        print(f"dgm check: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except StudentError as error:
+        print(f"dgm check: {args.file} raised an error when imported:\n{error.report}", file=sys.stderr)
+        raise SystemExit(1) from None
+    results = run(args.problem, namespace)
+    print(format_report(results))
+    raise SystemExit(exit_status(results))

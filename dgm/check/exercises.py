@@ -1,0 +1,133 @@
+"""Write the student's notebook (exercises/ps4.ipynb) and plain template (exercises/solution_template.py).
+
+The problem text is read from the handout's ``{exercise}`` directives by label (never its solutions), and each
+checkable problem gets its function from ``dgm.check.problems.PROBLEMS`` with a TODO body, and in the notebook a
+cell that checks it. Run ``make exercises`` (``python -m dgm.check.exercises``) after editing the exercises;
+tests/test_check.py fails while the written files differ from what this renders.
+"""
+
+import argparse
+import re
+import textwrap
+from pathlib import Path
+
+import nbformat
+
+from dgm.check.handout import BOOK, exercise, section_titles
+from dgm.check.problems import PROBLEMS
+
+EXERCISES = ("ex-1a", "ex-1b", "ex-1c", "ex-1d", "ex-2a", "ex-2b", "ex-3a", "ex-3b", "ex-3c")
+OUT = Path(__file__).resolve().parents[2] / "exercises"
+NOTEBOOK, TEMPLATE = "ps4.ipynb", "solution_template.py"
+# What must never reach the student's files: solutions, and code pulled in from the library.
+FORBIDDEN = ("{solution", "literalinclude", "{code-cell", "{include", "{glue")
+ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
+MATH_FENCE = re.compile(r"^(`{3,}|:{3,})\{math\}[^\n]*\n(.*?)^\1\s*$", re.MULTILINE | re.DOTALL)
+PROBLEM_BY_EXERCISE = {problem.exercise: problem for problem in PROBLEMS.values()}
+IMPORTS = "import numpy as np\nimport torch"
+INTRODUCTION = """\
+# Problem set 4: diffusion models
+
+The problems of the handout, each followed by the function it asks for, with a `TODO` body. Write your code there
+and run the cell below it: `check("1a")` runs that problem's checks on your function and names any mistake it
+finds, with the formula, the index and the handout section to read. The same checks run in a terminal on
+`exercises/solution_template.py`, which holds the same functions: `dgm check all exercises/solution_template.py`.
+"""
+
+
+def render_role(role, content, titles):
+    """A MyST role as plain Markdown: math stays math, a reference becomes the title of what it points at."""
+    if role == "math":
+        return f"${content}$"
+    if role in ("ref", "numref", "doc"):
+        text, _, target = content.rpartition(" <")
+        if target.endswith(">"):
+            return text
+        return f"*{titles[content]}* (handout)" if content in titles else f"`{content}`"
+    return content
+
+
+def jupyter_markdown(label, book=BOOK):
+    """The exercise's body as Markdown that Jupyter renders, refusing any solution or library code in it."""
+    body = exercise(label, book).body
+    for marker in FORBIDDEN:
+        if marker in body:
+            raise ValueError(f"exercise {label} contains {marker!r}: the student's files take the problem text only")
+    titles = section_titles(book)
+    body = MATH_FENCE.sub(lambda match: f"$$\n{match.group(2).strip()}\n$$", body)
+    return ROLE.sub(lambda match: render_role(match.group(1), match.group(2), titles), body)
+
+
+def stub(problem):
+    """The problem's function with its contract as docstring and a TODO body."""
+    contract = textwrap.indent(problem.contract, "    ").lstrip()
+    return (f'def {problem.signature}:\n    """{contract}"""\n    # TODO: your code\n'
+            f'    raise NotImplementedError("Problem {problem.key}: {problem.function}")\n')
+
+
+def render_notebook(book=BOOK):
+    """The student notebook as JSON text, with cell ids derived from the labels so that it renders the same twice."""
+    def markdown(source, cell_id):
+        return nbformat.v4.new_markdown_cell(source, id=cell_id)
+
+    def code(source, cell_id):
+        return nbformat.v4.new_code_cell(source, id=cell_id)
+
+    cells = [markdown(INTRODUCTION.strip(), "introduction"), code(f"{IMPORTS}\n\nfrom dgm.check import check", "setup")]
+    for label in EXERCISES:
+        cells.append(markdown(f"## {exercise(label, book).title}\n\n{jupyter_markdown(label, book)}", label))
+        problem = PROBLEM_BY_EXERCISE.get(label)
+        if problem:
+            cells += [code(stub(problem).rstrip(), f"{label}-solution"), code(f'check("{problem.key}")', f"{label}-check")]
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"}})
+    nbformat.validate(notebook)
+    return nbformat.writes(notebook) + "\n"
+
+
+def comment(text):
+    """Text as wrapped ``#`` comment lines, paragraphs kept."""
+    paragraphs = [" ".join(paragraph.split()) for paragraph in text.split("\n\n")]
+    return "\n#\n".join(textwrap.fill(paragraph, 116, initial_indent="# ", subsequent_indent="# ")
+                        for paragraph in paragraphs if paragraph)
+
+
+def render_template(book=BOOK):
+    """The plain-Python template: every checkable problem's text as a comment above its function."""
+    parts = ['"""Problem set 4: your solutions, one function per problem that `dgm check` checks.\n\n'
+             "Check them with `dgm check all exercises/solution_template.py`, or one problem with `dgm check 1a ...`.\n"
+             "Written by `make exercises` from the handout's exercises; exercises/ps4.ipynb holds the same functions "
+             'in a notebook.\n"""\n\n' + IMPORTS + "\n"]
+    for label in EXERCISES:
+        problem = PROBLEM_BY_EXERCISE.get(label)
+        if problem:
+            title = exercise(label, book).title
+            parts.append(f"\n\n{comment(title)}\n#\n{comment(jupyter_markdown(label, book))}\n{stub(problem)}")
+    return "".join(parts)
+
+
+def write(out=OUT, book=BOOK):
+    """Write both files into ``out``; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / NOTEBOOK, out / TEMPLATE]
+    for path, text in zip(paths, (render_notebook(book), render_template(book))):
+        path.write_text(text)
+    return paths
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m dgm.check.exercises", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--book", type=Path, default=BOOK, help=f"the handout's sources (default {BOOK})")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"where to write them (default {OUT})")
+    args = parser.parse_args(argv)
+    try:
+        paths = write(args.out, args.book)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: {error}\n")
+    print("wrote " + " and ".join(map(str, paths)))
+
+
+if __name__ == "__main__":
+    main()

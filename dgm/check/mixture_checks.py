@@ -1,0 +1,159 @@
+"""Checks of Problem 3a (``marginal_pdf``) and Problem 3b (``score``) against ``dgm.sde``'s exact mixture.
+
+Each classic mistake is modelled as the mixture it wrongly computes (component means m_i and variances v_i at
+time t), whose density and score ``dgm.sde.GaussianMixture1D`` evaluates; a wrong answer that matches one is named.
+"""
+
+import numpy as np
+
+from dgm import closed_forms
+from dgm.check.verdicts import Mistake, as_float_array, call, compare
+from dgm.sde import VPSDE, GaussianMixture1D
+from dgm.toy_ablation import toy_mixture
+
+KERNEL_SECTION = "continuous-time-kernel"
+MARGINAL_SECTION = "continuous-time-marginal"
+SCORE_SECTION = "continuous-time-score"
+BETA_RANGE = (0.1, 20.0)  # the VP-SDE of Problem 3
+TIMES = (0.0, 0.05, 0.2, 0.5)
+GRID = np.linspace(-5.0, 5.0, 201)
+TAILS = np.array([-100.0, -40.0, 40.0, 100.0])
+OTHER_MIXTURE = ((0.2, 0.5, 0.3), (-3.0, 0.5, 4.0), (0.4, 1.5, 0.7), (0.5, 10.0), 0.25)  # three components
+
+
+def problem_mixture():
+    """The handout's p_0 as (weights, means, stds) arrays: stds are standard deviations."""
+    mixture = toy_mixture()
+    return mixture.weights.copy(), mixture.means.copy(), mixture.stds.copy()
+
+
+def integrated_beta(t, beta_min, beta_max):
+    """B(t) = int_0^t beta(u) du = -log alpha_bar(t)."""
+    return -closed_forms.vp_log_alpha_bar(t, beta_min, beta_max)
+
+
+def mistaken_mixtures(weights, means, stds, t, beta_min, beta_max):
+    """(the mixture a mistake computes for p_t, its name, explanation and section) for each classic mistake."""
+    B = integrated_beta(t, beta_min, beta_max)
+    decay = np.exp(-B)
+
+    def at(component_means, variances):
+        return GaussianMixture1D(weights, component_means, np.sqrt(variances))
+
+    def variance(s2, level=decay):
+        return s2 * level + 1 - level
+
+    wrong_B = beta_min * t + (beta_max - beta_min) * t**2
+    return [
+        (at(means * np.sqrt(decay), variance(stds)), "mixture stds used as variances",
+         "each component's variance uses s_i where it needs s_i^2: the stds are standard deviations, "
+         "p_0 = sum_i pi_i N(mu_i, s_i^2), and a component's variance at time t is s_i^2 e^(-B) + 1 - e^(-B)",
+         MARGINAL_SECTION),
+        (at(means * decay, variance(stds**2)), "mean decaying as exp(-B) instead of exp(-B/2)",
+         "the component means are mu_i e^(-B(t)); the kernel's mean is x_0 sqrt(alpha_bar(t)) = x_0 e^(-B(t)/2), "
+         "with B(t) = int_0^t beta", KERNEL_SECTION),
+        (at(means * np.exp(-wrong_B / 2), variance(stds**2, np.exp(-wrong_B))), "B(t) without the 1/2",
+         "your B(t) = beta_min t + (beta_max - beta_min) t^2; int_0^t beta(u) du = beta_min t + "
+         "(beta_max - beta_min) t^2 / 2", KERNEL_SECTION),
+        (at(means * np.sqrt(decay), stds**2 + 1 - decay), "component variance not scaled",
+         "each component's variance is s_i^2 + 1 - e^(-B); the data's part shrinks with the signal: "
+         "s_i^2 e^(-B) + 1 - e^(-B)", MARGINAL_SECTION),
+    ]
+
+
+def exact(method, case, x):
+    """The library's p_t(x) (method "pdf") or score (method "score") for one case."""
+    weights, means, stds, t, beta_min, beta_max = case
+    sde, p0 = VPSDE(beta_min, beta_max), GaussianMixture1D(weights, means, stds)
+    return (sde.marginal_pdf if method == "pdf" else sde.score)(p0, x, t)
+
+
+def cases():
+    """(weights, means, stds, t, beta_min, beta_max) for the handout's mixture at several times, and another one."""
+    weights, means, stds = problem_mixture()
+    other = [np.array(v) for v in OTHER_MIXTURE[:3]]
+    return [(weights, means, stds, t, *BETA_RANGE) for t in TIMES] + [(*other, OTHER_MIXTURE[4], *OTHER_MIXTURE[3])]
+
+
+def student_values(function, x, case, what, section):
+    weights, means, stds, t, beta_min, beta_max = case
+    result = call(function, x.copy(), float(t), weights.copy(), means.copy(), stds.copy(), beta_min, beta_max)
+    return as_float_array(result, what, section, shape=x.shape)
+
+
+def describe(case):
+    weights, means, stds, t, beta_min, beta_max = case
+    return (f"t = {t}, weights {weights.tolist()}, means {means.tolist()}, stds {stds.tolist()}, "
+            f"beta_min = {beta_min}, beta_max = {beta_max}")
+
+
+def check_against_mixtures(function, method, what, section, x, sign_variant=False):
+    """``function`` on every case against the exact p_t's ``method`` ("pdf" or "score"), naming a matching mistake."""
+    for case in cases():
+        expected = exact(method, case, x)
+        variants = [(getattr(mixture, method)(x), name, explanation, mistake_section)
+                    for mixture, name, explanation, mistake_section in mistaken_mixtures(*case)]
+        if sign_variant:
+            variants.append((-expected, "the score's sign", "your score is -grad log p_t: the score points towards "
+                             "higher density, sum_i r_i (m_i - x) / v_i", SCORE_SECTION))
+        compare(student_values(function, x, case, what, section), expected, what, section, variants=variants,
+                x=x, context=describe(case))
+
+
+def check_marginal_shape(marginal_pdf):
+    """Returns an array of the shape of x."""
+    student_values(marginal_pdf, GRID, cases()[1], "p_t(x)", MARGINAL_SECTION)
+
+
+def check_marginal_at_zero(marginal_pdf):
+    """At t = 0 the marginal is p_0 itself, with the stds as standard deviations."""
+    weights, means, stds = problem_mixture()
+    case = (weights, means, stds, 0.0, *BETA_RANGE)
+    stds_as_variances = mistaken_mixtures(*case)[0]
+    compare(student_values(marginal_pdf, GRID, case, "p_0(x)", MARGINAL_SECTION),
+            exact("pdf", case, GRID), "p_0(x)", MARGINAL_SECTION, x=GRID, context=describe(case),
+            variants=[(stds_as_variances[0].pdf(GRID), *stds_as_variances[1:])])
+
+
+def check_marginal(marginal_pdf):
+    """p_t(x) = sum_i pi_i N(x; mu_i e^(-B/2), s_i^2 e^(-B) + 1 - e^(-B)), B(t) = int_0^t beta."""
+    check_against_mixtures(marginal_pdf, "pdf", "p_t(x)", MARGINAL_SECTION, GRID)
+
+
+MARGINAL_CHECKS = (
+    ("returns an array of the shape of x", check_marginal_shape),
+    ("p_0 at t = 0 (stds are standard deviations)", check_marginal_at_zero),
+    (f"p_t(x) at t = {', '.join(map(str, TIMES[1:]))} and for a three-component mixture", check_marginal),
+)
+
+
+def check_score_shape(score):
+    """Returns an array of the shape of x."""
+    student_values(score, GRID, cases()[1], "score", SCORE_SECTION)
+
+
+def check_score(score):
+    """grad log p_t(x) = sum_i r_i(x) (m_i - x) / v_i, with r_i the responsibilities."""
+    check_against_mixtures(score, "score", "score", SCORE_SECTION, GRID,
+                           sign_variant=True)
+
+
+def check_score_tails(score):
+    """Finite and exact far in the tails, where every component density underflows to 0."""
+    for case in cases():
+        got = student_values(score, TAILS, case, "score", SCORE_SECTION)
+        if not np.isfinite(got).all():
+            index = int(np.argmin(np.isfinite(got)))
+            raise Mistake("score not finite in the tails", f"at x = {TAILS[index]:g}, {describe(case)}, your score "
+                          f"is {got[index]}: every pi_i N(x; m_i, v_i) underflows to 0 there and their ratio is 0/0. "
+                          "Compute the responsibilities as a softmax of log pi_i + log N(x; m_i, v_i), subtracting "
+                          "the maximum before exp (log-sum-exp)", SCORE_SECTION)
+        compare(got, exact("score", case, TAILS), "score", SCORE_SECTION, x=TAILS, context=describe(case))
+
+
+SCORE_CHECKS = (
+    ("returns an array of the shape of x", check_score_shape),
+    (f"the score at t = {', '.join(map(str, TIMES))} and for a three-component mixture", check_score),
+    (f"finite and exact in the tails, |x| = {' and '.join(f'{x:g}' for x in sorted(set(abs(TAILS))))}",
+     check_score_tails),
+)

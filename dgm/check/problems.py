@@ -1,0 +1,100 @@
+"""The problem set's contract: which function each problem asks for, its signature, what it returns, its checks.
+
+The student template (``dgm.check.exercises``) is written from ``PROBLEMS``, so its signatures and the checker's
+cannot disagree.
+"""
+
+import inspect
+from dataclasses import dataclass
+
+from dgm.check.mixture_checks import MARGINAL_CHECKS, SCORE_CHECKS
+from dgm.check.sampler_checks import RESPACE_CHECKS, SAMPLE_CHECKS
+from dgm.check.schedule_checks import FORWARD_CHECKS, SCHEDULE_CHECKS
+from dgm.check.verdicts import Mistake, NotImplementedYet, StudentError, UsageError, Verdict
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One checkable problem: ``key`` as on the command line, the handout's exercise label, the function's name
+    and parameters (as written in its ``def``), the contract as its docstring, and the checks in order."""
+
+    key: str
+    exercise: str
+    function: str
+    parameters: str
+    contract: str
+    checks: tuple
+
+    @property
+    def signature(self):
+        return f"{self.function}({self.parameters})"
+
+    def check_signature(self, function):
+        """Raise UsageError unless ``function`` can be called as the contract calls it."""
+        names = [name.strip() for name in self.parameters.split(",")]
+        positional = [name for name in names if "=" not in name]
+        keywords = {name.split("=")[0]: None for name in names if "=" in name}
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            return
+        try:
+            signature.bind(*positional, **keywords)
+        except TypeError as error:
+            raise UsageError(f"{self.function}{signature} cannot be called as {self.signature} ({error}); keep the "
+                             "template's signature") from None
+
+
+PROBLEMS = {problem.key: problem for problem in (
+    Problem("1a", "ex-1a", "ddpm_schedules", "beta_min, beta_max, T",
+            'The linear schedule as a dict of 1-D torch tensors of length T, keys "beta", "alpha", "alpha_bar",\n'
+            "indexed k = 0..T-1: beta[k] = beta_min + k (beta_max - beta_min) / (T - 1), alpha = 1 - beta,\n"
+            "alpha_bar[k] = prod of alpha[i] for i <= k.", SCHEDULE_CHECKS),
+    Problem("1b", "ex-1b", "forward", "x0, t, noise, alpha_bar",
+            "A draw x_t of q(x_t | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of\n"
+            "timesteps in 0..T-1, alpha_bar the table of ddpm_schedules. Returns x_t of the shape of x0.",
+            FORWARD_CHECKS),
+    Problem("1c", "ex-1c", "sample", "eps_model, n, shape, schedule, generator=None",
+            "Ancestral sampling (Algorithm 2) with sigma_k^2 = beta_k, from x ~ N(0, I) of shape (n, *shape).\n"
+            "eps_model(x, t) takes t as a long tensor of shape (n,); schedule is the dict of ddpm_schedules;\n"
+            "draw all noise with torch.randn(..., generator=generator). Returns x_0 of shape (n, *shape).",
+            SAMPLE_CHECKS),
+    Problem("2b", "ex-2b", "respace", "alpha_bar, steps",
+            "The kept timesteps (increasing, including 0 and T - 1) and the respaced betas of a chain with\n"
+            "the same alpha_bar at those steps, both of length steps: returns (timesteps, betas).",
+            RESPACE_CHECKS),
+    Problem("3a", "ex-3a", "marginal_pdf", "x, t, weights, means, stds, beta_min, beta_max",
+            "p(x(t)) of the VP-SDE with beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started\n"
+            "from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard deviations). x is a NumPy\n"
+            "array; returns an array of its shape.", MARGINAL_CHECKS),
+    Problem("3b", "ex-3b", "score", "x, t, weights, means, stds, beta_min, beta_max",
+            "The score d/dx log p(x(t)) of the marginal of Problem 3a, finite for |x| up to 100 and beyond.\n"
+            "x is a NumPy array; returns an array of its shape.", SCORE_CHECKS),
+)}
+
+
+def find_function(problem, namespace):
+    """The student's function for ``problem`` from ``namespace`` (a module's or notebook's globals)."""
+    function = namespace.get(problem.function)
+    if function is None:
+        raise UsageError(f"no function {problem.function} (Problem {problem.key}); define {problem.signature}")
+    if not callable(function):
+        raise UsageError(f"{problem.function} is a {type(function).__name__}, not a function")
+    problem.check_signature(function)
+    return function
+
+
+def run_problem(problem, function):
+    """The verdicts of ``problem``'s checks on ``function``, in order, stopping at the first that does not pass."""
+    verdicts = []
+    for description, check in problem.checks:
+        try:
+            check(function)
+        except NotImplementedYet:
+            return verdicts + [Verdict(description, "not implemented")]
+        except StudentError as error:
+            return verdicts + [Verdict(description, "error", explanation=error.report)]
+        except Mistake as mistake:
+            return verdicts + [Verdict(description, "FAIL", mistake.name, mistake.explanation, mistake.section)]
+        verdicts.append(Verdict(description, "ok"))
+    return verdicts

@@ -1,0 +1,282 @@
+"""Checks of Problem 1c (``sample``) and Problem 2, part 2 (``respace``).
+
+The sampler is run with a network of our own that records every call: it returns noise predictions eps drawn
+independently of x, so that each of the student's steps x_{k-1} = a x_k + b eps + sigma z can be recovered by least
+squares from the recorded x_k, eps and x_{k-1}, and compared coefficient by coefficient with Algorithm 2. The chain
+it runs on is short with large betas, so the last step's noise (tiny under the problem set's betas) stands out.
+The sampler then runs on the problem set's chain with the exact noise predictor of the 1-D mixture, and its samples
+are compared with p_0.
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+import scipy.stats
+import torch
+
+from dgm import closed_forms
+from dgm.check.schedule_checks import NOTATION_SECTION, PROBLEM_SET_CHAIN
+from dgm.check.verdicts import Mistake, as_float_array, call, compare
+from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
+from dgm.toy_ablation import exact_noise_predictor, toy_mixture
+
+EPSILON_SECTION = "reverse-process-epsilon"
+POSTERIOR_SECTION = "reverse-process-posterior"
+RESPACING_SECTION = "respacing-formula"
+PROBE_BETAS = (0.1, 0.18, 0.26, 0.34, 0.42, 0.5)  # large and distinct: sigma = sqrt(beta) is far from beta
+PROBE_N, PROBE_SHAPE = 4000, (2, 3)
+TOLERANCE_IN_STANDARD_ERRORS = 6
+END_TO_END_N, END_TO_END_P_VALUE = 2000, 1e-4
+
+
+def contract_schedule(schedule):
+    """The keys of the template's contract only: beta, alpha and alpha_bar."""
+    return {name: schedule[name] for name in ("beta", "alpha", "alpha_bar")}
+
+
+class RecordingNetwork:
+    """A stand-in eps_model: returns standard normal draws from its own seeded generator, recording (x, t, eps)."""
+
+    def __init__(self, seed=2**31 - 1):  # a seed the sampler's generators never get
+        self.generator = torch.Generator().manual_seed(seed)
+        self.calls = []
+
+    def __call__(self, x, t):
+        x = torch.as_tensor(x)
+        dtype = x.dtype if x.is_floating_point() else torch.float64
+        eps = torch.randn(x.shape, generator=self.generator, dtype=dtype)
+        self.calls.append((x.detach().clone(), t.detach().clone() if isinstance(t, torch.Tensor) else t, eps))
+        return eps
+
+
+def probe(sample, seed=0):
+    """The student's sampler on the probe chain: (recording network, samples, the chain's tables as float64)."""
+    network = RecordingNetwork()
+    schedule = schedule_from_betas(torch.tensor(PROBE_BETAS, dtype=torch.float64))
+    generator = torch.Generator().manual_seed(seed)
+    samples = call(sample, network, PROBE_N, PROBE_SHAPE, contract_schedule(schedule), generator=generator)
+    samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(PROBE_N, *PROBE_SHAPE))
+    return network, samples, {name: table.numpy() for name, table in schedule.items()}
+
+
+def check_calls(sample):
+    """eps_model gets x of shape (n, *shape) and t as a long tensor of shape (n,), for k = T-1 down to 0."""
+    network, _, _ = probe(sample)
+    T = len(PROBE_BETAS)
+    if len(network.calls) != T:
+        raise Mistake("wrong number of steps", f"eps_model was called {len(network.calls)} times on a chain of "
+                      f"T = {T} steps; call it once per step, k = T-1, ..., 0", EPSILON_SECTION)
+    steps = []
+    for x, t, _ in network.calls:
+        if x.shape != (PROBE_N, *PROBE_SHAPE):
+            raise Mistake("x has the wrong shape", f"eps_model got x of shape {tuple(x.shape)}, expected (n, *shape) "
+                          f"= {(PROBE_N, *PROBE_SHAPE)}", EPSILON_SECTION)
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.long or t.shape != (PROBE_N,):
+            got = f"a {t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else repr(t)
+            raise Mistake("t is not a long tensor of shape (n,)", f"eps_model got t = {got}; pass "
+                          "torch.full((n,), k, dtype=torch.long)", EPSILON_SECTION)
+        steps.append(sorted(set(t.tolist())))
+    expected = [[k] for k in reversed(range(T))]
+    if steps == [[k + 1] for k in reversed(range(T))]:
+        raise Mistake("timesteps numbered 1..T", f"eps_model got t = {T}, ..., 1 (Ho et al.'s numbering); the code "
+                      f"indexes k = 0..T-1, so the first step gets t = T - 1 = {T - 1} and the last t = 0",
+                      NOTATION_SECTION)
+    if steps != expected:
+        raise Mistake("wrong timesteps", f"eps_model got t = {steps}, expected {expected}", EPSILON_SECTION)
+
+
+def check_start(sample):
+    """x_{T-1}, the first x the network sees, is drawn from N(0, I)."""
+    network, _, _ = probe(sample)
+    x = network.calls[0][0].double()
+    mean, std, count = float(x.mean()), float(x.std()), x.numel()
+    if abs(mean) > 6 / np.sqrt(count) or abs(std - 1) > 6 / np.sqrt(2 * count):
+        raise Mistake("x_T is not drawn from N(0, I)", f"the first x given to eps_model has mean {mean:.3g} and "
+                      f"standard deviation {std:.3g}; start from torch.randn((n, *shape), generator=generator)",
+                      EPSILON_SECTION)
+
+
+def fit_steps(network, samples):
+    """Least squares x_{k-1} = a x_k + b eps + r at each step, in the order k = T-1..0.
+
+    Returns arrays a, b, their standard errors, and the standard deviation of r (the noise the step added).
+    """
+    states = [x.double().numpy() for x, _, _ in network.calls] + [samples]
+    fits = []
+    for (_, _, eps), x_in, x_out in zip(network.calls, states[:-1], states[1:]):
+        design = np.stack([x_in.ravel(), eps.double().numpy().ravel()], axis=1)
+        coefficients, *_ = np.linalg.lstsq(design, x_out.ravel(), rcond=None)
+        residual = x_out.ravel() - design @ coefficients
+        noise_std = np.sqrt(residual @ residual / (len(residual) - 2))
+        errors = noise_std * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
+        fits.append((*coefficients, *errors, noise_std))
+    return [np.array(column[::-1]) for column in zip(*fits)]  # reversed: index k
+
+
+def within(got, expected, error):
+    return bool(np.all(np.abs(got - expected) <= TOLERANCE_IN_STANDARD_ERRORS * error + 1e-5 * (1 + np.abs(expected))))
+
+
+def signed(value):
+    """A term's coefficient as "+ 0.5" or "- 0.5"."""
+    return f"{'-' if value < 0 else '+'} {abs(value):.4g}"
+
+
+def check_mean(sample):
+    """The mean of each step is (x_k - beta_k / sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_k) (Ho et al., eq. 11)."""
+    network, samples, chain = probe(sample)
+    a, b, a_error, b_error, _ = fit_steps(network, samples)
+    beta, alpha, alpha_bar = chain["beta"], chain["alpha"], chain["alpha_bar"]
+    a_ref = closed_forms.reverse_mean_from_eps(1.0, 0.0, beta, alpha_bar)
+    b_ref = closed_forms.reverse_mean_from_eps(0.0, 1.0, beta, alpha_bar)
+    if within(a, a_ref, a_error) and within(b, b_ref, b_error):
+        return
+    variants = (
+        (a_ref, -beta / (np.sqrt(alpha) * (1 - alpha_bar)), "1 - alpha_bar instead of its square root",
+         "the coefficient of eps is beta_t / (1 - alpha_bar_t) / sqrt(alpha_t); it is "
+         "beta_t / sqrt(1 - alpha_bar_t) / sqrt(alpha_t), because x_t carries the noise times sqrt(1 - alpha_bar_t)"),
+        (a_ref, -b_ref, "the epsilon term's sign",
+         "the step adds the predicted noise; the mean subtracts it: (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / "
+         "sqrt(alpha_t)"),
+        (np.ones_like(a_ref), b_ref * np.sqrt(alpha), "1/sqrt(alpha_t) missing",
+         "the step does not divide by sqrt(alpha_t): the mean is (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / "
+         "sqrt(alpha_t), undoing the forward step's sqrt(alpha_t)"),
+        (a_ref, b_ref * np.sqrt(alpha), "1/sqrt(alpha_t) applied to x_t only",
+         "only x_t is divided by sqrt(alpha_t); the whole bracket (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) is"),
+    )
+    k = next(k for k in reversed(range(len(beta)))
+             if not (within(a[k], a_ref[k], a_error[k]) and within(b[k], b_ref[k], b_error[k])))
+    step = (f"at step k = {k} your x_(k-1) = {a[k]:.4g} x_k {signed(b[k])} eps + noise; Algorithm 2 gives "
+            f"{a_ref[k]:.4g} x_k {signed(b_ref[k])} eps (beta_k = {beta[k]:.3g}, alpha_bar_k = {alpha_bar[k]:.3g})")
+    for a_mistake, b_mistake, name, explanation in variants:
+        if within(a, a_mistake, a_error) and within(b, b_mistake, b_error):
+            raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", EPSILON_SECTION)
+    raise Mistake("wrong reverse mean", step, EPSILON_SECTION)
+
+
+def check_noise(sample):
+    """Each step k > 0 adds noise of standard deviation sqrt(beta_k); the last step, k = 0, adds none."""
+    network, samples, chain = probe(sample)
+    noise_std = fit_steps(network, samples)[-1]
+    beta, posterior = chain["beta"], chain["posterior_variance"]
+    inner = slice(1, None)
+    count = PROBE_N * np.prod(PROBE_SHAPE)
+    tolerance = TOLERANCE_IN_STANDARD_ERRORS / np.sqrt(2 * count)
+
+    def matches(target):
+        return bool(np.all(np.abs(noise_std[inner] - target[inner]) <= tolerance * target[inner] + 1e-6))
+
+    if not matches(np.sqrt(beta)):
+        variants = (
+            (beta, "beta used as the noise's standard deviation",
+             "sigma_t z with sigma_t = beta_t: the problem's sigma_t^2 = beta_t is a variance, so sigma_t = "
+             "sqrt(beta_t)"),
+            (np.sqrt(posterior), "sigma^2 = beta_tilde instead of beta",
+             "the noise has variance beta_tilde_t; the template's sampler uses sigma_t^2 = beta_t"),
+            (np.zeros_like(beta), "no noise added", "the steps add no noise; Algorithm 2 adds sigma_t z with "
+             "sigma_t = sqrt(beta_t) at every step but the last"),
+        )
+        k = int(np.argmax(np.abs(noise_std[inner] / np.sqrt(beta[inner]) - 1))) + 1
+        step = (f"step k = {k} adds noise of standard deviation {noise_std[k]:.4g}, expected sqrt(beta_k) = "
+                f"{np.sqrt(beta[k]):.4g} (beta_k = {beta[k]:.3g})")
+        for target, name, explanation in variants:
+            if matches(target):
+                raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", POSTERIOR_SECTION)
+        raise Mistake("wrong noise", step, POSTERIOR_SECTION)
+    if noise_std[0] > 1e-4:
+        raise Mistake("noise added at the last step", f"the last step (k = 0) adds noise of standard deviation "
+                      f"{noise_std[0]:.3g} (here beta_0 = {beta[0]}); Algorithm 2 returns the mean at the last "
+                      "step, z = 0 when k = 0", EPSILON_SECTION)
+
+
+def check_generator(sample):
+    """The noise comes from ``generator``: two runs with generators seeded alike give the same samples."""
+    first, second = probe(sample, seed=5)[1], probe(sample, seed=5)[1]
+    if not np.array_equal(first, second):
+        raise Mistake("noise not drawn from generator", "two runs with generators seeded alike gave different "
+                      "samples: draw x_T and every z with torch.randn(..., generator=generator) (torch.randn_like "
+                      "takes no generator)", EPSILON_SECTION)
+
+
+def check_end_to_end(sample):
+    """With the exact noise predictor of the 1-D mixture on the problem set's chain, the samples follow p_0."""
+    mixture = toy_mixture()
+    schedule = contract_schedule(ddpm_schedules(*PROBLEM_SET_CHAIN))
+    predictor = exact_noise_predictor(mixture, SimpleNamespace(alpha_bar=schedule["alpha_bar"]))
+    generator = torch.Generator().manual_seed(0)
+    samples = call(sample, predictor, END_TO_END_N, (1,), schedule, generator=generator)
+    samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(END_TO_END_N, 1))[:, 0]
+    test = scipy.stats.kstest(samples, mixture.cdf)
+    if not np.isfinite(samples).all() or test.pvalue < END_TO_END_P_VALUE:
+        raise Mistake("samples do not follow p_0", f"{END_TO_END_N} samples of the mixture {mixture} drawn with its "
+                      f"exact noise predictor: Kolmogorov-Smirnov statistic {test.statistic:.3g}, p = "
+                      f"{test.pvalue:.2g} (mean {np.mean(samples):.3g}, expected "
+                      f"{float(mixture.weights @ mixture.means):.3g})", EPSILON_SECTION)
+
+
+SAMPLE_CHECKS = (
+    ("calls eps_model(x, t) once per step, t = T-1, ..., 0", check_calls),
+    ("starts from x ~ N(0, I)", check_start),
+    ("mean of each step: (x_k - beta_k / sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_k)", check_mean),
+    ("noise sqrt(beta_k) z at steps k > 0, none at k = 0", check_noise),
+    ("draws its noise from generator", check_generator),
+    ("the exact predictor of the 1-D mixture gives samples of p_0", check_end_to_end),
+)
+
+
+def respace_result(respace, alpha_bar, steps):
+    """The student's (timesteps, betas) as integer and float arrays, or the Mistake that breaks the contract."""
+    result = call(respace, alpha_bar, steps)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise Mistake("not a pair", f"respace returned {type(result).__name__}; return (timesteps, betas)",
+                      RESPACING_SECTION)
+    timesteps = as_float_array(result[0], "timesteps", RESPACING_SECTION, shape=(steps,))
+    betas = as_float_array(result[1], "betas", RESPACING_SECTION, shape=(steps,))
+    if not np.array_equal(timesteps, np.round(timesteps)):
+        raise Mistake("timesteps are not integers", f"timesteps = {timesteps[:5]} ...", RESPACING_SECTION)
+    return timesteps.astype(np.int64), betas
+
+
+def respace_cases():
+    """(alpha_bar, steps): the problem set's chain at 50 and 100 steps, and a short chain whose numbers can be read."""
+    long_chain = ddpm_schedules(*PROBLEM_SET_CHAIN)["alpha_bar"]
+    return [(long_chain, 50), (long_chain, 100), (ddpm_schedules(0.05, 0.3, 10)["alpha_bar"], 4)]
+
+
+def check_respace_timesteps(respace):
+    """steps timesteps, strictly increasing, from 0 to T - 1."""
+    for alpha_bar, steps in respace_cases():
+        T = len(alpha_bar)
+        timesteps, _ = respace_result(respace, alpha_bar, steps)
+        shown = f"T = {T}, steps = {steps}: timesteps {timesteps[:3].tolist()} ... {timesteps[-2:].tolist()}"
+        if timesteps[0] != 0:
+            raise Mistake("kept steps miss the first timestep", f"{shown}; the short chain must end at t = 0, the "
+                          "step whose mean is the sample", RESPACING_SECTION)
+        if timesteps[-1] != T - 1:
+            raise Mistake("kept steps miss the last timestep", f"{shown}; the short chain must start at t = T - 1 = "
+                          f"{T - 1}, the level its N(0, I) start stands for", RESPACING_SECTION)
+        if np.any(np.diff(timesteps) <= 0):
+            raise Mistake("timesteps not strictly increasing", shown, RESPACING_SECTION)
+
+
+def check_respace_betas(respace):
+    """beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)], with alpha_bar = 1 before the first kept step."""
+    for alpha_bar, steps in respace_cases():
+        timesteps, betas = respace_result(respace, alpha_bar, steps)
+        kept = alpha_bar.numpy()[timesteps]
+        original = 1 - alpha_bar.numpy() / np.concatenate([[1.0], alpha_bar.numpy()[:-1]])
+        wrapped = 1 - kept / np.roll(kept, 1)
+        compare(betas, reference_respace(alpha_bar, torch.as_tensor(timesteps))["beta"].numpy(), "beta'",
+                RESPACING_SECTION, context=f"T = {len(alpha_bar)}, steps = {steps}", variants=[
+                    (original[timesteps], "respacing keeps the original betas",
+                     "beta'_i is beta at the kept step tau_i; the short chain jumps from tau_(i-1) to tau_i in one "
+                     "step, so beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]", RESPACING_SECTION),
+                    (wrapped, "first beta' wraps around",
+                     "beta'_0 divides by alpha_bar[tau_(-1)], which Python reads as the last kept step; before the "
+                     "first kept step alpha_bar = 1, so beta'_0 = 1 - alpha_bar[tau_0]", RESPACING_SECTION)])
+
+
+RESPACE_CHECKS = (
+    ("timesteps: steps of them, increasing, from 0 to T - 1", check_respace_timesteps),
+    ("beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]", check_respace_betas),
+)

@@ -1,0 +1,184 @@
+"""Checks of Problem 1a (``ddpm_schedules``) and Problem 1b (``forward``) against ``dgm.schedules`` and the closed
+forms of derivations/ddpm.py.
+
+A short chain with large, distinct betas comes first: every classic mistake moves its tables far beyond rounding, so
+a wrong table can be matched to the mistake that makes it. The problem set's chain (T = 1000) comes last.
+"""
+
+import numpy as np
+import torch
+
+from dgm import closed_forms
+from dgm.check.verdicts import Mistake, StudentError, as_float_array, call, compare
+from dgm.schedules import ddpm_schedules as reference_schedules
+
+SCHEDULE_SECTION = "forward-process-schedule"
+MARGINAL_SECTION = "forward-process-marginal"
+NOTATION_SECTION = "preface-notation"
+TABLES = ("beta", "alpha", "alpha_bar")
+SHORT_CHAIN = (0.1, 0.5, 5)  # beta_min, beta_max, T: betas 0.1, 0.2, ..., 0.5
+PROBLEM_SET_CHAIN = (1e-4, 0.02, 1000)
+FLOAT32_RTOL = 1e-4  # a float32 cumulative product over 1000 steps drifts by up to about 6e-5
+
+
+def schedule_tables(ddpm_schedules, beta_min, beta_max, T):
+    """The student's tables for one chain as float64 arrays, or the Mistake that their dict breaks the contract."""
+    result = call(ddpm_schedules, beta_min, beta_max, T)
+    if not isinstance(result, dict):
+        raise Mistake("not a dict", f"ddpm_schedules returned a {type(result).__name__}; return a dict with keys "
+                      f"{', '.join(TABLES)}", SCHEDULE_SECTION)
+    missing = [name for name in TABLES if name not in result]
+    if missing:
+        raise Mistake("missing tables", f"the dict has no key {', '.join(map(repr, missing))} (it has "
+                      f"{', '.join(map(repr, result))})", SCHEDULE_SECTION)
+    tables = {}
+    for name in TABLES:
+        if not isinstance(result[name], torch.Tensor):
+            raise Mistake(f"{name} is not a torch tensor", f'schedule["{name}"] is a {type(result[name]).__name__}; '
+                          "the sampler indexes it with a tensor of timesteps", SCHEDULE_SECTION)
+        tables[name] = as_float_array(result[name], f'schedule["{name}"]', SCHEDULE_SECTION, shape=(T,))
+    return tables
+
+
+def check_tables(ddpm_schedules):
+    """The result is a dict of 1-D tensors beta, alpha, alpha_bar of length T."""
+    schedule_tables(ddpm_schedules, *SHORT_CHAIN)
+
+
+def check_beta(ddpm_schedules):
+    """beta_k = beta_min + k (beta_max - beta_min) / (T - 1), k = 0..T-1."""
+    beta_min, beta_max, T = SHORT_CHAIN
+    got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["beta"]
+    over_T = beta_min + np.arange(T) * (beta_max - beta_min) / T
+    compare(got, reference_schedules(*SHORT_CHAIN)["beta"].numpy(), "beta", SCHEDULE_SECTION, variants=[(
+        over_T, "beta step over T instead of T - 1",
+        f"beta[k] = beta_min + k (beta_max - beta_min) / T stops short of beta_max: with T = {T}, beta[T - 1] is "
+        f"{over_T[-1]:.3g} instead of {beta_max}. The step is (beta_max - beta_min) / (T - 1), so that the last "
+        "index k = T - 1 reaches beta_max", SCHEDULE_SECTION)])
+
+
+def check_alpha(ddpm_schedules):
+    """alpha_k = 1 - beta_k."""
+    got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["alpha"]
+    compare(got, reference_schedules(*SHORT_CHAIN)["alpha"].numpy(), "alpha", SCHEDULE_SECTION)
+
+
+def check_alpha_bar(ddpm_schedules):
+    """alpha_bar_k = prod of alpha_i for i <= k."""
+    got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["alpha_bar"]
+    reference = reference_schedules(*SHORT_CHAIN)
+    shifted = np.concatenate([[1.0], reference["alpha_bar"].numpy()[:-1]])
+    compare(got, reference["alpha_bar"].numpy(), "alpha_bar", NOTATION_SECTION, variants=[(
+        shifted, "alpha_bar shifted by one step",
+        f"your alpha_bar[k] is the product of alpha[i] over i < k, so alpha_bar[0] = 1. With the index k = 0..T-1 "
+        f"the latent at index k has been noised by steps 0..k: alpha_bar[k] = prod of alpha[i] for i <= k, and "
+        f"alpha_bar[0] = alpha[0] (here {reference['alpha'][0].item():.3g}, for betas 0.1, ..., 0.5)",
+        NOTATION_SECTION)])
+
+
+def check_problem_set_chain(ddpm_schedules):
+    """The problem set's chain (float32 accepted)."""
+    got = schedule_tables(ddpm_schedules, *PROBLEM_SET_CHAIN)
+    reference = reference_schedules(*PROBLEM_SET_CHAIN)
+    for name in TABLES:
+        compare(got[name], reference[name].numpy(), name, SCHEDULE_SECTION, rtol=FLOAT32_RTOL,
+                context="beta_min = {}, beta_max = {}, T = {}".format(*PROBLEM_SET_CHAIN))
+
+
+SCHEDULE_CHECKS = (
+    ("returns a dict of 1-D tensors beta, alpha, alpha_bar of length T", check_tables),
+    ("beta_k = beta_min + k (beta_max - beta_min) / (T - 1)", check_beta),
+    ("alpha_k = 1 - beta_k", check_alpha),
+    ("alpha_bar_k = prod of alpha_i for i <= k", check_alpha_bar),
+    (f"the problem set's chain, T = {PROBLEM_SET_CHAIN[2]}", check_problem_set_chain),
+)
+
+
+def forward_inputs():
+    """x0 (a batch of 2 x 3 'images', mean 1 so that a swapped coefficient shows), t, noise and the short chain's
+    alpha_bar, whose levels 0.9 ... 0.15 keep x and sqrt(x) far apart."""
+    generator = torch.Generator().manual_seed(0)
+    x0 = 1 + torch.randn(6, 1, 2, 3, generator=generator, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3, 4, 2])
+    return x0, t, noise, reference_schedules(*SHORT_CHAIN)["alpha_bar"]
+
+
+def forward_variants(x0, t, noise, alpha_bar):
+    """What each classic mistake of q(x_t | x_0) returns, as (values, name, explanation, section)."""
+    def at(index):
+        return alpha_bar[index].reshape(-1, 1, 1, 1)
+
+    level = at(t)
+    missing = "missing square roots in q(x_t | x_0)"
+    variants = [
+        (level * x0 + (1 - level) * noise, missing,
+         "your x_t = alpha_bar_t x0 + (1 - alpha_bar_t) noise: q(x_t | x_0) has mean sqrt(alpha_bar_t) x0 and "
+         "variance 1 - alpha_bar_t, so x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise"),
+        (level * x0 + (1 - level).sqrt() * noise, missing,
+         "the coefficient of x0 is alpha_bar_t; the mean of q(x_t | x_0) is sqrt(alpha_bar_t) x0"),
+        (level.sqrt() * x0 + (1 - level) * noise, missing,
+         "the coefficient of the noise is the variance 1 - alpha_bar_t; noise is scaled by the standard deviation "
+         "sqrt(1 - alpha_bar_t)"),
+        ((1 - level).sqrt() * x0 + level.sqrt() * noise, "signal and noise coefficients swapped",
+         "your x_t = sqrt(1 - alpha_bar_t) x0 + sqrt(alpha_bar_t) noise: the signal keeps sqrt(alpha_bar_t), which is "
+         "near 1 at t = 0, and the noise gets sqrt(1 - alpha_bar_t)"),
+        (closed_forms.forward_sample(x0, noise, at(t - 1)), "alpha_bar indexed at t - 1",
+         "your x_t uses alpha_bar[t - 1]; with the index k = 0..T-1, timestep t has been noised by steps 0..t, "
+         "which is alpha_bar[t]"),
+    ]
+    return [(values.numpy(), name, explanation, MARGINAL_SECTION) for values, name, explanation in variants]
+
+
+def forward_result(forward, x0, t, noise, alpha_bar):
+    """The student's x_t; a failed broadcast of alpha_bar[t] against x0 gets a hint after their traceback."""
+    try:
+        result = call(forward, x0, t, noise, alpha_bar)
+    except StudentError as error:
+        if "must match the size of tensor" not in error.report:
+            raise
+        raise StudentError(f"{error.report}\nhint: alpha_bar[t] has shape (N,); reshape it to (N, 1, ..., 1) so that "
+                           "it multiplies each sample of x0") from None
+    return as_float_array(result, "x_t", MARGINAL_SECTION, shape=x0.shape)
+
+
+def check_forward_shape(forward):
+    """x_t has the shape of x0 (alpha_bar[t] broadcast over each sample)."""
+    forward_result(forward, *forward_inputs())
+
+
+def check_forward_uses_noise(forward):
+    """The noise passed in is the noise used: two calls with the same arguments agree."""
+    inputs = forward_inputs()
+    if not np.array_equal(forward_result(forward, *inputs), forward_result(forward, *inputs)):
+        raise Mistake("noise argument ignored", "two calls with the same x0, t and noise returned different x_t: "
+                      "use the noise passed in rather than drawing your own", MARGINAL_SECTION)
+
+
+def check_forward_formula(forward):
+    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise."""
+    x0, t, noise, alpha_bar = forward_inputs()
+    expected = closed_forms.forward_sample(x0, noise, alpha_bar[t].reshape(-1, 1, 1, 1)).numpy()
+    compare(forward_result(forward, x0, t, noise, alpha_bar), expected, "x_t", MARGINAL_SECTION,
+            variants=forward_variants(x0, t, noise, alpha_bar), context=f"t = {t.tolist()}, alpha_bar = "
+            f"{[round(value, 4) for value in alpha_bar.tolist()]}")
+
+
+def check_forward_mnist_batch(forward):
+    """A float32 batch of 28 x 28 images on the problem set's chain, t from 0 to T - 1."""
+    generator = torch.Generator().manual_seed(1)
+    x0 = torch.rand(4, 1, 28, 28, generator=generator) * 2 - 1
+    noise = torch.randn(x0.shape, generator=generator)
+    t = torch.tensor([0, 10, 500, 999])
+    alpha_bar = reference_schedules(*PROBLEM_SET_CHAIN)["alpha_bar"]
+    expected = closed_forms.forward_sample(x0.double(), noise.double(), alpha_bar[t].reshape(-1, 1, 1, 1)).numpy()
+    compare(forward_result(forward, x0, t, noise, alpha_bar), expected, "x_t", MARGINAL_SECTION, rtol=FLOAT32_RTOL,
+            atol=1e-5, context=f"float32 x0 of shape {tuple(x0.shape)}, T = {len(alpha_bar)}, t = {t.tolist()}")
+
+
+FORWARD_CHECKS = (
+    ("returns x_t of the shape of x0", check_forward_shape),
+    ("uses the noise it is given", check_forward_uses_noise),
+    ("x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise", check_forward_formula),
+    ("a float32 MNIST batch on the problem set's chain", check_forward_mnist_batch),
+)

@@ -1,0 +1,160 @@
+"""Wrong solutions, one classic mistake each, derived from reference_solution.py: `dgm check` must reject every one
+and name its mistake.
+
+``MUTANTS`` lists (problem, the mistake's name as the checker prints it, the wrong function).
+"""
+
+import numpy as np
+import torch
+
+import reference_solution as reference
+
+
+def alpha_bar_shifted(beta_min, beta_max, T):
+    schedule = reference.ddpm_schedules(beta_min, beta_max, T)
+    alpha = schedule["alpha"]
+    schedule["alpha_bar"] = torch.cat([alpha.new_ones(1), torch.cumprod(alpha, 0)[:-1]])  # prod over i < k
+    return schedule
+
+
+def beta_step_over_T(beta_min, beta_max, T):
+    beta = beta_min + torch.arange(T, dtype=torch.float64) * (beta_max - beta_min) / T
+    return {"beta": beta, "alpha": 1 - beta, "alpha_bar": torch.cumprod(1 - beta, 0)}
+
+
+def forward_with(signal, noise_coefficient, index_shift=0):
+    """forward() with the coefficients of x0 and of the noise as functions of alpha_bar[t + index_shift]."""
+    def forward(x0, t, noise, alpha_bar):
+        level = alpha_bar[t + index_shift].reshape(-1, *([1] * (x0.ndim - 1)))
+        return signal(level) * x0 + noise_coefficient(level) * noise
+    return forward
+
+
+def forward_ignoring_noise(x0, t, noise, alpha_bar):
+    return reference.forward(x0, t, torch.randn_like(x0), alpha_bar)
+
+
+def beta_std(schedule, k):
+    return schedule["beta"][k].sqrt()
+
+
+def sampler(mean_step=None, noise_std=beta_std, last_step_noise=False, timestep_offset=0, own_noise=False):
+    """sample() with one part changed: the mean step, the noise's standard deviation at step k, noise at the last
+    step, the timesteps given to the network, or noise that ignores the generator."""
+    def correct_mean(x, eps, beta, alpha, alpha_bar):
+        return (x - beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt()
+
+    mean_step = mean_step or correct_mean
+
+    def sample(eps_model, n, shape, schedule, generator=None):
+        beta, alpha, alpha_bar = schedule["beta"], schedule["alpha"], schedule["alpha_bar"]
+        x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+        for k in reversed(range(len(beta))):
+            eps = eps_model(x, torch.full((n,), k + timestep_offset, dtype=torch.long))
+            x = mean_step(x, eps, beta[k], alpha[k], alpha_bar[k])
+            if k > 0 or last_step_noise:
+                z = torch.randn_like(x) if own_noise else torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                x = x + noise_std(schedule, k) * z
+        return x
+    return sample
+
+
+def posterior_std(schedule, k):
+    """sqrt(beta_tilde_k), the posterior's standard deviation."""
+    alpha_bar = schedule["alpha_bar"]
+    previous = alpha_bar[k - 1] if k > 0 else alpha_bar.new_ones(())
+    return (schedule["beta"][k] * (1 - previous) / (1 - alpha_bar[k])).sqrt()
+
+
+def respace_original_betas(alpha_bar, steps):
+    timesteps, _ = reference.respace(alpha_bar, steps)
+    beta = 1 - alpha_bar / torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    return timesteps, beta[timesteps]
+
+
+def respace_with_timesteps(choose):
+    """respace() with the kept timesteps ``choose(T, steps)`` and the right betas for them."""
+    def respace(alpha_bar, steps):
+        timesteps = choose(len(alpha_bar), steps)
+        kept = alpha_bar[timesteps]
+        return timesteps, 1 - kept / torch.cat([kept.new_ones(1), kept[:-1]])
+    return respace
+
+
+def respace_wrapping(alpha_bar, steps):
+    timesteps, _ = reference.respace(alpha_bar, steps)
+    kept = alpha_bar[timesteps]
+    return timesteps, torch.stack([1 - kept[i] / kept[i - 1] for i in range(steps)])  # kept[-1] at i = 0
+
+
+def mixture_functions(moments):
+    """marginal_pdf and a naive score (a ratio of densities) with the component moments ``moments``."""
+    def densities(x, t, weights, means, stds, beta_min, beta_max):
+        m, v = moments(t, means, stds, beta_min, beta_max)
+        x = np.asarray(x)[..., None]
+        return weights * np.exp(-(x - m) ** 2 / (2 * v)) / np.sqrt(2 * np.pi * v), x, m, v
+
+    def marginal_pdf(*args):
+        return densities(*args)[0].sum(-1)
+
+    def score(*args):
+        terms, x, m, v = densities(*args)
+        return (terms * (m - x) / v).sum(-1) / terms.sum(-1)
+    return marginal_pdf, score
+
+
+def decay(t, beta_min, beta_max):
+    return np.exp(-(beta_min * t + (beta_max - beta_min) * t**2 / 2))
+
+
+def stds_as_variances(t, means, stds, beta_min, beta_max):
+    level = decay(t, beta_min, beta_max)
+    return means * np.sqrt(level), stds * level + 1 - level
+
+
+def mean_decays_fully(t, means, stds, beta_min, beta_max):
+    level = decay(t, beta_min, beta_max)
+    return means * level, stds**2 * level + 1 - level
+
+
+def integral_without_half(t, means, stds, beta_min, beta_max):
+    level = np.exp(-(beta_min * t + (beta_max - beta_min) * t**2))
+    return means * np.sqrt(level), stds**2 * level + 1 - level
+
+
+def score_with_flipped_sign(*args):
+    return -reference.score(*args)
+
+
+MUTANTS = [
+    ("1a", "alpha_bar shifted by one step", alpha_bar_shifted),
+    ("1a", "beta step over T instead of T - 1", beta_step_over_T),
+    ("1b", "missing square roots in q(x_t | x_0)", forward_with(lambda a: a, lambda a: 1 - a)),
+    ("1b", "missing square roots in q(x_t | x_0)", forward_with(lambda a: a.sqrt(), lambda a: 1 - a)),
+    ("1b", "signal and noise coefficients swapped", forward_with(lambda a: (1 - a).sqrt(), lambda a: a.sqrt())),
+    ("1b", "alpha_bar indexed at t - 1", forward_with(lambda a: a.sqrt(), lambda a: (1 - a).sqrt(), -1)),
+    ("1b", "noise argument ignored", forward_ignoring_noise),
+    ("1c", "noise added at the last step", sampler(last_step_noise=True)),
+    ("1c", "beta used as the noise's standard deviation", sampler(noise_std=lambda schedule, k: schedule["beta"][k])),
+    ("1c", "1 - alpha_bar instead of its square root",
+     sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: (x - beta / (1 - alpha_bar) * eps) / alpha.sqrt())),
+    ("1c", "the epsilon term's sign",
+     sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: (x + beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt())),
+    ("1c", "1/sqrt(alpha_t) missing",
+     sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: x - beta / (1 - alpha_bar).sqrt() * eps)),
+    ("1c", "sigma^2 = beta_tilde instead of beta", sampler(noise_std=posterior_std)),
+    ("1c", "timesteps numbered 1..T", sampler(timestep_offset=1)),
+    ("1c", "noise not drawn from generator", sampler(own_noise=True)),
+    ("2b", "respacing keeps the original betas", respace_original_betas),
+    ("2b", "kept steps miss the last timestep", respace_with_timesteps(lambda T, steps: torch.arange(0, T, T // steps))),
+    ("2b", "kept steps miss the first timestep",
+     respace_with_timesteps(lambda T, steps: torch.arange(T // steps - 1, T, T // steps))),
+    ("2b", "first beta' wraps around", respace_wrapping),
+    ("3a", "mixture stds used as variances", mixture_functions(stds_as_variances)[0]),
+    ("3a", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[0]),
+    ("3a", "B(t) without the 1/2", mixture_functions(integral_without_half)[0]),
+    ("3b", "mixture stds used as variances", mixture_functions(stds_as_variances)[1]),
+    ("3b", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[1]),
+    ("3b", "the score's sign", score_with_flipped_sign),
+    ("3b", "score not finite in the tails", mixture_functions(reference.component_moments)[1]),
+]

@@ -1,0 +1,131 @@
+"""`dgm check`: the reference solution passes, every classic mistake is rejected by name, the student's errors stay
+theirs, and the student notebook and template are the handout's exercises as they are now."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dgm.check import command, exercises, handout, mixture_checks, sampler_checks, schedule_checks
+from dgm.check.problems import PROBLEMS
+
+REPO = Path(__file__).resolve().parents[1]
+SOLUTIONS = Path(__file__).resolve().parent / "check_solutions"
+sys.path.insert(0, str(SOLUTIONS))
+import mutants  # noqa: E402  (imports reference_solution from the same folder)
+import reference_solution  # noqa: E402
+
+TEMPLATE, NOTEBOOK = REPO / "exercises" / exercises.TEMPLATE, REPO / "exercises" / exercises.NOTEBOOK
+
+
+def solution_namespace(**replaced):
+    """The reference solution's functions, some replaced."""
+    return {**vars(reference_solution), **replaced}
+
+
+def test_reference_solution_passes_every_check(one_thread):
+    results = command.run("all", solution_namespace())
+    assert command.exit_status(results) == 0, command.format_report(results)
+    assert all(len(results[key]) == len(problem.checks) for key, problem in PROBLEMS.items())
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the naive score's 0/0, which the check names
+@pytest.mark.parametrize("key, mistake, function", mutants.MUTANTS, ids=[f"{k}: {m}" for k, m, _ in mutants.MUTANTS])
+def test_each_mistake_is_rejected_by_name(key, mistake, function, one_thread):
+    results = command.run(key, solution_namespace(**{PROBLEMS[key].function: function}))
+    failed = [verdict for verdict in results[key] if verdict.status != "ok"]
+    assert [(verdict.status, verdict.mistake) for verdict in failed] == [("FAIL", mistake)], \
+        command.format_report(results)
+    assert handout.section_title(failed[0].section) != failed[0].section, "the verdict must cite a handout section"
+    assert command.exit_status(results) == 1
+
+
+def test_every_cited_section_is_in_the_handout():
+    titles = handout.section_titles()
+    cited = {value for module in (schedule_checks, sampler_checks, mixture_checks)
+             for name, value in vars(module).items() if name.endswith("_SECTION")}
+    assert cited and cited <= set(titles), cited - set(titles)
+
+
+def test_an_error_in_the_students_code_shows_their_traceback_not_ours(capsys, one_thread):
+    def forward(x0, t, noise, alpha_bar):
+        level = alpha_bar[t]  # shape (N,), which does not broadcast against x0 of shape (N, 1, 2, 3)
+        return level.sqrt() * x0 + (1 - level).sqrt() * noise
+
+    command.check("1b", solution_namespace(forward=forward))
+    report = capsys.readouterr().out
+    assert "error" in report and "RuntimeError" in report and "level.sqrt() * x0" in report
+    assert "hint: alpha_bar[t] has shape (N,)" in report and "dgm/check" not in report
+
+
+def test_usage_errors_exit_with_status_two(tmp_path, capsys):
+    missing = tmp_path / "partial.py"
+    missing.write_text("def forward(x0, t, alpha_bar):\n    return x0\n")
+    for argv in (["1a", str(missing)], ["1b", str(missing)], ["1a", str(tmp_path / "absent.py")]):
+        with pytest.raises(SystemExit) as exit_:
+            command.main(argv)
+        assert exit_.value.code == 2, argv
+    out, err = capsys.readouterr()
+    assert "no function ddpm_schedules" in out and "cannot be called as forward(x0, t, noise, alpha_bar)" in out
+    assert "no file" in err
+
+
+def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\n\ndef ddpm_schedules(beta_min, beta_max, T)\n    pass\n")
+    with pytest.raises(SystemExit) as exit_:
+        command.main(["1a", str(broken)])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "SyntaxError" in err and "broken.py" in err and "importlib" not in err and "dgm/check" not in err
+
+
+def test_the_untouched_template_is_not_implemented_without_a_traceback():
+    """The one run through the console entry point, as a student runs it."""
+    result = subprocess.run([sys.executable, "-m", "dgm", "check", "all", str(TEMPLATE)], capture_output=True,
+                            text=True, cwd=REPO)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.count("not implemented") == 2 * len(PROBLEMS)  # one per problem, and the summary's
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_exercise_files_are_up_to_date():
+    assert NOTEBOOK.read_text() == exercises.render_notebook(), "run `make exercises`"
+    assert TEMPLATE.read_text() == exercises.render_template(), "run `make exercises`"
+
+
+def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(capsys):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    namespace = {}
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            exec(cell.source, namespace)  # the check cells find the functions in the notebook's globals
+    report = capsys.readouterr().out
+    assert report.count("still raises NotImplementedError") == len(PROBLEMS)
+
+
+def test_student_files_hold_no_solution():
+    sources = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells)
+    template = TEMPLATE.read_text()
+    solutions = [body for path in handout.chapter_files() for _, _, body in handout.directives(path, "solution")]
+    assert solutions
+    for body in solutions:
+        lines = [line for line in body.splitlines() if len(line) > 30]
+        assert not any(line in sources or line in template for line in lines), body
+    assert "import dgm" not in template and "from dgm" not in template
+
+
+def test_a_missing_or_unsafe_exercise_is_a_clear_error(tmp_path):
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "chapter.md").write_text("# A chapter\n\n```{exercise} Problem 1a\n:label: ex-1a\n\nText.\n```\n")
+    with pytest.raises(ValueError, match=re.escape("no {exercise} directive with :label: ex-1b (it has ex-1a)")):
+        exercises.render_template(book)
+    unsafe = tmp_path / "unsafe"
+    unsafe.mkdir()
+    (unsafe / "chapter.md").write_text("```{exercise} Problem 1a\n:label: ex-1a\n\n```{literalinclude} a.py\n```\n")
+    with pytest.raises(ValueError, match="contains 'literalinclude'"):
+        exercises.jupyter_markdown("ex-1a", unsafe)
