@@ -13,7 +13,7 @@ import torch
 # Implement `ddpm_schedules(beta_min, beta_max, T)` returning $\beta_t$, $\alpha_t$ and $\bar\alpha_t$ for the
 # linear schedule $\beta_t = \beta_{\min} + t (\beta_{\max} - \beta_{\min})/(T - 1)$, $t = 0, \dots, T-1$.
 #
-# Check your implementation with `dgm check 1a exercises/solution_template.py`.
+# Check your implementation with `.venv/bin/dgm check 1a exercises/solution_template.py`.
 def ddpm_schedules(beta_min, beta_max, T):
     """The linear schedule as a dict of 1-D torch tensors of length T, keys "beta", "alpha", "alpha_bar",
     indexed k = 0..T-1: beta[k] = beta_min + k (beta_max - beta_min) / (T - 1), alpha = 1 - beta,
@@ -27,7 +27,7 @@ def ddpm_schedules(beta_min, beta_max, T):
 # Show that $q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)$ and implement sampling
 # from it.
 #
-# Check your implementation with `dgm check 1b exercises/solution_template.py`.
+# Check your implementation with `.venv/bin/dgm check 1b exercises/solution_template.py`.
 def forward(x0, t, noise, alpha_bar):
     """A draw x_t of q(x_t | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of
     timesteps in 0..T-1, alpha_bar the table of ddpm_schedules. Returns x_t of the shape of x0."""
@@ -40,7 +40,7 @@ def forward(x0, t, noise, alpha_bar):
 # Derive the posterior $q(x_{t-1} \mid x_t, x_0)$, express its mean through the noise $\varepsilon$, and implement
 # the sampler of Algorithm 2 with $\sigma_t^2 = \beta_t$ and $\sigma_t^2 = \tilde\beta_t$.
 #
-# Check your implementation with `dgm check 1c exercises/solution_template.py`.
+# Check your implementation with `.venv/bin/dgm check 1c exercises/solution_template.py`.
 def sample(eps_model, n, shape, schedule, generator=None):
     """Ancestral sampling (Algorithm 2) with sigma_k^2 = beta_k, from x ~ N(0, I) of shape (n, *shape).
     eps_model(x, t) takes t as a long tensor of shape (n,); schedule is the dict of ddpm_schedules;
@@ -54,7 +54,7 @@ def sample(eps_model, n, shape, schedule, generator=None):
 # Sample from a model trained with $T = 1000$ using only 100 and 50 steps. Which schedule must the short chain use
 # so that the network, trained on the long chain, still sees the inputs it expects?
 #
-# Check your respacing with `dgm check 2b exercises/solution_template.py`.
+# Check your respacing with `.venv/bin/dgm check 2b exercises/solution_template.py`.
 def respace(alpha_bar, steps):
     """The kept timesteps (increasing, including 0 and T - 1) and the respaced betas of a chain with
     the same alpha_bar at those steps, both of length steps: returns (timesteps, betas)."""
@@ -67,7 +67,7 @@ def respace(alpha_bar, steps):
 # For $p_0 = \pi_1 \mathcal N(\mu_1, s_1^2) + \pi_2 \mathcal N(\mu_2, s_2^2)$ and the VP-SDE above, derive $p(x(t))$
 # in terms of $t$, $\beta_{\min}$ and $\beta_{\max}$.
 #
-# Check your implementation with `dgm check 3a exercises/solution_template.py`.
+# Check your implementation with `.venv/bin/dgm check 3a exercises/solution_template.py`.
 def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
     """p(x(t)) of the VP-SDE with beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started
     from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard deviations). x is a NumPy
@@ -80,7 +80,7 @@ def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
 #
 # Derive $\nabla_x \log p_t(x)$ for the marginal of Problem 3a, in a form that can be evaluated for $|x| = 100$.
 #
-# Check your implementation with `dgm check 3b exercises/solution_template.py`.
+# Check your implementation with `.venv/bin/dgm check 3b exercises/solution_template.py`.
 def score(x, t, weights, means, stds, beta_min, beta_max):
     """The score d/dx log p(x(t)) of the marginal of Problem 3a, finite for |x| up to 100 and beyond.
     x is a NumPy array; returns an array of its shape."""
