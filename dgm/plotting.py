@@ -1,11 +1,10 @@
-"""Where the book's outputs live, and its two helpers: every chapter figure is also saved under figures/, and
-sampler labels are written with their math."""
+"""The book's two output helpers: every chapter figure is also saved under figures/, and sampler labels are written
+with their math."""
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIGURES = REPO_ROOT / "figures"
-RESULTS = REPO_ROOT / "results"
+from dgm.paths import FIGURES
+
 MATH_LABELS = {"sigma^2 = beta_tilde": r"$\sigma^2 = \tilde\beta$", "sigma^2 = beta": r"$\sigma^2 = \beta$",
                "eta = 0": r"$\eta = 0$"}  # the labels' plain parts and their math, the longest first
 
