@@ -67,7 +67,7 @@ train_all runs/gpu_probe "$PROBE_STEPS"
 STEPS=$("$PYTHON" - "$MINUTES" runs/gpu_probe <<'EOF'
 import csv, statistics, sys
 from pathlib import Path
-from dgm.train import TrainConfig
+from dgm.config import TrainConfig
 minutes, folder = float(sys.argv[1]), Path(sys.argv[2])
 seconds = []
 for log in sorted(folder.glob("*/loss.csv")):

@@ -21,7 +21,7 @@ from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_
                           score_images, test_statistics)
 from dgm.files import atomic_write_text, check_writable, read_report
 from dgm.runs import CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_folder_checkpoint, snapshot_folder, training_seconds
-from dgm.sampling import sample_run
+from dgm.sampling import check_steps, sample_run
 
 CURVE_NAME = "learning_curve.json"  # the report's default name, in the run folder
 
@@ -48,6 +48,7 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     last = run_folder_checkpoint(snapshot_folder(run, kept_steps[-1]))
     _, metadata = load_checkpoint(last, CHECKPOINT_FORMAT)
     config = config_of(metadata, last)
+    check_steps(steps, config.T)
     setting = {"steps": steps, "sampler": sampler, "sigma": sigma, "n": n, "seed": seed}
     same = previous is not None and previous.get("run") == run.name and previous.get("setting") == setting
     kept = {row["step"]: row for row in previous["rows"]} if same else {}

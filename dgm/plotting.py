@@ -3,7 +3,7 @@ with their math."""
 
 from pathlib import Path
 
-from dgm.paths import FIGURES
+from dgm.paths import FIGURES, REPO_ROOT  # noqa: F401  REPO_ROOT: tests/test_book.py finds _build/ through it
 
 MATH_LABELS = {"sigma^2 = beta_tilde": r"$\sigma^2 = \tilde\beta$", "sigma^2 = beta": r"$\sigma^2 = \beta$",
                "eta = 0": r"$\eta = 0$"}  # the labels' plain parts and their math, the longest first
