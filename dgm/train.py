@@ -164,7 +164,7 @@ def save_sample_grid(ema_model, config, step, device, path):
 
 def load_resumable(out, config):
     """(tensors, metadata) of the run in ``out`` to resume with ``config``; refuses a config whose model differs
-    (MODEL_FIELDS) and restores a checkpoint.json that a kill left out of step with the checkpoint."""
+    (MODEL_FIELDS)."""
     path = run_folder_checkpoint(out)
     tensors, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
     saved = config_of(metadata, path)
@@ -174,13 +174,13 @@ def load_resumable(out, config):
         raise ValueError(f"a resumed run keeps its model, but {', '.join(changed)}: start a new run in another --out")
     if not isinstance(metadata.get("step"), int):
         raise CheckpointError(f"{path} records no step")
-    write_sidecar(path, metadata)
     return tensors, metadata
 
 
 def train(config, resume=False, progress=True, overwrite=False):
     """Train as ``config`` says and return the run folder; ``resume`` continues from its last checkpoint (a finished
-    run is left as it is). A new run needs an empty or new folder, or ``overwrite`` to delete the run there."""
+    run is left as it is, and a checkpoint.json or temporary files that a kill left are repaired). A new run needs an
+    empty or new folder, or ``overwrite`` to delete the run there."""
     out = Path(config.out)
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
@@ -192,6 +192,7 @@ def train(config, resume=False, progress=True, overwrite=False):
         if resume:
             checkpoint = load_resumable(out, config)
             if distributed.main:
+                write_sidecar(run_folder_checkpoint(out), checkpoint[1])
                 remove_temporaries(out)
         else:
             checkpoint = None
