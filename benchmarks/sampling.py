@@ -11,7 +11,8 @@ import time
 import torch
 
 import dgm
-from dgm.train import PRESETS, load_run
+from dgm.config import PRESETS
+from dgm.runs import load_run
 from dgm.unet import UNet
 
 STEP_COUNTS = (1000, 100, 50)

@@ -13,8 +13,9 @@ import time
 import torch
 
 import dgm
-from dgm.train import PRESETS, TrainConfig, autocast_context
-from dgm.unet import TIME_CONDITIONINGS, UNet, training_flops
+from dgm.config import PRESETS, TrainConfig
+from dgm.device import autocast_context
+from dgm.unet import UNet, training_flops
 
 MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
 CPU_PRESET = TrainConfig(**PRESETS["cpu"])  # its network is the default
@@ -43,16 +44,13 @@ def step_seconds(model, optimizer, batch, precision):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+",
-                        default=sorted({CPU_PRESET.batch_size, PRESETS["ablation"]["batch_size"]}),
-                        help="batch sizes to compare (default: the cpu and ablation presets')")
+                        default=sorted({CPU_PRESET.batch_size, 4 * CPU_PRESET.batch_size}),
+                        help="batch sizes to compare (default: the cpu preset's and four times it)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (each variant's best is kept)")
     parser.add_argument("--channels", type=int, nargs=3, default=list(CPU_PRESET.channels),
                         help="U-Net widths (default: the cpu preset's)")
     parser.add_argument("--depth", type=int, default=CPU_PRESET.depth,
                         help="residual blocks per path at 14 x 14 and 7 x 7 (default: the cpu preset's)")
-    parser.add_argument("--time-conditioning", choices=TIME_CONDITIONINGS,
-                        default=CPU_PRESET.time_conditioning,
-                        help="how the blocks take t (default: the cpu preset's)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is steadier on a busy machine)")
@@ -66,7 +64,7 @@ def main(argv=None):
         formats += [("channels_last + torch.compile", torch.channels_last, True, "fp32"),
                     ("channels_last + bf16 + torch.compile", torch.channels_last, True, "bf16")]
     def network():
-        return UNet(channels=args.channels, depth=args.depth, time_conditioning=args.time_conditioning)
+        return UNet(channels=args.channels, depth=args.depth)
 
     prepared, flops = [], {}
     for batch_size in args.batch:
@@ -93,7 +91,6 @@ def main(argv=None):
     matmul = 2 * MATMUL_SIZE ** 3 / best_matmul / 1e9
     print(f"float32 matmul {MATMUL_SIZE}^3: {matmul:.1f} GFLOP/s (best of {args.rounds * MATMUL_REPEATS}), "
           f"torch threads: {torch.get_num_threads()}, channels {args.channels}, depth {args.depth}, "
-          f"time conditioning {args.time_conditioning}, "
           f"{flops[args.batch[0]] / args.batch[0] / 1e9:.3f} GFLOP per image")
     first = args.batch[0]
     for (label, batch_size), seconds in best_step.items():

@@ -15,13 +15,8 @@ from myst_nb import glue
 
 import dgm
 from dgm.ablation import find_row, load_report, select_models, share_standard_error
+from dgm.paths import CHECKPOINTS, FIGURES, MODELS, RESCALED_MODELS, RESULTS  # noqa: F401  (chapters use them)
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "results"
-CHECKPOINTS = ROOT / "checkpoints"
-MODELS = [CHECKPOINTS / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000)]  # the problem set's betas
-RESCALED_MODELS = [CHECKPOINTS / f"ddpm_mnist_T{T}_rescaled" for T in (500, 2000)]  # betas scaled by 1000/T
-FIGURES = ROOT / "figures"  # every chapter figure is also saved here (an output of the build, not tracked)
 DPI = 150
 COLUMN_PX = 720  # the width of the book's text column in CSS pixels (tests/test_book.py measures it)
 MIN_TEXT_PX = 10  # the smallest text a figure may show at that width

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Retrain the five shipped MNIST DDPMs on one GPU with the `gpu` preset, score them, and pack what changed (issue 4).
+# Retrain the five shipped MNIST DDPMs on one GPU with the `gpu` preset, score them, and pack what changed.
 #
 #   bash checkpoints/retrain_on_gpu.sh PACK MINUTES N [dgm train options ...]
 #
@@ -8,26 +8,15 @@
 #    five then share it, so they differ only in T and the betas.
 # 2. Train T = 500, 1000, 2000 with the problem set's betas and T = 500, 2000 with --rescale-betas, side by side
 #    (one process each, OMP_NUM_THREADS=2), into runs/gpu/. Extra options go to every `dgm train`.
-# 3. `dgm export --dtype float16` each into checkpoints/ (6 MB each) and pack them into PACK/models.tar.gz-* (parts
-#    of at most 15 MiB); also export each in float32 into runs/gpu_fp32/, the weights the ablation scores.
-# 4. `dgm ablation --n N --batch-size N` of the float32 exports, all N samples of a row at once, T = 1000 first (its
-#    full-chain row is the baseline bar's verdict), then PACK/results.tar.gz: results/ablation.*, the grids and the
-#    training logs.
+# 3. `dgm export --dtype float16` each into checkpoints/ and pack them into PACK/models.tar.gz-* (parts of at most
+#    15 MiB); also export each in float32 into runs/gpu_fp32/, the weights the ablation scores.
+# 4. `dgm ablation --n N --batch-size N` of the float32 exports, all N samples of a row at once, T = 1000 first, then
+#    PACK/results.tar.gz: results/ablation.*, the grids and the training logs.
 #    Unpack in the repository's root: cat PACK/models.tar.gz-* | tar -xz; tar -xzf PACK/results.tar.gz
 # With DEADLINE set (seconds from the start), the ablation is stopped in time to pack what it finished: it saves after
-# every row, and `dgm ablation --models runs/gpu_fp32/ddpm_mnist_*` run again later resumes it with the report's N
-# and batch.
-#
-# On the lent GPU machine, which has torch but no MNIST and no network, carry the IDX files compressed. Here, once:
-#   echo /.carry/ >> .git/info/exclude; mkdir -p .carry; tar -czf .carry/mnist.tar.gz data/MNIST/raw
-# then run, with carry [".carry"] and timeout_s 600 (one command's limit there). The shipped models came from
-#   tar -xzf .carry/mnist.tar.gz && PROBE_STEPS=300 DEADLINE=380 PYTHON=python3 \
-#       bash checkpoints/retrain_on_gpu.sh $OUT 2.75 512 --ema-decay 0.998
-# (the EMA is now the preset's), with a timeout_s of 405 on an H200: the probe took 35 s (25 to 44 ms per step,
-# 3,722 steps in 2.75 minutes), training 189 s, the export 13 s, and the ablation at N = 512 sampled 33 of its
-# 40 rows before the DEADLINE stopped it (the T = 2000 rows take 26 ms per image); its last seven rows were resumed
-# on a CPU from the float32 exports. The first run (EMA 0.9995) sampled all 40 rows in 119 s there.
-# Test it on a CPU in a clone (it overwrites checkpoints/ and results/), at a tiny size:
+# every row, and `dgm ablation --models runs/gpu_fp32/ddpm_mnist_*` run again resumes it with the report's N and batch.
+# The shipped models: `bash checkpoints/retrain_on_gpu.sh PACK 2.75 512` on one H200 (checkpoints/README.md).
+# A tiny end-to-end check on a CPU, in a clone (it replaces checkpoints/ddpm_mnist_T* and results/ablation*):
 #   PROBE_STEPS=8 bash checkpoints/retrain_on_gpu.sh /tmp/pack 0.1 8 --channels 4,8,8 --batch-size 8 \
 #       --train-subset 512 --device cpu
 set -euo pipefail
@@ -78,7 +67,7 @@ train_all runs/gpu_probe "$PROBE_STEPS"
 STEPS=$("$PYTHON" - "$MINUTES" runs/gpu_probe <<'EOF'
 import csv, statistics, sys
 from pathlib import Path
-from dgm.train import TrainConfig
+from dgm.config import TrainConfig
 minutes, folder = float(sys.argv[1]), Path(sys.argv[2])
 seconds = []
 for log in sorted(folder.glob("*/loss.csv")):
@@ -95,7 +84,7 @@ train_all runs/gpu "$STEPS"
 log "exporting; the T = 1000 run's last step: $(tail -n 1 runs/gpu/T1000/loss.csv)"
 for model in "${MODELS[@]}"; do
     "$PYTHON" -m dgm export --ckpt "runs/gpu/$(run_name "$model")" --out "checkpoints/ddpm_mnist_$(run_name "$model")" \
-        --dtype float16 &
+        --dtype float16 --overwrite &
     "$PYTHON" -m dgm export --ckpt "runs/gpu/$(run_name "$model")" \
         --out "runs/gpu_fp32/ddpm_mnist_$(run_name "$model")" &
 done

@@ -121,15 +121,6 @@ p2_offset, p2_gamma = sp.symbols("offset gamma", positive=True)
 p2_weight = (p2_offset + signal_to_noise) ** (-p2_gamma)
 p2_weight_unit = sp.cancel(p2_weight.subs({p2_offset: 1, p2_gamma: 1}))  # the choice that ``dgm.DDPM.loss`` makes
 holds(p2_weight_unit, 1 - alpha_bar, "P2 weight with offset = gamma = 1 is 1 - alpha_bar")
-# The weights can be spent on the draw of t instead. With weights w_t of mean 1 over the T steps and per-step losses
-# L_t, the weighted average under uniform t, sum_t (1/T) w_t L_t, is the plain average of L_t under t drawn with
-# probability w_t / sum_s w_s = w_t / T: the same expected loss (and gradient), with few draws spent on steps of
-# nearly zero weight (``DDPM.loss(..., timestep_sampling="weighted")``). Checked for three steps:
-step_weights, step_losses = sp.symbols("w1:4", positive=True), sp.symbols("L1:4")
-unit_mean_weights = {step_weights[2]: 3 - step_weights[0] - step_weights[1]}
-holds(sum(w * loss for w, loss in zip(step_weights, step_losses)).subs(unit_mean_weights) / 3,
-      sum(w / sum(step_weights) * loss for w, loss in zip(step_weights, step_losses)).subs(unit_mean_weights),
-      "weighting the terms equals drawing t in proportion to the weights")
 
 # --- 8. The cosine schedule (Nichol and Dhariwal 2021, eq. 17) ------------------------------------------------
 # Instead of the betas, fix alpha_bar: f(t) = cos^2(((t/T + s)/(1 + s)) pi/2), alpha_bar_t = f(t)/f(0), so the

@@ -10,6 +10,7 @@ stopped; ``--quick`` runs the same grid at N = 16 into ``runs/ablation_quick/`` 
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -22,23 +23,17 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError
 from dgm.data import MNISTDataError
+from dgm.device import hardware_name, select_device
 from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_classifier, real_data_floor,
                           score_images, test_statistics)
-from dgm.plotting import REPO_ROOT, RESULTS, typeset
+from dgm.files import atomic_write_text, check_writable, read_report
+from dgm.paths import MODELS, RESCALED_MODELS, RESULTS, RUNS
+from dgm.plotting import typeset
+from dgm.runs import load_run, training_seconds
 from dgm.sampling import sample_run, save_grid
-from dgm.train import hardware_name, load_run, select_device, training_seconds
 
-MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000))  # the "gpu" preset
-# The extra rows: the same recipe with beta_min and beta_max scaled by 1000/T (dgm train --rescale-betas).
-RESCALED_MODELS = tuple(REPO_ROOT / "checkpoints" / f"ddpm_mnist_T{T}_rescaled" for T in (500, 2000))
 MODEL_PREFIX = "ddpm_mnist_"  # dropped from model names in grid file names and the book's tables
-CPU_PRESET_MODEL = REPO_ROOT / "checkpoints" / "ddpm_mnist_cpu_preset"  # the 30-minute "cpu" preset, T = 1000
-# The earlier ablation: the "ablation" preset's models, trained and scored on a 2-core CPU at N = 64; the book's
-# CPU-preset sections compare with its T = 1000 model.
-ABLATION_ON_CPU = RESULTS / "ablation_on_cpu.json"
-# The first GPU run of the "gpu" preset, with an EMA of 0.9995 that kept 11% of the initial weights (dgm.train's
-# EMA_INITIAL_LIMIT): the book's reason for its shorter EMA.
-GPU_EMA_TRIAL = RESULTS / "gpu_ema_0.9995_ablation.json"
+DEFAULT_OUT = RESULTS / "ablation"  # the shipped report: ablation.json, ablation.csv and ablation_grids/
 # (sampler, sigma, steps): steps None is the full chain of T steps; DDIM adds no noise, so it has no sigma.
 SETTINGS = (("ancestral", "beta", None), ("ancestral", "posterior", None),
             ("ancestral", "beta", 100), ("ancestral", "posterior", 100),
@@ -48,14 +43,6 @@ GRID_SIZE = 64  # samples per saved grid
 BATCH_SIZE = 256  # samples drawn at once by default, and by every report that does not record its batch size
 DEFAULT_N = 64  # samples per row of a new report when --n is not given
 QUICK_N = 16
-# The issue's quality bars: the baseline of Problem 1 (the ablation's T = 1000 model, full chain, sigma^2 = beta) and
-# the CPU preset at 100 respaced steps (the last snapshot of its run, results/cpu_preset_curve.json) after at most
-# 30 minutes of training on a 2-core CPU. Entropy is a share of log 10 (uniform labels).
-QUALITY_BARS = {
-    "baseline": {"steps": None, "share_confident": 0.95, "label_entropy_share": 0.97, "fid_over_floor": 3.0},
-    "cpu preset": {"steps": 100, "share_confident": 0.90, "label_entropy_share": 0.95, "training_minutes": 30},
-}
-UPPER_LIMITS = ("fid_over_floor", "training_minutes")  # the bars' metrics that must stay at or below their limit
 
 
 def row_name(model, sampler, sigma, steps):
@@ -81,7 +68,15 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
     ``save(report)`` is called after every row, so an interrupted run resumes where it stopped.
     """
     check_sample_count(n)
+    for name, value, least in (("seed", seed, 0), ("batch_size", batch_size, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
     described = [describe_model(run) for run in models]
+    longest = max(steps for _, _, steps in SETTINGS if steps is not None)
+    for model in described:
+        if model["T"] < longest:
+            raise ValueError(f"model {model['name']} has T = {model['T']}, fewer timesteps than the {longest} "
+                             "respaced steps of the ablation's settings")
     runs = {model["name"]: run for model, run in zip(described, models)}
     classifier = load_classifier(classifier_path)
     reference = test_statistics(classifier, data)
@@ -121,12 +116,12 @@ def row_key(row, saved_at):
     return (row["model"], saved_at, row["sampler"], row["sigma"], row["steps"], row["respaced"], row["n"], row["seed"])
 
 
-def load_report(path=RESULTS / "ablation.json"):
+def load_report(path=DEFAULT_OUT.with_suffix(".json")):
     """The report ``dgm ablation`` wrote (the book's tables read it)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `dgm ablation` to write it")
-    return json.loads(path.read_text())
+    return read_report(path, "an ablation report")
 
 
 def select_models(report, folders=MODELS):
@@ -148,37 +143,6 @@ def find_row(report, T, sampler="ancestral", sigma="beta", steps=None, model=Non
     return rows[0]
 
 
-def check_bar(bar, scores, fid_floor):
-    """One bar of QUALITY_BARS against ``scores`` (as ``score_images`` gives them, with the training minutes of a
-    learning-curve row where the bar limits them) and the real-data FID-MNIST at the same N:
-    {metric: (measured, required, met)}."""
-    measured = {"share_confident": scores["share_confident"],
-                "label_entropy_share": scores["label_entropy"] / math.log(CLASSES),
-                "fid_over_floor": scores["fid_mnist"] / fid_floor, "training_minutes": scores.get("training_minutes")}
-    verdicts = {}
-    for metric, limit in QUALITY_BARS[bar].items():
-        if metric == "steps":
-            continue
-        if measured[metric] is None:
-            raise ValueError(f"the {bar} bar limits {metric}, which these scores do not record")
-        met = measured[metric] <= limit if metric in UPPER_LIMITS else measured[metric] >= limit
-        verdicts[metric] = (measured[metric], limit, met)
-    return verdicts
-
-
-def check_bars(report, cpu_preset_curve, T=1000):
-    """Both quality bars: the baseline on the T model's full-chain row of ``report``, the CPU preset on the last
-    snapshot of its learning curve (``dgm learning-curve``). {bar: {metric: (measured, required, met)}}."""
-    required_steps = QUALITY_BARS["cpu preset"]["steps"]
-    if cpu_preset_curve["setting"]["steps"] != required_steps:
-        raise ValueError(f"the CPU-preset bar is judged at {required_steps} steps, but its curve was sampled with "
-                         f"{cpu_preset_curve['setting']['steps']}")
-    baseline = find_row(report, T, steps=QUALITY_BARS["baseline"]["steps"])
-    return {"baseline": check_bar("baseline", baseline, baseline["fid_floor"]),
-            "cpu preset": check_bar("cpu preset", cpu_preset_curve["rows"][-1],
-                                    cpu_preset_curve["floor"]["fid_mnist"])}
-
-
 def share_standard_error(share, n):
     """Binomial standard error sqrt(p (1 - p) / N) of a share of confident samples measured on n samples."""
     return math.sqrt(share * (1 - share) / n)
@@ -190,17 +154,6 @@ def share_change(before, n_before, after, n_after):
     change = after - before
     error = math.hypot(share_standard_error(before, n_before), share_standard_error(after, n_after))
     return change, error, abs(change) > 2 * error
-
-
-def check_baseline_evaluation(evaluation):
-    """The baseline bar on a ``dgm evaluate`` report (e.g. a longer run's, results/long_run_full_chain.json); refuses a
-    report sampled otherwise than the bar's full chain with sigma^2 = beta or a model whose T is not 1000."""
-    settings = evaluation["settings"]
-    setting = (settings["T"], settings["sampler"], settings["sigma"], settings["steps"] or settings["T"])
-    if setting != (1000, "ancestral", "beta", QUALITY_BARS["baseline"]["steps"] or 1000):
-        raise ValueError(f"the baseline bar is judged on T = 1000, the full ancestral chain with sigma^2 = beta, but "
-                         f"this evaluation has (T, sampler, sigma, steps) = {setting}")
-    return check_bar("baseline", evaluation["samples"], evaluation["real_floor"]["fid_mnist"])
 
 
 TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", "share >= 0.9",
@@ -252,14 +205,14 @@ def text_table(report):
 
 
 def write_report(report, out):
-    """``out``.json (everything) and ``out``.csv (the rows)."""
+    """``out``.json (everything) and ``out``.csv (the rows), each written atomically."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    with open(out.with_suffix(".csv"), "w", newline="") as file:
-        writer = csv.DictWriter(file, list(report["rows"][0]))
-        writer.writeheader()
-        writer.writerows(report["rows"])
+    atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, list(report["rows"][0]))
+    writer.writeheader()
+    writer.writerows(report["rows"])
+    atomic_write_text(out.with_suffix(".csv"), table.getvalue())
     return out.with_suffix(".json")
 
 
@@ -282,9 +235,15 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_N}, written under runs/ (CI, trials)")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
-    out = args.out or (REPO_ROOT / "runs" / "ablation_quick" / "ablation" if args.quick else RESULTS / "ablation")
+    out = args.out or (RUNS / "ablation_quick" / "ablation" if args.quick else DEFAULT_OUT)
     grids = out.parent / f"{out.name}_grids"
-    previous = load_report(out.with_suffix(".json")) if out.with_suffix(".json").is_file() else None
+    try:
+        for path in (out.with_suffix(".json"), out.with_suffix(".csv")):
+            check_writable(path)
+        check_writable(grids, folder=True)
+        previous = load_report(out.with_suffix(".json")) if out.with_suffix(".json").is_file() else None
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
     # Unset options resume the existing report; set to other values, they would discard its rows, which took hours.
     existing = {"n": DEFAULT_N, "seed": 0, "batch_size": BATCH_SIZE, **{key: previous[key] for key in
                 ("n", "seed", "batch_size") if key in (previous or {})}}

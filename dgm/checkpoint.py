@@ -34,7 +34,16 @@ def save_checkpoint(path, tensors, metadata):
     text = json.dumps(metadata, indent=2, sort_keys=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
     atomic_write_bytes(path, save_safetensors(tensors, metadata={METADATA_KEY: text}))
-    atomic_write_bytes(path.with_suffix(".json"), (text + "\n").encode())
+    write_sidecar(path, metadata)
+
+
+def write_sidecar(path, metadata):
+    """Write ``path`` with suffix .json from a checkpoint's metadata unless it already says the same: a process
+    killed between the two writes of ``save_checkpoint`` leaves the tensors' header, which this restores."""
+    sidecar = Path(path).with_suffix(".json")
+    text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+    if not sidecar.is_file() or sidecar.read_text(errors="replace") != text:
+        atomic_write_bytes(sidecar, text.encode())
 
 
 def load_checkpoint(path, expected_format):
@@ -50,6 +59,8 @@ def load_checkpoint(path, expected_format):
     except (SafetensorError, ValueError, KeyError, TypeError, OSError) as error:
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
                               f"{type(error).__name__}: {error}") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} has metadata of type {type(metadata).__name__}, not a JSON object")
     if metadata.get("format") != expected_format:
         raise CheckpointError(f"{path} has format {metadata.get('format')!r}, expected {expected_format!r}")
     return tensors, metadata
@@ -63,10 +74,13 @@ def load_into(module, tensors, prefix, path):
     unexpected = sorted(set(given) - set(own))
     misshapen = [f"{name} {tuple(given[name].shape)} vs model {tuple(own[name].shape)}"
                  for name in sorted(set(own) & set(given)) if given[name].shape != own[name].shape]
-    if missing or unexpected or misshapen:
+    mistyped = [f"{name} ({given[name].dtype})" for name in sorted(set(own) & set(given))
+                if own[name].is_floating_point() and not given[name].is_floating_point()]
+    if missing or unexpected or misshapen or mistyped:
         details = [f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
                    for label, items in (("missing", missing), ("unexpected", unexpected),
-                                        ("shape mismatch", misshapen)) if items]
+                                        ("shape mismatch", misshapen), ("not floating point", mistyped))
+                   if items]
         raise CheckpointError(f"{path} does not fit the model ({'; '.join(details)})")
     with torch.no_grad():
         for name, tensor in own.items():

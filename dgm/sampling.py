@@ -15,7 +15,9 @@ from torchvision.utils import save_image
 
 from dgm.checkpoint import CheckpointError
 from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
-from dgm.train import load_run, select_device
+from dgm.device import select_device
+from dgm.files import check_writable
+from dgm.runs import load_run
 
 
 def sample_run(ckpt, n=64, steps=None, sampler="ancestral", sigma="beta", seed=0, device="auto", batch_size=256,
@@ -25,8 +27,11 @@ def sample_run(ckpt, n=64, steps=None, sampler="ancestral", sigma="beta", seed=0
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     device = select_device(device)
-    model, _, _ = load_run(ckpt, device=device)
+    model, config, _ = load_run(ckpt, device=device)
+    check_steps(steps, config.T)
     if device.type == "cpu":  # as in training: oneDNN's channels-last convolutions are faster on a CPU
         model.eps_model.to(memory_format=torch.channels_last)
     generator = torch.Generator(device).manual_seed(seed)
@@ -39,11 +44,18 @@ def sample_run(ckpt, n=64, steps=None, sampler="ancestral", sigma="beta", seed=0
     return torch.cat(batches).clamp(-1, 1), seconds / n
 
 
+def check_steps(steps, T):
+    """Refuse a number of respaced sampling steps that the model's chain of T steps does not have."""
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T):
+        raise ValueError(f"--steps must be an integer in 1..T = 1..{T} for this model, got {steps!r}")
+
+
 def check_image_path(path):
     """Refuse an output path that PIL cannot write an image to, before the samples are drawn, not after."""
     suffix = Path(path).suffix.lower()
     if suffix not in Image.registered_extensions():
         raise ValueError(f"--out must name an image file such as grid.png, got {str(path)!r}")
+    check_writable(path)
 
 
 def save_grid(images, path, nrow=None):

@@ -97,7 +97,7 @@ class VPSDE:
     """dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw on t in [0, 1] (Song et al. 2021, Appendix C; Problem 3)."""
 
     def __init__(self, beta_min=0.1, beta_max=20.0):
-        if not 0 < beta_min <= beta_max:
+        if not (np.isfinite(beta_min) and np.isfinite(beta_max) and 0 < beta_min <= beta_max):
             raise ValueError(f"need 0 < beta_min <= beta_max, got beta_min={beta_min!r}, beta_max={beta_max!r}")
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
@@ -117,20 +117,32 @@ class VPSDE:
     def diffusion(self, t):
         return closed_forms.vp_diffusion(t, self.beta_min, self.beta_max)
 
+    @staticmethod
+    def _check_time(t):
+        """Refuse times outside the SDE's interval [0, 1] (or NaN)."""
+        values = t.detach() if isinstance(t, torch.Tensor) else np.asarray(t, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if not 0 <= low <= high <= 1:
+            raise ValueError(f"t must lie in [0, 1], got values in {low:g}..{high:g}")
+
     def marginal(self, p0, t):
         """p_t for a scalar t, as a GaussianMixture1D (Problem 3a)."""
+        self._check_time(t)
         return p0.diffused(self.log_alpha_bar(float(t)))
 
     def marginal_log_pdf(self, p0, x, t):
         """log p_t(x), broadcasting over x and t."""
+        self._check_time(t)
         return p0.log_pdf(x, self.log_alpha_bar(t))
 
     def marginal_pdf(self, p0, x, t):
         """p_t(x), broadcasting over x and t (the heat map of the continuous-time chapter)."""
+        self._check_time(t)
         return p0.pdf(x, self.log_alpha_bar(t))
 
     def score(self, p0, x, t):
         """d/dx log p_t(x), broadcasting over x and t (Problem 3b)."""
+        self._check_time(t)
         return p0.score(x, self.log_alpha_bar(t))
 
     def _check_steps(self, steps):
@@ -143,22 +155,32 @@ class VPSDE:
 
     def sample_reverse(self, x1, score, steps=1000, rng=None, t_min=0.0, return_path=False):
         """Euler-Maruyama for the reverse-time SDE from t = 1 to t_min, given ``score(x, t)`` (Song et al. eq. 6)."""
+        self._check_end_time(t_min)
+
         def drift(x, t):
             return closed_forms.reverse_sde_drift(x, score(x, t), t, self.beta_min, self.beta_max)
         return self._integrate(x1, 1.0, t_min, steps, rng, return_path, drift, noisy=True)
 
     def sample_probability_flow(self, x1, score, steps=1000, t_min=0.0, return_path=False):
         """Euler steps of the probability-flow ODE from t = 1 to t_min (Song et al. 2021, eq. 13); deterministic."""
+        self._check_end_time(t_min)
+
         def drift(x, t):
             return closed_forms.probability_flow_drift(x, score(x, t), t, self.beta_min, self.beta_max)
         return self._integrate(x1, 1.0, t_min, steps, None, return_path, drift, noisy=False)
 
+    @staticmethod
+    def _check_end_time(t_min):
+        """The reverse-time samplers run from t = 1 down to t_min, which must lie in [0, 1)."""
+        if not (isinstance(t_min, (int, float)) and 0 <= t_min < 1):
+            raise ValueError(f"t_min must lie in [0, 1), got {t_min!r}")
+
     def _integrate(self, x, t_start, t_end, steps, rng, return_path, drift, noisy):
         """x_{n+1} = x_n + drift dt (+ g(t_n) sqrt(|dt|) z) on a uniform grid, in either direction of time.
 
-        Works in the input's array type: NumPy float64, or torch in the tensor's dtype and device (float32 torch
-        is about three times faster here; see benchmarks/sde_paths.py). ``rng`` is a seed, a numpy Generator or
-        a torch Generator to match.
+        Works in the input's array type: NumPy float64, or torch in the tensor's dtype and device (float32 torch is
+        the fastest; benchmarks/sde_paths.py measures it). ``rng`` is a seed, a numpy Generator or a torch Generator
+        to match.
         """
         self._check_steps(steps)
         xp, (x,) = as_arrays(x)

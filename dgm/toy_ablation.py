@@ -11,6 +11,7 @@ Run: ``dgm toy-ablation`` (or ``python -m dgm.toy_ablation``); ``--quick`` for a
 
 import argparse
 import csv
+import io
 import json
 import time
 from pathlib import Path
@@ -22,10 +23,12 @@ from tqdm import tqdm
 
 from dgm import closed_forms
 from dgm.ddpm import DDPM
+from dgm.files import atomic_write_text, check_writable
+from dgm.paths import RESULTS
 from dgm.schedules import ddpm_schedules
 from dgm.sde import VPSDE, GaussianMixture1D
 
-DEFAULT_OUT = Path("results") / "toy_ablation.json"
+DEFAULT_OUT = RESULTS / "toy_ablation.json"
 TIMESTEPS = (500, 1000, 2000)
 STEP_COUNTS = (10, 20, 50, 100, 200, 500)
 DDPM_SAMPLERS = {  # label: keyword arguments of DDPM.sample
@@ -61,7 +64,7 @@ def equivalent_sde(T):
 def draw(mixture, sampler, T, steps, n, seed, dtype=torch.float32):
     """n samples from one sampler of the grid, as a NumPy array.
 
-    float32 is three times faster here than float64, and its rounding is far below the Monte-Carlo floor.
+    float32 is faster than float64 (benchmarks/sde_paths.py), and its rounding is far below the Monte-Carlo floor.
     """
     if sampler in DDPM_SAMPLERS:
         model = DDPM(lambda x, t: x, beta_min=BETA_MIN, beta_max=BETA_MAX, T=T, shape=(1,))
@@ -140,14 +143,14 @@ def run(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=tuple(DDPM_SAM
 
 
 def save(result, out):
-    """Write the JSON and, beside it, a CSV of the rows."""
+    """Write the JSON and, beside it, a CSV of the rows, each atomically."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    with open(out.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(result["rows"][0]))
-        writer.writeheader()
-        writer.writerows(result["rows"])
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(result["rows"][0]))
+    writer.writeheader()
+    writer.writerows(result["rows"])
+    atomic_write_text(out.with_suffix(".csv"), table.getvalue())
 
 
 def main(argv=None):
@@ -169,6 +172,11 @@ def main(argv=None):
         parser.error("--seed must be a non-negative integer")
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    try:
+        check_writable(args.out)
+        check_writable(args.out.with_suffix(".csv"))
+    except ValueError as error:
+        parser.error(str(error))
     result = run(n, step_counts=() if args.full_chains else STEP_COUNTS, seed=args.seed, seeds=args.seeds)
     save(result, args.out)
     print(f"wrote {args.out} and {args.out.with_suffix('.csv')} ({len(result['rows'])} rows, n = {n:,})")

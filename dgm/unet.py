@@ -1,11 +1,10 @@
 """A small U-Net noise predictor eps_theta(x_t, t) for 1 x 28 x 28 MNIST, sized to train on a laptop CPU.
 
 Problem 1(d). Two resolutions below 28 x 28 (14, 7), one residual block per level (optionally more at 14 x 14 and
-7 x 7), a sinusoidal embedding of the timestep inside every block (added, or as an adaptive group norm), and
-optionally self-attention at 7 x 7.
+7 x 7), a sinusoidal embedding of the timestep added inside every block, and optionally self-attention at 7 x 7.
 Each residual block normalises once (not twice, as in Ho et al. 2020): on a CPU normalisation passes cost memory
-bandwidth, not FLOPs, so fewer of them bring a training step closer to the machine's matmul rate (see
-benchmarks/train_throughput.py).
+bandwidth, not FLOPs, so fewer of them bring a training step closer to the machine's matmul rate
+(benchmarks/train_throughput.py).
 """
 
 import math
@@ -19,7 +18,8 @@ MAX_PERIOD = 10_000  # longest wavelength of the sinusoidal embedding, as in Vas
 
 
 def timestep_embedding(t, dim):
-    """Sinusoidal embedding of integer timesteps t (batch,) into (batch, dim): cosines then sines of t / 10000^(i/half)."""
+    """Sinusoidal embedding of integer timesteps t (batch,) into (batch, dim): cosines then sines of
+    t / 10000^(i/half)."""
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
     half = dim // 2
@@ -28,31 +28,20 @@ def timestep_embedding(t, dim):
     return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
-TIME_CONDITIONINGS = ("add", "adagn")  # how a residual block takes the time embedding (see ResidualBlock)
-
-
 class ResidualBlock(nn.Module):
-    """norm -> SiLU -> conv, SiLU -> conv, plus a (1 x 1 if needed) skip connection; the time embedding enters either
-    added after the first conv ("add", as in Ho et al. 2020) or as a per-channel scale and shift of the normalised
-    input ("adagn", the adaptive group norm of Dhariwal & Nichol 2021, Sec. 3), which lets t gain as well as bias."""
+    """norm -> SiLU -> conv, SiLU -> conv, plus a (1 x 1 if needed) skip connection; the time embedding is added
+    after the first conv, as in Ho et al. (2020)."""
 
-    def __init__(self, in_channels, out_channels, embedding_dim, groups, time_conditioning="add"):
+    def __init__(self, in_channels, out_channels, embedding_dim, groups):
         super().__init__()
-        self.adaptive = time_conditioning == "adagn"
         self.norm = nn.GroupNorm(min(groups, in_channels), in_channels)
-        # with "add" the time term is conv1's bias
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=self.adaptive)
-        self.time = nn.Linear(embedding_dim, 2 * in_channels if self.adaptive else out_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)  # the time term is its bias
+        self.time = nn.Linear(embedding_dim, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x, embedding):
-        time = self.time(embedding)[:, :, None, None]
-        if self.adaptive:
-            scale, shift = time.chunk(2, dim=1)
-            h = self.conv1(F.silu(self.norm(x) * (1 + scale) + shift))
-        else:
-            h = self.conv1(F.silu(self.norm(x))) + time
+        h = self.conv1(F.silu(self.norm(x))) + self.time(embedding)[:, :, None, None]
         return self.skip(x) + self.conv2(F.silu(h))
 
 
@@ -85,12 +74,10 @@ class UNet(nn.Module):
     ``channels`` are the widths at full, half and quarter resolution; ``groups`` the GroupNorm groups;
     ``attention`` adds self-attention after the middle block, at the quarter resolution; ``depth`` is the number of
     residual blocks at the half and quarter resolutions on each path (the extra ones add layers where the digit's
-    shape is drawn; the book's CPU-preset trials measure one); ``time_conditioning`` how each block takes the time
-    embedding ("add" or "adagn", see ResidualBlock).
+    shape is drawn).
     """
 
-    def __init__(self, image_channels=1, channels=(32, 64, 64), groups=8, attention=False, depth=1,
-                 time_conditioning="add"):
+    def __init__(self, image_channels=1, channels=(32, 64, 64), groups=8, attention=False, depth=1):
         super().__init__()
         if len(channels) != 3 or any(int(c) < 1 for c in channels):
             raise ValueError(f"channels must be three positive widths (full, half, quarter), got {channels!r}")
@@ -99,11 +86,9 @@ class UNet(nn.Module):
                              f"{channels!r}")
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
-        if time_conditioning not in TIME_CONDITIONINGS:
-            raise ValueError(f"time_conditioning must be one of {TIME_CONDITIONINGS}, got {time_conditioning!r}")
         c0, c1, c2 = (int(c) for c in channels)
         self.image_channels, self.channels, self.groups = image_channels, (c0, c1, c2), groups
-        self.attention, self.depth, self.time_conditioning = attention, depth, time_conditioning
+        self.attention, self.depth = attention, depth
         self.embedding_dim = 4 * c0
         self.time_mlp = nn.Sequential(nn.Linear(c0, self.embedding_dim), nn.SiLU(),
                                       nn.Linear(self.embedding_dim, self.embedding_dim))
@@ -125,12 +110,12 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(c0, image_channels, 3, padding=1)
 
     def more_blocks(self, width):
-        """The depth - 1 blocks that follow a level's first (none at depth 1, so older checkpoints load)."""
+        """The depth - 1 blocks that follow a level's first (none at depth 1)."""
         return nn.ModuleList(self.block(width, width) for _ in range(self.depth - 1))
 
     def block(self, in_channels, out_channels):
-        """A residual block with this U-Net's time embedding, groups and time conditioning."""
-        return ResidualBlock(in_channels, out_channels, self.embedding_dim, self.groups, self.time_conditioning)
+        """A residual block with this U-Net's time embedding and groups."""
+        return ResidualBlock(in_channels, out_channels, self.embedding_dim, self.groups)
 
     @staticmethod
     def run_blocks(h, first, more, embedding):
@@ -155,7 +140,7 @@ class UNet(nn.Module):
     def config(self):
         """The constructor arguments, for checkpoints' JSON."""
         return {"image_channels": self.image_channels, "channels": list(self.channels), "groups": self.groups,
-                "attention": self.attention, "depth": self.depth, "time_conditioning": self.time_conditioning}
+                "attention": self.attention, "depth": self.depth}
 
 
 def training_flops(network, batch_size=1):

@@ -8,10 +8,10 @@ import pytest
 
 import dgm
 from dgm import ablation, cli, evaluate
-from dgm.ablation import (MODELS, QUALITY_BARS, QUICK_N, RESCALED_MODELS, SETTINGS, check_bars,
-                          check_baseline_evaluation, find_row, markdown_table, row_name, select_models, share_change,
-                          share_standard_error, text_table)
-from dgm.train import TrainConfig, train
+from dgm.ablation import (MODELS, QUICK_N, RESCALED_MODELS, SETTINGS, find_row, markdown_table, row_name,
+                          select_models, share_change, share_standard_error, text_table)
+from dgm.config import TrainConfig
+from dgm.train import train
 
 TINY_T = 100  # the smallest T that the 100-step rows can respace
 
@@ -98,37 +98,11 @@ def test_bad_input_exits_with_a_message(tmp_path, capsys):
         assert capsys.readouterr().err.startswith("error:")
 
 
-def test_quality_bars_judge_the_baseline_row_and_the_cpu_presets_last_snapshot():
-    def scores(share, entropy_share, fid):
-        return {"share_confident": share, "label_entropy": entropy_share * math.log(10), "fid_mnist": fid}
-
-    def row(steps, *values):
-        return {"model": "ddpm_mnist_T1000", "T": 1000, "sampler": "ancestral", "sigma": "beta", "steps": steps,
-                **scores(*values), "fid_floor": 10.0}
-
-    report = {"rows": [row(1000, 0.96, 0.98, 29.0), row(100, 0.99, 0.99, 50.0)]}
-    curve = {"setting": {"steps": 100}, "floor": {"fid_mnist": 10.0},
-             "rows": [scores(0.95, 0.99, 20.0), {**scores(0.89, 0.96, 40.0), "training_minutes": 31.0}]}
-    verdicts = check_bars(report, curve)
-    assert verdicts["baseline"] == {"share_confident": (0.96, 0.95, True),
-                                    "label_entropy_share": (pytest.approx(0.98), 0.97, True),
-                                    "fid_over_floor": (2.9, 3.0, True)}
-    assert verdicts["cpu preset"] == {"share_confident": (0.89, 0.90, False),
-                                      "label_entropy_share": (pytest.approx(0.96), 0.95, True),
-                                      "training_minutes": (31.0, 30, False)}
-    with pytest.raises(ValueError, match="limits training_minutes"):
-        check_bars(report, {**curve, "rows": [scores(0.95, 0.99, 20.0)]})
-    assert set(verdicts) == set(QUALITY_BARS)
-    with pytest.raises(ValueError, match="judged at 100 steps.*sampled with 50"):
-        check_bars(report, {**curve, "setting": {"steps": 50}})
-    assert find_row(report, 1000, steps=100)["fid_mnist"] == 50.0
-    evaluation = {"samples": scores(0.79, 0.99, 37.0), "real_floor": {"fid_mnist": 14.5},
-                  "settings": {"T": 1000, "sampler": "ancestral", "sigma": "beta", "steps": None}}
-    assert check_baseline_evaluation(evaluation)["share_confident"] == (0.79, 0.95, False)
-    assert check_baseline_evaluation(evaluation)["fid_over_floor"] == (pytest.approx(37.0 / 14.5), 3.0, True)
-    with pytest.raises(ValueError, match=r"\(1000, 'ancestral', 'posterior', 100\)"):
-        check_baseline_evaluation({**evaluation, "settings": {**evaluation["settings"], "sigma": "posterior",
-                                                              "steps": 100}})
+def test_find_row_finds_the_row_of_a_setting():
+    rows = [{"model": "ddpm_mnist_T1000", "T": 1000, "sampler": "ancestral", "sigma": "beta", "steps": steps,
+             "fid_mnist": fid} for steps, fid in ((1000, 29.0), (100, 50.0))]
+    report = {"rows": rows}
+    assert find_row(report, 1000) is rows[0] and find_row(report, 1000, steps=100)["fid_mnist"] == 50.0
     with pytest.raises(KeyError, match="T=500"):
         find_row(report, 500)
 

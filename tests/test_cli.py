@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from dgm import cli
-from dgm.train import PRESETS
+from dgm.config import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64", "--steps", "2",
@@ -104,7 +104,7 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
              (["sample", "--ckpt", str(broken), "--device", "mps"], "no float64"),
              (["evaluate", "--ckpt", str(broken), "--n", "1"], "n must be an integer >= 2"),
              (["export", "--ckpt", str(broken), "--out", str(a_file)], "is a file"),
-             (["train", "--seed", "-1"], "seed must be a non-negative integer"),
+             (["train", "--seed", "-1"], "--seed must be a non-negative integer"),
              (["train-classifier", "--batch-size", "0", "--out", str(tmp_path / "c.safetensors")],
               "batch_size must be a positive integer")]
     for argv, message in cases:
@@ -124,11 +124,10 @@ def test_toy_ablation_refuses_quick_with_n_and_a_negative_seed(capsys):
 
 
 def test_train_options_with_fixed_values_list_them(capsys):
-    for option, value, listed in (("--time-conditioning", "film", "'add', 'adagn'"),
-                                  ("--precision", "fp16", "'auto', 'fp32', 'bf16'"),
+    for option, value, listed in (("--precision", "fp16", "'auto', 'fp32', 'bf16'"),
                                   ("--noise-schedule", "quadratic", "'linear', 'cosine'"),
                                   ("--prediction", "x0", "'eps', 'v'"),
-                                  ("--timestep-sampling", "importance", "'uniform', 'weighted'")):
+                                  ("--loss-weighting", "snr", "'uniform', 'p2'")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["train", option, value])
         assert exit_info.value.code == 2

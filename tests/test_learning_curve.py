@@ -6,8 +6,9 @@ import pytest
 
 from dgm import cli, evaluate, learning_curve
 from dgm.checkpoint import load_checkpoint
-from dgm.train import (CHECKPOINT_FORMAT, TrainConfig, run_folder_checkpoint, snapshot_folder, train,
-                       training_seconds)
+from dgm.config import TrainConfig
+from dgm.runs import CHECKPOINT_FORMAT, run_folder_checkpoint, snapshot_folder, training_seconds
+from dgm.train import train
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +77,3 @@ def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thre
             cli.main(argv)
         assert exit_info.value.code == 2
         assert capsys.readouterr().err.startswith("error:")
-
-
-def test_trials_load_in_order_of_weighting_rate_precision_then_network(tmp_path):
-    settings = [("a", "uniform", 2e-3, "fp32", False, 1), ("b", "p2", 4e-3, "bf16", True, 1),
-                ("c", "p2", 1e-3, "fp32", False, 1), ("d", "p2", 4e-3, "bf16", False, 1),
-                ("e", "p2", 4e-3, "fp32", False, 1), ("f", "p2", 4e-3, "bf16", False, 2)]
-    for name, weighting, lr, precision, attention, depth in settings:
-        config = {"loss_weighting": weighting, "lr": lr, "precision": precision, "attention": attention,
-                  "depth": depth, "channels": [32, 96, 192]}
-        (tmp_path / f"{name}.json").write_text(json.dumps({"run": name, "config": config, "rows": []}))
-    assert [trial["run"] for trial in learning_curve.load_trials(tmp_path)] == ["c", "e", "d", "f", "b", "a"]
-    with pytest.raises(FileNotFoundError, match="results/README.md"):
-        learning_curve.load_trials(tmp_path / "empty")

@@ -13,12 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 import dgm
+import dgm.runs
+import dgm.train
 from dgm.checkpoint import CheckpointError, save_checkpoint
+from dgm.config import PRESETS, REMOVED_FIELDS, TrainConfig, ema_initial_share
 from dgm.data import load_mnist
-from dgm.train import (BUDGET_SHARE, CHECKPOINT_FORMAT, PRESETS, TrainConfig, autocast_context, ema_initial_share,
-                       export_run,
-                       learning_rate, load_run, resolve_precision, run_folder_checkpoint, seconds_per_step,
-                       select_device, snapshot_folder, steps_for_budget, total_steps, train)
+from dgm.device import autocast_context, resolve_precision, select_device
+from dgm.runs import CHECKPOINT_FORMAT, export_run, load_run, run_folder_checkpoint, snapshot_folder
+from dgm.train import BUDGET_SHARE, learning_rate, seconds_per_step, steps_for_budget, total_steps, train
 from dgm.schedules import cosine_schedule
 from dgm.unet import UNet
 
@@ -45,34 +47,38 @@ def test_config_round_trips_through_json(tmp_path, one_thread):
         TrainConfig.from_dict({"learning_rate": 1.0})
 
 
+def test_fields_of_removed_options_load_only_at_their_one_supported_value():
+    saved = {**TrainConfig().to_dict(), **REMOVED_FIELDS}  # as the shipped checkpoints' JSON has them
+    assert TrainConfig.from_dict(saved) == TrainConfig()
+    for name, other in (("time_conditioning", "adagn"), ("timestep_sampling", "weighted"), ("p2_gamma", 2.0)):
+        with pytest.raises(ValueError, match=f"{name} = {other!r}, an option this library no longer has"):
+            TrainConfig.from_dict({**saved, name: other})
+
+
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="--batch-size"):
         TrainConfig(batch_size=0)
-    with pytest.raises(ValueError, match="ema_decay"):
+    with pytest.raises(ValueError, match="--ema-decay"):
         TrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=-1)
-    with pytest.raises(ValueError, match="loss_weighting must be one of"):
+    with pytest.raises(ValueError, match="--loss-weighting must be one of"):
         TrainConfig(loss_weighting="snr")
-    with pytest.raises(ValueError, match="p2_gamma must be positive"):
-        TrainConfig(p2_gamma=0.0)
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match="--precision must be one of"):
         TrainConfig(precision="fp16")
-    with pytest.raises(ValueError, match="noise_schedule must be one of"):
+    with pytest.raises(ValueError, match="--noise-schedule must be one of"):
         TrainConfig(noise_schedule="quadratic")
-    with pytest.raises(ValueError, match="prediction must be one of"):
+    with pytest.raises(ValueError, match="--prediction must be one of"):
         TrainConfig(prediction="x0")
-    with pytest.raises(ValueError, match="timestep_sampling must be one of"):
-        TrainConfig(timestep_sampling="importance")
-    with pytest.raises(ValueError, match="minutes must be positive"):
+    with pytest.raises(ValueError, match="--minutes must be a finite positive number"):
         TrainConfig(minutes=0)
-    with pytest.raises(ValueError, match="epochs or minutes, not both"):
+    with pytest.raises(ValueError, match="--epochs or --minutes, not both"):
         TrainConfig(epochs=1, minutes=30)
-    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+    with pytest.raises(ValueError, match="--seed must be a non-negative integer"):
         TrainConfig(seed=-1)
-    with pytest.raises(ValueError, match="train_subset must be a positive integer"):
+    with pytest.raises(ValueError, match="--train-subset must be a positive integer"):
         TrainConfig(train_subset=-5)  # would have sliced off the last five images
-    with pytest.raises(ValueError, match="weight_decay"):
+    with pytest.raises(ValueError, match="--weight-decay"):
         TrainConfig(weight_decay=-1.0)
 
 
@@ -84,7 +90,7 @@ def test_every_preset_is_a_valid_config(name):
 
 def test_an_out_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "taken").write_text("not a run")
-    with pytest.raises(ValueError, match="run folder.*is a file"):
+    with pytest.raises(ValueError, match="--out .* is a file; it must name a folder"):
         train(tiny_config(tmp_path / "taken"), progress=False)
 
 
@@ -96,7 +102,7 @@ def test_warm_up_and_epochs():
     assert learning_rate(cosine, 9, 900) == 1e-3
     assert learning_rate(cosine, 454, 900) == pytest.approx(5e-4, rel=1e-2)
     assert learning_rate(cosine, 899, 900) == 0.0
-    with pytest.raises(ValueError, match="lr_schedule"):
+    with pytest.raises(ValueError, match="--lr-schedule"):
         TrainConfig(lr_schedule="linear")
     assert total_steps(config, 60_000) == 900
     assert total_steps(TrainConfig(steps=7), 60_000) == 7
@@ -189,10 +195,9 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(one_thread, precision):
     assert fixed_loss() < 0.7 * before
 
 
-@pytest.mark.parametrize("attention, depth, time_conditioning",
-                         [(False, 1, "add"), (True, 1, "add"), (False, 2, "add"), (False, 1, "adagn")])
-def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread, attention, depth, time_conditioning):
-    network = {"attention": attention, "depth": depth, "time_conditioning": time_conditioning}
+@pytest.mark.parametrize("attention, depth", [(False, 1), (True, 1), (False, 2)])
+def test_run_writes_checkpoint_log_and_grid_and_loads_back(tmp_path, one_thread, attention, depth):
+    network = {"attention": attention, "depth": depth}
     out = train(tiny_config(tmp_path / "run", **network), progress=False)
     saved = load_file(run_folder_checkpoint(out))
     metadata = json.loads((out / "checkpoint.json").read_text())
@@ -224,7 +229,7 @@ def test_training_and_its_sample_grids_use_the_configured_schedule_and_target(tm
     """Same seed, so the same images, timesteps and noise: only the schedule or the target can change the first
     loss, and each must; every DDPM the run builds (training, EMA grids) carries the config's schedule and target."""
     built = []
-    monkeypatch.setattr(dgm.train, "DDPM", lambda *args, **kwargs: built.append(kwargs) or dgm.DDPM(*args, **kwargs))
+    monkeypatch.setattr(dgm.runs, "DDPM", lambda *args, **kwargs: built.append(kwargs) or dgm.DDPM(*args, **kwargs))
     first_losses = {}
     for schedule, prediction in (("linear", "eps"), ("cosine", "eps"), ("linear", "v")):
         built.clear()
@@ -234,22 +239,6 @@ def test_training_and_its_sample_grids_use_the_configured_schedule_and_target(tm
         assert built and all((kwargs["noise_schedule"], kwargs["prediction"]) == (schedule, prediction)
                              for kwargs in built)
     assert len(set(first_losses.values())) == 3, first_losses
-
-
-def test_training_draws_its_timesteps_as_configured(tmp_path, one_thread, monkeypatch):
-    """Same seed and weighting: only the draw of t can change the first loss, and every loss call gets the setting."""
-    samplings, original_loss = [], dgm.DDPM.loss
-    monkeypatch.setattr(dgm.DDPM, "loss", lambda self, x0, **kwargs: samplings.append(kwargs["timestep_sampling"])
-                        or original_loss(self, x0, **kwargs))
-    first_losses = {}
-    for timestep_sampling in ("uniform", "weighted"):
-        samplings.clear()
-        out = train(tiny_config(tmp_path / timestep_sampling, loss_weighting="p2", timestep_sampling=timestep_sampling),
-                    progress=False)
-        first_losses[timestep_sampling] = first_logged_loss(out)
-        assert samplings and set(samplings) == {timestep_sampling}
-        assert load_run(out)[1].timestep_sampling == timestep_sampling
-    assert first_losses["uniform"] != first_losses["weighted"]
 
 
 def test_a_cosine_v_prediction_run_loads_with_its_schedule_and_target(tmp_path, one_thread):
@@ -311,7 +300,7 @@ def test_keep_every_keeps_the_ema_weights_of_those_steps_and_of_the_last(tmp_pat
     final = load_file(run_folder_checkpoint(partial))
     for name, tensor in model.eps_model.state_dict().items():
         assert torch.equal(tensor, final[f"ema.{name}"]), name
-    with pytest.raises(ValueError, match="keep_every"):
+    with pytest.raises(ValueError, match="--keep-every"):
         tiny_config(tmp_path, keep_every=0)
 
 

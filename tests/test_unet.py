@@ -1,11 +1,10 @@
-"""The MNIST U-Net: shapes, the time embedding and its two ways into a block, self-attention, depth, memory formats,
-the cost of a training step, argument checks."""
+"""The MNIST U-Net: shapes, the time embedding, self-attention, depth, memory formats, the cost of a training step,
+argument checks."""
 
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from dgm.unet import ResidualBlock, SelfAttention, UNet, timestep_embedding, training_flops
@@ -76,31 +75,10 @@ def test_depth_adds_blocks_at_half_and_quarter_resolution_and_depth_one_keeps_th
     assert deep(x, torch.tensor([1, 900])).shape == x.shape
 
 
-def test_adaptive_group_norm_scales_and_shifts_the_normalised_input(one_thread):
+@pytest.mark.parametrize("attention, depth", [(False, 1), (True, 1), (False, 2)])
+def test_channels_last_gives_the_same_output(one_thread, attention, depth):
     torch.manual_seed(0)
-    block = ResidualBlock(4, 8, embedding_dim=6, groups=2, time_conditioning="adagn")
-    x, embedding = torch.randn(2, 4, 5, 5), torch.randn(2, 6)
-    torch.nn.init.zeros_(block.time.weight)
-    with torch.no_grad():
-        block.time.bias.copy_(torch.cat([-torch.ones(4), torch.zeros(4)]))  # scale -1, shift 0: conv1 sees zeros
-    expected = block.skip(x) + block.conv2(F.silu(block.conv1.bias[None, :, None, None].expand(2, 8, 5, 5)))
-    assert torch.allclose(block(x, embedding), expected, atol=1e-6)
-    with torch.no_grad():
-        block.time.bias.zero_()  # scale 0, shift 0: the plain block, without time
-    expected = block.skip(x) + block.conv2(F.silu(block.conv1(F.silu(block.norm(x)))))
-    assert torch.allclose(block(x, embedding), expected, atol=1e-6)
-    model = UNet(channels=TINY, time_conditioning="adagn")
-    assert model.config()["time_conditioning"] == "adagn" and model.down0.time.out_features == 2 * TINY[0]
-    torch.nn.init.normal_(model.out.weight)
-    x = torch.randn(1, 1, 28, 28)
-    assert not torch.allclose(model(x, 0), model(x, 500))
-
-
-@pytest.mark.parametrize("attention, depth, time_conditioning",
-                         [(False, 1, "add"), (True, 1, "add"), (False, 2, "add"), (False, 2, "adagn")])
-def test_channels_last_gives_the_same_output(one_thread, attention, depth, time_conditioning):
-    torch.manual_seed(0)
-    model = UNet(channels=TINY, attention=attention, depth=depth, time_conditioning=time_conditioning)
+    model = UNet(channels=TINY, attention=attention, depth=depth)
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
     expected = model(x, t)
     model.to(memory_format=torch.channels_last)
@@ -113,8 +91,6 @@ def test_bad_arguments_are_named():
     for depth in (0, 1.5, True):
         with pytest.raises(ValueError, match="depth"):
             UNet(channels=TINY, depth=depth)
-    with pytest.raises(ValueError, match="time_conditioning"):
-        UNet(channels=TINY, time_conditioning="film")
     with pytest.raises(ValueError, match="must be even"):
         UNet(channels=(3, 8, 8))
     with pytest.raises(ValueError, match="x must have shape"):

