@@ -14,7 +14,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 import dgm
-from dgm.ablation import find_row, load_report, select_models, share_standard_error
+from dgm.ablation import find_row, load_report, markdown_table, select_models
 from dgm.paths import CHECKPOINTS, FIGURES, MODELS, RESCALED_MODELS, RESULTS  # noqa: F401  (chapters use them)
 
 DPI = 150
@@ -54,27 +54,8 @@ def table(header, rows):
 
 
 def report_table(report, rows):
-    """Display rows of an ablation report as a table, the real-data floor first: the share of confident samples with
-    its binomial standard error, FID-MNIST, the label entropy as a share of log 10 and the milliseconds per image.
-    Where the rows come from more than one device, a column says which kind sampled each (a CPU's hardware name ends
-    in its thread count)."""
-    def kind(row):
-        return "CPU" if row["device"].endswith("threads") else "GPU"
-
-    by_device = len({kind(row) for row in rows}) > 1
-    floor, n = report["floor"], report["n"]
-    header = ["model", "sampler", "steps", "share confident", "FID-MNIST", "label entropy", "ms per image"]
-    lines = [["real MNIST", "", "", f"{floor['share_confident']:.3f}", f"{floor['fid_mnist']:.1f}",
-              f"{floor['label_entropy'] / math.log(10):.3f}", ""] + [""] * by_device]
-    for row in rows:
-        sampler = row["sampler"] + {"beta": r", $\sigma^2 = \beta$", "posterior": r", $\sigma^2 = \tilde\beta$",
-                                    None: ""}[row["sigma"]]
-        share = row["share_confident"]
-        lines.append([row["model"].removeprefix("ddpm_mnist_"), sampler, row["steps"],
-                      f"{share:.3f} ± {share_standard_error(share, n):.3f}", f"{row['fid_mnist']:.1f}",
-                      f"{row['label_entropy'] / math.log(10):.3f}", f"{1000 * row['seconds_per_sample']:.2f}"]
-                     + [kind(row)] * by_device)
-    table(header + ["device"] * by_device, lines)
+    """Display rows of an ablation report as a table, the real-data floor first (dgm.ablation.markdown_table)."""
+    display(Markdown(markdown_table(report, rows)))
 
 
 def ablation():
@@ -123,12 +104,6 @@ def above_floor(row, result):
     error = math.hypot(row["wasserstein_std"] / math.sqrt(config["seeds"]),
                        floor["std"] / math.sqrt(config["floor_repeats"]))
     return row["wasserstein"] - floor["mean"] > 2 * error
-
-
-def differ(row_a, row_b, seeds):
-    """Whether two rows' mean distances differ by more than two standard errors of the difference."""
-    error = math.hypot(row_a["wasserstein_std"], row_b["wasserstein_std"]) / math.sqrt(seeds)
-    return abs(row_a["wasserstein"] - row_b["wasserstein"]) > 2 * error
 
 
 def alpha_bar_T(beta_min, beta_max, T):

@@ -156,34 +156,40 @@ def share_change(before, n_before, after, n_after):
     return change, error, abs(change) > 2 * error
 
 
-TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", "share >= 0.9",
-                 "label entropy / log 10", "s per image")
+TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", "share >= 0.9 (± SE)",
+                 "label entropy / log 10", "ms per image")
 
 
 SIGMA_LABELS = {"beta": "sigma^2 = beta", "posterior": "sigma^2 = beta_tilde"}  # a row's sigma as text
 
 
+def device_kind(device):
+    """"CPU" or "GPU" for a row's device, as dgm.device.hardware_name writes it (a CPU's ends in its threads)."""
+    return "CPU" if device.endswith("threads") else "GPU"
+
+
 def table_lines(report, rows, book=False):
     """The header (TABLE_COLUMNS) and one list of formatted cells per line: the real-data floor first, then
-    ``rows``. Rows sampled on more than one device add a column naming each row's, since their seconds per image
-    compare only within one device and a device's random generator draws its own x_T from the same seed. ``book``
-    (its narrow pages) writes sigma^2 as MyST math (dgm.plotting.typeset), models without MODEL_PREFIX and devices
-    by name alone."""
+    ``rows``, each share with its binomial standard error. Rows sampled on more than one device add a column naming
+    each row's, since their times compare only within one device and a device's random generator draws its own x_T
+    from the same seed. ``book`` (its narrow pages) writes sigma^2 as MyST math (dgm.plotting.typeset), models
+    without MODEL_PREFIX and devices by kind."""
     uniform = math.log(CLASSES)
     floor = report["floor"]
     by_device = len({row.get("device") for row in rows}) > 1
     lines = [list(TABLE_COLUMNS) + ["device"] * by_device,
-             [f"real MNIST ({report['n']} training images)", "", "", f"{floor['fid_mnist']:.1f}",
+             [f"real MNIST ({report['n']} images)", "", "", f"{floor['fid_mnist']:.1f}",
               f"{floor['mean_confidence']:.3f}", f"{floor['share_confident']:.3f}",
               f"{floor['label_entropy'] / uniform:.3f}", ""] + [""] * by_device]
     for row in rows:
         sampler = row["sampler"] + (", " + SIGMA_LABELS[row["sigma"]] if row["sigma"] else "")
         model, device = row["model"], row.get("device") or "unrecorded"
-        if book:  # "T500_rescaled"; "Intel(R) Xeon(R) Processor" without its instructions and threads
-            sampler, model, device = typeset(sampler), model.removeprefix(MODEL_PREFIX), device.split(",")[0]
+        if book:  # "T500_rescaled", "GPU"
+            sampler, model, device = typeset(sampler), model.removeprefix(MODEL_PREFIX), device_kind(device)
+        share = row["share_confident"]
         lines.append([model, sampler, str(row["steps"]), f"{row['fid_mnist']:.1f}",
-                      f"{row['mean_confidence']:.3f}", f"{row['share_confident']:.3f}",
-                      f"{row['label_entropy'] / uniform:.3f}", f"{row['seconds_per_sample']:.3f}"]
+                      f"{row['mean_confidence']:.3f}", f"{share:.3f} ± {share_standard_error(share, row['n']):.3f}",
+                      f"{row['label_entropy'] / uniform:.3f}", f"{1000 * row['seconds_per_sample']:.2f}"]
                      + [device] * by_device)
     return lines
 

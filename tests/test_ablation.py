@@ -110,13 +110,16 @@ def test_find_row_finds_the_row_of_a_setting():
 def test_tables_name_the_device_only_when_rows_differ_in_it():
     scores = {"fid_mnist": 20.0, "mean_confidence": 0.95, "share_confident": 0.9, "label_entropy": 2.3,
               "seconds_per_sample": 0.01}
-    rows = [{"model": "ddpm_mnist_T1000", "sampler": "ddim", "sigma": None, "steps": steps, "device": device, **scores}
-            for steps, device in ((50, "NVIDIA H200"), (100, "NVIDIA H200"), (50, "a CPU"))]
-    report = {"n": 8, "floor": scores, "rows": rows}
+    cpu = "Intel(R) Xeon(R) Processor, AVX512 + BF16 + AMX, 2 threads"  # as dgm.device.hardware_name writes it
+    rows = [{"model": "ddpm_mnist_T1000", "sampler": "ddim", "sigma": None, "steps": steps, "device": device, "n": 100,
+             **scores} for steps, device in ((50, "NVIDIA H200"), (100, "NVIDIA H200"), (50, cpu))]
+    report = {"n": 100, "floor": scores, "rows": rows}
     one_device = markdown_table(report, rows[:2]).splitlines()
     assert "device" not in one_device[0] and len(one_device) == 2 + 1 + 2  # header, rule, floor, two rows
+    assert "| 0.900 ± 0.030 |" in one_device[-1] and "| 10.00 |" in one_device[-1]  # share ± SE; ms per image
     both = markdown_table(report, rows).splitlines()
-    assert both[0].endswith("| device |") and both[-1].endswith("| a CPU |") and both[-2].endswith("| NVIDIA H200 |")
+    assert both[0].endswith("| device |") and both[-1].endswith("| CPU |") and both[-2].endswith("| GPU |")
+    assert text_table(report).splitlines()[-1].rstrip().endswith("2 threads")  # the terminal names the device
     assert both[-1].startswith("| T1000 |") and text_table(report).splitlines()[-1].startswith("ddpm_mnist_T1000")
     assert text_table(report).splitlines()[0].rstrip().endswith("device")
     posterior = [{**rows[0], "sampler": "ancestral", "sigma": "posterior"}]
