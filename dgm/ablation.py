@@ -178,7 +178,7 @@ def table_lines(report, rows, book=False):
     floor = report["floor"]
     by_device = len({row.get("device") for row in rows}) > 1
     lines = [list(TABLE_COLUMNS) + ["device"] * by_device,
-             [f"real MNIST ({report['n']} images)", "", "", f"{floor['fid_mnist']:.1f}",
+             [f"real MNIST ({report['n']} training images)", "", "", f"{floor['fid_mnist']:.1f}",
               f"{floor['mean_confidence']:.3f}", f"{floor['share_confident']:.3f}",
               f"{floor['label_entropy'] / uniform:.3f}", ""] + [""] * by_device]
     for row in rows:
