@@ -1,103 +1,129 @@
-"""Images/s of one DDPM training step of the MNIST U-Net, its FLOPs, and its share of this machine's matmul rate.
+"""Images/s of `dgm train`'s training step on the MNIST U-Net, its FLOPs, and its share of this device's matmul rate.
 
-Run on a quiet machine: `.venv/bin/python benchmarks/train_throughput.py [--batch 32 128] [--compile]`. Prints
-each variant's images/s (memory layout; bfloat16 autocast as `dgm train --precision bf16` runs it) and achieved
-GFLOP/s as `N% of matmul`, the float32 matmul rate being the best of several runs measured in the same process
-(interleaved with the steps), so the ratio stands on its own (bfloat16 can pass 100%); and each batch's images/s
-relative to the first batch's, which says what a fixed training time buys at each batch size.
+Run on a quiet machine: `.venv/bin/python benchmarks/train_throughput.py [--batch 32 128] [--compile]`. Times the
+step that `dgm train` runs (dgm.train_step: fused AdamW, clipped gradients, the EMA update) on a batch already on
+the device, in each variant (memory layout; bfloat16 autocast as `--precision bf16` runs it; torch.compile), and
+prints its images/s and achieved GFLOP/s as `N% of matmul`. The reference is the best of several large matmuls
+timed in the same process, interleaved with the steps: float32 on a CPU, bfloat16 on a CUDA GPU (its tensor-core
+rate), so the ratio stands on its own (on a CPU bfloat16 steps can pass 100%). Each batch's images/s relative to the
+first batch's says what a fixed training time buys at each batch size. Defaults: the `cpu` preset's network and
+batch on a CPU, the `gpu` preset's on a GPU.
 """
 
 import argparse
+import copy
 import time
 
 import torch
 
-import dgm
 from dgm.config import PRESETS, TrainConfig
-from dgm.device import autocast_context
-from dgm.unet import UNet, training_flops
+from dgm.device import autocast_context, select_device
+from dgm.runs import build_model, ddpm_around
+from dgm.train_step import build_optimizer, training_step
+from dgm.unet import training_flops
 
-MATMUL_SIZE, MATMUL_REPEATS = 1024, 10
-CPU_PRESET = TrainConfig(**PRESETS["cpu"])  # its network is the default
+# The reference matmul per device type: (its dtype, its size n of an n x n by n x n product, products per timing).
+MATMUL = {"cpu": (torch.float32, 1024, 1), "cuda": (torch.bfloat16, 8192, 10)}
+MATMUL_TIMINGS = 10  # per round, interleaved with the steps
+STEPS_PER_TIMING = {"cpu": 1, "cuda": 20}  # a GPU step is short: time several to average out the clock's grain
+WARMUP_STEPS = 3  # untimed (compilation, the allocator, cuDNN's first calls)
 
 
-def matmul_seconds(a, b):
+def elapsed(work, device, repeats):
+    """Seconds per call of ``work()`` over ``repeats`` calls, waiting for the device before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
-    a @ b
-    return time.perf_counter() - start
+    for _ in range(repeats):
+        work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / repeats
 
 
-def training_step(model, optimizer, batch, precision):
-    optimizer.zero_grad(set_to_none=True)
-    with autocast_context(precision, batch.device):
-        loss = model.loss(batch)
-    loss.backward()
-    optimizer.step()
+def prepare_step(config, device, memory_format, compiled, batch):
+    """A closure running one `dgm train` step of a fresh network of ``config`` on ``batch`` (seeded, warmed up)."""
+    torch.manual_seed(0)
+    network, _ = build_model(config)
+    network.to(device, memory_format=memory_format)
+    ema = copy.deepcopy(network).requires_grad_(False)
+    optimizer = build_optimizer(network, config)
+    model = ddpm_around(torch.compile(network) if compiled else network, config).to(device)
+    noise = torch.Generator(device).manual_seed(0)
+    batch = batch.contiguous(memory_format=memory_format)
+    autocast = autocast_context(config.precision, device)
 
+    def step():
+        training_step(model, network, ema, optimizer, batch, noise, config.lr, config, autocast)
 
-def step_seconds(model, optimizer, batch, precision):
-    start = time.perf_counter()
-    training_step(model, optimizer, batch, precision)
-    return time.perf_counter() - start
+    elapsed(step, device, WARMUP_STEPS)
+    return step
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, nargs="+",
-                        default=sorted({CPU_PRESET.batch_size, 4 * CPU_PRESET.batch_size}),
-                        help="batch sizes to compare (default: the cpu preset's and four times it)")
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if present), cpu, cuda or cuda:N")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="the network and batch to default to (default: gpu on a GPU, cpu on a CPU)")
+    parser.add_argument("--batch", type=int, nargs="+", default=None,
+                        help="batch sizes to compare (default: the preset's and four times it)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (each variant's best is kept)")
-    parser.add_argument("--channels", type=int, nargs=3, default=list(CPU_PRESET.channels),
-                        help="U-Net widths (default: the cpu preset's)")
-    parser.add_argument("--depth", type=int, default=CPU_PRESET.depth,
-                        help="residual blocks per path at 14 x 14 and 7 x 7 (default: the cpu preset's)")
+    parser.add_argument("--channels", type=int, nargs=3, default=None, help="U-Net widths (default: the preset's)")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="residual blocks per path at 14 x 14 and 7 x 7 (default: the preset's)")
+    parser.add_argument("--attention", action=argparse.BooleanOptionalAction, default=None,
+                        help="self-attention at 7 x 7 (default: the preset's)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is steadier on a busy machine)")
     args = parser.parse_args(argv)
+    try:
+        device = select_device(args.device)
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
-    formats = [("plain (contiguous)", torch.contiguous_format, False, "fp32"),
-               ("channels_last", torch.channels_last, False, "fp32"),
-               ("channels_last + bf16 autocast", torch.channels_last, False, "bf16")]
+    preset = PRESETS[args.preset or ("gpu" if device.type == "cuda" else "cpu")]
+    network = {name: value for name, value in (("channels", args.channels), ("depth", args.depth),
+                                               ("attention", args.attention)) if value is not None}
+    base = TrainConfig(**{**preset, "minutes": None, **network})
+    batches = args.batch or sorted({base.batch_size, 4 * base.batch_size})
+    variants = [("plain (contiguous)", torch.contiguous_format, False, "fp32"),
+                ("channels_last", torch.channels_last, False, "fp32"),
+                ("channels_last + bf16 autocast", torch.channels_last, False, "bf16")]
     if args.compile:
-        formats += [("channels_last + torch.compile", torch.channels_last, True, "fp32"),
-                    ("channels_last + bf16 + torch.compile", torch.channels_last, True, "bf16")]
-    def network():
-        return UNet(channels=args.channels, depth=args.depth)
+        variants += [("channels_last + torch.compile", torch.channels_last, True, "fp32"),
+                     ("channels_last + bf16 + torch.compile", torch.channels_last, True, "bf16")]
 
-    prepared, flops = [], {}
-    for batch_size in args.batch:
+    flops_per_image = training_flops(build_model(base)[0].to(device), 1)
+    steps = []
+    for batch_size in batches:
         torch.manual_seed(0)
-        batch = torch.rand(batch_size, 1, 28, 28) * 2 - 1
-        flops[batch_size] = training_flops(network(), batch_size)
-        for label, memory_format, compiled, precision in formats:
-            torch.manual_seed(0)
-            unet = network().to(memory_format=memory_format)
-            model = dgm.DDPM(torch.compile(unet) if compiled else unet)
-            optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
-            variant_batch = batch.contiguous(memory_format=memory_format)
-            training_step(model, optimizer, variant_batch, precision)  # warm-up (and compilation)
-            prepared.append(((label, batch_size), model, optimizer, variant_batch, precision))
+        batch = torch.rand(batch_size, 1, 28, 28, device=device) * 2 - 1
+        for label, memory_format, compiled, precision in variants:
+            config = TrainConfig(**{**base.to_dict(), "batch_size": batch_size, "precision": precision})
+            steps.append(((label, batch_size), prepare_step(config, device, memory_format, compiled, batch)))
     # Interleave the variants and the matmul over several rounds and keep each one's best: on a shared machine
     # this compares them under the same load.
-    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
-    best_matmul, best_step = float("inf"), {key: float("inf") for key, *_ in prepared}
+    dtype, size, products = MATMUL[device.type]
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    best_matmul, best_step = float("inf"), {key: float("inf") for key, _ in steps}
     for _ in range(args.rounds):
-        for _ in range(MATMUL_REPEATS):
-            best_matmul = min(best_matmul, matmul_seconds(a, b))
-        for key, model, optimizer, variant_batch, precision in prepared:
-            best_step[key] = min(best_step[key], step_seconds(model, optimizer, variant_batch, precision))
-    matmul = 2 * MATMUL_SIZE ** 3 / best_matmul / 1e9
-    print(f"float32 matmul {MATMUL_SIZE}^3: {matmul:.1f} GFLOP/s (best of {args.rounds * MATMUL_REPEATS}), "
-          f"torch threads: {torch.get_num_threads()}, channels {args.channels}, depth {args.depth}, "
-          f"{flops[args.batch[0]] / args.batch[0] / 1e9:.3f} GFLOP per image")
-    first = args.batch[0]
+        for _ in range(MATMUL_TIMINGS):
+            best_matmul = min(best_matmul, elapsed(lambda: a @ b, device, products))
+        for key, step in steps:
+            best_step[key] = min(best_step[key], elapsed(step, device, STEPS_PER_TIMING[device.type]))
+    matmul = 2 * size ** 3 / best_matmul / 1e9
+    threads = f"torch threads: {torch.get_num_threads()}" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"{str(dtype).removeprefix('torch.')} matmul {size}^3: {matmul:.1f} GFLOP/s (best of {args.rounds * MATMUL_TIMINGS}), "
+          f"{threads}, channels {list(base.channels)}, depth {base.depth}, attention {base.attention}, "
+          f"{flops_per_image / 1e9:.3f} GFLOP per image")
+    first = batches[0]
     for (label, batch_size), seconds in best_step.items():
-        gflops = flops[batch_size] / seconds / 1e9
+        gflops = flops_per_image * batch_size / seconds / 1e9
         images_per_second = batch_size / seconds
         relative = images_per_second / (first / best_step[label, first])
-        print(f"{label:36s} batch {batch_size:4d} {images_per_second:7.0f} images/s  {gflops:6.1f} GFLOP/s  "
+        print(f"{label:36s} batch {batch_size:4d} {images_per_second:7.0f} images/s  {gflops:8.1f} GFLOP/s  "
               f"{100 * gflops / matmul:4.0f}% of matmul  {relative:5.2f}x the images/s of batch {first}")
 
 

@@ -90,14 +90,22 @@ def save_ema_weights(out, tensors, metadata):
 
 
 def load_optimizer(optimizer, tensors, metadata, path):
-    """Restore AdamW's moments and step counts saved by ``save_run``."""
+    """Restore AdamW's moments and step counts saved by ``save_run``, each moment in its parameter's memory layout
+    (the fused kernel reads them flat, alongside the parameter). A run saved with the fused kernel resumes with it
+    where ``optimizer`` has it (the same arithmetic, so an exact resume), and without it elsewhere."""
     state = {}
     try:
         for name, tensor in tensors.items():
             if name.startswith("optimizer."):
                 _, index, key = name.split(".", 2)
                 state.setdefault(int(index), {})[key] = tensor
-        optimizer.load_state_dict({"state": state, "param_groups": metadata["optimizer_param_groups"]})
+        groups = [{**group, "fused": group.get("fused") and optimizer.defaults.get("fused")}
+                  for group in metadata["optimizer_param_groups"]]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        for parameter, moments in optimizer.state.items():
+            for key, value in moments.items():
+                if value.shape == parameter.shape:
+                    moments[key] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise CheckpointError(f"{path}: the optimizer state does not fit the model ({error})") from None
 

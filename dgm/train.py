@@ -4,7 +4,8 @@
 several GPUs (NCCL) or CPU processes (gloo). Every random choice is a function of (seed, step, rank): the data
 order of each epoch and each step's timesteps and noise. So ``--resume`` from a checkpoint ends with the same
 weights as a run that was never interrupted. A run stops, keeping its last checkpoint, when its loss or weights
-stop being finite or on Ctrl-C.
+stop being finite or on Ctrl-C. The training images live on the run's device, where each step indexes its batch;
+the step itself (fused AdamW, foreach EMA) and the pace that sets a time budget's steps are dgm.train_step's.
 """
 
 import argparse
@@ -34,6 +35,7 @@ from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, bu
                       ddpm_around, load_optimizer, run_folder_checkpoint, run_metadata, save_ema_weights, save_run,
                       snapshot_folder, truncate_loss_log)
 from dgm.schedules import rescaled_beta_range
+from dgm.train_step import build_optimizer, seconds_per_step, steps_for_budget, training_step
 
 
 class TrainingStopped(RuntimeError):
@@ -74,52 +76,6 @@ def total_steps(config, dataset_size):
     if config.epochs is None:
         return config.steps
     return math.ceil(config.epochs * (dataset_size // config.batch_size))
-
-
-# A time budget (``minutes``) is spent on steps timed before the run: at most PROBE_SECONDS, or a fiftieth of the
-# budget, of steps after PROBE_WARMUP_STEPS untimed ones (at least PROBE_MIN_STEPS timed); the run then takes as many
-# steps as fill BUDGET_SHARE of the budget at that pace, leaving the rest for the pace to drift.
-PROBE_SECONDS, PROBE_WARMUP_STEPS, PROBE_MIN_STEPS, BUDGET_SHARE = 10.0, 3, 5, 0.95
-
-
-def steps_for_budget(minutes, seconds_per_step):
-    """The steps that fill BUDGET_SHARE of ``minutes`` at ``seconds_per_step`` (at least one)."""
-    return max(1, math.floor(minutes * 60 * BUDGET_SHARE / seconds_per_step))
-
-
-def training_step(training_model, network, ema, optimizer, batch, noise, lr, config, autocast):
-    """One AdamW step on ``batch`` at rate ``lr`` with clipped gradients, then the EMA update; returns the loss."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    with autocast:
-        loss = training_model.loss(batch, generator=noise, weighting=config.loss_weighting)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-    optimizer.step()
-    with torch.no_grad():
-        for averaged, current in zip(ema.parameters(), network.parameters()):
-            averaged.lerp_(current, 1 - config.ema_decay)
-    return loss
-
-
-def seconds_per_step(network, config, batch, autocast):
-    """The pace of this process's training steps on ``batch``, timed on copies of the network, its EMA and a new
-    optimizer under a forked random state, so the run itself is untouched (uncompiled, and without DDP's traffic)."""
-    network = copy.deepcopy(network)
-    ema = copy.deepcopy(network).requires_grad_(False)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    model = ddpm_around(network, config).to(batch.device)
-    noise = torch.Generator(batch.device).manual_seed(0)
-    duration = min(PROBE_SECONDS, config.minutes * 60 / 50)
-    with torch.random.fork_rng(devices=[batch.device] if batch.device.type == "cuda" else []):
-        timed, began = -PROBE_WARMUP_STEPS, None
-        while timed < PROBE_MIN_STEPS or time.perf_counter() - began < duration:
-            if timed == 0:
-                began = time.perf_counter()
-            training_step(model, network, ema, optimizer, batch, noise, config.lr, config, autocast).item()  # waits
-            timed += 1
-    return (time.perf_counter() - began) / timed
 
 
 class Distributed:
@@ -211,18 +167,19 @@ def _train(config, checkpoint, progress, out, device, distributed):
     images, _ = load_mnist("train", config.data)
     if config.train_subset is not None:
         images = images[:config.train_subset]
+    images = images.to(device)  # all of it (47 MB): each step indexes its batch where it computes
     steps_per_epoch = len(images) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"--batch-size {config.batch_size} exceeds the {len(images)} training images")
     steps = total_steps(config, len(images))
-    memory_format = torch.channels_last if config.channels_last and device.type == "cpu" else torch.preserve_format
+    memory_format = torch.channels_last if config.channels_last else torch.preserve_format
 
     torch.manual_seed(config.seed)
     network, model = build_model(config)
     network.to(device, memory_format=memory_format)
     model.to(device)
     ema = copy.deepcopy(network).requires_grad_(False)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(network, config)
     start = 0
     if checkpoint is not None:
         tensors, metadata = checkpoint
@@ -247,8 +204,8 @@ def _train(config, checkpoint, progress, out, device, distributed):
     autocast = autocast_context(config.precision, device)
     hardware = hardware_name(device)
     if config.minutes is not None and checkpoint is None:
-        pace = seconds_per_step(network, config, images[:local_batch].to(device).contiguous(
-            memory_format=memory_format), autocast)
+        pace = seconds_per_step(network, config, images[:local_batch].contiguous(memory_format=memory_format),
+                                autocast)
         steps = torch.tensor(steps_for_budget(config.minutes, pace), device=device)
         if distributed.active:
             dist.broadcast(steps, 0)  # every rank takes the first rank's count
@@ -282,9 +239,9 @@ def _train(config, checkpoint, progress, out, device, distributed):
             began = time.perf_counter()
             epoch, position = divmod(step, steps_per_epoch)
             if epoch != order_epoch:
-                order, order_epoch = epoch_order(config.seed, epoch, len(images)), epoch
+                order, order_epoch = epoch_order(config.seed, epoch, len(images)).to(device), epoch
             first = position * config.batch_size + distributed.rank * local_batch
-            batch = images[order[first:first + local_batch]].to(device).contiguous(memory_format=memory_format)
+            batch = images[order[first:first + local_batch]].contiguous(memory_format=memory_format)
             noise.manual_seed(seed_for(config.seed, STREAM_NOISE, step, distributed.rank))
             loss = training_step(training_model, network, ema, optimizer, batch, noise,
                                  learning_rate(config, step, steps), config, autocast)

@@ -15,12 +15,14 @@ from safetensors.torch import load_file
 import dgm
 import dgm.runs
 import dgm.train
+import dgm.train_step
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.config import PRESETS, REMOVED_FIELDS, TrainConfig, ema_initial_share
 from dgm.data import load_mnist
 from dgm.device import autocast_context, resolve_precision, select_device
 from dgm.runs import CHECKPOINT_FORMAT, export_run, load_run, run_folder_checkpoint, snapshot_folder
-from dgm.train import BUDGET_SHARE, learning_rate, seconds_per_step, steps_for_budget, total_steps, train
+from dgm.train import learning_rate, total_steps, train
+from dgm.train_step import BUDGET_SHARE, build_optimizer, seconds_per_step, steps_for_budget, update_ema
 from dgm.schedules import cosine_schedule
 from dgm.unet import UNet
 
@@ -316,6 +318,41 @@ def test_resume_ends_with_the_same_weights(tmp_path, one_thread, precision):
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
     assert (straight / "loss.csv").read_text().count("\n") == (resumed / "loss.csv").read_text().count("\n") == 7
+
+
+def test_the_optimizer_is_fused_where_the_device_allows_and_plain_elsewhere(monkeypatch):
+    network, config = UNet(channels=(4, 8, 8)), tiny_config("unused")
+    supported = dgm.train_step.fused_adamw_supported(torch.device("cpu"))
+    assert build_optimizer(network, config).defaults["fused"] == (supported or None)
+    monkeypatch.setattr(dgm.train_step, "fused_adamw_supported", lambda device: False)
+    assert not build_optimizer(network, config).defaults["fused"]
+
+
+def test_the_foreach_ema_update_is_a_lerp_of_every_parameter():
+    torch.manual_seed(0)
+    network, ema = UNet(channels=(4, 8, 8)), UNet(channels=(4, 8, 8)).requires_grad_(False)
+    expected = [averaged.detach().lerp(current, 1 - 0.9) for averaged, current in
+                zip(ema.parameters(), network.parameters())]
+    update_ema(ema, network, 0.9)
+    assert all(torch.equal(got, want) for got, want in zip(ema.parameters(), expected))
+
+
+@pytest.mark.parametrize("saved_fused", [None, True])
+def test_a_run_resumes_with_the_optimizer_it_was_saved_with(tmp_path, one_thread, monkeypatch, saved_fused):
+    """A run saved by an unfused AdamW resumes unfused (the same arithmetic); a fused one resumes fused where the
+    kernel exists, and unfused on a device without it."""
+    out = train(tiny_config(tmp_path / "run", steps=2), progress=False)
+    metadata = json.loads((out / "checkpoint.json").read_text())
+    groups = [{**group, "fused": saved_fused} for group in metadata["optimizer_param_groups"]]
+    save_checkpoint(run_folder_checkpoint(out), load_file(run_folder_checkpoint(out)),
+                    {**metadata, "optimizer_param_groups": groups})
+    train(tiny_config(out, steps=4), resume=True, progress=False)
+    resumed = json.loads((out / "checkpoint.json").read_text())["optimizer_param_groups"]
+    supported = dgm.train_step.fused_adamw_supported(torch.device("cpu"))
+    assert all(group["fused"] == (saved_fused and supported) for group in resumed)
+    monkeypatch.setattr(dgm.train_step, "fused_adamw_supported", lambda device: False)
+    train(tiny_config(out, steps=6), resume=True, progress=False)
+    assert not json.loads((out / "checkpoint.json").read_text())["optimizer_param_groups"][0]["fused"]
 
 
 def test_broken_checkpoints_give_clear_errors(tmp_path, one_thread):

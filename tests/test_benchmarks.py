@@ -1,0 +1,34 @@
+"""The training-throughput benchmark runs the trainer's step and prints each variant's share of the matmul rate."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+
+
+@pytest.fixture
+def train_throughput():
+    spec = importlib.util.spec_from_file_location("train_throughput", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_throughput_runs_at_a_tiny_size_on_the_cpu(train_throughput, capsys, one_thread):
+    train_throughput.main(["--device", "cpu", "--channels", "4", "8", "8", "--depth", "1", "--batch", "4", "8",
+                           "--rounds", "1", "--threads", "1"])
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith("float32 matmul 1024^3") and "channels [4, 8, 8]" in header
+    assert len(rows) == 2 * 3  # two batches, three variants
+    for row in rows:
+        images, gflops = re.search(r"(\d+) images/s +([\d.]+) GFLOP/s +\d+% of matmul", row).groups()
+        assert int(images) > 0 and float(gflops) > 0
+
+
+def test_train_throughput_refuses_a_device_it_cannot_use(train_throughput, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_throughput.main(["--device", "tpu"])
+    assert exit_.value.code == 2 and "device must be" in capsys.readouterr().err
