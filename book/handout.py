@@ -8,10 +8,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.text import Text
-from PIL import Image
 from IPython.display import Markdown, display
+from matplotlib.text import Text
 from myst_nb import glue
+from PIL import Image
 
 import dgm
 from dgm.ablation import find_row, load_report, markdown_table, select_models
