@@ -9,8 +9,6 @@ stopped; ``--quick`` runs the same grid at N = 16 into ``runs/ablation_quick/`` 
 """
 
 import argparse
-import csv
-import io
 import json
 import math
 import os
@@ -26,7 +24,7 @@ from dgm.data import MNISTDataError
 from dgm.device import hardware_name, select_device
 from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_classifier, real_data_floor,
                           score_images, test_statistics)
-from dgm.files import atomic_write_text, check_writable, read_report
+from dgm.files import atomic_write_csv, atomic_write_text, check_writable, read_report
 from dgm.paths import MODELS, RESCALED_MODELS, RESULTS, RUNS
 from dgm.plotting import typeset
 from dgm.runs import load_run, training_seconds
@@ -214,11 +212,7 @@ def write_report(report, out):
     """``out``.json (everything) and ``out``.csv (the rows), each written atomically."""
     out = Path(out)
     atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    table = io.StringIO()
-    writer = csv.DictWriter(table, list(report["rows"][0]))
-    writer.writeheader()
-    writer.writerows(report["rows"])
-    atomic_write_text(out.with_suffix(".csv"), table.getvalue())
+    atomic_write_csv(out.with_suffix(".csv"), report["rows"])
     return out.with_suffix(".json")
 
 

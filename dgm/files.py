@@ -4,7 +4,9 @@ A file written here is either the old one or the complete new one, never half of
 at any moment leaves nothing that later passes for data or for a checkpoint.
 """
 
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -40,6 +42,15 @@ def sha256_file(path):
 def atomic_write_text(path, text):
     """``atomic_write_bytes`` of UTF-8 text: a report is either the old one or the complete new one."""
     atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_csv(path, rows):
+    """``rows`` (dicts with the first row's keys) as a CSV table with a header, written atomically."""
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, table.getvalue())
 
 
 def read_report(path, kind):

@@ -10,8 +10,6 @@ Run: ``dgm toy-ablation`` (or ``python -m dgm.toy_ablation``); ``--quick`` for a
 """
 
 import argparse
-import csv
-import io
 import json
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from tqdm import tqdm
 
 from dgm import closed_forms
 from dgm.ddpm import DDPM
-from dgm.files import atomic_write_text, check_writable
+from dgm.files import atomic_write_csv, atomic_write_text, check_writable
 from dgm.paths import RESULTS
 from dgm.schedules import ddpm_schedules
 from dgm.sde import VPSDE, GaussianMixture1D
@@ -146,11 +144,7 @@ def save(result, out):
     """Write the JSON and, beside it, a CSV of the rows, each atomically."""
     out = Path(out)
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=list(result["rows"][0]))
-    writer.writeheader()
-    writer.writerows(result["rows"])
-    atomic_write_text(out.with_suffix(".csv"), table.getvalue())
+    atomic_write_csv(out.with_suffix(".csv"), result["rows"])
 
 
 def main(argv=None):
