@@ -2,7 +2,8 @@
 
 Run on a quiet machine: `.venv/bin/python benchmarks/train_throughput.py [--batch 32 128] [--compile]`. Times the
 step that `dgm train` runs (dgm.train_step: fused AdamW, clipped gradients, the EMA update) on a batch already on
-the device, in each variant (memory layout; bfloat16 autocast as `--precision bf16` runs it; torch.compile), and
+the device, in each variant (memory layout; bfloat16 autocast as `--precision bf16` runs it; `--compile`, with CUDA
+graphs on a GPU), and
 prints its images/s and achieved GFLOP/s as `N% of matmul`. The reference is the best of several large matmuls
 timed in the same process, interleaved with the steps: float32 on a CPU, bfloat16 on a CUDA GPU (its tensor-core
 rate), so the ratio stands on its own (on a CPU bfloat16 steps can pass 100%). Each batch's images/s relative to the
@@ -19,7 +20,7 @@ import torch
 from dgm.config import PRESETS, TrainConfig
 from dgm.device import autocast_context, select_device
 from dgm.runs import build_model, ddpm_around
-from dgm.train_step import build_optimizer, training_step
+from dgm.train_step import build_optimizer, compile_network, training_step
 from dgm.unet import training_flops
 
 # The reference matmul per device type: (its dtype, its size n of an n x n by n x n product, products per timing).
@@ -48,12 +49,14 @@ def prepare_step(config, device, memory_format, compiled, batch):
     network.to(device, memory_format=memory_format)
     ema = copy.deepcopy(network).requires_grad_(False)
     optimizer = build_optimizer(network, config)
-    model = ddpm_around(torch.compile(network) if compiled else network, config).to(device)
+    model = ddpm_around(compile_network(network, device) if compiled else network, config).to(device)
     noise = torch.Generator(device).manual_seed(0)
     batch = batch.contiguous(memory_format=memory_format)
     autocast = autocast_context(config.precision, device)
 
     def step():
+        if compiled:
+            torch.compiler.cudagraph_mark_step_begin()
         training_step(model, network, ema, optimizer, batch, noise, config.lr, config, autocast)
 
     elapsed(step, device, WARMUP_STEPS)
@@ -74,6 +77,8 @@ def main(argv=None):
     parser.add_argument("--attention", action=argparse.BooleanOptionalAction, default=None,
                         help="self-attention at 7 x 7 (default: the preset's)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="measure only the variants of this precision (default: both)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is steadier on a busy machine)")
     args = parser.parse_args(argv)
@@ -94,6 +99,7 @@ def main(argv=None):
     if args.compile:
         variants += [("channels_last + torch.compile", torch.channels_last, True, "fp32"),
                      ("channels_last + bf16 + torch.compile", torch.channels_last, True, "bf16")]
+    variants = [variant for variant in variants if args.precision in (None, variant[3])]
 
     flops_per_image = training_flops(build_model(base)[0].to(device), 1)
     steps = []

@@ -137,9 +137,10 @@ class DDPM(nn.Module):
         weights = self.timestep_weights(weighting)
         t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        predicted = self.eps_model(self(x0, t, noise), t)
-        target = noise if self.prediction == "eps" else closed_forms.velocity(
-            x0, noise, self._per_sample(self.alpha_bar, t, x0))
+        alpha_bar = self._per_sample(self.alpha_bar, t, x0)
+        # q(x_t | x_0) directly: forward()'s check of t waits for the device, and t was drawn in range above.
+        predicted = self.eps_model(closed_forms.forward_sample(x0, noise, alpha_bar), t)
+        target = noise if self.prediction == "eps" else closed_forms.velocity(x0, noise, alpha_bar)
         if weighting == "uniform":
             return F.mse_loss(predicted, target)
         return (weights[t].to(x0.dtype) * (predicted - target).square().flatten(1).mean(dim=1)).mean()

@@ -5,7 +5,8 @@ several GPUs (NCCL) or CPU processes (gloo). Every random choice is a function o
 order of each epoch and each step's timesteps and noise. So ``--resume`` from a checkpoint ends with the same
 weights as a run that was never interrupted. A run stops, keeping its last checkpoint, when its loss or weights
 stop being finite or on Ctrl-C. The training images live on the run's device, where each step indexes its batch;
-the step itself (fused AdamW, foreach EMA) and the pace that sets a time budget's steps are dgm.train_step's.
+the step itself (fused AdamW, foreach EMA, ``--compile``) and the pace that sets a time budget's steps are
+dgm.train_step's. The host reads the losses once per window of LOG_EVERY steps, so it never waits on a step.
 """
 
 import argparse
@@ -35,7 +36,11 @@ from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, bu
                       ddpm_around, load_optimizer, run_folder_checkpoint, run_metadata, save_ema_weights, save_run,
                       snapshot_folder, truncate_loss_log)
 from dgm.schedules import rescaled_beta_range
-from dgm.train_step import build_optimizer, seconds_per_step, steps_for_budget, training_step
+from dgm.train_step import build_optimizer, compile_network, seconds_per_step, steps_for_budget, training_step
+
+# Steps between the loss log's writes. The losses of a window stay on the device and are read, and checked, at its
+# end, at a checkpoint and at a sample grid: a step itself never waits for the device.
+LOG_EVERY = 50
 
 
 class TrainingStopped(RuntimeError):
@@ -198,7 +203,7 @@ def _train(config, checkpoint, progress, out, device, distributed):
     if distributed.active:
         trained = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
-        trained = torch.compile(trained)
+        trained = compile_network(trained, device)
     training_model = ddpm_around(trained, config).to(device)
     ema_model = ddpm_around(ema, config).to(device).eval()
     autocast = autocast_context(config.precision, device)
@@ -234,33 +239,39 @@ def _train(config, checkpoint, progress, out, device, distributed):
     noise = torch.Generator(device)
     order, order_epoch = None, None
     saved, done = start, start
+    window, window_began = [], time.perf_counter()  # (step, epoch, rate, loss on the device) since the last write
     try:
         for step in bar:
-            began = time.perf_counter()
             epoch, position = divmod(step, steps_per_epoch)
             if epoch != order_epoch:
                 order, order_epoch = epoch_order(config.seed, epoch, len(images)).to(device), epoch
             first = position * config.batch_size + distributed.rank * local_batch
             batch = images[order[first:first + local_batch]].contiguous(memory_format=memory_format)
             noise.manual_seed(seed_for(config.seed, STREAM_NOISE, step, distributed.rank))
-            loss = training_step(training_model, network, ema, optimizer, batch, noise,
-                                 learning_rate(config, step, steps), config, autocast)
+            if config.compile:
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are no longer read
+            lr = learning_rate(config, step, steps)
+            loss = training_step(training_model, network, ema, optimizer, batch, noise, lr, config, autocast)
             done = step + 1
+            window.append((done, epoch, lr, loss.detach()))
             saving = done % config.checkpoint_every == 0 or done == steps
             keeping = config.keep_every and (done % config.keep_every == 0 or done == steps)
-            healthy = torch.isfinite(loss.detach())
+            sampling = done % config.sample_every == 0 or done == steps
+            if not (saving or keeping or sampling or done % LOG_EVERY == 0):
+                continue
+            losses = torch.stack([loss for *_, loss in window]).float()
+            healthy = torch.isfinite(losses).all()
             if saving or keeping:
                 healthy = healthy & all_finite(network, ema)
-            if not distributed.all_true(healthy):
-                raise TrainingStopped(f"training diverged at step {done} (loss {loss.item():.4g}, or weights no "
-                                      f"longer finite): {kept_checkpoint(out, saved)}; lower --lr and resume with "
+            if not distributed.all_true(healthy):  # the window's one wait for the device
+                raise TrainingStopped(f"training diverged {diverged_at(window, losses)}: "
+                                      f"{kept_checkpoint(out, saved)}; lower --lr and resume with "
                                       f"`dgm train --resume --out {out} --lr ...`")
             if distributed.main:
-                loss_value = loss.item()
-                rate = config.batch_size / (time.perf_counter() - began)
-                writer.writerow([done, epoch, f"{loss_value:.6f}", f"{learning_rate(config, step, steps):.3e}",
-                                 f"{rate:.1f}"])
-                bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.0f}")
+                rate = config.batch_size * len(window) / (time.perf_counter() - window_began)
+                for (row_step, row_epoch, row_lr, _), value in zip(window, losses.tolist()):
+                    writer.writerow([row_step, row_epoch, f"{value:.6f}", f"{row_lr:.3e}", f"{rate:.1f}"])
+                bar.set_postfix(loss=f"{losses.mean():.4f}", img_s=f"{rate:.0f}")
                 if saving:
                     log.flush()
                     save_run(out, config, done, network, ema, optimizer, distributed.world_size, hardware)
@@ -268,8 +279,9 @@ def _train(config, checkpoint, progress, out, device, distributed):
                 if keeping:
                     save_ema_weights(snapshot_folder(out, done), {f"ema.{k}": v for k, v in ema.state_dict().items()},
                                      run_metadata(config, done, network, distributed.world_size, hardware))
-                if done % config.sample_every == 0 or done == steps:
+                if sampling:
                     save_sample_grid(ema_model, config, done, device, out / SAMPLES / f"step_{done:07d}.png")
+            window, window_began = [], time.perf_counter()
     except KeyboardInterrupt:
         raise TrainingStopped(f"interrupted after step {done}: {kept_checkpoint(out, saved)}; continue with "
                               f"`dgm train --resume --out {out}`", exit_code=130) from None
@@ -279,6 +291,15 @@ def _train(config, checkpoint, progress, out, device, distributed):
             truncate_loss_log(log_path, saved)  # the log ends where the checkpoint does
         bar.close()
     return out
+
+
+def diverged_at(window, losses):
+    """Where a window's training stopped being finite: its first non-finite loss, else (the weights) its end."""
+    finite = losses.isfinite().tolist()
+    if all(finite):
+        return f"by step {window[-1][0]} (its weights are no longer finite)"
+    first = finite.index(False)
+    return f"at step {window[first][0]} (loss {losses[first]:.4g})"
 
 
 def kept_checkpoint(out, step):

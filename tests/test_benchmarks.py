@@ -32,3 +32,12 @@ def test_train_throughput_refuses_a_device_it_cannot_use(train_throughput, capsy
     with pytest.raises(SystemExit) as exit_:
         train_throughput.main(["--device", "tpu"])
     assert exit_.value.code == 2 and "device must be" in capsys.readouterr().err
+
+
+def test_train_throughput_times_the_compiled_step_of_one_precision(train_throughput, capsys, one_thread):
+    train_throughput.main(["--device", "cpu", "--channels", "4", "8", "8", "--depth", "2", "--attention", "--batch",
+                           "4", "--rounds", "1", "--threads", "1", "--compile", "--precision", "bf16"])
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert "depth 2, attention True" in header
+    assert [row.split(" batch")[0].strip() for row in rows] == ["channels_last + bf16 autocast",
+                                                                 "channels_last + bf16 + torch.compile"]

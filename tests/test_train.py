@@ -320,6 +320,45 @@ def test_resume_ends_with_the_same_weights(tmp_path, one_thread, precision):
     assert (straight / "loss.csv").read_text().count("\n") == (resumed / "loss.csv").read_text().count("\n") == 7
 
 
+def test_a_training_step_never_waits_for_the_device(one_thread, monkeypatch):
+    """Reading a tensor's value on the host (item, bool, float, tolist) waits for a GPU: the step must not do it, so
+    that the host queues step after step; the trainer reads its losses once a window (dgm.train.LOG_EVERY)."""
+    config = tiny_config("unused", loss_weighting="p2")
+    network = UNet(channels=(4, 8, 8))
+    ema = UNet(channels=(4, 8, 8)).requires_grad_(False)
+    model = dgm.runs.ddpm_around(network, config)
+    optimizer = build_optimizer(network, config)
+    batch, noise = torch.rand(4, 1, 28, 28) * 2 - 1, torch.Generator().manual_seed(0)
+
+    def waits(*args, **kwargs):
+        raise AssertionError("the training step read a tensor's value on the host")
+
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, waits)
+    loss = dgm.train_step.training_step(model, network, ema, optimizer, batch, noise, 1e-3, config,
+                                        autocast_context("fp32", batch.device))
+    monkeypatch.undo()
+    assert loss.isfinite()
+
+
+def test_the_loss_log_has_a_row_per_step_written_once_a_window(tmp_path, one_thread, monkeypatch):
+    monkeypatch.setattr(dgm.train, "LOG_EVERY", 3)
+    out = train(tiny_config(tmp_path / "run", steps=8, checkpoint_every=8), progress=False)
+    rows = [row.split(",") for row in (out / "loss.csv").read_text().splitlines()[1:]]
+    assert [int(row[0]) for row in rows] == list(range(1, 9))
+    # each window's rows share its rate: steps 1-3, 4-6, and 7-8 (the last step ends a window)
+    assert [len({row[4] for row in rows[first:last]}) for first, last in ((0, 3), (3, 6), (6, 8))] == [1, 1, 1]
+    assert all(float(row[2]) > 0 for row in rows)
+
+
+def test_a_compiled_run_trains_and_saves_the_plain_network(tmp_path, one_thread):
+    """``--compile`` (torch.compile; CUDA graphs on a GPU) changes how the step runs, not what it saves."""
+    out = train(tiny_config(tmp_path / "run", steps=2, compile=True), progress=False)
+    model, config, _ = load_run(out)
+    assert config.compile and not any("_orig_mod" in name for name in load_file(run_folder_checkpoint(out)))
+    assert model.sample(2, steps=2).isfinite().all()
+
+
 def test_the_optimizer_is_fused_where_the_device_allows_and_plain_elsewhere(monkeypatch):
     network, config = UNet(channels=(4, 8, 8)), tiny_config("unused")
     supported = dgm.train_step.fused_adamw_supported(torch.device("cpu"))
