@@ -8,7 +8,8 @@ prints its images/s and achieved GFLOP/s as `N% of matmul`. The reference is the
 timed in the same process, interleaved with the steps: float32 on a CPU, bfloat16 on a CUDA GPU (its tensor-core
 rate), so the ratio stands on its own (on a CPU bfloat16 steps can pass 100%). Each batch's images/s relative to the
 first batch's says what a fixed training time buys at each batch size. Defaults: the `cpu` preset's network and
-batch on a CPU, the `gpu` preset's on a GPU.
+batch on a CPU, the `gpu` preset's on a GPU; `--run RUN` times the recipe of a run of `dgm train` (its network,
+batch, precision and `--compile`), as checkpoints/retrain_on_gpu.sh does for the runs it trains.
 """
 
 import argparse
@@ -19,7 +20,7 @@ import torch
 
 from dgm.config import PRESETS, TrainConfig
 from dgm.device import autocast_context, select_device
-from dgm.runs import build_model, ddpm_around
+from dgm.runs import build_model, ddpm_around, run_folder_checkpoint
 from dgm.train_step import build_optimizer, compile_network, training_step
 from dgm.unet import training_flops
 
@@ -79,6 +80,9 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                         help="measure only the variants of this precision (default: both)")
+    parser.add_argument("--run", default=None,
+                        help="a run folder of `dgm train`: time its recipe (instead of --preset and the network's "
+                             "options) at its batch, precision and compile setting")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 is steadier on a busy machine)")
     args = parser.parse_args(argv)
@@ -88,11 +92,23 @@ def main(argv=None):
         parser.exit(2, f"error: {error}\n")
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = PRESETS[args.preset or ("gpu" if device.type == "cuda" else "cpu")]
     network = {name: value for name, value in (("channels", args.channels), ("depth", args.depth),
                                                ("attention", args.attention)) if value is not None}
-    base = TrainConfig(**{**preset, "minutes": None, **network})
-    batches = args.batch or sorted({base.batch_size, 4 * base.batch_size})
+    if args.run is not None:
+        if args.preset or network:
+            parser.exit(2, "error: --run times that run's recipe; give it without --preset, --channels, --depth and "
+                           "--attention\n")
+        try:
+            base = TrainConfig.from_json(run_folder_checkpoint(args.run).with_suffix(".json"))
+        except (OSError, KeyError, ValueError) as error:
+            parser.exit(2, f"error: --run {args.run}: no config of `dgm train` there ({error})\n")
+        args.precision = args.precision or base.precision
+        args.compile = args.compile or base.compile
+        batches = args.batch or [base.batch_size]
+    else:
+        preset = PRESETS[args.preset or ("gpu" if device.type == "cuda" else "cpu")]
+        base = TrainConfig(**{**preset, "minutes": None, **network})
+        batches = args.batch or sorted({base.batch_size, 4 * base.batch_size})
     variants = [("plain (contiguous)", torch.contiguous_format, False, "fp32"),
                 ("channels_last", torch.channels_last, False, "fp32"),
                 ("channels_last + bf16 autocast", torch.channels_last, False, "bf16")]

@@ -75,12 +75,13 @@ def steps_for_budget(minutes, seconds_per_step):
 
 
 def seconds_per_step(network, config, batch, autocast):
-    """The pace of this process's training steps on ``batch``, timed on copies of the network, its EMA and a new
-    optimizer under a forked random state, so the run itself is untouched (uncompiled, and without DDP's traffic)."""
+    """The pace of this process's training steps on ``batch``, timed on copies of the network (compiled if the config
+    compiles), its EMA and a new optimizer under a forked random state, so the run itself is untouched (without DDP's
+    traffic)."""
     network = copy.deepcopy(network)
     ema = copy.deepcopy(network).requires_grad_(False)
     optimizer = build_optimizer(network, config)
-    model = ddpm_around(network, config).to(batch.device)
+    model = ddpm_around(compile_network(network, batch.device) if config.compile else network, config).to(batch.device)
     noise = torch.Generator(batch.device).manual_seed(0)
     duration = min(PROBE_SECONDS, config.minutes * 60 / 50)
     with torch.random.fork_rng(devices=[batch.device] if batch.device.type == "cuda" else []):
@@ -88,6 +89,8 @@ def seconds_per_step(network, config, batch, autocast):
         while timed < PROBE_MIN_STEPS or time.perf_counter() - began < duration:
             if timed == 0:
                 began = time.perf_counter()
+            if config.compile:
+                torch.compiler.cudagraph_mark_step_begin()
             training_step(model, network, ema, optimizer, batch, noise, config.lr, config, autocast).item()  # waits
             timed += 1
     return (time.perf_counter() - began) / timed

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dgm.config import TrainConfig
+from dgm.train import train
+
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
 
 
@@ -41,3 +44,18 @@ def test_train_throughput_times_the_compiled_step_of_one_precision(train_through
     assert "depth 2, attention True" in header
     assert [row.split(" batch")[0].strip() for row in rows] == ["channels_last + bf16 autocast",
                                                                  "channels_last + bf16 + torch.compile"]
+
+
+def test_train_throughput_times_the_recipe_of_a_run(train_throughput, capsys, one_thread, tmp_path):
+    run = train(TrainConfig(channels=(4, 8, 8), batch_size=4, train_subset=8, steps=1, warmup_steps=1, sample_n=4,
+                            sample_steps=2, device="cpu", precision="fp32", out=str(tmp_path / "run")), progress=False)
+    train_throughput.main(["--device", "cpu", "--run", str(run), "--rounds", "1", "--threads", "1"])
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert "channels [4, 8, 8]" in header
+    assert [row.split(" batch")[0].strip() for row in rows] == ["plain (contiguous)", "channels_last"]
+    assert all(" batch    4 " in row for row in rows)
+    with pytest.raises(SystemExit) as exit_:
+        train_throughput.main(["--device", "cpu", "--run", str(tmp_path)])
+    assert exit_.value.code == 2 and "no config of `dgm train`" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_throughput.main(["--device", "cpu", "--run", str(run), "--depth", "2"])
