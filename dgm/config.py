@@ -17,8 +17,8 @@ LR_SCHEDULES = ("constant", "cosine")
 # Config fields with a fixed set of values: TrainConfig checks them, `dgm train` lists them.
 FIXED_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "noise_schedule": NOISE_SCHEDULES,
                  "prediction": PREDICTIONS, "loss_weighting": LOSS_WEIGHTINGS}
-# Fields of options that the library no longer has, with the one value that the current code computes alike: a
-# saved config may carry them at that value (they are dropped); at any other value it is refused.
+# Fields of options that the library does not have, each with the one value at which its code computes alike: a saved
+# config (the shipped checkpoints' does) may carry them at that value, which is dropped; any other value is refused.
 REMOVED_FIELDS = {"time_conditioning": "add", "timestep_sampling": "uniform", "p2_gamma": 1.0}
 # The fields that define the model a checkpoint holds: a resumed run cannot change them.
 MODEL_FIELDS = ("T", "beta_min", "beta_max", "noise_schedule", "prediction", "channels", "attention", "depth")
@@ -142,7 +142,7 @@ class TrainConfig:
         for name, supported in REMOVED_FIELDS.items():
             value = values.pop(name, supported)
             if value != supported:
-                raise ValueError(f"the config sets {name} = {value!r}, an option this library no longer has "
+                raise ValueError(f"the config sets {name} = {value!r}, an option this library does not have "
                                  f"(a saved {name} loads only as {supported!r})")
         unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
         if unknown:

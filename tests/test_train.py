@@ -53,7 +53,7 @@ def test_fields_of_removed_options_load_only_at_their_one_supported_value():
     saved = {**TrainConfig().to_dict(), **REMOVED_FIELDS}  # as the shipped checkpoints' JSON has them
     assert TrainConfig.from_dict(saved) == TrainConfig()
     for name, other in (("time_conditioning", "adagn"), ("timestep_sampling", "weighted"), ("p2_gamma", 2.0)):
-        with pytest.raises(ValueError, match=f"{name} = {other!r}, an option this library no longer has"):
+        with pytest.raises(ValueError, match=f"{name} = {other!r}, an option this library does not have"):
             TrainConfig.from_dict({**saved, name: other})
 
 
