@@ -1,6 +1,6 @@
 """The built handout, read as a person would: headless Chromium, math and tables rendered, every image loaded and
-described, figures legible, no raw TeX in links, no warnings, an exercise with a solution for each question of the
-problem set, nothing remote. Prints each chapter's reading time.
+described, figures legible, code as wide as the column at most, no raw TeX in links, no warnings, an exercise with a
+solution for each question of the problem set, nothing remote. Prints each chapter's reading time.
 
 Needs `make book` first and Debian's chromium and chromium-driver; skipped without them, except in CI (CI=true),
 where .ci/run provides both and a missing one is a failure. Keeps a screenshot of the continuous-time chapter in
@@ -101,6 +101,10 @@ def test_math_renders_images_load_and_nothing_is_remote(browser, site, chapter):
     stderr = browser.execute_script("""
         return Array.from(document.querySelectorAll('main .stderr, main .output.traceback')).map(e => e.innerText);""")
     assert not stderr, f"{chapter}: warnings or stderr printed into the page: {stderr[:3]}"
+    wide = browser.execute_script("""
+        return Array.from(document.querySelectorAll('main pre')).filter(p => p.scrollWidth > p.clientWidth + 1)
+            .map(p => p.innerText.split('\\n').reduce((a, b) => b.length > a.length ? b : a));""")
+    assert not wide, f"{chapter}: code wider than the column, read only by scrolling sideways: {wide[:3]}"
     alts = browser.execute_script("return Array.from(document.querySelectorAll('main img')).map(i => i.alt);")
     hashes = [alt for alt in alts if len(alt.split()) < 3]
     assert not hashes, f"{chapter}: images without a meaningful alt text: {hashes[:3]}"
