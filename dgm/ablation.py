@@ -217,7 +217,7 @@ def write_report(report, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dgm ablation", description=__doc__.splitlines()[0] + " ...")
+    parser = argparse.ArgumentParser(prog="dgm ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=[str(m) for m in MODELS + RESCALED_MODELS],
                         help="run folders to compare")
     parser.add_argument("--n", type=int, default=None, help="samples per row (FID-MNIST depends on it; default: "
@@ -235,6 +235,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_N}, written under runs/ (CI, trials)")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
+    if args.quick and args.n is not None:
+        parser.exit(2, f"error: --quick sets N = {QUICK_N}: give --quick or --n, not both\n")
     out = args.out or (RUNS / "ablation_quick" / "ablation" if args.quick else DEFAULT_OUT)
     grids = out.parent / f"{out.name}_grids"
     try:

@@ -95,7 +95,7 @@ def text_table(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dgm learning-curve", description=__doc__.splitlines()[0] + " ...")
+    parser = argparse.ArgumentParser(prog="dgm learning-curve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run folder trained with --keep-every")
     parser.add_argument("--steps", type=int, default=100, help="respaced sampling steps (default 100)")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")

@@ -6,7 +6,7 @@ probability-flow ODE run on the VP-SDE that the same T discretises (beta(t) = T 
 section 4). Each is scored against p_0 by the 1-Wasserstein distance and the KS statistic, beside the Monte-Carlo
 floor of two independent samples of p_0. Book chapter "Ground truth for the ablation".
 
-Run: ``dgm toy-ablation`` (or ``python -m dgm.toy_ablation``); ``--quick`` for a small N.
+Run: ``dgm toy-ablation`` (or ``python -m dgm.toy_ablation``); ``--quick`` runs a small N into ``runs/``.
 """
 
 import argparse
@@ -22,11 +22,12 @@ from tqdm import tqdm
 from dgm import closed_forms
 from dgm.ddpm import DDPM
 from dgm.files import atomic_write_csv, atomic_write_text, check_writable
-from dgm.paths import RESULTS
+from dgm.paths import RESULTS, RUNS
 from dgm.schedules import ddpm_schedules
 from dgm.sde import VPSDE, GaussianMixture1D
 
 DEFAULT_OUT = RESULTS / "toy_ablation.json"
+QUICK_OUT = RUNS / "toy_ablation_quick.json"  # --quick never replaces the report the book reads
 TIMESTEPS = (500, 1000, 2000)
 STEP_COUNTS = (10, 20, 50, 100, 200, 500)
 DDPM_SAMPLERS = {  # label: keyword arguments of DDPM.sample
@@ -150,13 +151,17 @@ def save(result, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm toy-ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="samples per run (default 100,000)")
-    parser.add_argument("--quick", action="store_true", help="a small run for CI: n = 5,000")
+    parser.add_argument("--quick", action="store_true", help=f"n = 5,000, written to {QUICK_OUT} (CI, trials)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=1,
                         help="draws per row, each from its own seed; rows then give the mean and standard deviation")
     parser.add_argument("--full-chains", action="store_true", help="only the full chains (steps = T) of each sampler")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON path (default {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON path; the CSV goes beside it (default {DEFAULT_OUT}, or {QUICK_OUT} with --quick)")
     args = parser.parse_args(argv)
+    args.out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    if args.out.suffix != ".json":
+        parser.error(f"--out {args.out} must end in .json (the CSV is written beside it)")
     if args.quick and args.n != parser.get_default("n"):
         parser.error("--quick sets n = 5,000: give --quick or --n, not both")
     n = 5_000 if args.quick else args.n

@@ -191,6 +191,9 @@ def _train(config, checkpoint, progress, out, device, distributed):
         path = run_folder_checkpoint(out)
         start = metadata["step"]
         if start >= steps:  # a finished run, even one kept as its EMA weights alone, has nothing left to train
+            if progress and distributed.main:
+                tqdm.write(f"{out} finished its {steps:,} steps; extend it with `dgm train --resume --out {out} "
+                           f"--steps N`")
             return out
         if metadata.get("weights") == "ema":
             raise CheckpointError(f"{path} holds EMA weights only (made by `dgm export` for sampling); resume from "
@@ -265,8 +268,8 @@ def _train(config, checkpoint, progress, out, device, distributed):
                 healthy = healthy & all_finite(network, ema)
             if not distributed.all_true(healthy):  # the window's one wait for the device
                 raise TrainingStopped(f"training diverged {diverged_at(window, losses)}: "
-                                      f"{kept_checkpoint(out, saved)}; lower --lr and resume with "
-                                      f"`dgm train --resume --out {out} --lr ...`")
+                                      f"{kept_checkpoint(out, saved)}; lower --lr and "
+                                      f"{how_to_continue(out, saved, '--lr ...')}")
             if distributed.main:
                 rate = config.batch_size * len(window) / (time.perf_counter() - window_began)
                 for (row_step, row_epoch, row_lr, _), value in zip(window, losses.tolist()):
@@ -283,8 +286,8 @@ def _train(config, checkpoint, progress, out, device, distributed):
                     save_sample_grid(ema_model, config, done, device, out / SAMPLES / f"step_{done:07d}.png")
             window, window_began = [], time.perf_counter()
     except KeyboardInterrupt:
-        raise TrainingStopped(f"interrupted after step {done}: {kept_checkpoint(out, saved)}; continue with "
-                              f"`dgm train --resume --out {out}`", exit_code=130) from None
+        raise TrainingStopped(f"interrupted after step {done}: {kept_checkpoint(out, saved)}; "
+                              f"{how_to_continue(out, saved)}", exit_code=130) from None
     finally:
         if log is not None:
             log.close()
@@ -305,6 +308,14 @@ def diverged_at(window, losses):
 def kept_checkpoint(out, step):
     """What a stopped run leaves: the checkpoint of ``step``, or none."""
     return f"{out} keeps its checkpoint of step {step}" if step else f"{out} holds no checkpoint yet"
+
+
+def how_to_continue(out, step, options=""):
+    """The command that goes on after a stop: resume from the checkpoint of ``step``, or, with none, start over."""
+    options = f" {options}" if options else ""
+    if step:
+        return f"continue with `dgm train --resume --out {out}{options}`"
+    return f"start again with `dgm train --overwrite --out {out}{options}` and the run's other options"
 
 
 def parse_channels(text):

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dgm import cli
+from dgm import cli, toy_ablation
 from dgm.config import PRESETS
+from dgm.paths import RUNS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64", "--steps", "2",
@@ -115,12 +116,22 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
         assert err.startswith("error:") and "Traceback" not in err and message in err, (argv, err)
 
 
-def test_toy_ablation_refuses_quick_with_n_and_a_negative_seed(capsys):
+def test_the_ablations_refuse_options_they_would_ignore_or_misread(capsys):
     for argv, message in ((["toy-ablation", "--quick", "--n", "10"], "not both"),
-                          (["toy-ablation", "--seed", "-1"], "non-negative")):
+                          (["toy-ablation", "--seed", "-1"], "non-negative"),
+                          (["toy-ablation", "--out", "toy.csv"], "must end in .json"),
+                          (["ablation", "--quick", "--n", "4"], "not both")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_quick_toy_ablation_leaves_the_shipped_report_alone(monkeypatch):
+    written = []
+    monkeypatch.setattr(toy_ablation, "run", lambda n, **kwargs: {"rows": [], "n": n})
+    monkeypatch.setattr(toy_ablation, "save", lambda result, out: written.append((result["n"], out)))
+    assert cli.main(["toy-ablation", "--quick"]) == 0
+    assert written == [(5_000, RUNS / "toy_ablation_quick.json")]
 
 
 def test_train_options_with_fixed_values_list_them(capsys):

@@ -96,6 +96,12 @@ def test_3_divergence_stops_and_keeps_the_last_good_checkpoint(run, capsys, one_
     assert "keeps its checkpoint of step 2" in err
     assert snapshot(run) == before  # checkpoint, its JSON and the loss log as they were
     assert all(torch.isfinite(tensor).all() for tensor in load_file(run_folder_checkpoint(run)).values())
+    # Before its first checkpoint a run has nothing to resume: the message says to start over, and that works.
+    fresh = run.parent / "fresh"
+    err = refused(capsys, ["train", *TINY, "--steps", "4", "--checkpoint-every", "4", "--lr", "1e30",
+                           "--out", str(fresh)], "training diverged", code=1)
+    assert "holds no checkpoint yet" in err and f"dgm train --overwrite --out {fresh} --lr" in err
+    assert cli.main(["train", *TINY, "--steps", "1", "--overwrite", "--out", str(fresh)]) == 0
     for option, value in (("--lr", "inf"), ("--grad-clip", "nan"), ("--weight-decay", "inf"), ("--minutes", "inf"),
                           ("--epochs", "nan"), ("--ema-decay", "nan"), ("--beta-max", "inf")):
         refused(capsys, ["train", *TINY, option, value, "--out", str(run / "new")], option)
@@ -120,7 +126,7 @@ def test_4_an_unwritable_output_is_refused_before_any_work(command, trained, tmp
                "ablation": ["--models", str(trained), "--out"], "learning-curve": ["--run", str(trained), "--out"],
                "toy-ablation": ["--quick", "--out"], "train-classifier": ["--out"],
                "prepare-data": ["--data"]}[command]
-    targets = [under_a_file.with_suffix(".png") if command == "sample" else under_a_file]
+    targets = [under_a_file.with_suffix({"sample": ".png", "toy-ablation": ".json"}.get(command, ""))]
     if command == "sample":
         targets += [tmp_path / "folder.png", Path("/proc/x.png")]
     for target in targets:
@@ -197,6 +203,7 @@ def test_7_reports_and_runs_stay_consistent_through_faults_and_interrupts(run, t
     metadata = json.loads((run / "checkpoint.json").read_text())
     (run / "checkpoint.json").write_text(json.dumps({**metadata, "step": 3}))
     assert cli.main(["train", "--resume", "--out", str(run)]) == 0  # finished: nothing to train
+    assert f"finished its 2 steps; extend it with `dgm train --resume --out {run} --steps N`" in capsys.readouterr().out
     assert json.loads((run / "checkpoint.json").read_text()) == metadata
     assert not list(run.glob(".*.tmp"))
 
