@@ -80,11 +80,18 @@ def problems(root=None):
     return found
 
 
+def fix_command(root=None):
+    """The command that prepares MNIST under ``root``: ``make setup`` for the checkout's own data folder."""
+    if root is None or Path(root).resolve() == default_root().resolve():
+        return FIX_COMMAND
+    return f"python -m dgm prepare-data --data {root}"
+
+
 def check(root=None):
     """Raise ``MNISTDataError`` naming the fix unless the four IDX files are present and intact."""
     found = problems(root)
     if found:
-        raise MNISTDataError("MNIST is not ready:\n  " + "\n  ".join(found) + f"\nFix it with: {FIX_COMMAND}")
+        raise MNISTDataError("MNIST is not ready:\n  " + "\n  ".join(found) + f"\nFix it with: {fix_command(root)}")
 
 
 class _NumpyArrayUnpickler(pickle.Unpickler):

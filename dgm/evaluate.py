@@ -21,9 +21,8 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
 from dgm.data import MNISTDataError, load_mnist
-from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
 from dgm.files import atomic_write_text, check_writable
-from dgm.sampling import check_steps, sample_run
+from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
 from dgm.device import select_device
 from dgm.paths import CHECKPOINTS
 from dgm.runs import CHECKPOINT_FORMAT, config_of, run_folder_checkpoint
@@ -262,8 +261,7 @@ def main(argv=None):
     parser.add_argument("--ckpt", required=True, help="run folder or checkpoint .safetensors file")
     parser.add_argument("--steps", type=int, default=None, help="respaced sampling steps (default: all T)")
     parser.add_argument("--n", type=int, default=1000, help="number of samples (FID-MNIST depends on it)")
-    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")
-    parser.add_argument("--sigma", choices=SIGMA_CHOICES, default="beta")
+    add_sampler_options(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
@@ -271,6 +269,7 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, default=None,
                         help="report path (default: RUN/eval_SAMPLER[-SIGMA]_steps-K_n-N_seed-S.json)")
     args = parser.parse_args(argv)
+    args.sigma = chosen_sigma(parser, args)
     run_folder = Path(args.ckpt) if Path(args.ckpt).is_dir() else Path(args.ckpt).parent
     sampler = args.sampler + (f"-{args.sigma}" if args.sampler == "ancestral" else "")
     path = args.json or run_folder / f"eval_{sampler}_steps-{args.steps or 'all'}_n-{args.n}_seed-{args.seed}.json"

@@ -42,6 +42,8 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     """
     check_sample_count(n)
     run = Path(run)
+    if not run.is_dir():
+        raise ValueError(f"no run folder {run}")
     kept_steps = snapshot_steps(run)
     if not kept_steps:
         raise ValueError(f"{run} kept no snapshots: train it with `dgm train --keep-every K`")

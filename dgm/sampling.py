@@ -66,17 +66,31 @@ def save_grid(images, path, nrow=None):
     return path
 
 
+def add_sampler_options(parser):
+    """``--sampler`` and ``--sigma``, as ``dgm sample`` and ``dgm evaluate`` take them."""
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")
+    parser.add_argument("--sigma", choices=SIGMA_CHOICES, default=None,
+                        help="the ancestral sampler's noise: sigma^2 = beta (default) or posterior (beta_tilde)")
+
+
+def chosen_sigma(parser, args):
+    """The ``--sigma`` to sample with: "beta" unless given; refused with DDIM, which adds no noise."""
+    if args.sampler == "ddim" and args.sigma is not None:
+        parser.exit(2, "error: --sigma sets the ancestral sampler's noise; DDIM adds none\n")
+    return args.sigma or "beta"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm sample", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="run folder or checkpoint .safetensors file")
     parser.add_argument("--steps", type=int, default=None, help="respaced sampling steps (default: all T)")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--out", default="grid.png")
-    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")
-    parser.add_argument("--sigma", choices=SIGMA_CHOICES, default="beta")
+    add_sampler_options(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    args.sigma = chosen_sigma(parser, args)
     try:
         check_image_path(args.out)
         images, seconds = sample_run(args.ckpt, args.n, args.steps, args.sampler, args.sigma, args.seed, args.device,

@@ -350,6 +350,9 @@ def main(argv=None):
     preset, resume, overwrite, rescale = (args.pop(name) for name in ("preset", "resume", "overwrite",
                                                                        "rescale_betas"))
     values = dict(PRESETS.get(preset, {}))
+    lengths = [option_flag(name) for name in ("steps", "epochs", "minutes") if name in args]
+    if len(lengths) > 1:
+        parser.exit(2, f"error: {' and '.join(lengths)} each set the run's length: give one\n")
     for flag, refused, reason in (("--rescale-betas", rescale, "a resumed run keeps its saved betas"),
                                   ("--minutes", "minutes" in args, "extend a resumed run with --steps"),
                                   ("--overwrite", overwrite, "--overwrite starts a new run"),
@@ -361,8 +364,8 @@ def main(argv=None):
             path = run_folder_checkpoint(args.get("out", TrainConfig.out))
             _, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
             values = config_of(metadata, path).to_dict()
-        if {"steps", "epochs"} & args.keys() and "minutes" not in args:
-            values["minutes"] = None  # an explicit length replaces the time budget of a preset or a resumed run
+        if lengths:  # an explicit length replaces the one of a preset or a resumed run
+            values.update(epochs=None, minutes=None)
         values.update(args)
         if rescale:
             values["beta_min"], values["beta_max"] = rescaled_beta_range(

@@ -81,6 +81,11 @@ def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert "SyntaxError" in err and "broken.py" in err and "importlib" not in err and "dgm/check" not in err
+    for call in ("exit()", "import sys; sys.exit(0)"):  # an exit must not read as "all pass" (status 0)
+        broken.write_text(f"def ddpm_schedules(beta_min, beta_max, T):\n    pass\n\n{call}\n")
+        with pytest.raises(SystemExit) as exit_:
+            command.main(["all", str(broken)])
+        assert exit_.value.code == 1 and "called exit" in capsys.readouterr().err
 
 
 def test_the_untouched_template_is_not_implemented_without_a_traceback():

@@ -92,6 +92,14 @@ def test_a_time_budget_is_refused_on_resume(tmp_path, capsys):
     assert exit_info.value.code == 2 and "extend a resumed run with --steps" in capsys.readouterr().err
 
 
+def test_a_run_takes_one_length(tmp_path, capsys):
+    for lengths in (["--steps", "100", "--minutes", "0.1"], ["--steps", "100", "--epochs", "2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["train", *lengths, "--out", str(tmp_path / "run")])
+        assert exit_info.value.code == 2 and "each set the run's length: give one" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
@@ -116,8 +124,11 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
         assert err.startswith("error:") and "Traceback" not in err and message in err, (argv, err)
 
 
-def test_the_ablations_refuse_options_they_would_ignore_or_misread(capsys):
+def test_commands_refuse_options_they_would_ignore_or_misread(capsys):
+    ddim_with_sigma = ["--ckpt", "run", "--sampler", "ddim", "--sigma", "beta"]
     for argv, message in ((["toy-ablation", "--quick", "--n", "10"], "not both"),
+                          (["sample", *ddim_with_sigma], "DDIM adds none"),
+                          (["evaluate", *ddim_with_sigma], "DDIM adds none"),
                           (["toy-ablation", "--seed", "-1"], "non-negative"),
                           (["toy-ablation", "--out", "toy.csv"], "must end in .json"),
                           (["ablation", "--quick", "--n", "4"], "not both")):

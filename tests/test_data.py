@@ -68,10 +68,14 @@ def test_to_bytes_is_exact_and_refuses_non_byte_levels():
         data.to_bytes(np.array([0.5 / 256], dtype=np.float32))
 
 
-def test_missing_and_corrupt_files_name_the_fix(tmp_path):
+def test_missing_and_corrupt_files_name_the_fix(tmp_path, monkeypatch):
     with pytest.raises(data.MNISTDataError, match="missing") as missing:
         data.load_mnist("train", root=tmp_path)
-    assert "make setup" in str(missing.value)
+    assert f"python -m dgm prepare-data --data {tmp_path}" in str(missing.value)  # not the checkout's data/
+    monkeypatch.setenv("DGM_DATA", str(tmp_path))
+    with pytest.raises(data.MNISTDataError, match="make setup"):  # the default folder, which make setup fills
+        data.load_mnist("train")
+    monkeypatch.delenv("DGM_DATA")
     raw = data.raw_folder(tmp_path)
     raw.mkdir(parents=True)
     for name in data.IDX_SHA256:

@@ -72,8 +72,11 @@ def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thre
     run = train(TrainConfig(T=20, channels=(4, 8, 8), batch_size=16, train_subset=64, steps=1, warmup_steps=1,
                             sample_every=100, sample_n=4, sample_steps=2, device="cpu", out=str(tmp_path / "run")),
                 progress=False)
-    for argv in (["learning-curve", "--run", str(run)], ["learning-curve", "--run", str(run), "--n", "1"]):
+    for argv, message in ((["learning-curve", "--run", str(run)], "kept no snapshots"),
+                          (["learning-curve", "--run", str(run), "--n", "1"], "n must be an integer >= 2"),
+                          (["learning-curve", "--run", str(tmp_path / "none")], "no run folder")):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
         assert exit_info.value.code == 2
-        assert capsys.readouterr().err.startswith("error:")
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and message in err, err

@@ -36,6 +36,9 @@ def load_solutions(path):
         spec.loader.exec_module(module)
     except Exception as error:  # their file's error, shown with their traceback
         raise StudentError(student_traceback(error)) from None
+    except SystemExit as stop:  # exit() would end the check before any verdict, as if all passed
+        raise StudentError(f"it called exit({stop.code if stop.code is not None else ''}) at the top level: remove "
+                           "the call, or put it under `if __name__ == \"__main__\":`") from None
     finally:
         sys.path.remove(str(path.resolve().parent))
     return vars(module)
