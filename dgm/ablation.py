@@ -63,7 +63,8 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
     returns the report (a dict).
 
     Rows of a ``previous`` report with the same model checkpoint, setting, n and seed are kept, not sampled again;
-    ``save(report)`` is called after every row, so an interrupted run resumes where it stopped.
+    ``save(report)`` is called after every row, so an interrupted run resumes where it stopped. A complete
+    ``previous`` report that holds every row is returned as it is.
     """
     check_sample_count(n)
     for name, value, least in (("seed", seed, 0), ("batch_size", batch_size, 1)):
@@ -76,6 +77,18 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
             raise ValueError(f"model {model['name']} has T = {model['T']}, fewer timesteps than the {longest} "
                              "respaced steps of the ablation's settings")
     runs = {model["name"]: run for model, run in zip(described, models)}
+    if (previous or {}).get("batch_size", BATCH_SIZE) != batch_size:  # other batches draw other samples: keep no rows
+        previous = None
+    saved_at = {model["name"]: model["saved_at"] for model in (previous or {}).get("models", [])}
+    kept = {row_key(row, saved_at[row["model"]]): row for row in (previous or {}).get("rows", [])
+            if row["model"] in saved_at and (Path(grids) / row["grid"]).is_file()}
+    jobs = [(model, setting, {"model": model["name"], "T": model["T"], "sampler": setting[0], "sigma": setting[1],
+                              "steps": setting[2] or model["T"], "respaced": setting[2] is not None, "n": n,
+                              "seed": seed})
+            for model in described for setting in SETTINGS]
+    if previous is not None and previous.get("complete") and \
+            [kept.get(row_key(row, model["saved_at"])) for model, _, row in jobs] == previous["rows"]:
+        return previous  # every row is measured already: the report stands as it was written
     classifier = load_classifier(classifier_path)
     reference = test_statistics(classifier, data)
     floor = real_data_floor(n, classifier, reference, data, seed)
@@ -84,19 +97,11 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
               "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                           "device": hardware_name(select_device(device))}}
-    if (previous or {}).get("batch_size", BATCH_SIZE) != batch_size:  # other batches draw other samples: keep no rows
-        previous = None
-    saved_at = {model["name"]: model["saved_at"] for model in (previous or {}).get("models", [])}
-    kept = {row_key(row, saved_at[row["model"]]): row for row in (previous or {}).get("rows", [])
-            if row["model"] in saved_at and (Path(grids) / row["grid"]).is_file()}
-    jobs = [(model, setting) for model in described for setting in SETTINGS]
-    for model, (sampler, sigma, steps) in tqdm(jobs, desc="ablation rows", unit="row"):
-        name = row_name(model["name"], sampler, sigma, steps)
-        row = {"model": model["name"], "T": model["T"], "sampler": sampler, "sigma": sigma,
-               "steps": steps or model["T"], "respaced": steps is not None, "n": n, "seed": seed}
+    for model, (sampler, sigma, steps), row in tqdm(jobs, desc="ablation rows", unit="row"):
         if row_key(row, model["saved_at"]) in kept:
             report["rows"].append(kept[row_key(row, model["saved_at"])])
             continue
+        name = row_name(model["name"], sampler, sigma, steps)
         images, seconds = sample_run(runs[model["name"]], n, steps, sampler, sigma or "beta", seed, device,
                                      batch_size, progress=True)
         save_grid(images[:GRID_SIZE], Path(grids) / f"{name}.png")
@@ -262,7 +267,10 @@ def main(argv=None):
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
     print(text_table(report))
-    print(f"report: {write_report(report, out)}; grids: {grids}")
+    if report is previous:
+        print(f"report: {out.with_suffix('.json')} already holds every row (unchanged); grids: {grids}")
+    else:
+        print(f"report: {write_report(report, out)}; grids: {grids}")
 
 
 if __name__ == "__main__":

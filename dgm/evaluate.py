@@ -24,7 +24,7 @@ from dgm.data import MNISTDataError, load_mnist
 from dgm.files import atomic_write_text, check_writable
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
 from dgm.device import select_device
-from dgm.paths import CHECKPOINTS
+from dgm.paths import CHECKPOINTS, RUNS
 from dgm.runs import CHECKPOINT_FORMAT, config_of, run_folder_checkpoint
 
 CLASSIFIER_FORMAT = "dgm-mnist-classifier/1"
@@ -267,11 +267,14 @@ def main(argv=None):
     parser.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     parser.add_argument("--data", default=None)
     parser.add_argument("--json", type=Path, default=None,
-                        help="report path (default: RUN/eval_SAMPLER[-SIGMA]_steps-K_n-N_seed-S.json)")
+                        help="report path (default: RUN/eval_SAMPLER[-SIGMA]_steps-K_n-N_seed-S.json; for a shipped "
+                        "model under checkpoints/, runs/eval/MODEL/eval_...json)")
     args = parser.parse_args(argv)
     args.sigma = chosen_sigma(parser, args)
     run_folder = Path(args.ckpt) if Path(args.ckpt).is_dir() else Path(args.ckpt).parent
     sampler = args.sampler + (f"-{args.sigma}" if args.sampler == "ancestral" else "")
+    if run_folder.resolve().is_relative_to(CHECKPOINTS):  # the shipped folders stay as cloned
+        run_folder = RUNS / "eval" / run_folder.resolve().name
     path = args.json or run_folder / f"eval_{sampler}_steps-{args.steps or 'all'}_n-{args.n}_seed-{args.seed}.json"
     try:
         check_writable(path, option="--json")

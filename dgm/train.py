@@ -171,6 +171,8 @@ def _train(config, checkpoint, progress, out, device, distributed):
     local_batch = config.batch_size // distributed.world_size
     images, _ = load_mnist("train", config.data)
     if config.train_subset is not None:
+        if config.train_subset > len(images):
+            raise ValueError(f"--train-subset {config.train_subset} exceeds the {len(images)} training images")
         images = images[:config.train_subset]
     images = images.to(device)  # all of it (47 MB): each step indexes its batch where it computes
     steps_per_epoch = len(images) // config.batch_size

@@ -70,6 +70,15 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     assert len(sampled) == 1 and sampled[0][2] == rows[3]["steps"] and again["complete"]
     assert again["rows"][:3] == rows[:3] and again["rows"][4:] == rows[4:]
 
+    # A third run finds every row measured: it samples nothing and leaves both files as they were, byte for byte.
+    sampled.clear()
+    written = {path: path.read_bytes() for path in (out.with_suffix(".json"), out.with_suffix(".csv"))}
+    monkeypatch.setattr(ablation, "load_classifier", lambda *args: pytest.fail("loaded the classifier"))
+    assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
+    assert not sampled and "already holds every row (unchanged)" in capsys.readouterr().out
+    assert {path: path.read_bytes() for path in written} == written
+    monkeypatch.setattr(ablation, "load_classifier", evaluate.load_classifier)
+
     # Another batch size draws other samples from the same seed, so no row would be kept: refused without --replace.
     sampled.clear()
     rebatch = ["ablation", "--quick", "--batch-size", "5", "--models", *map(str, tiny_runs), "--out", str(out)]

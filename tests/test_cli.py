@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dgm import cli, toy_ablation
+from dgm import cli, evaluate, toy_ablation
 from dgm.config import PRESETS
 from dgm.paths import RUNS
 
@@ -44,7 +44,7 @@ def test_toy_ablation_forwards_its_arguments(monkeypatch):
     assert received == [["--seed", "3", "--quick"]]
 
 
-def test_train_sample_evaluate_and_resume(tmp_path, capsys, one_thread):
+def test_train_sample_evaluate_and_resume(tmp_path, capsys, monkeypatch, one_thread):
     run = tmp_path / "run"
     assert cli.main(["train", *TINY_TRAIN, "--out", str(run)]) == 0
     assert (run / "checkpoint.safetensors").is_file()
@@ -63,6 +63,13 @@ def test_train_sample_evaluate_and_resume(tmp_path, capsys, one_thread):
     assert (report["settings"]["training_step"], report["settings"]["T"]) == (2, 1000)
     assert report["settings"]["classifier"] == "mnist_classifier.safetensors"
     assert set(report["real_floor"]) == {"fid_mnist", "mean_confidence", "share_confident", "label_entropy"}
+
+    # A model under checkpoints/ is the shipped one: its default report goes to runs/eval/, not beside it.
+    monkeypatch.setattr(evaluate, "CHECKPOINTS", tmp_path)
+    monkeypatch.setattr(evaluate, "RUNS", tmp_path / "runs")
+    assert cli.main(["evaluate", "--ckpt", str(run), "--steps", "2", "--n", "8", "--seed", "1"]) == 0
+    assert (tmp_path / "runs" / "eval" / "run" / "eval_ancestral-beta_steps-2_n-8_seed-1.json").is_file()
+    assert not list(run.glob("*seed-1.json"))
 
     assert cli.main(["train", "--resume", "--out", str(run), "--steps", "3"]) == 0
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 3
@@ -114,6 +121,8 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
              (["evaluate", "--ckpt", str(broken), "--n", "1"], "n must be an integer >= 2"),
              (["export", "--ckpt", str(broken), "--out", str(a_file)], "is a file"),
              (["train", "--seed", "-1"], "--seed must be a non-negative integer"),
+             (["train", "--train-subset", "60001", "--out", str(tmp_path / "big")],
+              "--train-subset 60001 exceeds the 60000 training images"),
              (["train-classifier", "--batch-size", "0", "--out", str(tmp_path / "c.safetensors")],
               "batch_size must be a positive integer")]
     for argv, message in cases:
