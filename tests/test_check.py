@@ -110,6 +110,11 @@ def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(cap
             exec(cell.source, namespace)  # the check cells find the functions in the notebook's globals
     report = capsys.readouterr().out
     assert report.count("still raises NotImplementedError") == len(PROBLEMS)
+    # Each problem points at its own check cell, not at the template the notebook's reader did not fill in.
+    problem_texts = [cell.source for cell in notebook.cells[1:] if cell.cell_type == "markdown"]
+    assert not any("solution_template" in text for text in problem_texts)
+    for key in PROBLEMS:
+        assert sum(f'run `check("{key}")`' in text for text in problem_texts) == 1, key
 
 
 def test_student_files_hold_no_solution():

@@ -23,6 +23,8 @@ NOTEBOOK, TEMPLATE = "ps4.ipynb", "solution_template.py"
 FORBIDDEN = ("{solution", "literalinclude", "{code-cell", "{include", "{glue")
 ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
 MATH_FENCE = re.compile(r"^(`{3,}|:{3,})\{math\}[^\n]*\n(.*?)^\1\s*$", re.MULTILINE | re.DOTALL)
+# The handout's line that points at the terminal check; in the notebook, the check cell below the function replaces it.
+TERMINAL_CHECK = re.compile(r"^Check your \w+ with `[^`]*dgm check (\w+) [^`]*`\.$", re.MULTILINE)
 PROBLEM_BY_EXERCISE = {problem.exercise: problem for problem in PROBLEMS.values()}
 IMPORTS = "import numpy as np\nimport torch"
 INTRODUCTION = """\
@@ -75,7 +77,9 @@ def render_notebook(book=BOOK):
 
     cells = [markdown(INTRODUCTION.strip(), "introduction"), code(f"{IMPORTS}\n\nfrom dgm.check import check", "setup")]
     for label in EXERCISES:
-        cells.append(markdown(f"## {exercise(label, book).title}\n\n{jupyter_markdown(label, book)}", label))
+        text = TERMINAL_CHECK.sub(lambda match: "Write your function in the cell below and run "
+                                  f'`check("{match.group(1)}")` in the cell after it.', jupyter_markdown(label, book))
+        cells.append(markdown(f"## {exercise(label, book).title}\n\n{text}", label))
         problem = PROBLEM_BY_EXERCISE.get(label)
         if problem:
             cells += [code(stub(problem).rstrip(), f"{label}-solution"), code(f'check("{problem.key}")', f"{label}-check")]
