@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dgm.check import command, exercises, handout, mixture_checks, sampler_checks, schedule_checks
+from dgm.check import command, exercises, handout, mixture_checks, problems, sampler_checks, schedule_checks
 from dgm.check.problems import PROBLEMS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +48,44 @@ def test_every_cited_section_is_in_the_handout():
     cited = {value for module in (schedule_checks, sampler_checks, mixture_checks)
              for name, value in vars(module).items() if name.endswith("_SECTION")}
     assert cited and cited <= set(titles), cited - set(titles)
+
+
+def test_a_changed_argument_is_named_not_blamed_on_the_formula(one_thread):
+    def forward(x0, t, noise, alpha_bar):
+        level = alpha_bar[t].reshape(-1, 1, 1, 1)
+        noise *= (1 - level).sqrt()  # right values, but the caller's noise is overwritten
+        return level.sqrt() * x0 + noise
+
+    verdict = command.run("1b", solution_namespace(forward=forward))["1b"][-1]
+    assert (verdict.status, verdict.mistake) == ("FAIL", "noise changed in place")
+    assert "noise *= ..." in verdict.explanation
+
+
+def test_a_function_that_never_returns_is_stopped_with_a_verdict(monkeypatch, one_thread):
+    def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
+        while True:
+            pass
+
+    monkeypatch.setattr(problems, "TIME_LIMIT", 1)
+    verdict = command.run("3a", solution_namespace(marginal_pdf=marginal_pdf))["3a"][-1]
+    assert (verdict.status, verdict.mistake) == ("FAIL", "no result in time")
+
+
+def test_each_problem_is_printed_as_it_finishes(capsys, one_thread):
+    printed = []
+    results = command.run("all", solution_namespace(), show=lambda key, result: printed.append(key))
+    assert printed == list(PROBLEMS)
+    command.check("all", solution_namespace())
+    assert capsys.readouterr().out.rstrip() == command.format_report(results)
+
+
+def test_imports_inside_the_students_functions_find_files_beside_theirs(tmp_path, monkeypatch, capsys):
+    (tmp_path / "helpers.py").write_text("def scale(x):\n    return 2 * x\n")
+    (tmp_path / "solution.py").write_text("def forward(x0, t, noise, alpha_bar):\n"
+                                          "    from helpers import scale\n    return scale(x0)\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    namespace = command.load_solutions(tmp_path / "solution.py")
+    assert namespace["forward"](1, None, None, None) == 2
 
 
 def test_an_error_in_the_students_code_shows_their_traceback_not_ours(capsys, one_thread):

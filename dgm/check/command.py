@@ -22,7 +22,8 @@ STATUS_WIDTH = len("not implemented")
 
 
 def load_solutions(path):
-    """The globals of the student's Python file, run as a module (its folder first on the import path)."""
+    """The globals of the student's Python file, run as a module. Its folder goes first on the import path and
+    stays there, so that imports inside their functions find files beside it."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no file {path}")
@@ -31,7 +32,8 @@ def load_solutions(path):
                          "(such as exercises/solution_template.py)")
     spec = importlib.util.spec_from_file_location(f"dgm_check_solution_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.resolve().parent))
+    if str(path.resolve().parent) not in sys.path:
+        sys.path.insert(0, str(path.resolve().parent))
     try:
         spec.loader.exec_module(module)
     except Exception as error:  # their file's error, shown with their traceback
@@ -39,8 +41,6 @@ def load_solutions(path):
     except SystemExit as stop:  # exit() would end the check before any verdict, as if all passed
         raise StudentError(f"it called exit({stop.code if stop.code is not None else ''}) at the top level: remove "
                            "the call, or put it under `if __name__ == \"__main__\":`") from None
-    finally:
-        sys.path.remove(str(path.resolve().parent))
     return vars(module)
 
 
@@ -49,8 +49,9 @@ def problem_keys(problem):
     return list(PROBLEMS) if problem == "all" else [problem]
 
 
-def run(problem, namespace):
-    """{key: list of verdicts, or the UsageError} for ``problem`` (a key or "all") on the functions of ``namespace``.
+def run(problem, namespace, show=None):
+    """{key: list of verdicts, or the UsageError} for ``problem`` (a key or "all") on the functions of ``namespace``;
+    ``show(key, result)`` is called as each problem finishes, so that a slow one does not hide the others.
 
     Runs torch on one thread: the checks' tensors are small, and on a busy machine a second thread mostly waits.
     """
@@ -63,8 +64,10 @@ def run(problem, namespace):
                 function = find_function(PROBLEMS[key], namespace)
             except UsageError as error:
                 results[key] = error
-                continue
-            results[key] = run_problem(PROBLEMS[key], function)
+            else:
+                results[key] = run_problem(PROBLEMS[key], function)
+            if show is not None:
+                show(key, results[key])
     finally:
         torch.set_num_threads(threads)
     return results
@@ -110,19 +113,37 @@ def format_problem(key, result):
     return lines
 
 
+def format_summary(results):
+    """One line: each problem's outcome, with the first mistake of those that failed."""
+    summary = []
+    for key, result in results.items():
+        failed = next((verdict for verdict in result if verdict.status == "FAIL"), None) \
+            if isinstance(result, list) else None
+        summary.append(f"{key} {outcome(result)}" + (f" ({failed.mistake})" if failed else ""))
+    return textwrap.fill("summary: " + ", ".join(summary), WIDTH, subsequent_indent="  ")
+
+
 def format_report(results):
     """Every problem's verdicts, then a one-line summary when there is more than one problem."""
     lines = []
     for key, result in results.items():
         lines += format_problem(key, result) + [""]
     if len(results) > 1:
-        summary = []
-        for key, result in results.items():
-            failed = next((verdict for verdict in result if verdict.status == "FAIL"), None) \
-                if isinstance(result, list) else None
-            summary.append(f"{key} {outcome(result)}" + (f" ({failed.mistake})" if failed else ""))
-        lines.append(textwrap.fill("summary: " + ", ".join(summary), WIDTH, subsequent_indent="  "))
+        lines.append(format_summary(results))
     return "\n".join(lines).rstrip()
+
+
+def run_and_print(problem, namespace):
+    """``run``, printing each problem's verdicts as soon as it finishes (as ``format_report`` lays them out); returns
+    the results."""
+    def show(key, result):
+        print(("\n" if key != keys[0] else "") + "\n".join(format_problem(key, result)), flush=True)
+
+    keys = problem_keys(problem)
+    results = run(problem, namespace, show=show)
+    if len(results) > 1:
+        print("\n" + format_summary(results))
+    return results
 
 
 def check(problem, namespace=None):
@@ -131,7 +152,7 @@ def check(problem, namespace=None):
     if problem != "all" and problem not in PROBLEMS:
         raise ValueError(f"problem must be one of {', '.join(PROBLEMS)} or all, got {problem!r}")
     namespace = inspect.currentframe().f_back.f_globals if namespace is None else namespace
-    print(format_report(run(problem, namespace)))
+    run_and_print(problem, namespace)
 
 
 def main(argv=None):
@@ -147,6 +168,4 @@ def main(argv=None):
     except StudentError as error:
         print(f"dgm check: {args.file} raised an error when imported:\n{error.report}", file=sys.stderr)
         raise SystemExit(1) from None
-    results = run(args.problem, namespace)
-    print(format_report(results))
-    raise SystemExit(exit_status(results))
+    raise SystemExit(exit_status(run_and_print(args.problem, namespace)))

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from dgm.check.mixture_checks import MARGINAL_CHECKS, SCORE_CHECKS
 from dgm.check.sampler_checks import RESPACE_CHECKS, SAMPLE_CHECKS
 from dgm.check.schedule_checks import FORWARD_CHECKS, SCHEDULE_CHECKS
-from dgm.check.verdicts import Mistake, NotImplementedYet, StudentError, UsageError, Verdict
+from dgm.check.verdicts import Mistake, NotImplementedYet, Stopped, StudentError, UsageError, Verdict, time_limit
+
+TIME_LIMIT = 120  # seconds a check gives the student's code; the reference solutions need under one
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,11 @@ def run_problem(problem, function):
     verdicts = []
     for description, check in problem.checks:
         try:
-            check(function)
+            with time_limit(TIME_LIMIT):
+                check(function)
+        except Stopped as stop:
+            return verdicts + [Verdict(description, "FAIL", stop.mistake.name, stop.mistake.explanation,
+                                       stop.mistake.section)]
         except NotImplementedYet:
             return verdicts + [Verdict(description, "not implemented")]
         except StudentError as error:

@@ -16,7 +16,7 @@ import torch
 
 from dgm import closed_forms
 from dgm.check.schedule_checks import NOTATION_SECTION, PROBLEM_SET_CHAIN
-from dgm.check.verdicts import Mistake, as_float_array, call, compare
+from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare
 from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
 from dgm.toy_ablation import exact_noise_predictor, toy_mixture
 
@@ -27,6 +27,24 @@ PROBE_BETAS = (0.1, 0.18, 0.26, 0.34, 0.42, 0.5)  # large and distinct: sigma = 
 PROBE_N, PROBE_SHAPE = 4000, (2, 3)
 TOLERANCE_IN_STANDARD_ERRORS = 6
 END_TO_END_N, END_TO_END_P_VALUE = 2000, 1e-4
+CALLS_PER_STEP_LIMIT = 20  # a sampler calling eps_model more than this many times T is stopped: its loop never ends
+
+
+def limit_calls(eps_model, T):
+    """``eps_model`` that stops the sampler with a Mistake once it is called more than CALLS_PER_STEP_LIMIT * T times
+    (a loop that never ends would otherwise run, and fill memory, until killed)."""
+    count = 0
+
+    def limited(x, t):
+        nonlocal count
+        count += 1
+        if count > CALLS_PER_STEP_LIMIT * T:
+            raise Stopped(Mistake("eps_model called without end", f"eps_model was called {count - 1} times on a chain "
+                                  f"of T = {T} steps and the sampler had not returned: does the loop stop after "
+                                  "k = 0?", EPSILON_SECTION))
+        return eps_model(x, t)
+
+    return limited
 
 
 def contract_schedule(schedule):
@@ -54,8 +72,13 @@ def probe(sample, seed=0):
     network = RecordingNetwork()
     schedule = schedule_from_betas(torch.tensor(PROBE_BETAS, dtype=torch.float64))
     generator = torch.Generator().manual_seed(seed)
-    samples = call(sample, network, PROBE_N, PROBE_SHAPE, contract_schedule(schedule), generator=generator)
+    samples = call(sample, limit_calls(network, len(PROBE_BETAS)), PROBE_N, PROBE_SHAPE, contract_schedule(schedule),
+                   generator=generator)
     samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(PROBE_N, *PROBE_SHAPE))
+    if np.abs(samples).max() <= 1:  # this chain, from N(0, I), ends beyond 1 in most samples
+        raise Mistake("samples clamped to [-1, 1]", "every sample lies in [-1, 1]: Algorithm 2 returns x_0 as its "
+                      "last step computes it; clamping belongs to turning samples into images, not to the sampler",
+                      EPSILON_SECTION)
     return network, samples, {name: table.numpy() for name, table in schedule.items()}
 
 
@@ -204,7 +227,8 @@ def check_end_to_end(sample):
     schedule = contract_schedule(ddpm_schedules(*PROBLEM_SET_CHAIN))
     predictor = exact_noise_predictor(mixture, SimpleNamespace(alpha_bar=schedule["alpha_bar"]))
     generator = torch.Generator().manual_seed(0)
-    samples = call(sample, predictor, END_TO_END_N, (1,), schedule, generator=generator)
+    samples = call(sample, limit_calls(predictor, PROBLEM_SET_CHAIN[2]), END_TO_END_N, (1,), schedule,
+                   generator=generator)
     samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(END_TO_END_N, 1))[:, 0]
     test = scipy.stats.kstest(samples, mixture.cdf)
     if not np.isfinite(samples).all() or test.pvalue < END_TO_END_P_VALUE:
@@ -249,6 +273,9 @@ def check_respace_timesteps(respace):
         T = len(alpha_bar)
         timesteps, _ = respace_result(respace, alpha_bar, steps)
         shown = f"T = {T}, steps = {steps}: timesteps {timesteps[:3].tolist()} ... {timesteps[-2:].tolist()}"
+        if timesteps[0] > timesteps[-1]:
+            raise Mistake("timesteps in decreasing order", f"{shown}; return them increasing, from 0 to T - 1 (the "
+                          "sampler walks them backwards)", RESPACING_SECTION)
         if timesteps[0] != 0:
             raise Mistake("kept steps miss the first timestep", f"{shown}; the short chain must end at t = 0, the "
                           "step whose mean is the sample", RESPACING_SECTION)

@@ -5,7 +5,11 @@ read; ``call`` turns the student's ``NotImplementedError`` into ``NotImplemented
 ``StudentError`` carrying their traceback without our frames.
 """
 
+import inspect
+import signal
+import threading
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +26,15 @@ class Mistake(Exception):
     def __init__(self, name, explanation, section):
         super().__init__(name)
         self.name, self.explanation, self.section = name, explanation, section
+
+
+class Stopped(BaseException):
+    """Stops the student's code from inside it (a call limit, the time limit) with the Mistake to report; not an
+    Exception, so that their own ``except Exception`` cannot swallow it."""
+
+    def __init__(self, mistake):
+        super().__init__(mistake.name)
+        self.mistake = mistake
 
 
 class NotImplementedYet(Exception):
@@ -55,13 +68,67 @@ def student_traceback(error):
 
 
 def call(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` with the student's exceptions turned into NotImplementedYet or StudentError."""
+    """``function(*args, **kwargs)`` with the student's exceptions turned into NotImplementedYet or StudentError, and
+    a Mistake if it changed a tensor or array it was given (the caller's copy would silently hold other values)."""
+    inputs = named_inputs(function, args, kwargs)
+    before = [(name, _copy(value)) for name, value in inputs]
     try:
-        return function(*args, **kwargs)
+        result = function(*args, **kwargs)
     except NotImplementedError:
         raise NotImplementedYet() from None
     except Exception as error:  # any exception of theirs is reported as theirs, with their traceback
         raise StudentError(student_traceback(error)) from None
+    for (name, value), (_, copy) in zip(inputs, before):
+        if not _equal(value, copy):
+            raise Mistake(f"{name} changed in place", f"your function changed its argument {name} in place (such as "
+                          f"`{name.split('[')[0]} *= ...` or a method ending in _, like `.mul_()`), so the caller's "
+                          "values are gone; compute into a new tensor instead, such as `y = x * c`", "")
+    return result
+
+
+def named_inputs(function, args, kwargs):
+    """The tensors and arrays among the arguments, one dict level deep, as (name, value)."""
+    try:
+        bound = inspect.signature(function).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        bound = {**{f"argument {i + 1}": value for i, value in enumerate(args)}, **kwargs}
+    found = []
+    for name, value in bound.items():
+        items = [(f'{name}["{key}"]', item) for key, item in value.items()] if isinstance(value, dict) else \
+            [(name, value)]
+        found += [(label, item) for label, item in items if isinstance(item, (torch.Tensor, np.ndarray))]
+    return found
+
+
+def _copy(value):
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value.copy()
+
+
+def _equal(value, copy):
+    if isinstance(value, torch.Tensor):
+        return value.shape == copy.shape and bool(torch.equal(value.detach(), copy))
+    return np.array_equal(value, copy, equal_nan=True)
+
+
+@contextmanager
+def time_limit(seconds):
+    """Stop the student's code after ``seconds`` with a Mistake, where the platform has SIGALRM and this is the main
+    thread (as in a terminal and in Jupyter); elsewhere without a limit."""
+    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise Stopped(Mistake("no result in time", f"the check gave your function {seconds} s and it had not "
+                              "returned: a loop that never ends? A solution like the handout's returns in under a second", ""))
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -77,6 +144,9 @@ class Verdict:
 
 def as_float_array(value, what, section, shape=None):
     """``value`` (a tensor or an array) as a float64 NumPy array, or a Mistake naming ``what`` and the shape."""
+    if isinstance(value, tuple):
+        raise Mistake(f"returned a tuple, not {what}", f"your function returned a tuple of {len(value)} items; return {what} "
+                      "alone" + (f", an array of shape {tuple(shape)}" if shape is not None else ""), section)
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().double().numpy()
     try:
@@ -87,6 +157,10 @@ def as_float_array(value, what, section, shape=None):
         raise Mistake(f"{what} has the wrong shape", f"{what} has shape {array.shape}, expected {tuple(shape)}",
                       section)
     return array
+
+
+SINGLE_PRECISION_RTOL = 1e-3  # float32 results of these closed forms agree with float64 well within it
+SINGLE_PRECISION_DIGITS = 4
 
 
 def close(got, expected, rtol, atol):
@@ -115,5 +189,10 @@ def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12, x=
     index = first_difference(got, expected, rtol, atol)
     where = f" at x = {x[index]:g}" if x is not None else f"[{', '.join(map(str, index))}]" if index else ""
     inputs = f" ({context})" if context else ""
+    if close(got, expected, SINGLE_PRECISION_RTOL, atol):
+        raise Mistake("float32 precision", f"{what} agrees only to about {SINGLE_PRECISION_DIGITS} significant "
+                      f"digits, where the check asks a relative error under {rtol:g}: {what}{where} is {got[index]:.10g}, expected {expected[index]:.10g}{inputs}. "
+                      "float32 arithmetic (or an approximation) loses the rest: compute in float64, as the "
+                      "arguments come", section)
     raise Mistake(f"wrong {what}", f"{what}{where} is {got[index]:.6g}, expected {expected[index]:.6g}{inputs}",
                   section)

@@ -126,6 +126,36 @@ def score_with_flipped_sign(*args):
     return -reference.score(*args)
 
 
+def sample_clamped(*args, **kwargs):
+    return reference.sample(*args, **kwargs).clamp(-1, 1)
+
+
+def sample_with_trajectory(*args, **kwargs):
+    samples = reference.sample(*args, **kwargs)
+    return samples, [samples]
+
+
+def sample_without_end(eps_model, n, shape, schedule, generator=None):
+    x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+    k = len(schedule["beta"]) - 1
+    while k >= 0:  # k is never decremented
+        x = x - eps_model(x, torch.full((n,), k, dtype=torch.long))
+    return x
+
+
+def respace_decreasing(alpha_bar, steps):
+    timesteps, betas = reference.respace(alpha_bar, steps)
+    return timesteps.flip(0), betas.flip(0)
+
+
+def in_float32(function):
+    """``function`` computed from float32 copies of its array arguments."""
+    def single(*args):
+        return function(*(np.asarray(a, dtype=np.float32) if isinstance(a, (np.ndarray, float)) else
+                          a.float() if isinstance(a, torch.Tensor) else a for a in args))
+    return single
+
+
 MUTANTS = [
     ("1a", "alpha_bar shifted by one step", alpha_bar_shifted),
     ("1a", "beta step over T instead of T - 1", beta_step_over_T),
@@ -145,14 +175,20 @@ MUTANTS = [
     ("1c", "sigma^2 = beta_tilde instead of beta", sampler(noise_std=posterior_std)),
     ("1c", "timesteps numbered 1..T", sampler(timestep_offset=1)),
     ("1c", "noise not drawn from generator", sampler(own_noise=True)),
+    ("1c", "samples clamped to [-1, 1]", sample_clamped),
+    ("1c", "returned a tuple, not the samples", sample_with_trajectory),
+    ("1c", "eps_model called without end", sample_without_end),
     ("2b", "respacing keeps the original betas", respace_original_betas),
     ("2b", "kept steps miss the last timestep", respace_with_timesteps(lambda T, steps: torch.arange(0, T, T // steps))),
     ("2b", "kept steps miss the first timestep",
      respace_with_timesteps(lambda T, steps: torch.arange(T // steps - 1, T, T // steps))),
     ("2b", "first beta' wraps around", respace_wrapping),
+    ("2b", "timesteps in decreasing order", respace_decreasing),
+    ("2b", "float32 precision", in_float32(reference.respace)),
     ("3a", "mixture stds used as variances", mixture_functions(stds_as_variances)[0]),
     ("3a", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[0]),
     ("3a", "B(t) without the 1/2", mixture_functions(integral_without_half)[0]),
+    ("3a", "float32 precision", in_float32(reference.marginal_pdf)),
     ("3b", "mixture stds used as variances", mixture_functions(stds_as_variances)[1]),
     ("3b", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[1]),
     ("3b", "the score's sign", score_with_flipped_sign),
