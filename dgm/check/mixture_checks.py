@@ -138,6 +138,11 @@ def check_score(score):
                            sign_variant=True)
 
 
+LOG_SUM_EXP = ("every pi_i N(x; m_i, v_i) underflows to 0 there and their ratio is 0/0. Compute the "
+               "responsibilities as a softmax of log pi_i + log N(x; m_i, v_i), subtracting the maximum before exp "
+               "(log-sum-exp)")
+
+
 def check_score_tails(score):
     """Finite and exact far in the tails, where every component density underflows to 0."""
     for case in cases():
@@ -145,9 +150,12 @@ def check_score_tails(score):
         if not np.isfinite(got).all():
             index = int(np.argmin(np.isfinite(got)))
             raise Mistake("score not finite in the tails", f"at x = {TAILS[index]:g}, {describe(case)}, your score "
-                          f"is {got[index]}: every pi_i N(x; m_i, v_i) underflows to 0 there and their ratio is 0/0. "
-                          "Compute the responsibilities as a softmax of log pi_i + log N(x; m_i, v_i), subtracting "
-                          "the maximum before exp (log-sum-exp)", SCORE_SECTION)
+                          f"is {got[index]}: {LOG_SUM_EXP}", SCORE_SECTION)
+        if np.any(got == 0):  # the exact score there is about -x / v, far from 0
+            index = int(np.argmax(got == 0))
+            raise Mistake("score zero in the tails", f"at x = {TAILS[index]:g}, {describe(case)}, your score is 0, "
+                          f"which replaces 0/0 by 0 (such as by nan_to_num) where the score is about -x / v: "
+                          f"{LOG_SUM_EXP}", SCORE_SECTION)
         compare(got, exact("score", case, TAILS), "score", SCORE_SECTION, x=TAILS, context=describe(case))
 
 

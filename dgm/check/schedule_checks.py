@@ -45,22 +45,30 @@ def check_tables(ddpm_schedules):
     schedule_tables(ddpm_schedules, *SHORT_CHAIN)
 
 
+def chain_context(chain):
+    """The inputs of a chain, as a failed comparison names them."""
+    return "beta_min = {}, beta_max = {}, T = {}".format(*chain)
+
+
 def check_beta(ddpm_schedules):
     """beta_k = beta_min + k (beta_max - beta_min) / (T - 1), k = 0..T-1."""
     beta_min, beta_max, T = SHORT_CHAIN
     got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["beta"]
     over_T = beta_min + np.arange(T) * (beta_max - beta_min) / T
-    compare(got, reference_schedules(*SHORT_CHAIN)["beta"].numpy(), "beta", SCHEDULE_SECTION, variants=[(
-        over_T, "beta step over T instead of T - 1",
+    over_T_explanation = (
         f"beta[k] = beta_min + k (beta_max - beta_min) / T stops short of beta_max: with T = {T}, beta[T - 1] is "
         f"{over_T[-1]:.3g} instead of {beta_max}. The step is (beta_max - beta_min) / (T - 1), so that the last "
-        "index k = T - 1 reaches beta_max", SCHEDULE_SECTION)])
+        "index k = T - 1 reaches beta_max")
+    compare(got, reference_schedules(*SHORT_CHAIN)["beta"].numpy(), "beta", SCHEDULE_SECTION,
+            context=chain_context(SHORT_CHAIN),
+            variants=[(over_T, "beta step over T instead of T - 1", over_T_explanation, SCHEDULE_SECTION)])
 
 
 def check_alpha(ddpm_schedules):
     """alpha_k = 1 - beta_k."""
     got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["alpha"]
-    compare(got, reference_schedules(*SHORT_CHAIN)["alpha"].numpy(), "alpha", SCHEDULE_SECTION)
+    compare(got, reference_schedules(*SHORT_CHAIN)["alpha"].numpy(), "alpha", SCHEDULE_SECTION,
+            context=chain_context(SHORT_CHAIN))
 
 
 def check_alpha_bar(ddpm_schedules):
@@ -68,12 +76,12 @@ def check_alpha_bar(ddpm_schedules):
     got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["alpha_bar"]
     reference = reference_schedules(*SHORT_CHAIN)
     shifted = np.concatenate([[1.0], reference["alpha_bar"].numpy()[:-1]])
-    compare(got, reference["alpha_bar"].numpy(), "alpha_bar", NOTATION_SECTION, variants=[(
-        shifted, "alpha_bar shifted by one step",
-        f"your alpha_bar[k] is the product of alpha[i] over i < k, so alpha_bar[0] = 1. With the index k = 0..T-1 "
-        f"the latent at index k has been noised by steps 0..k: alpha_bar[k] = prod of alpha[i] for i <= k, and "
-        f"alpha_bar[0] = alpha[0] (here {reference['alpha'][0].item():.3g}, for betas 0.1, ..., 0.5)",
-        NOTATION_SECTION)])
+    compare(got, reference["alpha_bar"].numpy(), "alpha_bar", NOTATION_SECTION, context=chain_context(SHORT_CHAIN),
+            variants=[(shifted, "alpha_bar shifted by one step",
+                       f"your alpha_bar[k] is the product of alpha[i] over i < k, so alpha_bar[0] = 1. With the index "
+                       "k = 0..T-1 the latent at index k has been noised by steps 0..k: alpha_bar[k] = prod of "
+                       f"alpha[i] for i <= k, and alpha_bar[0] = alpha[0] (here {reference['alpha'][0].item():.3g}, "
+                       "for betas 0.1, ..., 0.5)", NOTATION_SECTION)])
 
 
 def check_problem_set_chain(ddpm_schedules):
@@ -82,7 +90,7 @@ def check_problem_set_chain(ddpm_schedules):
     reference = reference_schedules(*PROBLEM_SET_CHAIN)
     for name in TABLES:
         compare(got[name], reference[name].numpy(), name, SCHEDULE_SECTION, rtol=FLOAT32_RTOL,
-                context="beta_min = {}, beta_max = {}, T = {}".format(*PROBLEM_SET_CHAIN))
+                context=chain_context(PROBLEM_SET_CHAIN))
 
 
 SCHEDULE_CHECKS = (

@@ -120,7 +120,8 @@ def time_limit(seconds):
 
     def expire(signum, frame):
         raise Stopped(Mistake("no result in time", f"the check gave your function {seconds} s and it had not "
-                              "returned: a loop that never ends? A solution like the handout's returns in under a second", ""))
+                              "returned: a loop that never ends? A solution like the handout's returns in under a "
+                              "second", ""))
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)
@@ -145,8 +146,9 @@ class Verdict:
 def as_float_array(value, what, section, shape=None):
     """``value`` (a tensor or an array) as a float64 NumPy array, or a Mistake naming ``what`` and the shape."""
     if isinstance(value, tuple):
-        raise Mistake(f"returned a tuple, not {what}", f"your function returned a tuple of {len(value)} items; return {what} "
-                      "alone" + (f", an array of shape {tuple(shape)}" if shape is not None else ""), section)
+        raise Mistake(f"returned a tuple, not {what}", f"your function returned a tuple of {len(value)} items; "
+                      f"return {what} alone" + (f", an array of shape {tuple(shape)}" if shape is not None else ""),
+                      section)
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().double().numpy()
     try:
@@ -168,15 +170,15 @@ def close(got, expected, rtol, atol):
     return got.shape == expected.shape and bool(np.all(np.abs(got - expected) <= atol + rtol * np.abs(expected)))
 
 
-def first_difference(got, expected, rtol, atol):
-    """The first index where ``got`` and ``expected`` disagree, as a tuple (NaN counts as a disagreement)."""
-    bad = ~(np.abs(got - expected) <= atol + rtol * np.abs(expected))
-    return tuple(int(i) for i in np.argwhere(bad)[0])
+def worst_difference(got, expected, rtol, atol):
+    """The index where ``got`` is furthest from ``expected`` relative to the tolerance, as a tuple (NaN first)."""
+    excess = np.abs(got - expected) / (atol + rtol * np.abs(expected))
+    return tuple(int(i) for i in np.unravel_index(np.argmax(np.nan_to_num(excess, nan=np.inf)), got.shape))
 
 
 def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12, x=None, context=""):
     """Pass if ``got`` matches ``expected``; else raise the Mistake of the first variant it matches, or one that
-    names the first wrong index of ``what`` (or the point of ``x``, the grid it was evaluated on) and the
+    names the index of ``what`` furthest off (or the point of ``x``, the grid it was evaluated on) and the
     ``context`` of the inputs.
 
     ``variants`` holds (values a known mistake gives, its name, its explanation, its section).
@@ -186,12 +188,13 @@ def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12, x=
     for values, name, explanation, variant_section in variants:
         if close(got, values, rtol, atol):
             raise Mistake(name, explanation, variant_section)
-    index = first_difference(got, expected, rtol, atol)
+    index = worst_difference(got, expected, rtol, atol)
     where = f" at x = {x[index]:g}" if x is not None else f"[{', '.join(map(str, index))}]" if index else ""
     inputs = f" ({context})" if context else ""
     if close(got, expected, SINGLE_PRECISION_RTOL, atol):
         raise Mistake("float32 precision", f"{what} agrees only to about {SINGLE_PRECISION_DIGITS} significant "
-                      f"digits, where the check asks a relative error under {rtol:g}: {what}{where} is {got[index]:.10g}, expected {expected[index]:.10g}{inputs}. "
+                      f"digits, where the check asks a relative error under {rtol:g}: {what}{where} is "
+                      f"{got[index]:.10g}, expected {expected[index]:.10g}{inputs}. "
                       "float32 arithmetic (or an approximation) loses the rest: compute in float64, as the "
                       "arguments come", section)
     raise Mistake(f"wrong {what}", f"{what}{where} is {got[index]:.6g}, expected {expected[index]:.6g}{inputs}",

@@ -156,6 +156,15 @@ def in_float32(function):
     return single
 
 
+def score_zero_where_undefined(*args):
+    return np.nan_to_num(mixture_functions(reference.component_moments)[1](*args))
+
+
+def respace_float_timesteps(alpha_bar, steps):
+    timesteps, betas = reference.respace(alpha_bar, steps)
+    return timesteps.double(), betas
+
+
 MUTANTS = [
     ("1a", "alpha_bar shifted by one step", alpha_bar_shifted),
     ("1a", "beta step over T instead of T - 1", beta_step_over_T),
@@ -184,6 +193,7 @@ MUTANTS = [
      respace_with_timesteps(lambda T, steps: torch.arange(T // steps - 1, T, T // steps))),
     ("2b", "first beta' wraps around", respace_wrapping),
     ("2b", "timesteps in decreasing order", respace_decreasing),
+    ("2b", "timesteps are floats", respace_float_timesteps),
     ("2b", "float32 precision", in_float32(reference.respace)),
     ("3a", "mixture stds used as variances", mixture_functions(stds_as_variances)[0]),
     ("3a", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[0]),
@@ -193,4 +203,5 @@ MUTANTS = [
     ("3b", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[1]),
     ("3b", "the score's sign", score_with_flipped_sign),
     ("3b", "score not finite in the tails", mixture_functions(reference.component_moments)[1]),
+    ("3b", "score zero in the tails", score_zero_where_undefined),
 ]
