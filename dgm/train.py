@@ -288,6 +288,10 @@ def _train(config, checkpoint, progress, out, device, distributed):
                     save_sample_grid(ema_model, config, done, device, out / SAMPLES / f"step_{done:07d}.png")
             window, window_began = [], time.perf_counter()
     except KeyboardInterrupt:
+        if saved == steps:  # stopped while drawing the last grid: the run itself is complete
+            raise TrainingStopped(f"interrupted while drawing the final samples: {out} finished its {steps:,} steps "
+                                  f"and keeps its checkpoint; draw them with `dgm sample --ckpt {out}`",
+                                  exit_code=130) from None
         raise TrainingStopped(f"interrupted after step {done}: {kept_checkpoint(out, saved)}; "
                               f"{how_to_continue(out, saved)}", exit_code=130) from None
     finally:

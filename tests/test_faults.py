@@ -223,6 +223,13 @@ def test_7_reports_and_runs_stay_consistent_through_faults_and_interrupts(run, t
     assert "keeps its checkpoint of step 3" in err and f"dgm train --resume --out {run}" in err
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 3
     assert [line.split(",")[0] for line in (run / "loss.csv").read_text().splitlines()] == ["step", "1", "2", "3"]
+    # Ctrl-C while the finished run draws its last grid: the run is complete, and the line says how to draw it.
+    monkeypatch.setattr(dgm.train, "training_step", real_step)
+    monkeypatch.setattr(dgm.train, "save_sample_grid", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    err = refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "6"], "interrupted while drawing the "
+                  "final samples", code=130)
+    assert "finished its 6 steps" in err and f"dgm sample --ckpt {run}" in err
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 6
     monkeypatch.setattr(dgm.toy_ablation, "run", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
     assert cli.main(["toy-ablation", "--quick", "--out", str(tmp_path / "toy.json")]) == 130
     assert "interrupted" in capsys.readouterr().err and not (tmp_path / "toy.json").exists()
