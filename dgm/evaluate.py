@@ -289,7 +289,9 @@ def main(argv=None):
 
 def train_classifier_main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm train-classifier", description=Classifier.__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER)
+    parser.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER, help="a .safetensors file (default: the "
+                        "shipped classifier, which every score of results/ used)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -297,6 +299,11 @@ def train_classifier_main(argv=None):
     parser.add_argument("--data", default=None)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    if args.out.suffix != ".safetensors":
+        parser.exit(2, f"error: --out {args.out} must end in .safetensors (its metadata goes beside it as .json)\n")
+    if args.out.exists() and not args.overwrite:
+        parser.exit(2, f"error: --out {args.out} exists; the scores in results/ were measured with the shipped "
+                    "classifier: pass --overwrite to replace it, or choose another --out\n")
     try:
         check_writable(args.out)
         accuracy = train_classifier(args.out, args.epochs, args.batch_size, args.lr, args.seed, args.data, args.device)

@@ -124,7 +124,9 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
              (["train", "--train-subset", "60001", "--out", str(tmp_path / "big")],
               "--train-subset 60001 exceeds the 60000 training images"),
              (["train-classifier", "--batch-size", "0", "--out", str(tmp_path / "c.safetensors")],
-              "batch_size must be a positive integer")]
+              "batch_size must be a positive integer"),
+             (["train-classifier"], "exists; the scores in results/ were measured with the shipped classifier"),
+             (["train-classifier", "--out", str(tmp_path / "classifier")], "must end in .safetensors")]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
