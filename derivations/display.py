@@ -6,6 +6,8 @@ import re
 
 import sympy as sp
 
+from derivations._check import expand_stable_functions
+
 NOTATION = {  # a symbol's name in derivations/: its LaTeX in the handout
     "beta_min": r"\beta_{\min}",
     "beta_max": r"\beta_{\max}",
@@ -38,6 +40,11 @@ def notation(symbol):
         if match:
             return latex.format(match.group(1))
     return sp.latex(symbol)
+
+
+def textbook(expression):
+    """``expression`` with the derivations' numerically stable expm1 and log1p written as exp - 1 and log(1 + .)."""
+    return expand_stable_functions(expression)
 
 
 def latex(expression):

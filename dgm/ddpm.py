@@ -97,7 +97,7 @@ class DDPM(nn.Module):
         return table[t].to(like.dtype).reshape(-1, *([1] * len(self.shape)))
 
     def forward(self, x0, t, noise=None):
-        """A draw of q(x_t | x_0) for integer timesteps t in 0..T-1 (Problem 1b)."""
+        """A draw of q(x_{k+1} | x_0) for 0-based step indices ``t`` = k in 0..T-1 (Problem 1b; book preface)."""
         self._check_data(x0)
         t = torch.as_tensor(t, device=x0.device)
         if t.dtype.is_floating_point or t.ndim > 1 or (t.ndim == 1 and len(t) != len(x0)):
