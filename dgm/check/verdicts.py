@@ -2,7 +2,8 @@
 
 A check raises ``Mistake`` with the mistake's name, the formula and index it concerns and the handout section to
 read; ``call`` turns the student's ``NotImplementedError`` into ``NotImplementedYet`` and any other exception into
-``StudentError`` carrying their traceback without our frames.
+``StudentError`` carrying their traceback without our frames, and names an argument they changed in place.
+``Stopped`` and ``time_limit`` end code that would not return.
 """
 
 import inspect
@@ -81,7 +82,7 @@ def call(function, *args, **kwargs):
     for (name, value), (_, copy) in zip(inputs, before):
         if not _equal(value, copy):
             raise Mistake(f"{name} changed in place", f"your function changed its argument {name} in place (such as "
-                          f"`{name.split('[')[0]} *= ...` or a method ending in _, like `.mul_()`), so the caller's "
+                          f"`{name} *= ...` or a method ending in _, like `.mul_()`), so the caller's "
                           "values are gone; compute into a new tensor instead, such as `y = x * c`", "")
     return result
 
