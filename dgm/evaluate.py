@@ -235,7 +235,8 @@ def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", se
     report = evaluate_images(images, classifier=classifier, data=data, seed=seed, reference=reference)
     report["samples"]["seconds_per_sample"] = seconds
     report["settings"] = {"ckpt": str(ckpt), "steps": steps, "n": n, "sampler": sampler, "sigma": sigma,
-                          "seed": seed, "classifier": Path(classifier_path).name, "evaluated_at": time.strftime("%c"),
+                          "seed": seed, "classifier": Path(classifier_path).name,
+                          "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           "training_step": metadata["step"], "T": metadata["config"]["T"]}
     return report
 
@@ -288,7 +289,8 @@ def main(argv=None):
 
 
 def train_classifier_main(argv=None):
-    parser = argparse.ArgumentParser(prog="dgm train-classifier", description=Classifier.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dgm train-classifier", description="Train the MNIST classifier whose "
+                                     "features and confidences score samples (FID-MNIST, share confident).")
     parser.add_argument("--out", type=Path, default=DEFAULT_CLASSIFIER, help="a .safetensors file (default: the "
                         "shipped classifier, which every score of results/ used)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")

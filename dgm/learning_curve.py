@@ -16,12 +16,11 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.data import MNISTDataError
-from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
 from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_classifier, real_data_floor,
                           score_images, test_statistics)
 from dgm.files import atomic_write_text, check_writable, read_report
 from dgm.runs import CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_folder_checkpoint, snapshot_folder, training_seconds
-from dgm.sampling import check_steps, sample_run
+from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
 
 CURVE_NAME = "learning_curve.json"  # the report's default name, in the run folder
 
@@ -51,7 +50,8 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     _, metadata = load_checkpoint(last, CHECKPOINT_FORMAT)
     config = config_of(metadata, last)
     check_steps(steps, config.T)
-    setting = {"steps": steps, "sampler": sampler, "sigma": sigma, "n": n, "seed": seed}
+    setting = {"steps": steps, "sampler": sampler, "sigma": sigma if sampler == "ancestral" else None, "n": n,
+               "seed": seed}  # DDIM adds no noise: its curve has no sigma
     same = previous is not None and previous.get("run") == run.name and previous.get("setting") == setting
     kept = {row["step"]: row for row in previous["rows"]} if same else {}
     classifier = load_classifier(classifier_path)
@@ -100,14 +100,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm learning-curve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run folder trained with --keep-every")
     parser.add_argument("--steps", type=int, default=100, help="respaced sampling steps (default 100)")
-    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")
-    parser.add_argument("--sigma", choices=SIGMA_CHOICES, default="posterior")
+    add_sampler_options(parser, sigma="posterior")
     parser.add_argument("--n", type=int, default=256, help="samples per snapshot (FID-MNIST depends on it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help=f"report path (default: RUN/{CURVE_NAME})")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
+    args.sigma = chosen_sigma(parser, args)
     out = args.out or Path(args.run) / CURVE_NAME
 
     def save(report):

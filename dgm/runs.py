@@ -122,11 +122,6 @@ def load_run(path, device="cpu", weights="ema"):
     return model.to(device).eval(), config, metadata
 
 
-def is_run_folder(folder):
-    """Whether ``folder`` holds anything that ``dgm train`` writes."""
-    return any((Path(folder) / entry).exists() for entry in RUN_ENTRIES)
-
-
 def check_new_run(out, overwrite=False):
     """Refuse to start a run in a folder that holds anything unless ``overwrite``, which then deletes what
     ``dgm train`` writes there (RUN_ENTRIES); other files stay."""
@@ -190,7 +185,8 @@ def export_run(run, out, dtype="float32", overwrite=False):
 
 
 def export_main(argv=None):
-    parser = argparse.ArgumentParser(prog="dgm export", description=export_run.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dgm export", description="Copy a run's EMA weights, config and loss log "
+                                     "into a small folder that samples but cannot be resumed.")
     parser.add_argument("--ckpt", required=True, help="run folder written by `dgm train`")
     parser.add_argument("--out", required=True, help="a new folder to write (e.g. checkpoints/ddpm_mnist_T1000)")
     parser.add_argument("--dtype", choices=sorted(EXPORT_DTYPES), default="float32",

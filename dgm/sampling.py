@@ -66,18 +66,19 @@ def save_grid(images, path, nrow=None):
     return path
 
 
-def add_sampler_options(parser):
-    """``--sampler`` and ``--sigma``, as ``dgm sample`` and ``dgm evaluate`` take them."""
+def add_sampler_options(parser, sigma="beta"):
+    """``--sampler`` and ``--sigma`` (default ``sigma``), as the commands that sample take them."""
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")
     parser.add_argument("--sigma", choices=SIGMA_CHOICES, default=None,
-                        help="the ancestral sampler's noise: sigma^2 = beta (default) or posterior (beta_tilde)")
+                        help=f"the ancestral sampler's noise: sigma^2 = beta or posterior (beta_tilde); default {sigma}")
+    parser.set_defaults(default_sigma=sigma)
 
 
 def chosen_sigma(parser, args):
-    """The ``--sigma`` to sample with: "beta" unless given; refused with DDIM, which adds no noise."""
+    """The ``--sigma`` to sample with, the command's default unless given; refused with DDIM, which adds no noise."""
     if args.sampler == "ddim" and args.sigma is not None:
         parser.exit(2, "error: --sigma sets the ancestral sampler's noise; DDIM adds none\n")
-    return args.sigma or "beta"
+    return args.sigma or args.default_sigma
 
 
 def main(argv=None):

@@ -27,6 +27,7 @@ from dgm.schedules import ddpm_schedules
 from dgm.sde import VPSDE, GaussianMixture1D
 
 DEFAULT_OUT = RESULTS / "toy_ablation.json"
+FULL_CHAINS_OUT = RESULTS / "toy_full_chains.json"  # the --full-chains report, which never replaces DEFAULT_OUT
 QUICK_OUT = RUNS / "toy_ablation_quick.json"  # --quick never replaces the report the book reads
 TIMESTEPS = (500, 1000, 2000)
 STEP_COUNTS = (10, 20, 50, 100, 200, 500)
@@ -157,9 +158,10 @@ def main(argv=None):
                         help="draws per row, each from its own seed; rows then give the mean and standard deviation")
     parser.add_argument("--full-chains", action="store_true", help="only the full chains (steps = T) of each sampler")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"JSON path; the CSV goes beside it (default {DEFAULT_OUT}, or {QUICK_OUT} with --quick)")
+                        help=f"JSON path; the CSV goes beside it (default {DEFAULT_OUT}, {FULL_CHAINS_OUT} with "
+                        f"--full-chains, {QUICK_OUT} with --quick)")
     args = parser.parse_args(argv)
-    args.out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    args.out = args.out or (QUICK_OUT if args.quick else FULL_CHAINS_OUT if args.full_chains else DEFAULT_OUT)
     if args.out.suffix != ".json":
         parser.error(f"--out {args.out} must end in .json (the CSV is written beside it)")
     if args.quick and args.n != parser.get_default("n"):

@@ -115,7 +115,7 @@ def all_finite(*modules):
                        ).all()
 
 
-def save_sample_grid(ema_model, config, step, device, path):
+def save_sample_grid(ema_model, config, device, path):
     """A grid of EMA samples at ``sample_steps`` respaced steps, fixed noise across the run."""
     generator = torch.Generator(device).manual_seed(seed_for(config.seed, STREAM_SAMPLES))
     images = ema_model.sample(config.sample_n, steps=config.sample_steps, generator=generator)
@@ -174,7 +174,7 @@ def _train(config, checkpoint, progress, out, device, distributed):
         if config.train_subset > len(images):
             raise ValueError(f"--train-subset {config.train_subset} exceeds the {len(images)} training images")
         images = images[:config.train_subset]
-    images = images.to(device)  # all of it (47 MB): each step indexes its batch where it computes
+    images = images.to(device)  # all of it (188 MB as float32): each step indexes its batch where it computes
     steps_per_epoch = len(images) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"--batch-size {config.batch_size} exceeds the {len(images)} training images")
@@ -285,7 +285,7 @@ def _train(config, checkpoint, progress, out, device, distributed):
                     save_ema_weights(snapshot_folder(out, done), {f"ema.{k}": v for k, v in ema.state_dict().items()},
                                      run_metadata(config, done, network, distributed.world_size, hardware))
                 if sampling:
-                    save_sample_grid(ema_model, config, done, device, out / SAMPLES / f"step_{done:07d}.png")
+                    save_sample_grid(ema_model, config, device, out / SAMPLES / f"step_{done:07d}.png")
             window, window_began = [], time.perf_counter()
     except KeyboardInterrupt:
         if saved == steps:  # stopped while drawing the last grid: the run itself is complete
@@ -332,6 +332,15 @@ def parse_channels(text):
         raise argparse.ArgumentTypeError(f"expected three comma-separated widths such as 32,64,64, got {text!r}")
 
 
+def default_text(field):
+    """A TrainConfig field's default for ``--help``, and the value each preset that sets it gives it."""
+    def text(value):
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    presets = [f"{name}: {text(values[field.name])}" for name, values in PRESETS.items() if field.name in values]
+    return f"default {text(field.default)}" + (f" (--preset {'; '.join(presets)})" if presets else "")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm train", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), help="starting values; explicit options override")
@@ -347,11 +356,11 @@ def main(argv=None):
     for field in dataclasses.fields(TrainConfig):
         if field.type is bool:
             parser.add_argument(option_flag(field.name), action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS)
+                                default=argparse.SUPPRESS, help=default_text(field))
         else:
             parser.add_argument(option_flag(field.name), type=types.get(field.name, field.type),
                                 choices=FIXED_CHOICES.get(field.name), default=argparse.SUPPRESS,
-                                help=f"default {field.default}" + (" (comma-separated)" * (field.name == "channels")))
+                                help=("widths, comma-separated; " * (field.name == "channels")) + default_text(field))
     args = vars(parser.parse_args(argv))
     preset, resume, overwrite, rescale = (args.pop(name) for name in ("preset", "resume", "overwrite",
                                                                        "rescale_betas"))

@@ -145,7 +145,7 @@ class UNet(nn.Module):
 
 def training_flops(network, batch_size=1):
     """FLOPs of one forward and backward pass of ``network`` on a batch of 28 x 28 images, what a training step
-    costs before the optimizer's elementwise work: how the book and ``benchmarks/train_throughput.py`` size U-Nets.
+    costs before the optimizer's elementwise work: how ``benchmarks/train_throughput.py`` sizes U-Nets.
     The gradients are returned to the counter, not stored, so the network's ``.grad`` stays as it was."""
     like = next(network.parameters())
     x = like.new_zeros(batch_size, network.image_channels, 28, 28)

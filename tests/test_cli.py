@@ -12,7 +12,7 @@ from PIL import Image
 
 from dgm import cli, evaluate, toy_ablation
 from dgm.config import PRESETS
-from dgm.paths import RUNS
+from dgm.paths import RESULTS, RUNS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64", "--steps", "2",
@@ -140,6 +140,8 @@ def test_commands_refuse_options_they_would_ignore_or_misread(capsys):
     for argv, message in ((["toy-ablation", "--quick", "--n", "10"], "not both"),
                           (["sample", *ddim_with_sigma], "DDIM adds none"),
                           (["evaluate", *ddim_with_sigma], "DDIM adds none"),
+                          (["learning-curve", "--run", "run", "--sampler", "ddim", "--sigma", "posterior"],
+                           "DDIM adds none"),
                           (["toy-ablation", "--seed", "-1"], "non-negative"),
                           (["toy-ablation", "--out", "toy.csv"], "must end in .json"),
                           (["ablation", "--quick", "--n", "4"], "not both")):
@@ -148,12 +150,13 @@ def test_commands_refuse_options_they_would_ignore_or_misread(capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_a_quick_toy_ablation_leaves_the_shipped_report_alone(monkeypatch):
+def test_toy_ablation_variants_never_replace_the_step_count_report(monkeypatch):
     written = []
     monkeypatch.setattr(toy_ablation, "run", lambda n, **kwargs: {"rows": [], "n": n})
     monkeypatch.setattr(toy_ablation, "save", lambda result, out: written.append((result["n"], out)))
     assert cli.main(["toy-ablation", "--quick"]) == 0
-    assert written == [(5_000, RUNS / "toy_ablation_quick.json")]
+    assert cli.main(["toy-ablation", "--full-chains", "--n", "10"]) == 0
+    assert written == [(5_000, RUNS / "toy_ablation_quick.json"), (10, RESULTS / "toy_full_chains.json")]
 
 
 def test_train_options_with_fixed_values_list_them(capsys):
