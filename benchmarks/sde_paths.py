@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import dgm
+from dgm.sde import toy_mixture
 
 PATHS, STEPS = 100_000, 1_000
 
@@ -22,7 +23,7 @@ def seconds(function):
 
 def main():
     sde = dgm.VPSDE()
-    p0 = dgm.GaussianMixture1D([0.3, 0.7], [-2.0, 2.0], [0.5, 0.3])
+    p0 = toy_mixture()
 
     def score(x, t):
         return sde.score(p0, x, t)

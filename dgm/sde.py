@@ -1,4 +1,5 @@
-"""The VP-SDE and a 1-D Gaussian mixture with its exact marginals and score (book chapter "Continuous time").
+"""The VP-SDE and a 1-D Gaussian mixture with its exact marginals and score (book chapter "Continuous time"), the
+handout's mixture, and the exact noise predictor that a DDPM chain over it would learn.
 
 Formulas come from ``derivations/vp_sde.py`` and ``derivations/mixture.py`` through ``dgm.closed_forms``.
 Densities and scores accept NumPy arrays (float64) or torch tensors (autograd works); the simulators step in the
@@ -91,6 +92,22 @@ class GaussianMixture1D:
         rng = np.random.default_rng(rng)
         component = rng.choice(len(self.weights), size=n, p=self.weights)
         return self.means[component] + self.stds[component] * rng.standard_normal(n)
+
+
+def toy_mixture():
+    """The handout's p_0: an asymmetric mixture of two Gaussians (stds are standard deviations)."""
+    return GaussianMixture1D(weights=[0.3, 0.7], means=[-2.0, 2.0], stds=[0.5, 0.3])
+
+
+def exact_noise_predictor(mixture, alpha_bar):
+    """eps*(x, t) = -sqrt(1 - alpha_bar_t) d/dx log q_t(x), the perfect noise model of a DDPM chain with these
+    alpha_bar over ``mixture`` (Tweedie's formula, derivations/mixture.py, sec. 4); t indexes alpha_bar."""
+    def predict(x, t):
+        # one noise level per batch when every sample is at the same step (always, when sampling): much cheaper
+        level = alpha_bar[t[:1]] if bool((t == t[0]).all()) else alpha_bar[t].reshape(-1, 1)
+        log_alpha_bar = torch.log(level).to(x)
+        return closed_forms.eps_from_score(mixture.score(x, log_alpha_bar), log_alpha_bar)
+    return predict
 
 
 class VPSDE:

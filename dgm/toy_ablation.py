@@ -19,12 +19,11 @@ import scipy.stats
 import torch
 from tqdm import tqdm
 
-from dgm import closed_forms
 from dgm.ddpm import DDPM
 from dgm.files import atomic_write_csv, atomic_write_text, check_writable
 from dgm.paths import RESULTS, RUNS
 from dgm.schedules import ddpm_schedules
-from dgm.sde import VPSDE, GaussianMixture1D
+from dgm.sde import VPSDE, exact_noise_predictor, toy_mixture
 
 DEFAULT_OUT = RESULTS / "toy_ablation.json"
 FULL_CHAINS_OUT = RESULTS / "toy_full_chains.json"  # the --full-chains report, which never replaces DEFAULT_OUT
@@ -41,21 +40,6 @@ DETERMINISTIC_SAMPLERS = ("DDIM (eta = 0)", "probability-flow ODE")  # the rest 
 BETA_MIN, BETA_MAX = 1e-4, 0.02  # the problem set's discrete schedule
 
 
-def toy_mixture():
-    """The handout's p_0: an asymmetric mixture of two Gaussians (stds are standard deviations)."""
-    return GaussianMixture1D(weights=[0.3, 0.7], means=[-2.0, 2.0], stds=[0.5, 0.3])
-
-
-def exact_noise_predictor(mixture, model):
-    """eps*(x, t) = -sqrt(1 - alpha_bar_t) d/dx log q_t(x) for ``model``'s chain (derivations/mixture.py, sec. 4)."""
-    def predict(x, t):
-        # one noise level per batch when every sample is at the same step (always, when sampling): much cheaper
-        level = model.alpha_bar[t[:1]] if bool((t == t[0]).all()) else model.alpha_bar[t].reshape(-1, 1)
-        log_alpha_bar = torch.log(level).to(x)
-        return closed_forms.eps_from_score(mixture.score(x, log_alpha_bar), log_alpha_bar)
-    return predict
-
-
 def equivalent_sde(T):
     """The VP-SDE whose N = T Euler discretisation is the problem set's chain: beta(t) = T beta_k."""
     return VPSDE(beta_min=T * BETA_MIN, beta_max=T * BETA_MAX)
@@ -67,8 +51,8 @@ def draw(mixture, sampler, T, steps, n, seed, dtype=torch.float32):
     float32 is faster than float64 (benchmarks/sde_paths.py), and its rounding is far below the Monte-Carlo floor.
     """
     if sampler in DDPM_SAMPLERS:
-        model = DDPM(lambda x, t: x, beta_min=BETA_MIN, beta_max=BETA_MAX, T=T, shape=(1,))
-        model.eps_model = exact_noise_predictor(mixture, model)
+        alpha_bar = ddpm_schedules(BETA_MIN, BETA_MAX, T)["alpha_bar"]
+        model = DDPM(exact_noise_predictor(mixture, alpha_bar), beta_min=BETA_MIN, beta_max=BETA_MAX, T=T, shape=(1,))
         generator = torch.Generator().manual_seed(seed)
         return model.sample(n, steps=steps, generator=generator, dtype=dtype, **DDPM_SAMPLERS[sampler])[:, 0].numpy()
     if sampler not in SDE_SAMPLERS:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dgm.toy_ablation import toy_mixture
+from dgm.sde import toy_mixture
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import torch
 
 from derivations import vp_sde as derivation
 from derivations._check import expand_stable_functions
-from dgm import VPSDE, GaussianMixture1D
+from dgm import VPSDE, GaussianMixture1D, ddpm_schedules
+from dgm.sde import exact_noise_predictor, toy_mixture
 
 
 def test_marginal_and_score_match_the_sympy_expressions(mixture, rng):
@@ -108,3 +109,22 @@ def test_simulators_are_reproducible_in_numpy_and_torch(mixture):
     torch.testing.assert_close(sde.sample_forward(torch.from_numpy(x0), 20, rng=5),
                                sde.sample_forward(torch.from_numpy(x0), 20, rng=5), rtol=0, atol=0)
     assert sde.sample_forward(x0, 20, rng=5, return_path=True).shape == (21, 100)
+
+
+def test_exact_noise_predictor_matches_finite_differences():
+    mixture = toy_mixture()
+    alpha_bar = ddpm_schedules(1e-4, 0.02, 1000)["alpha_bar"]
+    predict = exact_noise_predictor(mixture, alpha_bar)
+    x = torch.linspace(-4, 4, 33, dtype=torch.float64).reshape(-1, 1)
+    h = 1e-5
+    for step in (0, 10, 500, 999):
+        t = torch.full((len(x),), step)
+        log_alpha_bar = float(torch.log(alpha_bar[step]))
+        derivative = (mixture.log_pdf(x.numpy() + h, log_alpha_bar)
+                      - mixture.log_pdf(x.numpy() - h, log_alpha_bar)) / (2 * h)
+        expected = -np.sqrt(1 - np.exp(log_alpha_bar)) * derivative
+        np.testing.assert_allclose(predict(x, t).numpy(), expected, rtol=1e-6, atol=1e-7)
+    # per-sample timesteps give the same numbers as one shared timestep
+    mixed = torch.tensor([0, 999] * 16 + [500])
+    shared = torch.cat([predict(x[i:i + 1], mixed[i:i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(predict(x, mixed), shared)

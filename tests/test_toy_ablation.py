@@ -1,39 +1,21 @@
-"""The toy ablation: exact predictor against finite differences, every sampler against p_0, error against steps."""
+"""The toy ablation: every sampler with the exact predictor against p_0, error against steps."""
 
 import numpy as np
 import pytest
 import scipy.stats
 import torch
 
-from dgm import DDPM, GaussianMixture1D
+from dgm import GaussianMixture1D
 from dgm import toy_ablation
+from dgm.sde import toy_mixture
 
 SAMPLERS = tuple(toy_ablation.DDPM_SAMPLERS) + toy_ablation.SDE_SAMPLERS
-
-
-def test_exact_noise_predictor_matches_finite_differences():
-    mixture = toy_ablation.toy_mixture()
-    model = DDPM(lambda x, t: x, T=1000, shape=(1,))
-    predict = toy_ablation.exact_noise_predictor(mixture, model)
-    x = torch.linspace(-4, 4, 33, dtype=torch.float64).reshape(-1, 1)
-    h = 1e-5
-    for step in (0, 10, 500, 999):
-        t = torch.full((len(x),), step)
-        log_alpha_bar = float(torch.log(model.alpha_bar[step]))
-        derivative = (mixture.log_pdf(x.numpy() + h, log_alpha_bar)
-                      - mixture.log_pdf(x.numpy() - h, log_alpha_bar)) / (2 * h)
-        expected = -np.sqrt(1 - np.exp(log_alpha_bar)) * derivative
-        np.testing.assert_allclose(predict(x, t).numpy(), expected, rtol=1e-6, atol=1e-7)
-    # per-sample timesteps give the same numbers as one shared timestep
-    mixed = torch.tensor([0, 999] * 16 + [500])
-    shared = torch.cat([predict(x[i:i + 1], mixed[i:i + 1]) for i in range(len(x))])
-    torch.testing.assert_close(predict(x, mixed), shared)
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_with_all_steps_matches_p0(sampler):
     """Statistical test at a fixed seed, with a power check: a 0.05 shift of the means is detected."""
-    mixture = toy_ablation.toy_mixture()
+    mixture = toy_mixture()
     samples = toy_ablation.draw(mixture, sampler, T=1000, steps=1000, n=20_000, seed=7)
     assert scipy.stats.kstest(samples, mixture.cdf).pvalue > 1e-3
     shifted = GaussianMixture1D(mixture.weights, mixture.means + 0.05, mixture.stds)
@@ -55,7 +37,7 @@ def test_error_does_not_grow_with_more_steps():
 
 def test_short_chains_start_further_from_the_prior():
     mismatch = {entry["T"]: entry for entry in
-                (toy_ablation.prior_mismatch(toy_ablation.toy_mixture(), T) for T in (500, 1000, 2000))}
+                (toy_ablation.prior_mismatch(toy_mixture(), T) for T in (500, 1000, 2000))}
     assert mismatch[500]["alpha_bar_T"] > mismatch[1000]["alpha_bar_T"] > mismatch[2000]["alpha_bar_T"]
     assert mismatch[500]["ks_q_T_vs_prior"] > mismatch[1000]["ks_q_T_vs_prior"] > 0
 

@@ -8,8 +8,7 @@ import numpy as np
 
 from dgm import closed_forms
 from dgm.check.verdicts import Mistake, as_float_array, call, compare
-from dgm.sde import VPSDE, GaussianMixture1D
-from dgm.toy_ablation import toy_mixture
+from dgm.sde import VPSDE, GaussianMixture1D, toy_mixture
 
 KERNEL_SECTION = "continuous-time-kernel"
 MARGINAL_SECTION = "continuous-time-marginal"

@@ -8,8 +8,6 @@ The sampler then runs on the problem set's chain with the exact noise predictor 
 are compared with p_0.
 """
 
-from types import SimpleNamespace
-
 import numpy as np
 import scipy.stats
 import torch
@@ -18,7 +16,7 @@ from dgm import closed_forms
 from dgm.check.schedule_checks import NOTATION_SECTION, PROBLEM_SET_CHAIN
 from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare
 from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
-from dgm.toy_ablation import exact_noise_predictor, toy_mixture
+from dgm.sde import exact_noise_predictor, toy_mixture
 
 EPSILON_SECTION = "reverse-process-epsilon"
 POSTERIOR_SECTION = "reverse-process-posterior"
@@ -225,7 +223,7 @@ def check_end_to_end(sample):
     """With the exact noise predictor of the 1-D mixture on the problem set's chain, the samples follow p_0."""
     mixture = toy_mixture()
     schedule = contract_schedule(ddpm_schedules(*PROBLEM_SET_CHAIN))
-    predictor = exact_noise_predictor(mixture, SimpleNamespace(alpha_bar=schedule["alpha_bar"]))
+    predictor = exact_noise_predictor(mixture, schedule["alpha_bar"])
     generator = torch.Generator().manual_seed(0)
     samples = call(sample, limit_calls(predictor, PROBLEM_SET_CHAIN[2]), END_TO_END_N, (1,), schedule,
                    generator=generator)
