@@ -26,7 +26,7 @@ from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_
                           score_images, test_statistics)
 from dgm.files import atomic_write_csv, atomic_write_text, check_writable, read_report
 from dgm.paths import MODELS, RESCALED_MODELS, RESULTS, RUNS
-from dgm.plotting import typeset
+from dgm.labels import typeset
 from dgm.runs import load_run, training_seconds
 from dgm.sampling import sample_run, save_grid
 
@@ -175,7 +175,7 @@ def table_lines(report, rows, book=False):
     """The header (TABLE_COLUMNS) and one list of formatted cells per line: the real-data floor first, then
     ``rows``, each share with its binomial standard error. Rows sampled on more than one device add a column naming
     each row's, since their times compare only within one device and a device's random generator draws its own x_T
-    from the same seed. ``book`` (its narrow pages) writes sigma^2 as MyST math (dgm.plotting.typeset), models
+    from the same seed. ``book`` (its narrow pages) writes sigma^2 as MyST math (dgm.labels.typeset), models
     without MODEL_PREFIX and devices by kind."""
     uniform = math.log(CLASSES)
     floor = report["floor"]

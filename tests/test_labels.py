@@ -1,6 +1,6 @@
-"""The book's output helpers (dgm.plotting)."""
+"""Sampler labels with their math (dgm.labels)."""
 
-from dgm.plotting import typeset
+from dgm.labels import typeset
 
 
 def test_typeset_writes_sigma_and_eta_as_math():
