@@ -20,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError
+from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
 from dgm.data import MNISTDataError
 from dgm.device import hardware_name, select_device
-from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_classifier, real_data_floor,
-                          score_images, test_statistics)
+from dgm.evaluate import check_sample_count, real_data_floor, score_images, test_statistics
 from dgm.files import atomic_write_csv, atomic_write_text, check_writable, read_report
 from dgm.paths import MODELS, RESCALED_MODELS, RESULTS, RUNS
 from dgm.labels import typeset

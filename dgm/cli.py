@@ -13,7 +13,7 @@ COMMANDS = {
     "export": ("dgm.runs", "export_main", "copy a run's EMA weights and loss log into a small folder to ship"),
     "sample": ("dgm.sampling", "main", "sample a trained run into a PNG grid"),
     "evaluate": ("dgm.evaluate", "main", "FID-MNIST, confidence and label entropy of a run's samples"),
-    "train-classifier": ("dgm.evaluate", "train_classifier_main", "train the evaluation classifier"),
+    "train-classifier": ("dgm.classifier", "main", "train the evaluation classifier"),
     "learning-curve": ("dgm.learning_curve", "main", "sample quality of a run's kept snapshots over training"),
     "ablation": ("dgm.ablation", "main", "the MNIST ablation over T, respacing and DDIM (Problem 2)"),
     "toy-ablation": ("dgm.toy_ablation", "main", "the 1-D toy's ablations (Problems 2-3)"),

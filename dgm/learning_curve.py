@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.data import MNISTDataError
-from dgm.evaluate import (CLASSES, DEFAULT_CLASSIFIER, check_sample_count, load_classifier, real_data_floor,
-                          score_images, test_statistics)
+from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
+from dgm.evaluate import check_sample_count, real_data_floor, score_images, test_statistics
 from dgm.files import atomic_write_text, check_writable, read_report
 from dgm.runs import CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_folder_checkpoint, snapshot_folder, training_seconds
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run

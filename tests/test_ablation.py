@@ -8,6 +8,7 @@ import pytest
 
 import dgm
 from dgm import ablation, cli, evaluate
+from dgm.classifier import load_classifier
 from dgm.ablation import (MODELS, QUICK_N, RESCALED_MODELS, SETTINGS, find_row, markdown_table, row_name,
                           select_models, share_change, share_standard_error, text_table)
 from dgm.config import TrainConfig
@@ -47,7 +48,7 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     assert len(rows) == 2 * len(SETTINGS)
     assert {(row["n"], row["seed"]) for row in rows} == {(QUICK_N, 0)}
     assert [row["steps"] for row in rows[:len(SETTINGS)]] == [setting[2] or TINY_T for setting in SETTINGS]
-    classifier = evaluate.load_classifier()
+    classifier = load_classifier()
     reference = evaluate.test_statistics(classifier)
     assert len(drawn) == len(rows)
     for row, images in zip(rows, drawn):
@@ -77,7 +78,7 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
     assert not sampled and "already holds every row (unchanged)" in capsys.readouterr().out
     assert {path: path.read_bytes() for path in written} == written
-    monkeypatch.setattr(ablation, "load_classifier", evaluate.load_classifier)
+    monkeypatch.setattr(ablation, "load_classifier", load_classifier)
 
     # Another batch size draws other samples from the same seed, so no row would be kept: refused without --replace.
     sampled.clear()

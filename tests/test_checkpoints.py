@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dgm.config import PRESETS, REMOVED_FIELDS, TrainConfig
-from dgm.evaluate import CONFIDENT, load_classifier, predict
+from dgm.classifier import load_classifier, predict
+from dgm.evaluate import CONFIDENT
 from dgm.paths import CPU_PRESET_MODEL, MODELS, RESCALED_MODELS
 from dgm.runs import load_run
 from dgm.schedules import rescaled_beta_range

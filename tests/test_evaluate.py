@@ -9,19 +9,20 @@ import scipy.linalg
 import torch
 
 from dgm import evaluate
+from dgm.classifier import DEFAULT_CLASSIFIER, load_classifier, predict
 from dgm.data import load_mnist
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    return evaluate.load_classifier()
+    return load_classifier()
 
 
 @pytest.fixture(scope="module")
 def test_set_predictions(classifier):
     """(features, probabilities, labels) of the 10,000 test images, computed once for this module."""
     images, labels = load_mnist("test")
-    return (*evaluate.predict(classifier, images), labels)
+    return (*predict(classifier, images), labels)
 
 
 def test_frechet_distance_of_known_gaussians():
@@ -49,7 +50,7 @@ def test_shipped_classifier_reaches_99_percent(test_set_predictions):
     _, probabilities, labels = test_set_predictions
     accuracy = float((probabilities.argmax(dim=1) == labels).float().mean())
     assert accuracy >= 0.99
-    recorded = json.loads(evaluate.DEFAULT_CLASSIFIER.with_suffix(".json").read_text())["test_accuracy"]
+    recorded = json.loads(DEFAULT_CLASSIFIER.with_suffix(".json").read_text())["test_accuracy"]
     assert accuracy == pytest.approx(recorded, abs=1e-4)
 
 

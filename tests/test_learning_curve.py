@@ -5,6 +5,7 @@ import json
 import pytest
 
 from dgm import cli, evaluate, learning_curve
+from dgm.classifier import load_classifier
 from dgm.checkpoint import load_checkpoint
 from dgm.config import TrainConfig
 from dgm.runs import CHECKPOINT_FORMAT, run_folder_checkpoint, snapshot_folder, training_seconds
@@ -38,7 +39,7 @@ def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, mon
     minutes = [row["training_minutes"] for row in report["rows"]]
     assert minutes == pytest.approx([training_seconds(kept_run, 16, until_step=s) / 60 for s in (2, 4)])
     assert 0 < minutes[0] < minutes[1]
-    classifier = evaluate.load_classifier()
+    classifier = load_classifier()
     reference = evaluate.test_statistics(classifier)
     assert len(drawn) == len(report["rows"])
     for row, images in zip(report["rows"], drawn):
