@@ -255,9 +255,11 @@ def respace_result(respace, alpha_bar, steps):
     kept = result[0]
     if kept.is_floating_point() if isinstance(kept, torch.Tensor) else \
             isinstance(kept, np.ndarray) and np.issubdtype(kept.dtype, np.floating):
-        raise Mistake("timesteps are floats", f"timesteps is a {kept.dtype} {type(kept).__name__}; the "
-                      "sampler indexes alpha_bar with them and passes them to eps_model as integers: return a long "
-                      "tensor (dtype=torch.long)", RESPACING_SECTION)
+        swapped = bool((np.asarray(kept) < 1).all())  # betas lie in (0, 1); steps count up to T - 1
+        raise Mistake("timesteps are floats", f"timesteps is a {kept.dtype} {type(kept).__name__}"
+                      + (" whose values all lie below 1, like betas: return (timesteps, betas), in that order"
+                         if swapped else "; the sampler indexes alpha_bar with them and passes them to eps_model as "
+                         "integers: return a long tensor (dtype=torch.long)"), RESPACING_SECTION)
     timesteps = as_float_array(result[0], "timesteps", RESPACING_SECTION, shape=(steps,))
     betas = as_float_array(result[1], "betas", RESPACING_SECTION, shape=(steps,))
     if not np.array_equal(timesteps, np.round(timesteps)):

@@ -160,6 +160,11 @@ def score_zero_where_undefined(*args):
     return np.nan_to_num(mixture_functions(reference.component_moments)[1](*args))
 
 
+def respace_swapped(alpha_bar, steps):
+    timesteps, betas = reference.respace(alpha_bar, steps)
+    return betas, timesteps
+
+
 def respace_float_timesteps(alpha_bar, steps):
     timesteps, betas = reference.respace(alpha_bar, steps)
     return timesteps.double(), betas
@@ -194,6 +199,7 @@ MUTANTS = [
     ("2b", "first beta' wraps around", respace_wrapping),
     ("2b", "timesteps in decreasing order", respace_decreasing),
     ("2b", "timesteps are floats", respace_float_timesteps),
+    ("2b", "timesteps are floats", respace_swapped),
     ("2b", "float32 precision", in_float32(reference.respace)),
     ("3a", "mixture stds used as variances", mixture_functions(stds_as_variances)[0]),
     ("3a", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[0]),
