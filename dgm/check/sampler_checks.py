@@ -80,6 +80,11 @@ def probe(sample, seed=0):
     return network, samples, {name: table.numpy() for name, table in schedule.items()}
 
 
+def check_returns(sample):
+    """The sampler returns, with x_0 of shape (n, *shape) as its last step computes it (not clamped)."""
+    probe(sample)
+
+
 def check_calls(sample):
     """eps_model gets x of shape (n, *shape) and t as a long tensor of shape (n,), for k = T-1 down to 0."""
     network, _, _ = probe(sample)
@@ -237,6 +242,7 @@ def check_end_to_end(sample):
 
 
 SAMPLE_CHECKS = (
+    ("returns x_0 of shape (n, *shape), not clamped", check_returns),
     ("calls eps_model(x, t) once per step, t = T-1, ..., 0", check_calls),
     ("starts from x ~ N(0, I)", check_start),
     ("mean of each step: (x_k - beta_k / sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_k)", check_mean),
