@@ -44,7 +44,7 @@ chapter: setup
 	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<file in book/ without .md>"; exit 2; }
 	mkdir -p _build/chapters
 	$(BIN)/jupytext --to ipynb book/$(NAME).md -o _build/chapters/$(NAME).ipynb
-	PYTHONPATH=book $(BIN)/jupyter-execute --inplace --timeout=600 _build/chapters/$(NAME).ipynb  # imports book/handout.py
+	PYTHONPATH=$(CURDIR)/book $(BIN)/jupyter-execute --inplace --timeout=600 _build/chapters/$(NAME).ipynb  # imports book/handout.py
 	@echo "Executed: $(CURDIR)/_build/chapters/$(NAME).ipynb"
 
 # Regenerate dgm/closed_forms.py after editing derivations/ (tests fail until you do).
