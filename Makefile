@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test setup generate chapter clean exercises
+.PHONY: book test setup generate chapter clean exercises kernel
 
 # Re-install only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -53,6 +53,10 @@ generate: setup
 
 clean:
 	rm -rf _build
+
+# Register .venv as the Jupyter kernel "Python (dgm)" that exercises/ps4.ipynb asks for (dgm.check.exercises.KERNEL).
+kernel: setup
+	$(BIN)/python -m ipykernel install --user --name dgm --display-name "Python (dgm)"
 
 # The student notebook and template (exercises/), from the handout's exercises; tests fail until they are up to date.
 exercises: setup

@@ -1,7 +1,9 @@
 """`dgm check`: the reference solution passes, every classic mistake is rejected by name, the student's errors stay
 theirs, and the student notebook and template are the handout's exercises as they are now."""
 
+import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +155,16 @@ def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(cap
     assert not any("solution_template" in text for text in problem_texts)
     for key in PROBLEMS:
         assert sum(f'run `check("{key}")`' in text for text in problem_texts) == 1, key
+
+
+def test_make_kernel_registers_the_kernel_the_notebook_asks_for(tmp_path):
+    line = next(line for line in (REPO / "Makefile").read_text().splitlines() if "ipykernel install" in line)
+    arguments = shlex.split(line.strip().replace("$(BIN)/python", sys.executable))
+    arguments[arguments.index("--user")] = f"--prefix={tmp_path}"  # not the user's own Jupyter
+    subprocess.run(arguments, check=True, capture_output=True)
+    kernelspec = nbformat.read(NOTEBOOK, as_version=4).metadata.kernelspec
+    installed = json.loads((tmp_path / "share" / "jupyter" / "kernels" / kernelspec.name / "kernel.json").read_text())
+    assert installed["display_name"] == kernelspec.display_name and installed["argv"][0] == sys.executable
 
 
 def test_student_files_hold_no_solution():

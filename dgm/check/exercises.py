@@ -27,6 +27,7 @@ MATH_FENCE = re.compile(r"^(`{3,}|:{3,})\{math\}[^\n]*\n(.*?)^\1\s*$", re.MULTIL
 TERMINAL_CHECK = re.compile(r"^Check your \w+ with `[^`]*dgm check (\w+) [^`]*`\.$", re.MULTILINE)
 PROBLEM_BY_EXERCISE = {problem.exercise: problem for problem in PROBLEMS.values()}
 IMPORTS = "import numpy as np\nimport torch"
+KERNEL = {"name": "dgm", "display_name": "Python (dgm)", "language": "python"}  # .venv, as `make kernel` registers it
 INTRODUCTION = """\
 # Problem set 4: diffusion models
 
@@ -34,6 +35,7 @@ The problems of the handout, each followed by the function it asks for, with a `
 and run the cell below it: `check("1a")` runs that problem's checks on your function and names any mistake it
 finds, with the formula, the index and the handout section to read. The same checks run in a terminal on
 `exercises/solution_template.py`, which holds the same functions: `dgm check all exercises/solution_template.py`.
+Run it with the kernel "Python (dgm)", the checkout's `.venv`, which `make kernel` registers with Jupyter.
 """
 
 
@@ -84,7 +86,7 @@ def render_notebook(book=BOOK):
         if problem:
             cells += [code(stub(problem).rstrip(), f"{label}-solution"), code(f'check("{problem.key}")', f"{label}-check")]
     notebook = nbformat.v4.new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "kernelspec": KERNEL,
         "language_info": {"name": "python"}})
     nbformat.validate(notebook)
     return nbformat.writes(notebook) + "\n"
