@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbclient import NotebookClient
 
 from dgm.check import command, exercises, handout, mixture_checks, problems, sampler_checks, schedule_checks
 from dgm.check.problems import PROBLEMS
@@ -157,7 +158,7 @@ def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(cap
         assert sum(f'run `check("{key}")`' in text for text in problem_texts) == 1, key
 
 
-def test_make_kernel_registers_the_kernel_the_notebook_asks_for(tmp_path):
+def test_make_kernel_registers_the_kernel_the_notebook_asks_for(tmp_path, monkeypatch):
     line = next(line for line in (REPO / "Makefile").read_text().splitlines() if "ipykernel install" in line)
     arguments = shlex.split(line.strip().replace("$(BIN)/python", sys.executable))
     arguments[arguments.index("--user")] = f"--prefix={tmp_path}"  # not the user's own Jupyter
@@ -165,6 +166,13 @@ def test_make_kernel_registers_the_kernel_the_notebook_asks_for(tmp_path):
     kernelspec = nbformat.read(NOTEBOOK, as_version=4).metadata.kernelspec
     installed = json.loads((tmp_path / "share" / "jupyter" / "kernels" / kernelspec.name / "kernel.json").read_text())
     assert installed["display_name"] == kernelspec.display_name and installed["argv"][0] == sys.executable
+
+    # Jupyter, finding that kernel, runs the notebook top to bottom, and its check cells report.
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(notebook, timeout=120, resources={"metadata": {"path": str(REPO / "exercises")}}).execute()
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    assert printed.count("still raises NotImplementedError") == len(PROBLEMS)
 
 
 def test_student_files_hold_no_solution():
