@@ -1,6 +1,7 @@
 """`dgm check`: the reference solution passes, every classic mistake is rejected by name, the student's errors stay
 theirs, and the student notebook and template are the handout's exercises as they are now."""
 
+import inspect
 import json
 import re
 import shlex
@@ -127,6 +128,28 @@ def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             command.main(["all", str(broken)])
         assert exit_.value.code == 1 and "called exit" in capsys.readouterr().err
+
+
+def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, capsys, one_thread):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    solution = next(cell for cell in notebook.cells if cell.get("id") == "ex-1a-solution")
+    solution.source = inspect.getsource(reference_solution.ddpm_schedules)
+    broken = next(cell for cell in notebook.cells if cell.get("id") == "ex-1b-solution")
+    stub, broken.source = broken.source, "%matplotlib inline\nimport not_a_module"  # magics are skipped; the error names its cell
+    path = tmp_path / "mine.ipynb"
+    nbformat.write(notebook, path)
+    with pytest.raises(SystemExit) as exit_:
+        command.main(["1a", str(path)])
+    out, err = capsys.readouterr()
+    cell = notebook.cells.index(broken) + 1
+    assert exit_.value.code == 1 and f"mine.ipynb, cell {cell}" in err and "import not_a_module" in err
+    broken.source = "!ls\n" + stub
+    nbformat.write(notebook, path)
+    with pytest.raises(SystemExit) as exit_:
+        command.main(["all", str(path)])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 1 and "summary: 1a ok, 1b not implemented" in out and not err
+    assert out.count("Problem 1a") == 1  # the notebook's own check("1a") cell did not run as well
 
 
 def test_the_untouched_template_is_not_implemented_without_a_traceback():

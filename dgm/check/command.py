@@ -5,12 +5,14 @@ student's code raises), 2 for a usage error: a missing file or function, or a si
 """
 
 import argparse
-import importlib.util
 import inspect
+import linecache
 import sys
 import textwrap
+import types
 from pathlib import Path
 
+import nbformat
 import torch
 
 from dgm.check.handout import section_title
@@ -22,26 +24,48 @@ STATUS_WIDTH = len("not implemented")
 
 
 def load_solutions(path):
-    """The globals of the student's Python file, run as a module. Its folder goes first on the import path and
-    stays there, so that imports inside their functions find files beside it."""
+    """The globals of the student's Python file or notebook, run as a module (a notebook's check cells, magics and
+    shell lines left out). Its folder goes first on the import path and stays there, so that imports inside their
+    functions find files beside it."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no file {path}")
-    if path.suffix != ".py":
-        raise UsageError(f"{path} is not a Python file: give the .py file that defines your functions "
-                         "(such as exercises/solution_template.py)")
-    spec = importlib.util.spec_from_file_location(f"dgm_check_solution_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
+    if path.suffix not in (".py", ".ipynb"):
+        raise UsageError(f"{path} is neither a Python file nor a notebook: give the file that defines your functions "
+                         "(such as exercises/solution_template.py or exercises/ps4.ipynb)")
     if str(path.resolve().parent) not in sys.path:
         sys.path.insert(0, str(path.resolve().parent))
+    module = types.ModuleType(f"dgm_check_solution_{path.stem}")
+    module.__file__ = str(path)
     try:
-        spec.loader.exec_module(module)
+        for filename, source in module_sources(path):
+            linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+            exec(compile(source, filename, "exec"), vars(module))
     except Exception as error:  # their file's error, shown with their traceback
         raise StudentError(student_traceback(error)) from None
     except SystemExit as stop:  # exit() would end the check before any verdict, as if all passed
         raise StudentError(f"it called exit({stop.code if stop.code is not None else ''}) at the top level: remove "
                            "the call, or put it under `if __name__ == \"__main__\":`") from None
     return vars(module)
+
+
+def module_sources(path):
+    """(file name for tracebacks, source) of a Python file, or of each code cell of a notebook ("ps4.ipynb, cell 5"),
+    without the lines that only make sense in Jupyter: check("...") calls, %magics and !shell commands."""
+    if path.suffix == ".py":
+        return [(str(path), path.read_text())]
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception as error:  # nbformat raises several kinds for a file that is not a notebook
+        raise UsageError(f"{path} is not a readable notebook ({type(error).__name__}: {error})") from None
+    sources = []
+    for number, cell in enumerate(notebook.cells, start=1):
+        if cell.cell_type == "code":
+            lines = [line if not line.lstrip().startswith(("check(", "%", "!")) else
+                     line[:len(line) - len(line.lstrip())] + "pass  # " + line.strip()
+                     for line in cell.source.splitlines()]
+            sources.append((f"{path}, cell {number}", "\n".join(lines) + "\n"))
+    return sources
 
 
 def problem_keys(problem):
@@ -158,7 +182,8 @@ def check(problem, namespace=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm check", description=__doc__.split("\n\n")[0])
     parser.add_argument("problem", choices=[*PROBLEMS, "all"], help="the problem to check, or all")
-    parser.add_argument("file", type=Path, help="the Python file with your functions (exercises/solution_template.py)")
+    parser.add_argument("file", type=Path, help="the .py file or notebook with your functions "
+                        "(exercises/solution_template.py or exercises/ps4.ipynb)")
     args = parser.parse_args(argv)
     try:
         namespace = load_solutions(args.file)
