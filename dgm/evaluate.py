@@ -9,7 +9,6 @@ printed beside it for that reason. The classifier is ``dgm.classifier``.
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier, predict
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import select_device
-from dgm.files import atomic_write_text, check_writable
+from dgm.files import atomic_write_text, check_writable, timestamp
 from dgm.paths import CHECKPOINTS, RUNS
 from dgm.runs import CHECKPOINT_FORMAT, config_of, run_folder_checkpoint
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
@@ -108,7 +107,7 @@ def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", se
     report["samples"]["seconds_per_sample"] = seconds
     report["settings"] = {"ckpt": str(ckpt), "steps": steps, "n": n, "sampler": sampler, "sigma": sigma,
                           "seed": seed, "classifier": Path(classifier_path).name,
-                          "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "evaluated_at": timestamp(),
                           "training_step": metadata["step"], "T": metadata["config"]["T"]}
     return report
 

@@ -1,4 +1,5 @@
-"""File helpers: atomic writes, SHA-256 digests, reading reports, and checking output paths before any work.
+"""File helpers: atomic writes, SHA-256 digests, reading reports, their timestamps, and checking output paths before
+any work.
 
 A file written here is either the old one or the complete new one, never half of it: a run or a download killed
 at any moment leaves nothing that later passes for data or for a checkpoint.
@@ -10,7 +11,13 @@ import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
+
+
+def timestamp():
+    """Now, as reports and checkpoints record it: ISO 8601 with the UTC offset, alike on every locale."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def atomic_write_bytes(path, data):

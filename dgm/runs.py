@@ -9,7 +9,6 @@ import argparse
 import csv
 import io
 import shutil
-import time
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ import torch
 from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_into, save_checkpoint
 from dgm.config import TrainConfig
 from dgm.ddpm import DDPM
-from dgm.files import atomic_write_bytes, check_writable, remove_temporaries
+from dgm.files import atomic_write_bytes, check_writable, remove_temporaries, timestamp
 from dgm.unet import UNet
 
 CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
@@ -65,7 +64,7 @@ def run_metadata(config, step, network, world_size=1, hardware=None):
     time."""
     return {"format": CHECKPOINT_FORMAT, "step": step, "world_size": world_size, "config": config.to_dict(),
             "model": network.config(), "hardware": hardware, "torch": torch.__version__,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "saved_at": timestamp()}
 
 
 def save_run(out, config, step, network, ema, optimizer, world_size=1, hardware=None):

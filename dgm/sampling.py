@@ -70,7 +70,8 @@ def add_sampler_options(parser, sigma="beta"):
     """``--sampler`` and ``--sigma`` (default ``sigma``), as the commands that sample take them."""
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="ancestral")
     parser.add_argument("--sigma", choices=SIGMA_CHOICES, default=None,
-                        help=f"the ancestral sampler's noise: sigma^2 = beta or posterior (beta_tilde); default {sigma}")
+                        help=f"the ancestral sampler's noise: sigma^2 = beta or posterior (beta_tilde); "
+                        f"default {sigma}")
     parser.set_defaults(default_sigma=sigma)
 
 

@@ -34,8 +34,9 @@ INTRODUCTION = """\
 The problems of the handout, each followed by the function it asks for, with a `TODO` body. Write your code there
 and run the cell below it: `check("1a")` runs that problem's checks on your function and names any mistake it
 finds, with the formula, the index and the handout section to read. The same checks run in a terminal, on this
-notebook or on `exercises/solution_template.py` (the same functions as plain Python): `dgm check all exercises/ps4.ipynb`.
-Run it with the kernel "Python (dgm)", the checkout's `.venv`, which `make kernel` registers with Jupyter.
+notebook or on `exercises/solution_template.py` (the same functions as plain Python):
+`dgm check all exercises/ps4.ipynb`. Run it with the kernel "Python (dgm)", the checkout's `.venv`, which
+`make kernel` registers with Jupyter.
 """
 
 

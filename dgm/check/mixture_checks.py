@@ -153,7 +153,7 @@ def check_score_tails(score):
         if np.any(got == 0):  # the exact score there is about -x / v, far from 0
             index = int(np.argmax(got == 0))
             raise Mistake("score zero in the tails", f"at x = {TAILS[index]:g}, {describe(case)}, your score is 0, "
-                          f"which replaces 0/0 by 0 (such as by nan_to_num) where the score is about -x / v: "
+                          "which replaces 0/0 by 0 (such as by nan_to_num) where the score is about -x / v: "
                           f"{LOG_SUM_EXP}", SCORE_SECTION)
         compare(got, exact("score", case, TAILS), "score", SCORE_SECTION, x=TAILS, context=describe(case))
 

@@ -258,7 +258,7 @@ def respace_result(respace, alpha_bar, steps):
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise Mistake("not a pair", f"respace returned {type(result).__name__}; return (timesteps, betas)",
                       RESPACING_SECTION)
-    kept = result[0]
+    kept, betas = result
     if kept.is_floating_point() if isinstance(kept, torch.Tensor) else \
             isinstance(kept, np.ndarray) and np.issubdtype(kept.dtype, np.floating):
         swapped = bool((np.asarray(kept) < 1).all())  # betas lie in (0, 1); steps count up to T - 1
@@ -266,8 +266,8 @@ def respace_result(respace, alpha_bar, steps):
                       + (" whose values all lie below 1, like betas: return (timesteps, betas), in that order"
                          if swapped else "; the sampler indexes alpha_bar with them and passes them to eps_model as "
                          "integers: return a long tensor (dtype=torch.long)"), RESPACING_SECTION)
-    timesteps = as_float_array(result[0], "timesteps", RESPACING_SECTION, shape=(steps,))
-    betas = as_float_array(result[1], "betas", RESPACING_SECTION, shape=(steps,))
+    timesteps = as_float_array(kept, "timesteps", RESPACING_SECTION, shape=(steps,))
+    betas = as_float_array(betas, "betas", RESPACING_SECTION, shape=(steps,))
     if not np.array_equal(timesteps, np.round(timesteps)):
         raise Mistake("timesteps are not integers", f"timesteps = {timesteps[:5]} ...", RESPACING_SECTION)
     return timesteps.astype(np.int64), betas

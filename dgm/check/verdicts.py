@@ -72,14 +72,14 @@ def call(function, *args, **kwargs):
     """``function(*args, **kwargs)`` with the student's exceptions turned into NotImplementedYet or StudentError, and
     a Mistake if it changed a tensor or array it was given (the caller's copy would silently hold other values)."""
     inputs = named_inputs(function, args, kwargs)
-    before = [(name, _copy(value)) for name, value in inputs]
+    before = [_copy(value) for _, value in inputs]
     try:
         result = function(*args, **kwargs)
     except NotImplementedError:
         raise NotImplementedYet() from None
     except Exception as error:  # any exception of theirs is reported as theirs, with their traceback
         raise StudentError(student_traceback(error)) from None
-    for (name, value), (_, copy) in zip(inputs, before):
+    for (name, value), copy in zip(inputs, before):
         if not _equal(value, copy):
             raise Mistake(f"{name} changed in place", f"your function changed its argument {name} in place (such as "
                           f"`{name} *= ...` or a method ending in _, like `.mul_()`), so the caller's "
