@@ -86,3 +86,17 @@ def test_seeds_below_one_are_refused():
         toy_ablation.main(["--seeds", "0"])
     with pytest.raises(ValueError, match="seeds"):
         toy_ablation.run(10, seeds=0)
+
+
+@pytest.mark.parametrize("report", [toy_ablation.DEFAULT_OUT, toy_ablation.FULL_CHAINS_OUT], ids=lambda p: p.name)
+def test_shipped_report_is_what_the_current_code_writes(report):
+    """The book reads these reports: their config has the keys run() writes, and one of their rows re-draws alike."""
+    shipped = toy_ablation.json.loads(report.read_text())
+    config = shipped["config"]
+    row = next(row for row in shipped["rows"] if row["T"] == 500 and row["sampler"] == "DDIM (eta = 0)")
+    redrawn = toy_ablation.run(config["n"], timesteps=(500,), step_counts=(row["steps"],), samplers=(row["sampler"],),
+                               seed=config["seed"], seeds=config["seeds"], floor_repeats=1, progress=False)
+    assert redrawn["config"].keys() == config.keys()
+    (again,) = [r for r in redrawn["rows"] if r["steps"] == row["steps"]]
+    for name in ("wasserstein", "ks"):
+        assert again[name] == pytest.approx(row[name], rel=1e-3, abs=1e-5)
