@@ -41,8 +41,10 @@ def forward(x0, t, noise, alpha_bar):
 # the sampler of Algorithm 2 with $\sigma_t^2 = \beta_t$ and $\sigma_t^2 = \tilde\beta_t$.
 #
 # Check your implementation with `.venv/bin/dgm check 1c exercises/solution_template.py`.
-def sample(eps_model, n, shape, schedule, generator=None):
-    """Ancestral sampling (Algorithm 2) with sigma_k^2 = beta_k, from x ~ N(0, I) of shape (n, *shape).
+def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    """Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape (n, *shape), with sigma_k^2 = beta_k
+    (sigma="beta") or the posterior variance beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k
+    (sigma="posterior"), alpha_bar_(-1) = 1.
     eps_model(x, t) takes t as a long tensor of shape (n,); schedule is the dict of ddpm_schedules;
     draw all noise with torch.randn(..., generator=generator). Returns x_0 of shape (n, *shape)."""
     # TODO: your code

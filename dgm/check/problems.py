@@ -56,8 +56,10 @@ PROBLEMS = {problem.key: problem for problem in (
             "A draw x_t of q(x_t | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of\n"
             "timesteps in 0..T-1, alpha_bar the table of ddpm_schedules. Returns x_t of the shape of x0.",
             FORWARD_CHECKS),
-    Problem("1c", "ex-1c", "sample", "eps_model, n, shape, schedule, generator=None",
-            "Ancestral sampling (Algorithm 2) with sigma_k^2 = beta_k, from x ~ N(0, I) of shape (n, *shape).\n"
+    Problem("1c", "ex-1c", "sample", 'eps_model, n, shape, schedule, sigma="beta", generator=None',
+            "Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape (n, *shape), with sigma_k^2 = beta_k\n"
+            '(sigma="beta") or the posterior variance beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k\n'
+            '(sigma="posterior"), alpha_bar_(-1) = 1.\n'
             "eps_model(x, t) takes t as a long tensor of shape (n,); schedule is the dict of ddpm_schedules;\n"
             "draw all noise with torch.randn(..., generator=generator). Returns x_0 of shape (n, *shape).",
             SAMPLE_CHECKS),

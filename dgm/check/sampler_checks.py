@@ -65,13 +65,13 @@ class RecordingNetwork:
         return eps
 
 
-def probe(sample, seed=0):
+def probe(sample, seed=0, sigma="beta"):
     """The student's sampler on the probe chain: (recording network, samples, the chain's tables as float64)."""
     network = RecordingNetwork()
     schedule = schedule_from_betas(torch.tensor(PROBE_BETAS, dtype=torch.float64))
     generator = torch.Generator().manual_seed(seed)
     samples = call(sample, limit_calls(network, len(PROBE_BETAS)), PROBE_N, PROBE_SHAPE, contract_schedule(schedule),
-                   generator=generator)
+                   sigma=sigma, generator=generator)
     samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(PROBE_N, *PROBE_SHAPE))
     if np.abs(samples).max() <= 1:  # this chain, from N(0, I), ends beyond 1 in most samples
         raise Mistake("samples clamped to [-1, 1]", "every sample lies in [-1, 1]: Algorithm 2 returns x_0 as its "
@@ -180,39 +180,60 @@ def check_mean(sample):
     raise Mistake("wrong reverse mean", step, EPSILON_SECTION)
 
 
+def noise_variants(sigma, beta, posterior):
+    """The noise's standard deviation that ``sigma`` asks for, and (standard deviation, name, explanation) of the
+    mistakes that give another."""
+    wanted = {"beta": "beta_k", "posterior": "beta_tilde_k"}[sigma]
+    no_noise = (np.zeros_like(beta), "no noise added", f"the steps add no noise; Algorithm 2 adds sigma_k z with "
+                f"sigma_k^2 = {wanted} at every step but the last")
+    if sigma == "beta":
+        return np.sqrt(beta), (
+            (beta, "beta used as the noise's standard deviation",
+             "sigma_k z with sigma_k = beta_k: sigma_k^2 = beta_k is a variance, so sigma_k = sqrt(beta_k)"),
+            (np.sqrt(posterior), "sigma^2 = beta_tilde instead of beta",
+             'with sigma="beta" the noise has variance beta_tilde_k; it should have variance beta_k'),
+            no_noise)
+    previous = np.concatenate([[1.0], (1 - beta[:-1]).cumprod()])  # alpha_bar_(k-1), 1 before the first step
+    alpha_bar = previous * (1 - beta)
+    return np.sqrt(posterior), (
+        (np.sqrt(beta), "sigma^2 = beta instead of beta_tilde",
+         'with sigma="posterior" the noise has variance beta_k (is sigma ignored?); it should have the posterior '
+         "variance beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k"),
+        (posterior, "beta_tilde used as the noise's standard deviation",
+         "sigma_k z with sigma_k = beta_tilde_k: beta_tilde_k is a variance, so sigma_k = sqrt(beta_tilde_k)"),
+        (np.sqrt((1 - alpha_bar) / (1 - previous + 1e-300) * beta), "beta_tilde's ratio inverted",
+         "the noise has variance (1 - alpha_bar_k) / (1 - alpha_bar_(k-1)) beta_k; the posterior variance is "
+         "beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k, smaller than beta_k"),
+        no_noise)
+
+
 def check_noise(sample):
-    """Each step k > 0 adds noise of standard deviation sqrt(beta_k); the last step, k = 0, adds none."""
-    network, samples, chain = probe(sample)
-    noise_std = fit_steps(network, samples)[-1]
-    beta, posterior = chain["beta"], chain["posterior_variance"]
-    inner = slice(1, None)
+    """Each step k > 0 adds noise of variance beta_k (sigma="beta") or beta_tilde_k (sigma="posterior"); the last
+    step, k = 0, adds none."""
     count = PROBE_N * np.prod(PROBE_SHAPE)
     tolerance = TOLERANCE_IN_STANDARD_ERRORS / np.sqrt(2 * count)
+    inner = slice(1, None)
+    for sigma in ("beta", "posterior"):
+        network, samples, chain = probe(sample, sigma=sigma)
+        noise_std = fit_steps(network, samples)[-1]
+        expected, variants = noise_variants(sigma, chain["beta"], chain["posterior_variance"])
 
-    def matches(target):
-        return bool(np.all(np.abs(noise_std[inner] - target[inner]) <= tolerance * target[inner] + 1e-6))
+        def matches(target):
+            return bool(np.all(np.abs(noise_std[inner] - target[inner]) <= tolerance * target[inner] + 1e-6))
 
-    if not matches(np.sqrt(beta)):
-        variants = (
-            (beta, "beta used as the noise's standard deviation",
-             "sigma_t z with sigma_t = beta_t: the problem's sigma_t^2 = beta_t is a variance, so sigma_t = "
-             "sqrt(beta_t)"),
-            (np.sqrt(posterior), "sigma^2 = beta_tilde instead of beta",
-             "the noise has variance beta_tilde_t; the template's sampler uses sigma_t^2 = beta_t"),
-            (np.zeros_like(beta), "no noise added", "the steps add no noise; Algorithm 2 adds sigma_t z with "
-             "sigma_t = sqrt(beta_t) at every step but the last"),
-        )
-        k = int(np.argmax(np.abs(noise_std[inner] / np.sqrt(beta[inner]) - 1))) + 1
-        step = (f"step k = {k} adds noise of standard deviation {noise_std[k]:.4g}, expected sqrt(beta_k) = "
-                f"{np.sqrt(beta[k]):.4g} (beta_k = {beta[k]:.3g})")
-        for target, name, explanation in variants:
-            if matches(target):
-                raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", POSTERIOR_SECTION)
-        raise Mistake("wrong noise", step, POSTERIOR_SECTION)
-    if noise_std[0] > 1e-4:
-        raise Mistake("noise added at the last step", f"the last step (k = 0) adds noise of standard deviation "
-                      f"{noise_std[0]:.3g} (here beta_0 = {beta[0]}); Algorithm 2 returns the mean at the last "
-                      "step, z = 0 when k = 0", EPSILON_SECTION)
+        if not matches(expected):
+            k = int(np.argmax(np.abs(noise_std[inner] / expected[inner] - 1))) + 1
+            name = {"beta": "sqrt(beta_k)", "posterior": "sqrt(beta_tilde_k)"}[sigma]
+            step = (f'with sigma="{sigma}", step k = {k} adds noise of standard deviation {noise_std[k]:.4g}, '
+                    f"expected {name} = {expected[k]:.4g} (beta_k = {chain['beta'][k]:.3g})")
+            for target, mistake, explanation in variants:
+                if matches(target):
+                    raise Mistake(mistake, f"{explanation}. {step[0].upper()}{step[1:]}", POSTERIOR_SECTION)
+            raise Mistake("wrong noise", step, POSTERIOR_SECTION)
+        if noise_std[0] > 1e-4:
+            raise Mistake("noise added at the last step", f'with sigma="{sigma}", the last step (k = 0) adds noise '
+                          f"of standard deviation {noise_std[0]:.3g} (here beta_0 = {chain['beta'][0]}); Algorithm 2 "
+                          "returns the mean at the last step, z = 0 when k = 0", EPSILON_SECTION)
 
 
 def check_generator(sample):
@@ -225,20 +246,22 @@ def check_generator(sample):
 
 
 def check_end_to_end(sample):
-    """With the exact noise predictor of the 1-D mixture on the problem set's chain, the samples follow p_0."""
+    """With the exact noise predictor of the 1-D mixture on the problem set's chain, the samples follow p_0, with
+    either sigma."""
     mixture = toy_mixture()
     schedule = contract_schedule(ddpm_schedules(*PROBLEM_SET_CHAIN))
     predictor = exact_noise_predictor(mixture, schedule["alpha_bar"])
-    generator = torch.Generator().manual_seed(0)
-    samples = call(sample, limit_calls(predictor, PROBLEM_SET_CHAIN[2]), END_TO_END_N, (1,), schedule,
-                   generator=generator)
-    samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(END_TO_END_N, 1))[:, 0]
-    test = scipy.stats.kstest(samples, mixture.cdf)
-    if not np.isfinite(samples).all() or test.pvalue < END_TO_END_P_VALUE:
-        raise Mistake("samples do not follow p_0", f"{END_TO_END_N} samples of the mixture {mixture} drawn with its "
-                      f"exact noise predictor: Kolmogorov-Smirnov statistic {test.statistic:.3g}, p = "
-                      f"{test.pvalue:.2g} (mean {np.mean(samples):.3g}, expected "
-                      f"{float(mixture.weights @ mixture.means):.3g})", EPSILON_SECTION)
+    for sigma in ("beta", "posterior"):
+        generator = torch.Generator().manual_seed(0)
+        samples = call(sample, limit_calls(predictor, PROBLEM_SET_CHAIN[2]), END_TO_END_N, (1,), schedule,
+                       sigma=sigma, generator=generator)
+        samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(END_TO_END_N, 1))[:, 0]
+        test = scipy.stats.kstest(samples, mixture.cdf)
+        if not np.isfinite(samples).all() or test.pvalue < END_TO_END_P_VALUE:
+            raise Mistake("samples do not follow p_0", f'{END_TO_END_N} samples (sigma="{sigma}") of the mixture '
+                          f"{mixture} drawn with its exact noise predictor: Kolmogorov-Smirnov statistic "
+                          f"{test.statistic:.3g}, p = {test.pvalue:.2g} (mean {np.mean(samples):.3g}, expected "
+                          f"{float(mixture.weights @ mixture.means):.3g})", EPSILON_SECTION)
 
 
 SAMPLE_CHECKS = (
@@ -246,9 +269,9 @@ SAMPLE_CHECKS = (
     ("calls eps_model(x, t) once per step, t = T-1, ..., 0", check_calls),
     ("starts from x ~ N(0, I)", check_start),
     ("mean of each step: (x_k - beta_k / sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_k)", check_mean),
-    ("noise sqrt(beta_k) z at steps k > 0, none at k = 0", check_noise),
+    ("noise sigma_k z, sigma_k^2 = beta_k or beta_tilde_k, at steps k > 0, none at k = 0", check_noise),
     ("draws its noise from generator", check_generator),
-    ("the exact predictor of the 1-D mixture gives samples of p_0", check_end_to_end),
+    ("the exact predictor of the 1-D mixture gives samples of p_0, with either sigma", check_end_to_end),
 )
 
 

@@ -38,7 +38,24 @@ def beta_std(schedule, k):
     return schedule["beta"][k].sqrt()
 
 
-def sampler(mean_step=None, noise_std=beta_std, last_step_noise=False, timestep_offset=0, own_noise=False):
+def posterior_std(schedule, k):
+    """sqrt(beta_tilde_k), the posterior's standard deviation."""
+    alpha_bar = schedule["alpha_bar"]
+    previous = alpha_bar[k - 1] if k > 0 else alpha_bar.new_ones(())
+    return (schedule["beta"][k] * (1 - previous) / (1 - alpha_bar[k])).sqrt()
+
+
+def inverted_posterior_std(schedule, k):
+    alpha_bar = schedule["alpha_bar"]
+    return (schedule["beta"][k] * (1 - alpha_bar[k]) / (1 - alpha_bar[k - 1])).sqrt()
+
+
+def correct_std(beta=beta_std, posterior=posterior_std):
+    """noise_std(schedule, k, sigma) with one of its two branches replaced."""
+    return lambda schedule, k, chosen: (beta if chosen == "beta" else posterior)(schedule, k)
+
+
+def sampler(mean_step=None, noise_std=correct_std(), last_step_noise=False, timestep_offset=0, own_noise=False):
     """sample() with one part changed: the mean step, the noise's standard deviation at step k, noise at the last
     step, the timesteps given to the network, or noise that ignores the generator."""
     def correct_mean(x, eps, beta, alpha, alpha_bar):
@@ -46,7 +63,7 @@ def sampler(mean_step=None, noise_std=beta_std, last_step_noise=False, timestep_
 
     mean_step = mean_step or correct_mean
 
-    def sample(eps_model, n, shape, schedule, generator=None):
+    def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
         beta, alpha, alpha_bar = schedule["beta"], schedule["alpha"], schedule["alpha_bar"]
         x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
         for k in reversed(range(len(beta))):
@@ -54,16 +71,9 @@ def sampler(mean_step=None, noise_std=beta_std, last_step_noise=False, timestep_
             x = mean_step(x, eps, beta[k], alpha[k], alpha_bar[k])
             if k > 0 or last_step_noise:
                 z = torch.randn_like(x) if own_noise else torch.randn(x.shape, generator=generator, dtype=x.dtype)
-                x = x + noise_std(schedule, k) * z
+                x = x + noise_std(schedule, k, sigma) * z
         return x
     return sample
-
-
-def posterior_std(schedule, k):
-    """sqrt(beta_tilde_k), the posterior's standard deviation."""
-    alpha_bar = schedule["alpha_bar"]
-    previous = alpha_bar[k - 1] if k > 0 else alpha_bar.new_ones(())
-    return (schedule["beta"][k] * (1 - previous) / (1 - alpha_bar[k])).sqrt()
 
 
 def respace_original_betas(alpha_bar, steps):
@@ -135,7 +145,7 @@ def sample_with_trajectory(*args, **kwargs):
     return samples, [samples]
 
 
-def sample_without_end(eps_model, n, shape, schedule, generator=None):
+def sample_without_end(eps_model, n, shape, schedule, sigma="beta", generator=None):
     x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
     k = len(schedule["beta"]) - 1
     while k >= 0:  # k is never decremented
@@ -179,14 +189,19 @@ MUTANTS = [
     ("1b", "alpha_bar indexed at t - 1", forward_with(lambda a: a.sqrt(), lambda a: (1 - a).sqrt(), -1)),
     ("1b", "noise argument ignored", forward_ignoring_noise),
     ("1c", "noise added at the last step", sampler(last_step_noise=True)),
-    ("1c", "beta used as the noise's standard deviation", sampler(noise_std=lambda schedule, k: schedule["beta"][k])),
+    ("1c", "beta used as the noise's standard deviation",
+     sampler(noise_std=correct_std(beta=lambda schedule, k: schedule["beta"][k]))),
     ("1c", "1 - alpha_bar instead of its square root",
      sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: (x - beta / (1 - alpha_bar) * eps) / alpha.sqrt())),
     ("1c", "the epsilon term's sign",
      sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: (x + beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt())),
     ("1c", "1/sqrt(alpha_t) missing",
      sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: x - beta / (1 - alpha_bar).sqrt() * eps)),
-    ("1c", "sigma^2 = beta_tilde instead of beta", sampler(noise_std=posterior_std)),
+    ("1c", "sigma^2 = beta_tilde instead of beta", sampler(noise_std=correct_std(beta=posterior_std))),
+    ("1c", "sigma^2 = beta instead of beta_tilde", sampler(noise_std=correct_std(posterior=beta_std))),
+    ("1c", "beta_tilde used as the noise's standard deviation",
+     sampler(noise_std=correct_std(posterior=lambda schedule, k: posterior_std(schedule, k) ** 2))),
+    ("1c", "beta_tilde's ratio inverted", sampler(noise_std=correct_std(posterior=inverted_posterior_std))),
     ("1c", "timesteps numbered 1..T", sampler(timestep_offset=1)),
     ("1c", "noise not drawn from generator", sampler(own_noise=True)),
     ("1c", "samples clamped to [-1, 1]", sample_clamped),

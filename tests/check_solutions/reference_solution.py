@@ -18,14 +18,16 @@ def forward(x0, t, noise, alpha_bar):
     return level.sqrt() * x0 + (1 - level).sqrt() * noise
 
 
-def sample(eps_model, n, shape, schedule, generator=None):
+def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
     beta, alpha, alpha_bar = schedule["beta"], schedule["alpha"], schedule["alpha_bar"]
+    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    variance = beta if sigma == "beta" else (1 - alpha_bar_prev) / (1 - alpha_bar) * beta
     x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
     for k in reversed(range(len(beta))):
         eps = eps_model(x, torch.full((n,), k, dtype=torch.long))
         x = (x - beta[k] / (1 - alpha_bar[k]).sqrt() * eps) / alpha[k].sqrt()
         if k > 0:
-            x = x + beta[k].sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = x + variance[k].sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype)
     return x
 
 
