@@ -10,8 +10,9 @@ import torch
 
 # Problem 1a: the schedule
 #
-# Implement `ddpm_schedules(beta_min, beta_max, T)` returning $\beta_t$, $\alpha_t$ and $\bar\alpha_t$ for the
-# linear schedule $\beta_t = \beta_{\min} + t (\beta_{\max} - \beta_{\min})/(T - 1)$, $t = 0, \dots, T-1$.
+# Implement `ddpm_schedules(beta_min, beta_max, T)` returning the arrays $\beta$, $\alpha$ and $\bar\alpha$ for the
+# linear schedule, whose entry $k = 0, \dots, T-1$ (step $t = k + 1$ of the chain) is $\beta[k] = \beta_{\min} + k
+# (\beta_{\max} - \beta_{\min})/(T - 1)$.
 #
 # Check your implementation with `.venv/bin/dgm check 1a exercises/solution_template.py`.
 def ddpm_schedules(beta_min, beta_max, T):
@@ -66,8 +67,10 @@ def respace(alpha_bar, steps):
 
 # Problem 3a: the marginal
 #
-# For $p_0 = \pi_1 \mathcal N(\mu_1, s_1^2) + \pi_2 \mathcal N(\mu_2, s_2^2)$ and the VP-SDE above, derive $p(x(t))$
-# in terms of $t$, $\beta_{\min}$ and $\beta_{\max}$.
+# For $p_0 = \pi_1 \mathcal N(\mu_1, s_1^2) + \pi_2 \mathcal N(\mu_2, s_2^2)$ and the VP-SDE $\mathrm{d}x =
+# -\tfrac12 \beta(t)\, x\, \mathrm{d}t + \sqrt{\beta(t)}\, \mathrm{d}w$ with $\beta(t) = \beta_{\min} +
+# t\,(\beta_{\max} - \beta_{\min})$, $t \in [0, 1]$, derive $p(x(t))$ in terms of $t$, $\beta_{\min}$ and
+# $\beta_{\max}$.
 #
 # Check your implementation with `.venv/bin/dgm check 3a exercises/solution_template.py`.
 def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):

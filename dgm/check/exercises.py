@@ -31,8 +31,8 @@ KERNEL = {"name": "dgm", "display_name": "Python (dgm)", "language": "python"}  
 INTRODUCTION = """\
 # Problem set 4: diffusion models
 
-The problems of the handout, each followed by the function it asks for, with a `TODO` body. Write your code there
-and run the cell below it: `check("1a")` runs that problem's checks on your function and names any mistake it
+The problems of the handout. Each that asks for a function is followed by it, with a `TODO` body; the others get a
+cell to work in. Write your code there and run the cell below it: `check("1a")` runs that problem's checks on your function and names any mistake it
 finds, with the formula, the index and the handout section to read. The same checks run in a terminal, on this
 notebook or on `exercises/solution_template.py` (the same functions as plain Python):
 `dgm check all exercises/ps4.ipynb`. Run it with the kernel "Python (dgm)", the checkout's `.venv`, which
@@ -86,6 +86,9 @@ def render_notebook(book=BOOK):
         problem = PROBLEM_BY_EXERCISE.get(label)
         if problem:
             cells += [code(stub(problem).rstrip(), f"{label}-solution"), code(f'check("{problem.key}")', f"{label}-check")]
+        else:
+            cells.append(code("# TODO: your work (no automatic check: compare with the handout's solution)",
+                              f"{label}-work"))
     notebook = nbformat.v4.new_notebook(cells=cells, metadata={
         "kernelspec": KERNEL,
         "language_info": {"name": "python"}})
