@@ -89,10 +89,10 @@ def full_chain(report, model, sigma="beta"):
 
 
 def toy_full_chains():
-    """The exact-predictor full chains over several seeds (results/toy_full_chains.json):
+    """The full chains (steps = T) of the exact-predictor grid over its seeds (results/toy_ablation.json):
     the result, {(T, sampler): row} and the Monte-Carlo floor of the 1-Wasserstein distance."""
-    result = json.loads((RESULTS / "toy_full_chains.json").read_text())
-    rows = {(row["T"], row["sampler"]): row for row in result["rows"]}
+    result = json.loads((RESULTS / "toy_ablation.json").read_text())
+    rows = {(row["T"], row["sampler"]): row for row in result["rows"] if row["steps"] == row["T"]}
     return result, rows, result["floor"]["wasserstein"]
 
 

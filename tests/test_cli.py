@@ -150,13 +150,15 @@ def test_commands_refuse_options_they_would_ignore_or_misread(capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_toy_ablation_variants_never_replace_the_step_count_report(monkeypatch):
+def test_toy_ablation_quick_never_replaces_the_report_and_the_default_remakes_it(monkeypatch):
     written = []
-    monkeypatch.setattr(toy_ablation, "run", lambda n, **kwargs: {"rows": [], "n": n})
-    monkeypatch.setattr(toy_ablation, "save", lambda result, out: written.append((result["n"], out)))
+    monkeypatch.setattr(toy_ablation, "run", lambda n, seeds, **kwargs: {"rows": [], "n": n, "seeds": seeds})
+    monkeypatch.setattr(toy_ablation, "save", lambda result, out: written.append((result["n"], result["seeds"], out)))
     assert cli.main(["toy-ablation", "--quick"]) == 0
-    assert cli.main(["toy-ablation", "--full-chains", "--n", "10"]) == 0
-    assert written == [(5_000, RUNS / "toy_ablation_quick.json"), (10, RESULTS / "toy_full_chains.json")]
+    assert cli.main(["toy-ablation"]) == 0
+    shipped = toy_ablation.json.loads(toy_ablation.DEFAULT_OUT.read_text())["config"]
+    assert written == [(5_000, 10, RUNS / "toy_ablation_quick.json"),
+                       (shipped["n"], shipped["seeds"], RESULTS / "toy_ablation.json")]
 
 
 def test_train_options_with_fixed_values_list_them(capsys):

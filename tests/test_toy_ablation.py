@@ -45,9 +45,9 @@ def test_short_chains_start_further_from_the_prior():
 def test_cli_quick_run_writes_json_and_csv(tmp_path, monkeypatch):
     calls, full_run = {}, toy_ablation.run
 
-    def small_run(n, step_counts, seed, seeds):
+    def small_run(n, seed, seeds):
         calls["n"] = n
-        return full_run(n, timesteps=(500,), step_counts=step_counts and (10,), samplers=("DDIM (eta = 0)",),
+        return full_run(n, timesteps=(500,), step_counts=(10,), samplers=("DDIM (eta = 0)",),
                         seed=seed, seeds=seeds, floor_repeats=2, progress=False)
 
     monkeypatch.setattr(toy_ablation, "run", small_run)
@@ -56,7 +56,8 @@ def test_cli_quick_run_writes_json_and_csv(tmp_path, monkeypatch):
     assert calls["n"] == 5_000
     rows = toy_ablation.json.loads(out.read_text())["rows"]
     assert [(row["T"], row["steps"]) for row in rows] == [(500, 10), (500, 500)]
-    assert out.with_suffix(".csv").read_text().splitlines()[0].startswith("T,sampler,steps,wasserstein,ks")
+    header = out.with_suffix(".csv").read_text().splitlines()[0]
+    assert header == "T,sampler,steps,wasserstein,wasserstein_std,ks,ks_std,seconds"
 
 
 def test_the_deterministic_samplers_are_samplers_of_the_grid():
@@ -65,13 +66,13 @@ def test_the_deterministic_samplers_are_samplers_of_the_grid():
     assert set(toy_ablation.DETERMINISTIC_SAMPLERS) < grid
 
 
-def test_seeds_give_mean_and_spread_and_full_chains_keep_steps_equal_T(tmp_path, monkeypatch):
+def test_seeds_give_mean_and_spread(tmp_path, monkeypatch):
     full_run = toy_ablation.run
-    monkeypatch.setattr(toy_ablation, "run", lambda n, step_counts, seed, seeds: full_run(
-        200, timesteps=(500,), step_counts=step_counts, samplers=("DDIM (eta = 0)",), seed=seed, seeds=seeds,
+    monkeypatch.setattr(toy_ablation, "run", lambda n, seed, seeds: full_run(
+        200, timesteps=(500,), step_counts=(), samplers=("DDIM (eta = 0)",), seed=seed, seeds=seeds,
         floor_repeats=2, progress=False))
-    out = tmp_path / "full.json"
-    toy_ablation.main(["--full-chains", "--seeds", "3", "--out", str(out)])
+    out = tmp_path / "seeds.json"
+    toy_ablation.main(["--seeds", "3", "--out", str(out)])
     result = toy_ablation.json.loads(out.read_text())
     (row,) = result["rows"]
     assert (row["T"], row["steps"], result["config"]["seeds"]) == (500, 500, 3)
@@ -88,10 +89,9 @@ def test_seeds_below_one_are_refused():
         toy_ablation.run(10, seeds=0)
 
 
-@pytest.mark.parametrize("report", [toy_ablation.DEFAULT_OUT, toy_ablation.FULL_CHAINS_OUT], ids=lambda p: p.name)
-def test_shipped_report_is_what_the_current_code_writes(report):
-    """The book reads these reports: their config has the keys run() writes, and one of their rows re-draws alike."""
-    shipped = toy_ablation.json.loads(report.read_text())
+def test_shipped_report_is_what_the_current_code_writes():
+    """The book reads this report: its config has the keys run() writes, and one of its rows re-draws alike."""
+    shipped = toy_ablation.json.loads(toy_ablation.DEFAULT_OUT.read_text())
     config = shipped["config"]
     row = next(row for row in shipped["rows"] if row["T"] == 500 and row["sampler"] == "DDIM (eta = 0)")
     redrawn = toy_ablation.run(config["n"], timesteps=(500,), step_counts=(row["steps"],), samplers=(row["sampler"],),
