@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from dgm import DDPM, cosine_schedule
+from dgm.check.sampler_checks import SAMPLE_CHECKS
 
 
 class TinyEpsModel(nn.Module):
@@ -156,9 +157,11 @@ def test_sampling_shapes_determinism_and_trajectory():
     again = model.sample(4, steps=10, generator=torch.Generator().manual_seed(0))
     assert first.shape == (4, 1, 3, 3) and first.dtype == torch.float32
     torch.testing.assert_close(first, again, rtol=0, atol=0)
-    sample, trajectory = model.sample(4, steps=10, return_trajectory=True, sampler="ddim")
+    sample, trajectory = model.sample(4, steps=10, return_trajectory=True, sampler="ddim",
+                                      generator=torch.Generator().manual_seed(1))
     assert trajectory.shape == (11, 4, 1, 3, 3)
-    torch.testing.assert_close(trajectory[-1], sample)
+    torch.testing.assert_close(trajectory[0], torch.randn((4, 1, 3, 3), generator=torch.Generator().manual_seed(1)))
+    assert not torch.equal(trajectory[-2], sample)  # x_T first, then one entry per step
     seen = []
     model.sample(2, steps=5, callback=seen.append)
     assert [step["i"] for step in seen] == [4, 3, 2, 1, 0]
@@ -188,3 +191,37 @@ def test_float32_sampling_survives_a_jump_whose_beta_rounds_to_one():
         samples = model.sample(20_000, steps=2, dtype=dtype, generator=torch.Generator().manual_seed(0))
         assert samples.dtype == dtype
         assert float(samples.double().std()) == pytest.approx(expected_std, rel=0.03)
+
+
+def library_sampler(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    """DDPM.sample behind Problem 1c's signature, on the linear chain that ``schedule`` tabulates."""
+    beta = schedule["beta"]
+    model = DDPM(eps_model, beta_min=float(beta[0]), beta_max=float(beta[-1]), T=len(beta), shape=shape)
+    torch.testing.assert_close(model.beta, beta.to(model.beta.dtype))
+    return model.sample(n, sigma=sigma, generator=generator, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("check", [check for _, check in SAMPLE_CHECKS], ids=lambda check: check.__name__)
+def test_the_library_sampler_passes_the_checks_of_problem_1c(check):
+    """The checks that name a student's mistakes (mean, both variances, no noise at the last step, timesteps, the
+    generator, samples of p_0 with the exact predictor) hold for the sampler behind every figure."""
+    check(library_sampler)
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_the_callback_gets_the_prediction_of_x0_from_the_network(sampler):
+    model = DDPM(TinyEpsModel(), T=50, shape=(1, 2, 2))
+    seen = []
+    model.sample(3, steps=5, sampler=sampler, callback=seen.append, dtype=torch.float64)
+    for step in seen:
+        alpha_bar = model.alpha_bar[step["t"]].reshape(-1, 1, 1, 1)
+        expected = (step["x"] - (1 - alpha_bar).sqrt() * model.eps_model(step["x"], step["t"])) / alpha_bar.sqrt()
+        torch.testing.assert_close(step["x0_pred"], expected)
+
+
+def test_a_parameter_free_predictor_samples_in_float64_and_progress_is_shown_only_when_asked(capsys):
+    model = DDPM(lambda x, t: torch.zeros_like(x), T=20, shape=(1,))
+    assert model.sample(2, progress=False).dtype == torch.float64
+    assert capsys.readouterr().err == ""
+    model.sample(2, progress=True)
+    assert "sampling" in capsys.readouterr().err

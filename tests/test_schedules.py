@@ -120,11 +120,12 @@ def test_respacing_all_steps_changes_nothing():
 
 def test_respace_refuses_bad_timesteps():
     alpha_bar = ddpm_schedules(1e-4, 0.02, 10)["alpha_bar"]
-    for timesteps in ([3, 2], [0, 10], [], [-1, 3]):
+    for timesteps in ([3, 2], [3, 3], [0, 10], [], [-1, 3]):
         with pytest.raises(ValueError, match="timesteps"):
             respace(alpha_bar, timesteps)
 
 
 def test_schedule_from_betas_refuses_betas_outside_the_unit_interval():
-    with pytest.raises(ValueError, match="beta must be"):
-        schedule_from_betas(torch.tensor([0.1, 1.0]))
+    for beta in ([0.1, 1.0], [0.0, 0.1], [-0.1, 0.1]):  # beta = 0 would make beta_tilde 0/0
+        with pytest.raises(ValueError, match="beta must be"):
+            schedule_from_betas(torch.tensor(beta))

@@ -72,8 +72,9 @@ def test_invalid_mixtures_are_refused(weights, means, stds, message):
 
 
 def test_invalid_sde_and_steps_are_refused(mixture):
-    with pytest.raises(ValueError, match="beta_min <= beta_max"):
-        VPSDE(beta_min=5.0, beta_max=1.0)
+    for beta_min, beta_max in ((5.0, 1.0), (0.0, 20.0), (0.1, float("inf"))):
+        with pytest.raises(ValueError, match="beta_min <= beta_max"):
+            VPSDE(beta_min=beta_min, beta_max=beta_max)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         VPSDE().sample_forward(mixture.sample(10, 0), steps=0)
     with pytest.raises(ValueError, match="not a numpy Generator"):
