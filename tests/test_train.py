@@ -366,7 +366,7 @@ def test_a_compiled_run_trains_and_saves_the_plain_network(tmp_path, one_thread,
     model, config, _ = load_run(out)
     assert config.compile and config.steps >= 1 and len(compiled) == 2  # the timed copy, then the run's network
     assert not any("_orig_mod" in name for name in load_file(run_folder_checkpoint(out)))
-    assert model.sample(2, steps=2).isfinite().all()
+    assert model.sample(2, steps=2).shape == (2, 1, 28, 28)  # sample() itself refuses non-finite values
 
 
 def test_the_optimizer_is_fused_where_the_device_allows_and_plain_elsewhere(monkeypatch):
@@ -440,3 +440,94 @@ def test_two_process_gloo_ddp_run(tmp_path):
     assert metadata["world_size"] == 2 and metadata["step"] == 3
     model, _, _ = load_run(out)
     assert all(torch.isfinite(tensor).all() for tensor in model.eps_model.state_dict().values())
+
+
+def test_a_step_clips_the_gradient_norm_then_moves_the_ema_toward_the_stepped_weights(one_thread):
+    torch.manual_seed(0)
+    config = tiny_config("unused", grad_clip=1e-3, ema_decay=0.25)
+    network = UNet(channels=(4, 8, 8))
+    ema = UNet(channels=(4, 8, 8)).requires_grad_(False)
+    before = [parameter.clone() for parameter in ema.parameters()]
+    model = dgm.runs.ddpm_around(network, config)
+    optimizer = build_optimizer(network, config)
+    batch, noise = torch.rand(8, 1, 28, 28) * 2 - 1, torch.Generator().manual_seed(0)
+    dgm.train_step.training_step(model, network, ema, optimizer, batch, noise, 1e-3, config,
+                                 autocast_context("fp32", batch.device))
+    norm = torch.stack([parameter.grad.norm() for parameter in network.parameters()]).norm()
+    assert float(norm) == pytest.approx(1e-3, rel=1e-4)  # the raw gradient of a fresh network is far larger
+    for old, new, stepped in zip(before, ema.parameters(), network.parameters()):
+        torch.testing.assert_close(new, 0.25 * old + 0.75 * stepped)
+
+
+def recording_steps(monkeypatch, after=None):
+    """Replace the trainer's training step by one that records (noise seed, batch) and then calls ``after(call,
+    network, loss)``, if given, after the real step; returns the list it records into."""
+    calls, step = [], dgm.train.training_step
+
+    def recorded(training_model, network, ema, optimizer, batch, noise, *args):
+        calls.append((noise.initial_seed(), batch.clone()))
+        loss = step(training_model, network, ema, optimizer, batch, noise, *args)
+        return after(len(calls), network, loss) if after else loss
+
+    monkeypatch.setattr(dgm.train, "training_step", recorded)
+    return calls
+
+
+def test_each_step_draws_its_own_noise_and_each_epoch_its_own_order(tmp_path, one_thread, monkeypatch):
+    calls = recording_steps(monkeypatch)
+    train(tiny_config(tmp_path / "run", steps=6, train_subset=32, batch_size=16, checkpoint_every=6), progress=False)
+    assert len({seed for seed, _ in calls}) == 6
+    epochs = [torch.cat([batch for _, batch in calls[first:first + 2]]) for first in (0, 2, 4)]
+    assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])
+    for epoch in epochs[1:]:  # every epoch is an order of the same 32 images
+        torch.testing.assert_close(epoch.sum(dim=(1, 2, 3)).sort().values, epochs[0].sum(dim=(1, 2, 3)).sort().values)
+
+
+def test_an_interrupted_run_logs_no_step_past_its_checkpoint_and_a_resume_rewrites_the_rest(tmp_path, one_thread,
+                                                                                             monkeypatch):
+    monkeypatch.setattr(dgm.train, "LOG_EVERY", 1)
+
+    def interrupt(call, network, loss):
+        if call == 6:
+            raise KeyboardInterrupt
+        return loss
+
+    recording_steps(monkeypatch, interrupt)
+    config = tiny_config(tmp_path / "run", steps=8, checkpoint_every=4)
+    with pytest.raises(dgm.train.TrainingStopped, match="interrupted after step 5: .* checkpoint of step 4"):
+        train(config, progress=False)
+    log = tmp_path / "run" / "loss.csv"
+    assert [int(row.split(",")[0]) for row in log.read_text().splitlines()[1:]] == [1, 2, 3, 4]
+    log.write_text(log.read_text() + "5,0,0.5,1e-3,1.0\n6,0,0.5,1e-3,1.0\n")  # rows a killed process left
+    monkeypatch.undo()
+    train(config, resume=True, progress=False)
+    assert [int(row.split(",")[0]) for row in log.read_text().splitlines()[1:]] == list(range(1, 9))
+
+
+def test_weights_that_stop_being_finite_stop_the_run_and_keep_the_last_checkpoint(tmp_path, one_thread, monkeypatch):
+    def poison(call, network, loss):
+        if call == 4:  # after the step: its loss is finite, its weights are not
+            next(network.parameters()).data.fill_(float("nan"))
+        return loss
+
+    recording_steps(monkeypatch, poison)
+    with pytest.raises(dgm.train.TrainingStopped, match="weights are no longer finite.*checkpoint of step 2"):
+        train(tiny_config(tmp_path / "run", steps=6, checkpoint_every=2), progress=False)
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 2
+
+
+def test_sample_grids_are_drawn_from_the_ema_weights(tmp_path, one_thread, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(dgm.train, "save_sample_grid", lambda model, config, device, path: drawn.append(
+        {name: value.clone() for name, value in model.eps_model.state_dict().items()}))
+    out = train(tiny_config(tmp_path / "run", steps=4, sample_every=4), progress=False)
+    ema = load_run(out)[0].eps_model.state_dict()
+    assert len(drawn) == 1 and drawn[0].keys() == ema.keys()
+    assert all(torch.equal(drawn[0][name], ema[name]) for name in ema)
+
+
+def test_overwrite_removes_the_old_runs_snapshots(tmp_path, one_thread):
+    train(tiny_config(tmp_path / "run", keep_every=2), progress=False)
+    assert (tmp_path / "run" / "snapshots").is_dir()
+    train(tiny_config(tmp_path / "run"), overwrite=True, progress=False)
+    assert not (tmp_path / "run" / "snapshots").exists()
