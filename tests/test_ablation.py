@@ -32,9 +32,9 @@ def tiny_runs(tmp_path_factory):
 
 def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys, monkeypatch, one_thread):
     out = tmp_path / "ablation"
-    real_sample_run, drawn = ablation.sample_run, []  # each row's images, in the order of the rows
+    real_sample_run, drawn = ablation.sample_run, []  # each row's sigma and images, in the order of the rows
     monkeypatch.setattr(ablation, "sample_run", lambda *args, **kwargs: drawn.append(
-        real_sample_run(*args, **kwargs)[0]) or (drawn[-1], 1e-3))
+        (args[4], real_sample_run(*args, **kwargs)[0])) or (drawn[-1][1], 1e-3))
     assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "real MNIST (16 training images)" in printed and str(out.with_suffix(".json")) in printed
@@ -51,7 +51,8 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     classifier = load_classifier()
     reference = evaluate.test_statistics(classifier)
     assert len(drawn) == len(rows)
-    for row, images in zip(rows, drawn):
+    for row, (sigma, images) in zip(rows, drawn):
+        assert sigma == (row["sigma"] or "beta")  # DDIM ignores sigma
         expected = evaluate.score_images(images, classifier, reference)  # the row scores the images drawn for it
         assert {key: row[key] for key in expected} == pytest.approx(expected)
         assert row["fid_floor"] == report["floor"]["fid_mnist"] and row["seconds_per_sample"] == 1e-3
@@ -91,6 +92,40 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     assert cli.main(rebatch + ["--replace"]) == 0
     rebatched = json.loads(out.with_suffix(".json").read_text())
     assert len(sampled) == len(rows) and rebatched["batch_size"] == 5
+
+    # Unset options resume the report's own seed and batch size: nothing is sampled again.
+    sampled.clear()
+    reseeded = {**rebatched, "seed": 3, "rows": [{**row, "seed": 3} for row in rebatched["rows"]]}
+    out.with_suffix(".json").write_text(json.dumps(reseeded))
+    assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
+    assert not sampled
+
+    # A model saved anew since its rows were sampled has them sampled again; the other model's rows stay.
+    retrained = {**reseeded, "models": [{**reseeded["models"][0], "saved_at": "an earlier save"},
+                                        *reseeded["models"][1:]]}
+    out.with_suffix(".json").write_text(json.dumps(retrained))
+    assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
+    assert [str(args[0]) for args in sampled] == [str(tiny_runs[0])] * len(SETTINGS)
+
+
+def test_an_interrupted_ablation_keeps_its_rows_and_resumes_with_the_rest(tiny_runs, tmp_path, monkeypatch,
+                                                                          one_thread):
+    out, calls, interrupted = tmp_path / "ablation", [], []
+
+    def sample_run(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 3 and not interrupted:  # Ctrl-C while the first run samples its third row
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return ablation.torch.rand(QUICK_N, 1, 28, 28) * 2 - 1, 1e-3
+
+    monkeypatch.setattr(ablation, "sample_run", sample_run)
+    command = ["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]
+    assert cli.main(command) == 130
+    assert len(json.loads(out.with_suffix(".json").read_text())["rows"]) == 2
+    calls.clear()
+    assert cli.main(command) == 0
+    assert len(calls) == 2 * len(SETTINGS) - 2
 
 
 def test_row_names_are_stable():

@@ -75,3 +75,20 @@ def test_table_lists_every_metric_for_samples_and_floor():
     table = evaluate.format_table({"samples": {**scores, "seconds_per_sample": 0.01}, "real_floor": scores})
     assert "FID-MNIST" in table and "0.0100" in table and "real floor" in table
     assert len(table.splitlines()) == 6
+
+
+def test_the_real_data_floor_draws_its_images_by_the_seed(classifier, test_set_predictions):
+    reference = evaluate.gaussian_statistics(test_set_predictions[0])
+    floors = [evaluate.real_data_floor(50, classifier, reference, seed=seed) for seed in (1, 1, 2)]
+    assert floors[0] == floors[1] and floors[0] != floors[2]
+
+
+@pytest.mark.parametrize("sampler, sigma", [("ancestral", "beta"), ("ancestral", "posterior"), ("ddim", "beta")])
+def test_evaluate_samples_with_the_sampler_and_sigma_it_reports(monkeypatch, sampler, sigma):
+    drawn = []
+    monkeypatch.setattr(evaluate, "sample_run", lambda *args, **kwargs: drawn.append(args[3:5]) or (
+        torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1, 1e-3))
+    report = evaluate.evaluate_run(evaluate.CHECKPOINTS / "ddpm_mnist_cpu_preset", steps=10, n=8, sampler=sampler,
+                                   sigma=sigma)
+    assert drawn == [(sampler, sigma)]
+    assert (report["settings"]["sampler"], report["settings"]["sigma"]) == (sampler, sigma)

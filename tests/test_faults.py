@@ -258,3 +258,9 @@ def test_8_the_library_refuses_arguments_outside_its_domain(mixture):
         dgm.DDPM(lambda x, t: x, shape=(0,))
     with pytest.raises(ValueError, match="at least one sample"):
         model.loss(torch.zeros(0, 1))
+
+
+def test_9_checkpoints_written_atomically_are_readable_by_everyone(trained):
+    """The temporary file a write starts from is private (mkstemp); the checkpoint it becomes is not."""
+    for name in ("checkpoint.safetensors", "checkpoint.json"):
+        assert (trained / name).stat().st_mode & 0o777 == 0o644

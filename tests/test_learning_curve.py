@@ -81,3 +81,11 @@ def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thre
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and message in err, err
+
+
+def test_training_seconds_sums_the_rows_up_to_and_including_a_step(tmp_path):
+    (tmp_path / "loss.csv").write_text("step,epoch,loss,lr,images_per_s\n1,0,0.5,1e-3,16\n2,0,0.4,1e-3,8\n"
+                                       "3,0,0.3,1e-3,4\n")
+    assert training_seconds(tmp_path, 16, until_step=2) == pytest.approx(1 + 2)
+    assert training_seconds(tmp_path, 16) == pytest.approx(1 + 2 + 4)
+    assert training_seconds(tmp_path / "missing", 16) is None
