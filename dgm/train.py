@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, write_sidecar
@@ -35,6 +34,7 @@ from dgm.files import check_writable, remove_temporaries
 from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, build_model, check_new_run, config_of,
                       ddpm_around, load_optimizer, run_folder_checkpoint, run_metadata, save_ema_weights, save_run,
                       snapshot_folder, truncate_loss_log)
+from dgm.sampling import save_grid
 from dgm.schedules import rescaled_beta_range
 from dgm.train_step import build_optimizer, compile_network, seconds_per_step, steps_for_budget, training_step
 
@@ -118,9 +118,7 @@ def all_finite(*modules):
 def save_sample_grid(ema_model, config, device, path):
     """A grid of EMA samples at ``sample_steps`` respaced steps, fixed noise across the run."""
     generator = torch.Generator(device).manual_seed(seed_for(config.seed, STREAM_SAMPLES))
-    images = ema_model.sample(config.sample_n, steps=config.sample_steps, generator=generator)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images.float().clamp(-1, 1) * 0.5 + 0.5, path, nrow=int(math.isqrt(config.sample_n)))
+    save_grid(ema_model.sample(config.sample_n, steps=config.sample_steps, generator=generator).float(), path)
 
 
 def load_resumable(out, config):

@@ -8,12 +8,15 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy
+import PIL.Image
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import dgm
 import dgm.runs
+import dgm.sampling
 import dgm.train
 import dgm.train_step
 from dgm.checkpoint import CheckpointError, save_checkpoint
@@ -531,3 +534,17 @@ def test_overwrite_removes_the_old_runs_snapshots(tmp_path, one_thread):
     assert (tmp_path / "run" / "snapshots").is_dir()
     train(tiny_config(tmp_path / "run"), overwrite=True, progress=False)
     assert not (tmp_path / "run" / "snapshots").exists()
+
+
+def test_sample_grids_map_minus_one_to_black_and_one_to_white(tmp_path):
+    images = torch.tensor([-1.0, 0.0, 1.0, 3.0]).reshape(4, 1, 1, 1).expand(4, 1, 2, 2)
+    path = dgm.sampling.save_grid(images, tmp_path / "grid.png", nrow=4)
+    pixels = numpy.array(PIL.Image.open(path).convert("L"))
+    assert [int(pixels[2, 2 + 4 * k]) for k in range(4)] == [0, 128, 255, 255]  # padding 2, a 2-pixel cell every 4
+
+
+def test_training_shows_its_progress_only_when_asked(tmp_path, one_thread, capsys):
+    train(tiny_config(tmp_path / "quiet", steps=2), progress=False)
+    assert "training (fp32)" not in capsys.readouterr().err
+    train(tiny_config(tmp_path / "shown", steps=2), progress=True)
+    assert "training (fp32)" in capsys.readouterr().err
