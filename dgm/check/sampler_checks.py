@@ -204,6 +204,9 @@ def noise_variants(sigma, beta, posterior):
         (np.sqrt((1 - alpha_bar) / (1 - previous + 1e-300) * beta), "beta_tilde's ratio inverted",
          "the noise has variance (1 - alpha_bar_k) / (1 - alpha_bar_(k-1)) beta_k; the posterior variance is "
          "beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k, smaller than beta_k"),
+        (np.sqrt(np.concatenate([[0.0], beta[:-1]])), "alpha instead of alpha_bar in beta_tilde",
+         "the noise has variance (1 - alpha_(k-1)) / (1 - alpha_k) beta_k = beta_(k-1); the posterior variance "
+         "uses the cumulative products: beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k"),
         no_noise)
 
 

@@ -202,6 +202,8 @@ MUTANTS = [
     ("1c", "beta_tilde used as the noise's standard deviation",
      sampler(noise_std=correct_std(posterior=lambda schedule, k: posterior_std(schedule, k) ** 2))),
     ("1c", "beta_tilde's ratio inverted", sampler(noise_std=correct_std(posterior=inverted_posterior_std))),
+    ("1c", "alpha instead of alpha_bar in beta_tilde",
+     sampler(noise_std=correct_std(posterior=lambda schedule, k: schedule["beta"][k - 1].sqrt()))),
     ("1c", "timesteps numbered 1..T", sampler(timestep_offset=1)),
     ("1c", "noise not drawn from generator", sampler(own_noise=True)),
     ("1c", "samples clamped to [-1, 1]", sample_clamped),
