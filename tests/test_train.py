@@ -60,31 +60,27 @@ def test_fields_of_removed_options_load_only_at_their_one_supported_value():
             TrainConfig.from_dict({**saved, name: other})
 
 
-def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="--batch-size"):
-        TrainConfig(batch_size=0)
-    with pytest.raises(ValueError, match="--ema-decay"):
-        TrainConfig(ema_decay=1.0)
-    with pytest.raises(ValueError, match="epochs"):
-        TrainConfig(epochs=-1)
-    with pytest.raises(ValueError, match="--loss-weighting must be one of"):
-        TrainConfig(loss_weighting="snr")
-    with pytest.raises(ValueError, match="--precision must be one of"):
-        TrainConfig(precision="fp16")
-    with pytest.raises(ValueError, match="--noise-schedule must be one of"):
-        TrainConfig(noise_schedule="quadratic")
-    with pytest.raises(ValueError, match="--prediction must be one of"):
-        TrainConfig(prediction="x0")
-    with pytest.raises(ValueError, match="--minutes must be a finite positive number"):
-        TrainConfig(minutes=0)
-    with pytest.raises(ValueError, match="--epochs or --minutes, not both"):
-        TrainConfig(epochs=1, minutes=30)
-    with pytest.raises(ValueError, match="--seed must be a non-negative integer"):
-        TrainConfig(seed=-1)
-    with pytest.raises(ValueError, match="--train-subset must be a positive integer"):
-        TrainConfig(train_subset=-5)  # would have sliced off the last five images
-    with pytest.raises(ValueError, match="--weight-decay"):
-        TrainConfig(weight_decay=-1.0)
+@pytest.mark.parametrize("values, message", [
+    ({"batch_size": 0}, "--batch-size"), ({"T": 1}, "--T must be an integer >= 2"),
+    ({"T": 10, "sample_steps": 11}, "--sample-steps must be at most --T = 10"),
+    ({"keep_every": 0}, "--keep-every must be a positive integer or None"),
+    ({"train_subset": -5}, "--train-subset must be a positive integer"),  # would have sliced off the last five images
+    ({"seed": -1}, "--seed must be a non-negative integer"), ({"warmup_steps": -1}, "--warmup-steps"),
+    ({"beta_min": 0.0}, "0 < beta_min <= beta_max < 1"), ({"beta_min": 0.3, "beta_max": 0.2}, "beta_min <= beta_max"),
+    ({"beta_max": 1.0}, "beta_max < 1"), ({"channels": (5, 8, 8)}, "--channels must be three positive widths"),
+    ({"channels": (4, 8)}, "--channels"), ({"lr": 0.0}, "--lr must be a finite positive number"),
+    ({"grad_clip": float("inf")}, "--grad-clip must be a finite positive number"),
+    ({"weight_decay": -1.0}, "--weight-decay"), ({"ema_decay": 1.0}, "--ema-decay"), ({"epochs": -1}, "epochs"),
+    ({"minutes": 0}, "--minutes must be a finite positive number"),
+    ({"epochs": 1, "minutes": 30}, "--epochs or --minutes, not both"), ({"attention": 1}, "--attention"),
+    ({"loss_weighting": "snr"}, "--loss-weighting must be one of"),
+    ({"precision": "fp16"}, "--precision must be one of"),
+    ({"noise_schedule": "quadratic"}, "--noise-schedule must be one of"),
+    ({"prediction": "x0"}, "--prediction must be one of"),
+])
+def test_config_rejects_bad_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**values)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
