@@ -133,6 +133,17 @@ def save(result, out):
     atomic_write_csv(out.with_suffix(".csv"), result["rows"])
 
 
+def changed_settings(out, settings):
+    """How ``settings`` differ from those of the report at ``out`` ("n 100000 -> 5000", ...); none if there is none."""
+    if not Path(out).is_file():
+        return []
+    try:
+        previous = json.loads(Path(out).read_text())["config"]
+    except (ValueError, KeyError, TypeError):
+        previous = {}
+    return [f"{key} {previous.get(key)} -> {value}" for key, value in settings.items() if previous.get(key) != value]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm toy-ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="samples per run (default 100,000)")
@@ -143,6 +154,8 @@ def main(argv=None):
                         f"the standard deviation (default {SEEDS})")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"JSON path; the CSV goes beside it (default {DEFAULT_OUT}, {QUICK_OUT} with --quick)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace an existing report made with another n, seed or seeds")
     args = parser.parse_args(argv)
     args.out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     if args.out.suffix != ".json":
@@ -161,6 +174,10 @@ def main(argv=None):
         check_writable(args.out.with_suffix(".csv"))
     except ValueError as error:
         parser.error(str(error))
+    changed = changed_settings(args.out, {"n": n, "seed": args.seed, "seeds": args.seeds})
+    if changed and not args.replace:
+        parser.error(f"{args.out} was made with other settings ({', '.join(changed)}), and the book's text rests on "
+                     "its numbers: pass --replace to replace it, or --out for a new report")
     result = run(n, seed=args.seed, seeds=args.seeds)
     save(result, args.out)
     print(f"wrote {args.out} and {args.out.with_suffix('.csv')} ({len(result['rows'])} rows, n = {n:,})")

@@ -100,3 +100,17 @@ def test_shipped_report_is_what_the_current_code_writes():
     (again,) = [r for r in redrawn["rows"] if r["steps"] == row["steps"]]
     for name in ("wasserstein", "ks"):
         assert again[name] == pytest.approx(row[name], rel=1e-3, abs=1e-5)
+
+
+def test_a_report_made_with_other_settings_is_replaced_only_on_request(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(toy_ablation, "run", lambda n, seed, seeds: {"config": {"n": n, "seed": seed, "seeds": seeds},
+                                                                      "rows": [{"T": 500, "wasserstein": 0.1}]})
+    out = tmp_path / "toy.json"
+    toy_ablation.main(["--n", "100", "--out", str(out)])
+    toy_ablation.main(["--n", "100", "--out", str(out)])  # the same settings: made again
+    with pytest.raises(SystemExit) as refused:
+        toy_ablation.main(["--n", "200", "--seeds", "3", "--out", str(out)])
+    assert refused.value.code == 2 and "n 100 -> 200, seeds 10 -> 3" in capsys.readouterr().err
+    assert toy_ablation.json.loads(out.read_text())["config"]["n"] == 100
+    toy_ablation.main(["--n", "200", "--out", str(out), "--replace"])
+    assert toy_ablation.json.loads(out.read_text())["config"]["n"] == 200
