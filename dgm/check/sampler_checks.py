@@ -8,6 +8,8 @@ The sampler then runs on the problem set's chain with the exact noise predictor 
 are compared with p_0.
 """
 
+import functools
+
 import numpy as np
 import scipy.stats
 import torch
@@ -80,14 +82,29 @@ def probe(sample, seed=0, sigma="beta"):
     return network, samples, {name: table.numpy() for name, table in schedule.items()}
 
 
-def check_returns(sample):
+def each_sigma(check):
+    """``check(sample, sigma)`` run with sigma="beta" and then "posterior", as a check of ``sample`` alone; a
+    mistake found only with "posterior" says so, since the two branches of a sampler can differ in more than noise."""
+    @functools.wraps(check)
+    def both(sample):
+        check(sample, "beta")
+        try:
+            check(sample, "posterior")
+        except Mistake as mistake:
+            raise Mistake(mistake.name, f'with sigma="posterior", {mistake.explanation}', mistake.section) from None
+    return both
+
+
+@each_sigma
+def check_returns(sample, sigma):
     """The sampler returns, with x_0 of shape (n, *shape) as its last step computes it (not clamped)."""
-    probe(sample)
+    probe(sample, sigma=sigma)
 
 
-def check_calls(sample):
+@each_sigma
+def check_calls(sample, sigma):
     """eps_model gets x of shape (n, *shape) and t as a long tensor of shape (n,), for k = T-1 down to 0."""
-    network, _, _ = probe(sample)
+    network, _, _ = probe(sample, sigma=sigma)
     T = len(PROBE_BETAS)
     if len(network.calls) != T:
         raise Mistake("wrong number of steps", f"eps_model was called {len(network.calls)} times on a chain of "
@@ -111,9 +128,10 @@ def check_calls(sample):
         raise Mistake("wrong timesteps", f"eps_model got t = {steps}, expected {expected}", EPSILON_SECTION)
 
 
-def check_start(sample):
+@each_sigma
+def check_start(sample, sigma):
     """x_{T-1}, the first x the network sees, is drawn from N(0, I)."""
-    network, _, _ = probe(sample)
+    network, _, _ = probe(sample, sigma=sigma)
     x = network.calls[0][0].double()
     mean, std, count = float(x.mean()), float(x.std()), x.numel()
     if abs(mean) > 6 / np.sqrt(count) or abs(std - 1) > 6 / np.sqrt(2 * count):
@@ -148,9 +166,10 @@ def signed(value):
     return f"{'-' if value < 0 else '+'} {abs(value):.4g}"
 
 
-def check_mean(sample):
+@each_sigma
+def check_mean(sample, sigma):
     """The mean of each step is (x_k - beta_k / sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_k) (Ho et al., eq. 11)."""
-    network, samples, chain = probe(sample)
+    network, samples, chain = probe(sample, sigma=sigma)
     a, b, a_error, b_error, _ = fit_steps(network, samples)
     beta, alpha, alpha_bar = chain["beta"], chain["alpha"], chain["alpha_bar"]
     a_ref = closed_forms.reverse_mean_from_eps(1.0, 0.0, beta, alpha_bar)
@@ -239,9 +258,10 @@ def check_noise(sample):
                           "returns the mean at the last step, z = 0 when k = 0", EPSILON_SECTION)
 
 
-def check_generator(sample):
+@each_sigma
+def check_generator(sample, sigma):
     """The noise comes from ``generator``: two runs with generators seeded alike give the same samples."""
-    first, second = probe(sample, seed=5)[1], probe(sample, seed=5)[1]
+    first, second = probe(sample, seed=5, sigma=sigma)[1], probe(sample, seed=5, sigma=sigma)[1]
     if not np.array_equal(first, second):
         raise Mistake("noise not drawn from generator", "two runs with generators seeded alike gave different "
                       "samples: draw x_T and every z with torch.randn(..., generator=generator) (torch.randn_like "

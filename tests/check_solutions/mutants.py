@@ -55,9 +55,11 @@ def correct_std(beta=beta_std, posterior=posterior_std):
     return lambda schedule, k, chosen: (beta if chosen == "beta" else posterior)(schedule, k)
 
 
-def sampler(mean_step=None, noise_std=correct_std(), last_step_noise=False, timestep_offset=0, own_noise=False):
-    """sample() with one part changed: the mean step, the noise's standard deviation at step k, noise at the last
-    step, the timesteps given to the network, or noise that ignores the generator."""
+def sampler(mean_step=None, noise_std=correct_std(), last_step_noise=False, timestep_offset=0, own_noise=False,
+            posterior_mean_step=None):
+    """sample() with one part changed: the mean step (of both branches, or of sigma="posterior" only), the noise's
+    standard deviation at step k, noise at the last step, the timesteps given to the network, or noise that ignores
+    the generator (with every sigma, or with the one ``own_noise`` names)."""
     def correct_mean(x, eps, beta, alpha, alpha_bar):
         return (x - beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt()
 
@@ -68,12 +70,21 @@ def sampler(mean_step=None, noise_std=correct_std(), last_step_noise=False, time
         x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
         for k in reversed(range(len(beta))):
             eps = eps_model(x, torch.full((n,), k + timestep_offset, dtype=torch.long))
-            x = mean_step(x, eps, beta[k], alpha[k], alpha_bar[k])
+            step = posterior_mean_step if sigma == "posterior" and posterior_mean_step else mean_step
+            x = step(x, eps, beta[k], alpha[k], alpha_bar[k])
             if k > 0 or last_step_noise:
-                z = torch.randn_like(x) if own_noise else torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                z = torch.randn_like(x) if own_noise in (True, sigma) else torch.randn(x.shape, generator=generator,
+                                                                                        dtype=x.dtype)
                 x = x + noise_std(schedule, k, sigma) * z
         return x
     return sample
+
+
+def posterior_mean_with_alpha_bar_t(x, eps, beta, alpha, alpha_bar):
+    """mu_tilde(x_t, x0_hat) with sqrt(alpha_bar_t) where sqrt(alpha_bar_(t-1)) multiplies x0_hat."""
+    alpha_bar_prev = alpha_bar / alpha
+    x0_hat = (x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+    return (alpha_bar.sqrt() * beta * x0_hat + alpha.sqrt() * (1 - alpha_bar_prev) * x) / (1 - alpha_bar)
 
 
 def respace_original_betas(alpha_bar, steps):
@@ -202,6 +213,8 @@ MUTANTS = [
     ("1c", "beta_tilde used as the noise's standard deviation",
      sampler(noise_std=correct_std(posterior=lambda schedule, k: posterior_std(schedule, k) ** 2))),
     ("1c", "beta_tilde's ratio inverted", sampler(noise_std=correct_std(posterior=inverted_posterior_std))),
+    ("1c", "wrong reverse mean", sampler(posterior_mean_step=posterior_mean_with_alpha_bar_t)),
+    ("1c", "noise not drawn from generator", sampler(own_noise="posterior")),
     ("1c", "alpha instead of alpha_bar in beta_tilde",
      sampler(noise_std=correct_std(posterior=lambda schedule, k: schedule["beta"][k - 1].sqrt()))),
     ("1c", "timesteps numbered 1..T", sampler(timestep_offset=1)),
