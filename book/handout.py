@@ -107,5 +107,5 @@ def above_floor(row, result):
 
 
 def alpha_bar_T(beta_min, beta_max, T):
-    """ᾱ_T of the linear schedule, the signal's share of the variance at the chain's end."""
+    """ᾱ_T of the linear schedule: the factor on the data's variance at the chain's end."""
     return dgm.ddpm_schedules(beta_min, beta_max, T)["alpha_bar"][-1].item()

@@ -78,7 +78,8 @@ def monte_carlo_floor(mixture, n, repeats, seed):
     """Mean and standard deviation of the distances between two independent samples of p_0 of size n."""
     rng = np.random.default_rng(seed)
     values = [distances(mixture.sample(n, rng), mixture.sample(n, rng)) for _ in range(repeats)]
-    return {name: {"mean": float(np.mean([v[name] for v in values])), "std": float(np.std([v[name] for v in values]))}
+    return {name: {"mean": float(np.mean([v[name] for v in values])),
+                   "std": float(np.std([v[name] for v in values], ddof=1))}  # as the rows' spread over their seeds
             for name in ("wasserstein", "ks")}
 
 
@@ -91,7 +92,7 @@ def prior_mismatch(mixture, T):
 
 
 def run(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=tuple(DDPM_SAMPLERS) + SDE_SAMPLERS, seed=0,
-        seeds=1, floor_repeats=10, progress=True):
+        seeds=SEEDS, floor_repeats=10, progress=True):
     """The grid as a dict ready for JSON: config, floor, per-T prior mismatch and one row per run.
 
     With ``seeds`` > 1 each row is drawn ``seeds`` times, each with its own reference sample of p_0, and gives the
@@ -99,6 +100,8 @@ def run(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=tuple(DDPM_SAM
     """
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if floor_repeats < 2:
+        raise ValueError(f"floor_repeats must be at least 2 for the floor's spread, got {floor_repeats}")
     mixture = toy_mixture()
     bases = [seed + 1000 * replicate for replicate in range(seeds)]
     references = [mixture.sample(n, rng=np.random.default_rng(base)) for base in bases]
@@ -155,7 +158,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None,
                         help=f"JSON path; the CSV goes beside it (default {DEFAULT_OUT}, {QUICK_OUT} with --quick)")
     parser.add_argument("--replace", action="store_true",
-                        help="replace an existing report made with another n, seed or seeds")
+                        help=f"replace {DEFAULT_OUT} though it was made with another n, seed or seeds")
     args = parser.parse_args(argv)
     args.out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     if args.out.suffix != ".json":
@@ -174,10 +177,14 @@ def main(argv=None):
         check_writable(args.out.with_suffix(".csv"))
     except ValueError as error:
         parser.error(str(error))
-    changed = changed_settings(args.out, {"n": n, "seed": args.seed, "seeds": args.seeds})
-    if changed and not args.replace:
-        parser.error(f"{args.out} was made with other settings ({', '.join(changed)}), and the book's text rests on "
-                     "its numbers: pass --replace to replace it, or --out for a new report")
+    if args.out.resolve() == DEFAULT_OUT:  # the report the book reads
+        if args.seeds < 2:
+            parser.error(f"{DEFAULT_OUT} needs --seeds 2 or more: the book compares each row with the floor by the "
+                         "standard error over its seeds")
+        changed = changed_settings(args.out, {"n": n, "seed": args.seed, "seeds": args.seeds})
+        if changed and not args.replace:
+            parser.error(f"{args.out} was made with other settings ({', '.join(changed)}), and the book's text rests "
+                         "on its numbers: pass --replace to replace it, or --out for a new report")
     result = run(n, seed=args.seed, seeds=args.seeds)
     save(result, args.out)
     print(f"wrote {args.out} and {args.out.with_suffix('.csv')} ({len(result['rows'])} rows, n = {n:,})")

@@ -23,7 +23,8 @@ def test_every_sampler_with_all_steps_matches_p0(sampler):
 
 
 def test_error_does_not_grow_with_more_steps():
-    result = toy_ablation.run(n=10_000, timesteps=(1000,), step_counts=(10, 50), floor_repeats=5, progress=False)
+    result = toy_ablation.run(n=10_000, timesteps=(1000,), step_counts=(10, 50), seeds=1, floor_repeats=5,
+                              progress=False)
     noise = 3 * result["floor"]["wasserstein"]["std"] + 0.1 * result["floor"]["wasserstein"]["mean"]
     for sampler in SAMPLERS:
         errors = [row["wasserstein"] for row in result["rows"] if row["sampler"] == sampler]
@@ -87,6 +88,8 @@ def test_seeds_below_one_are_refused():
         toy_ablation.main(["--seeds", "0"])
     with pytest.raises(ValueError, match="seeds"):
         toy_ablation.run(10, seeds=0)
+    with pytest.raises(ValueError, match="floor_repeats"):
+        toy_ablation.run(10, floor_repeats=1)
 
 
 def test_shipped_report_is_what_the_current_code_writes():
@@ -95,22 +98,29 @@ def test_shipped_report_is_what_the_current_code_writes():
     config = shipped["config"]
     row = next(row for row in shipped["rows"] if row["T"] == 500 and row["sampler"] == "DDIM (eta = 0)")
     redrawn = toy_ablation.run(config["n"], timesteps=(500,), step_counts=(row["steps"],), samplers=(row["sampler"],),
-                               seed=config["seed"], seeds=config["seeds"], floor_repeats=1, progress=False)
+                               seed=config["seed"], seeds=config["seeds"], floor_repeats=2, progress=False)
     assert redrawn["config"].keys() == config.keys()
+    floor = toy_ablation.monte_carlo_floor(toy_mixture(), config["n"], config["floor_repeats"], config["seed"] + 2)
+    for name in ("wasserstein", "ks"):
+        assert floor[name] == pytest.approx(shipped["floor"][name])
     (again,) = [r for r in redrawn["rows"] if r["steps"] == row["steps"]]
     for name in ("wasserstein", "ks"):
         assert again[name] == pytest.approx(row[name], rel=1e-3, abs=1e-5)
 
 
-def test_a_report_made_with_other_settings_is_replaced_only_on_request(tmp_path, monkeypatch, capsys):
+def test_the_books_report_is_replaced_with_other_settings_only_on_request(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(toy_ablation, "run", lambda n, seed, seeds: {"config": {"n": n, "seed": seed, "seeds": seeds},
                                                                       "rows": [{"T": 500, "wasserstein": 0.1}]})
     out = tmp_path / "toy.json"
-    toy_ablation.main(["--n", "100", "--out", str(out)])
-    toy_ablation.main(["--n", "100", "--out", str(out)])  # the same settings: made again
-    with pytest.raises(SystemExit) as refused:
-        toy_ablation.main(["--n", "200", "--seeds", "3", "--out", str(out)])
-    assert refused.value.code == 2 and "n 100 -> 200, seeds 10 -> 3" in capsys.readouterr().err
+    monkeypatch.setattr(toy_ablation, "DEFAULT_OUT", out)
+    toy_ablation.main(["--n", "100"])
+    toy_ablation.main(["--n", "100"])  # the same settings: made again
+    for options, message in ((["--n", "200", "--seeds", "3"], "n 100 -> 200, seeds 10 -> 3"),
+                             (["--n", "100", "--seeds", "1", "--replace"], "needs --seeds 2 or more")):
+        with pytest.raises(SystemExit) as refused:
+            toy_ablation.main(options)
+        assert refused.value.code == 2 and message in capsys.readouterr().err
     assert toy_ablation.json.loads(out.read_text())["config"]["n"] == 100
-    toy_ablation.main(["--n", "200", "--out", str(out), "--replace"])
+    toy_ablation.main(["--n", "200", "--replace"])
     assert toy_ablation.json.loads(out.read_text())["config"]["n"] == 200
+    toy_ablation.main(["--n", "300", "--seeds", "1", "--out", str(tmp_path / "scratch.json")])  # any other report
