@@ -151,7 +151,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm toy-ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="samples per run (default 100,000)")
     parser.add_argument("--quick", action="store_true", help=f"n = 5,000, written to {QUICK_OUT} (CI, trials)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the first draw's seed; the others follow from it (default 0)")
     parser.add_argument("--seeds", type=int, default=SEEDS,
                         help=f"draws per row, each from its own seed; rows give the mean and, with more than one, "
                         f"the standard deviation (default {SEEDS})")
