@@ -45,9 +45,10 @@ def forward(x0, t, noise, alpha_bar):
 def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
     """Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape (n, *shape), with sigma_k^2 = beta_k
     (sigma="beta") or the posterior variance beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k
-    (sigma="posterior"), alpha_bar_(-1) = 1.
-    eps_model(x, t) takes t as a long tensor of shape (n,); schedule is the dict of ddpm_schedules;
-    draw all noise with torch.randn(..., generator=generator). Returns x_0 of shape (n, *shape)."""
+    (sigma="posterior"), alpha_bar_(-1) = 1; no noise at the last step, k = 0. Steps run k = T-1, ..., 0,
+    and eps_model(x, t) takes the array index k as t, a long tensor of shape (n,); schedule is the dict of
+    ddpm_schedules; draw all noise with torch.randn(..., generator=generator). Returns x_0 of shape
+    (n, *shape)."""
     # TODO: your code
     raise NotImplementedError("Problem 1c: sample")
 
@@ -67,10 +68,10 @@ def respace(alpha_bar, steps):
 
 # Problem 3a: the marginal
 #
-# For $p_0 = \pi_1 \mathcal N(\mu_1, s_1^2) + \pi_2 \mathcal N(\mu_2, s_2^2)$ and the VP-SDE $\mathrm{d}x =
-# -\tfrac12 \beta(t)\, x\, \mathrm{d}t + \sqrt{\beta(t)}\, \mathrm{d}w$ with $\beta(t) = \beta_{\min} +
-# t\,(\beta_{\max} - \beta_{\min})$, $t \in [0, 1]$, derive $p(x(t))$ in terms of $t$, $\beta_{\min}$ and
-# $\beta_{\max}$.
+# For $p_0 = \pi_1 \mathcal N(\mu_1, s_1^2) + \pi_2 \mathcal N(\mu_2, s_2^2)$ (your function should take any number
+# of components) and the VP-SDE $\mathrm{d}x = -\tfrac12 \beta(t)\, x\, \mathrm{d}t + \sqrt{\beta(t)}\, \mathrm{d}w$
+# with $\beta(t) = \beta_{\min} + t\,(\beta_{\max} - \beta_{\min})$, $t \in [0, 1]$, derive $p(x(t))$ in terms of
+# $t$, $\beta_{\min}$ and $\beta_{\max}$.
 #
 # Check your implementation with `.venv/bin/dgm check 3a exercises/solution_template.py`.
 def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):

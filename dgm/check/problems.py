@@ -59,9 +59,10 @@ PROBLEMS = {problem.key: problem for problem in (
     Problem("1c", "ex-1c", "sample", 'eps_model, n, shape, schedule, sigma="beta", generator=None',
             "Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape (n, *shape), with sigma_k^2 = beta_k\n"
             '(sigma="beta") or the posterior variance beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k\n'
-            '(sigma="posterior"), alpha_bar_(-1) = 1.\n'
-            "eps_model(x, t) takes t as a long tensor of shape (n,); schedule is the dict of ddpm_schedules;\n"
-            "draw all noise with torch.randn(..., generator=generator). Returns x_0 of shape (n, *shape).",
+            '(sigma="posterior"), alpha_bar_(-1) = 1; no noise at the last step, k = 0. Steps run k = T-1, ..., 0,\n'
+            "and eps_model(x, t) takes the array index k as t, a long tensor of shape (n,); schedule is the dict of\n"
+            "ddpm_schedules; draw all noise with torch.randn(..., generator=generator). Returns x_0 of shape\n"
+            "(n, *shape).",
             SAMPLE_CHECKS),
     Problem("2b", "ex-2b", "respace", "alpha_bar, steps",
             "The kept timesteps (increasing, including 0 and T - 1) and the respaced betas of a chain with\n"
