@@ -17,6 +17,7 @@ import torch
 from dgm import closed_forms
 from dgm.check.schedule_checks import NOTATION_SECTION, PROBLEM_SET_CHAIN
 from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare
+from dgm.ddpm import SIGMA_CHOICES
 from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
 from dgm.sde import exact_noise_predictor, toy_mixture
 
@@ -27,6 +28,7 @@ PROBE_BETAS = (0.1, 0.18, 0.26, 0.34, 0.42, 0.5)  # large and distinct: sigma = 
 PROBE_N, PROBE_SHAPE = 4000, (2, 3)
 TOLERANCE_IN_STANDARD_ERRORS = 6
 END_TO_END_N, END_TO_END_P_VALUE = 2000, 1e-4
+VARIANCE_NAMES = {"beta": "beta_k", "posterior": "beta_tilde_k"}  # the noise's variance that each sigma asks for
 CALLS_PER_STEP_LIMIT = 20  # a sampler calling eps_model more than this many times T is stopped: its loop never ends
 
 
@@ -199,12 +201,12 @@ def check_mean(sample, sigma):
     raise Mistake("wrong reverse mean", step, EPSILON_SECTION)
 
 
-def noise_variants(sigma, beta, posterior):
-    """The noise's standard deviation that ``sigma`` asks for, and (standard deviation, name, explanation) of the
-    mistakes that give another."""
-    wanted = {"beta": "beta_k", "posterior": "beta_tilde_k"}[sigma]
+def noise_variants(sigma, chain):
+    """The noise's standard deviation that ``sigma`` asks for on ``chain`` (the probe's tables), and (standard
+    deviation, name, explanation) of the mistakes that give another."""
+    beta, posterior = chain["beta"], chain["posterior_variance"]
     no_noise = (np.zeros_like(beta), "no noise added", f"the steps add no noise; Algorithm 2 adds sigma_k z with "
-                f"sigma_k^2 = {wanted} at every step but the last")
+                f"sigma_k^2 = {VARIANCE_NAMES[sigma]} at every step but the last")
     if sigma == "beta":
         return np.sqrt(beta), (
             (beta, "beta used as the noise's standard deviation",
@@ -212,8 +214,7 @@ def noise_variants(sigma, beta, posterior):
             (np.sqrt(posterior), "sigma^2 = beta_tilde instead of beta",
              'with sigma="beta" the noise has variance beta_tilde_k; it should have variance beta_k'),
             no_noise)
-    previous = np.concatenate([[1.0], (1 - beta[:-1]).cumprod()])  # alpha_bar_(k-1), 1 before the first step
-    alpha_bar = previous * (1 - beta)
+    alpha_bar, previous = chain["alpha_bar"], chain["alpha_bar_prev"]  # alpha_bar_(k-1) is 1 before the first step
     return np.sqrt(posterior), (
         (np.sqrt(beta), "sigma^2 = beta instead of beta_tilde",
          'with sigma="posterior" the noise has variance beta_k (is sigma ignored?); it should have the posterior '
@@ -235,19 +236,18 @@ def check_noise(sample):
     count = PROBE_N * np.prod(PROBE_SHAPE)
     tolerance = TOLERANCE_IN_STANDARD_ERRORS / np.sqrt(2 * count)
     inner = slice(1, None)
-    for sigma in ("beta", "posterior"):
+    for sigma in SIGMA_CHOICES:
         network, samples, chain = probe(sample, sigma=sigma)
         noise_std = fit_steps(network, samples)[-1]
-        expected, variants = noise_variants(sigma, chain["beta"], chain["posterior_variance"])
+        expected, variants = noise_variants(sigma, chain)
 
         def matches(target):
             return bool(np.all(np.abs(noise_std[inner] - target[inner]) <= tolerance * target[inner] + 1e-6))
 
         if not matches(expected):
             k = int(np.argmax(np.abs(noise_std[inner] / expected[inner] - 1))) + 1
-            name = {"beta": "sqrt(beta_k)", "posterior": "sqrt(beta_tilde_k)"}[sigma]
             step = (f'with sigma="{sigma}", step k = {k} adds noise of standard deviation {noise_std[k]:.4g}, '
-                    f"expected {name} = {expected[k]:.4g} (beta_k = {chain['beta'][k]:.3g})")
+                    f"expected sqrt({VARIANCE_NAMES[sigma]}) = {expected[k]:.4g} (beta_k = {chain['beta'][k]:.3g})")
             for target, mistake, explanation in variants:
                 if matches(target):
                     raise Mistake(mistake, f"{explanation}. {step[0].upper()}{step[1:]}", POSTERIOR_SECTION)
@@ -274,7 +274,7 @@ def check_end_to_end(sample):
     mixture = toy_mixture()
     schedule = contract_schedule(ddpm_schedules(*PROBLEM_SET_CHAIN))
     predictor = exact_noise_predictor(mixture, schedule["alpha_bar"])
-    for sigma in ("beta", "posterior"):
+    for sigma in SIGMA_CHOICES:
         generator = torch.Generator().manual_seed(0)
         samples = call(sample, limit_calls(predictor, PROBLEM_SET_CHAIN[2]), END_TO_END_N, (1,), schedule,
                        sigma=sigma, generator=generator)
