@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dgm import ddpm_schedules, respace, respaced_timesteps
+from dgm.check.sampler_checks import RESPACE_CHECKS
 from dgm.schedules import cosine_schedule, noise_schedule_tables, rescaled_beta_range, schedule_from_betas
 
 
@@ -129,3 +130,14 @@ def test_schedule_from_betas_refuses_betas_outside_the_unit_interval():
     for beta in ([0.1, 1.0], [0.0, 0.1], [-0.1, 0.1]):  # beta = 0 would make beta_tilde 0/0
         with pytest.raises(ValueError, match="beta must be"):
             schedule_from_betas(torch.tensor(beta))
+
+
+def library_respace(alpha_bar, steps):
+    """The exercise's respace(alpha_bar, steps), as the 2b solution composes it from the library's two functions."""
+    schedule = respace(alpha_bar, respaced_timesteps(len(alpha_bar), steps))
+    return schedule["timesteps"], schedule["beta"]
+
+
+@pytest.mark.parametrize("check", [check for _, check in RESPACE_CHECKS], ids=lambda check: check.__name__)
+def test_the_library_respacing_passes_the_checks_of_problem_2b(check):
+    check(library_respace)
