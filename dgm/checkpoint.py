@@ -23,9 +23,12 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_path(path, name):
-    """``path`` itself if it is a ``.safetensors`` file, else ``path/name.safetensors`` (a run folder)."""
+    """``path`` itself if it is a ``.safetensors`` file (or the one beside its ``.json`` sidecar), else
+    ``path/name.safetensors`` (a run folder)."""
     path = Path(path)
-    return path if path.suffix == ".safetensors" else path / f"{name}.safetensors"
+    if path.suffix in (".safetensors", ".json"):
+        return path.with_suffix(".safetensors")
+    return path / f"{name}.safetensors"
 
 
 def save_checkpoint(path, tensors, metadata):

@@ -4,6 +4,8 @@ Book chapters "The forward process" and "The reverse process and training"; ever
 ``derivations/ddpm.py`` through ``dgm.closed_forms``. The same class serves MNIST images and 1-D toy data.
 """
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,18 @@ SIGMA_CHOICES = ("beta", "posterior")
 LOSS_WEIGHTINGS = ("uniform", "p2")
 # What the network predicts: the noise (Ho et al.) or the velocity v (Salimans and Ho 2022; DDPM.predict_eps).
 PREDICTIONS = ("eps", "v")
+
+
+def is_count(value):
+    """A Python or NumPy integer that is not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_prediction(output, x_t):
+    """Refuse a network output that is not one prediction per entry of x_t (it would broadcast silently)."""
+    if not isinstance(output, torch.Tensor) or output.shape != x_t.shape:
+        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(f"eps_model(x_t, t) must return a tensor of x_t's shape {tuple(x_t.shape)}, got {got}")
 
 
 def reverse_steps(schedule, x, progress):
@@ -79,13 +93,27 @@ class DDPM(nn.Module):
             raise ValueError("eps_model must be a module or callable eps_model(x_t, t)")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-        if not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in tuple(shape)):
-            raise ValueError(f"shape must be one sample's positive sizes such as (1, 28, 28), got {shape!r}")
+        try:
+            sizes = () if isinstance(shape, numbers.Integral) else tuple(shape)
+        except TypeError:
+            sizes = ()
+        if not sizes or not all(is_count(size) and size > 0 for size in sizes):
+            raise ValueError(f"shape must be one sample's positive sizes such as (1, 28, 28) or (1,), got {shape!r}")
         self.eps_model = eps_model
-        self.beta_min, self.beta_max, self.T, self.shape = beta_min, beta_max, T, tuple(shape)
+        self.beta_min, self.beta_max, self.shape = beta_min, beta_max, tuple(int(size) for size in sizes)
         self.noise_schedule, self.prediction = noise_schedule, prediction
         for name, table in noise_schedule_tables(noise_schedule, beta_min, beta_max, T).items():
             self.register_buffer(name, table, persistent=False)
+        self.T = int(T)
+
+    def _apply(self, fn, recurse=True):
+        """Move the schedule tables with the module but keep them float64, so ``.float()`` or ``.half()`` casts only
+        the network: a long respaced jump needs float64's digits (see sample_ancestral)."""
+        super()._apply(fn, recurse)
+        device = self.alpha_bar.device
+        for name, table in noise_schedule_tables(self.noise_schedule, self.beta_min, self.beta_max, self.T).items():
+            setattr(self, name, table.to(device))
+        return self
 
     def _check_data(self, x0):
         if not isinstance(x0, torch.Tensor) or tuple(x0.shape[1:]) != self.shape:
@@ -107,12 +135,16 @@ class DDPM(nn.Module):
                              f"{int(t.min())}..{int(t.max())}")
         t = t.expand(len(x0))
         noise = torch.randn_like(x0) if noise is None else noise
+        if not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
+            raise ValueError(f"noise must be a tensor of x0's shape {tuple(x0.shape)}, got "
+                             f"{tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__}")
         return closed_forms.forward_sample(x0, noise, self._per_sample(self.alpha_bar, t, x0))
 
     def predict_eps(self, x_t, t):
         """The network's noise prediction at x_t and original timesteps t, converted from v if it predicts v
         (``closed_forms.eps_from_velocity``, derivations/ddpm.py, section 9); the samplers call this."""
         output = self.eps_model(x_t, t)
+        check_prediction(output, x_t)
         if self.prediction == "eps":
             return output
         return closed_forms.eps_from_velocity(x_t, output, self._per_sample(self.alpha_bar, t, x_t))
@@ -139,7 +171,9 @@ class DDPM(nn.Module):
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         alpha_bar = self._per_sample(self.alpha_bar, t, x0)
         # q(x_t | x_0) directly: forward()'s check of t waits for the device, and t was drawn in range above.
-        predicted = self.eps_model(closed_forms.forward_sample(x0, noise, alpha_bar), t)
+        x_t = closed_forms.forward_sample(x0, noise, alpha_bar)
+        predicted = self.eps_model(x_t, t)
+        check_prediction(predicted, x_t)
         target = noise if self.prediction == "eps" else closed_forms.velocity(x0, noise, alpha_bar)
         if weighting == "uniform":
             return F.mse_loss(predicted, target)
@@ -161,15 +195,17 @@ class DDPM(nn.Module):
         from x_T to x_0. ``dtype`` defaults to that of the model's parameters (float64 for a parameter-free
         callable such as an exact predictor).
         """
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if not is_count(n) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise ValueError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
         schedule = self.sampling_schedule(steps)
         if dtype is None:
             parameters = self.eps_model.parameters() if isinstance(self.eps_model, nn.Module) else iter(())
             dtype = next(parameters, torch.zeros((), dtype=torch.float64)).dtype
-        x = torch.randn((n, *self.shape), generator=generator, device=self.alpha_bar.device, dtype=dtype)
+        x = torch.randn((int(n), *self.shape), generator=generator, device=self.alpha_bar.device, dtype=dtype)
         trajectory = []
 
         def record(step):

@@ -16,6 +16,7 @@ import torch
 from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_into, save_checkpoint
 from dgm.config import TrainConfig
 from dgm.ddpm import DDPM
+from dgm.device import select_device
 from dgm.files import atomic_write_bytes, check_writable, remove_temporaries, timestamp
 from dgm.unet import UNet
 
@@ -116,9 +117,12 @@ def load_run(path, device="cpu", weights="ema"):
     path = run_folder_checkpoint(path)
     tensors, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
     config = config_of(metadata, path)
+    if not any(name.startswith(f"{weights}.") for name in tensors):
+        raise CheckpointError(f"{path} holds no {weights!r} weights (an export keeps only the EMA weights): "
+                              "load it with weights='ema'")
     network, model = build_model(config)
     load_into(network, tensors, f"{weights}.", path)
-    return model.to(device).eval(), config, metadata
+    return model.to(select_device(device)).eval(), config, metadata
 
 
 def check_new_run(out, overwrite=False):

@@ -4,6 +4,8 @@ A schedule is a dict of float64 tensors indexed by timestep k = 0..T-1 (the inde
 ``derivations.ddpm``); ``dgm.DDPM`` registers each entry as a buffer so ``.to(device)`` moves it.
 """
 
+import numbers
+
 import torch
 
 from dgm import closed_forms
@@ -13,7 +15,7 @@ NOISE_SCHEDULES = ("linear", "cosine")
 
 def check_chain_length(T):
     """Refuse a number of timesteps T that is not an integer >= 2 (the linear schedule divides by T - 1)."""
-    if not isinstance(T, int) or isinstance(T, bool) or T < 2:
+    if not isinstance(T, numbers.Integral) or isinstance(T, bool) or T < 2:
         raise ValueError(f"T must be an integer >= 2, got {T!r}")
 
 
@@ -85,8 +87,9 @@ def noise_schedule_tables(name, beta_min, beta_max, T):
 def respaced_timesteps(T, steps):
     """``steps`` timesteps evenly spaced over 0..T-1, ascending, including 0 and T-1 (Problem 2, part 2); a single
     step is T-1 alone, the jump from pure noise to the data."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in 1..T={T}, got {steps!r}")
+    T, steps = int(T), int(steps)
     if steps == 1:
         return torch.tensor([T - 1])
     return torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long()
@@ -98,8 +101,17 @@ def respace(alpha_bar, timesteps):
     beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_{i-1}] (derivations/ddpm.py, section 5); the result also holds
     ``timesteps``, the original index the network is given at each respaced step.
     """
-    timesteps = torch.as_tensor(timesteps, dtype=torch.long, device=alpha_bar.device)
-    if timesteps.ndim != 1 or len(timesteps) == 0 or bool((timesteps[1:] <= timesteps[:-1]).any()):
+    if not isinstance(alpha_bar, torch.Tensor) or alpha_bar.ndim != 1 or not alpha_bar.is_floating_point():
+        raise ValueError("alpha_bar must be a 1-D floating tensor, such as ddpm_schedules(...)['alpha_bar']")
+    if isinstance(timesteps, numbers.Integral):
+        raise ValueError(f"timesteps are the kept steps, not their number: pass respaced_timesteps(T, {timesteps})")
+    timesteps = torch.as_tensor(timesteps, device=alpha_bar.device)
+    if timesteps.ndim != 1 or len(timesteps) == 0:
+        raise ValueError("timesteps must be a non-empty, strictly increasing 1-D sequence")
+    if timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dtype == torch.bool:
+        raise ValueError(f"timesteps must be integers, got {timesteps.dtype} values")
+    timesteps = timesteps.long()
+    if bool((timesteps[1:] <= timesteps[:-1]).any()):
         raise ValueError("timesteps must be a non-empty, strictly increasing 1-D sequence")
     if int(timesteps[0]) < 0 or int(timesteps[-1]) >= len(alpha_bar):
         raise ValueError(f"timesteps must lie in 0..{len(alpha_bar) - 1}")

@@ -6,6 +6,8 @@ Densities and scores accept NumPy arrays (float64) or torch tensors (autograd wo
 input's array type, NumPy or torch.
 """
 
+import numbers
+
 import numpy as np
 import scipy.special
 import torch
@@ -53,6 +55,9 @@ class GaussianMixture1D:
         """
         xp, (x, log_alpha_bar, weights, means, stds) = as_arrays(x, log_alpha_bar, self.weights, self.means,
                                                                   self.stds)
+        if not bool((log_alpha_bar <= 0).all()):  # also refuses NaN
+            raise ValueError("log_alpha_bar must be <= 0 (alpha_bar in (0, 1]); for the VP-SDE at time t, pass "
+                             "sde.log_alpha_bar(t) or call sde.score(p0, x, t)")
         per_component = (slice(None),) + (None,) * max(x.ndim, log_alpha_bar.ndim)
         mean = closed_forms.diffused_mean(means[per_component], log_alpha_bar)
         variance = closed_forms.diffused_variance(stds[per_component], log_alpha_bar)
@@ -89,6 +94,8 @@ class GaussianMixture1D:
 
     def sample(self, n, rng=None):
         """n independent draws as a float64 array; ``rng`` is a seed or a numpy Generator."""
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
         rng = np.random.default_rng(rng)
         component = rng.choice(len(self.weights), size=n, p=self.weights)
         return self.means[component] + self.stds[component] * rng.standard_normal(n)
@@ -114,7 +121,8 @@ class VPSDE:
     """dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw on t in [0, 1] (Song et al. 2021, Appendix C; Problem 3)."""
 
     def __init__(self, beta_min=0.1, beta_max=20.0):
-        if not (np.isfinite(beta_min) and np.isfinite(beta_max) and 0 < beta_min <= beta_max):
+        numbers_given = all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in (beta_min, beta_max))
+        if not (numbers_given and np.isfinite(beta_min) and np.isfinite(beta_max) and 0 < beta_min <= beta_max):
             raise ValueError(f"need 0 < beta_min <= beta_max, got beta_min={beta_min!r}, beta_max={beta_max!r}")
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
@@ -144,6 +152,8 @@ class VPSDE:
 
     def marginal(self, p0, t):
         """p_t for a scalar t, as a GaussianMixture1D (Problem 3a)."""
+        if np.ndim(t) != 0:
+            raise ValueError(f"t must be a scalar time (marginal_pdf takes an array of times), got shape {np.shape(t)}")
         self._check_time(t)
         return p0.diffused(self.log_alpha_bar(float(t)))
 
@@ -163,7 +173,7 @@ class VPSDE:
         return p0.score(x, self.log_alpha_bar(t))
 
     def _check_steps(self, steps):
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
 
     def sample_forward(self, x0, steps=1000, rng=None, return_path=False):
@@ -210,12 +220,14 @@ class VPSDE:
             def noise():
                 return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         else:
+            if isinstance(rng, torch.Generator):
+                raise ValueError("NumPy input needs rng as a seed or a numpy Generator, not a torch.Generator")
             generator = np.random.default_rng(rng)
 
             def noise():
                 return generator.standard_normal(x.shape)
 
-        times = np.linspace(t_start, t_end, steps + 1)
+        times = np.linspace(t_start, t_end, int(steps) + 1)
         path = [x]
         for t, t_next in zip(times[:-1], times[1:]):
             step = drift(x, float(t)) * (t_next - t)
@@ -224,4 +236,6 @@ class VPSDE:
             x = x + step
             if return_path:
                 path.append(x)
+        if not bool(xp.isfinite(x).all()):
+            raise FloatingPointError("the paths reached non-finite values; check the score and the step count")
         return xp.stack(path) if return_path else x

@@ -1,5 +1,6 @@
 """DDPM: the forward process matches theory, samplers run on any data shape, bad input is refused."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -52,6 +53,17 @@ def test_forward_uses_the_given_noise_and_validates_input():
         model(torch.randn(3, 1, 28, 28), 1)
     with pytest.raises(ValueError, match="x0 must be a tensor"):
         model.loss(torch.randn(3, 4, 4))
+    with pytest.raises(ValueError, match=r"noise must be a tensor of x0's shape \(3, 1, 4, 4\), got \(3,\)"):
+        model(x0, t, torch.randn(3))
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "p2"])
+def test_a_prediction_of_another_shape_is_refused_not_broadcast(weighting):
+    model = DDPM(lambda x, t: torch.zeros(len(x)), T=10, shape=(1,))  # one number per sample, not per entry
+    with pytest.raises(ValueError, match=r"must return a tensor of x_t's shape \(4, 1\), got \(4,\)"):
+        model.loss(torch.zeros(4, 1), weighting=weighting)
+    with pytest.raises(ValueError, match=r"x_t's shape \(4, 1\), got \(4,\)"):
+        model.sample(4)
 
 
 def test_p2_weights_move_the_loss_to_the_noisy_steps():
@@ -116,6 +128,25 @@ def test_bad_model_arguments(kwargs, message):
         DDPM(TinyEpsModel(), **kwargs)
 
 
+def test_shapes_and_counts_may_be_numpy_integers_but_not_a_bare_number():
+    model = DDPM(TinyEpsModel(), T=np.int64(10), shape=np.array([1, 2]))
+    assert model.T == 10 and type(model.T) is int and model.shape == (1, 2)
+    assert model.sample(np.int64(3), steps=np.int64(2)).shape == (3, 1, 2)
+    for shape in (28, None, (1, 0), (1.0,)):
+        with pytest.raises(ValueError, match="shape must be one sample's positive sizes"):
+            DDPM(TinyEpsModel(), shape=shape)
+
+
+@pytest.mark.parametrize("cast", [lambda m: m.float(), lambda m: m.half(), lambda m: m.to(torch.bfloat16)])
+def test_casting_the_module_casts_the_network_and_keeps_the_tables_float64(cast):
+    model = cast(DDPM(TinyEpsModel().double(), T=2000, shape=(1,)))
+    assert model.eps_model.scale.dtype != torch.float64
+    reference = DDPM(TinyEpsModel(), T=2000, shape=(1,))
+    for name in ("beta", "alpha_bar", "posterior_variance"):
+        torch.testing.assert_close(getattr(model, name), getattr(reference, name), rtol=0, atol=0)
+    assert model.sample(4, steps=1, dtype=torch.float32).shape == (4, 1)  # beta' = 1 - alpha_bar_T, below 1
+
+
 def test_v_prediction_targets_the_velocity_and_samples_through_eps():
     model = DDPM(TinyEpsModel(), T=50, shape=(1, 4, 4), prediction="v")
     x0 = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
@@ -146,7 +177,8 @@ def test_bad_sample_arguments():
     model = DDPM(TinyEpsModel(), T=20, shape=(2,))
     for kwargs, message in [({"steps": 0}, "steps must be an integer in 1..T=20"), ({"steps": 21}, "steps"),
                             ({"sigma": "large"}, "sigma must be one of"), ({"sampler": "euler"}, "sampler must be"),
-                            ({"n": 0}, "n must be a positive integer")]:
+                            ({"n": 0}, "n must be a positive integer"), ({"n": 2.0}, "n must be a positive"),
+                            ({"dtype": "float32"}, "dtype must be a torch.dtype")]:
         with pytest.raises(ValueError, match=message):
             model.sample(**{"n": 2, **kwargs})
 

@@ -3,6 +3,7 @@ bad input is refused."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,6 +125,18 @@ def test_respace_refuses_bad_timesteps():
     for timesteps in ([3, 2], [3, 3], [0, 10], [], [-1, 3]):
         with pytest.raises(ValueError, match="timesteps"):
             respace(alpha_bar, timesteps)
+    with pytest.raises(ValueError, match="integers"):
+        respace(alpha_bar, [0, 4.7, 9])  # would truncate to 4
+    with pytest.raises(ValueError, match=r"not their number: pass respaced_timesteps\(T, 5\)"):
+        respace(alpha_bar, 5)  # the exercise's respace(alpha_bar, steps)
+    for wrong in (alpha_bar.numpy(), ddpm_schedules(1e-4, 0.02, 10), alpha_bar.long()):
+        with pytest.raises(ValueError, match="alpha_bar must be a 1-D floating tensor"):
+            respace(wrong, [0, 9])
+
+
+def test_numpy_integers_count_as_integers():
+    assert torch.equal(ddpm_schedules(1e-4, 0.02, np.int64(10))["beta"], ddpm_schedules(1e-4, 0.02, 10)["beta"])
+    assert torch.equal(respaced_timesteps(np.int64(10), np.int32(4)), respaced_timesteps(10, 4))
 
 
 def test_schedule_from_betas_refuses_betas_outside_the_unit_interval():

@@ -79,6 +79,30 @@ def test_invalid_sde_and_steps_are_refused(mixture):
         VPSDE().sample_forward(mixture.sample(10, 0), steps=0)
     with pytest.raises(ValueError, match="not a numpy Generator"):
         VPSDE().sample_forward(torch.zeros(3), steps=2, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="not a torch.Generator"):
+        VPSDE().sample_forward(np.zeros(3), steps=2, rng=torch.Generator())
+    with pytest.raises(ValueError, match="beta_min <= beta_max"):
+        VPSDE(None, 20.0)
+    with pytest.raises(ValueError, match="t must be a scalar time"):
+        VPSDE().marginal(mixture, np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="n must be a non-negative integer"):
+        mixture.sample(10.0)
+
+
+def test_a_time_passed_as_a_noise_level_is_refused_not_nan(mixture):
+    """GaussianMixture1D.score takes log alpha_bar <= 0; a time t in (0, 1] there would give NaN."""
+    for level in (0.5, np.array([-1.0, 0.5]), float("nan"), torch.tensor(0.5)):
+        with pytest.raises(ValueError, match=r"log_alpha_bar must be <= 0 .* sde.score\(p0, x, t\)"):
+            mixture.score(np.zeros(2), level)
+    with pytest.raises(ValueError, match="log_alpha_bar must be <= 0"):
+        VPSDE().sample_reverse(np.zeros(5), lambda x, t: mixture.score(x, t), steps=4)
+
+
+def test_paths_that_blow_up_raise():
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        VPSDE().sample_reverse(np.zeros(3), lambda x, t: np.full_like(x, np.nan), steps=3)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        VPSDE().sample_probability_flow(torch.zeros(3), lambda x, t: torch.full_like(x, np.inf), steps=3)
 
 
 def test_forward_sde_reaches_the_closed_form_marginal(mixture):

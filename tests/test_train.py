@@ -261,6 +261,9 @@ def test_export_keeps_the_ema_weights_and_refuses_to_train_on(tmp_path, one_thre
     assert (shipped / "loss.csv").read_text() == (out / "loss.csv").read_text()
     with pytest.raises(CheckpointError, match="EMA weights only"):
         train(tiny_config(shipped, steps=6), resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="holds no 'model' weights .* load it with weights='ema'"):
+        load_run(shipped, weights="model")
+    assert load_run(shipped / "checkpoint.json")[2] == metadata  # the sidecar names its checkpoint
     before = {path.name: path.read_bytes() for path in shipped.iterdir()}
     assert train(tiny_config(shipped), resume=True, progress=False) == shipped  # finished: nothing to resume
     assert {path.name: path.read_bytes() for path in shipped.iterdir()} == before
