@@ -41,7 +41,8 @@ BETA_MIN, BETA_MAX = 1e-4, 0.02  # the problem set's discrete schedule
 
 
 def equivalent_sde(T):
-    """The VP-SDE whose N = T Euler discretisation is the problem set's chain: beta(t) = T beta_k."""
+    """The VP-SDE that the problem set's chain approximates, to first order in beta, with N = T steps of 1/T:
+    beta(t) = T beta_k (derivations/vp_sde.py, section 4)."""
     return VPSDE(beta_min=T * BETA_MIN, beta_max=T * BETA_MAX)
 
 

@@ -26,35 +26,30 @@ def problem_mixture():
     return mixture.weights.copy(), mixture.means.copy(), mixture.stds.copy()
 
 
-def integrated_beta(t, beta_min, beta_max):
-    """B(t) = int_0^t beta(u) du = -log alpha_bar(t)."""
-    return -closed_forms.vp_log_alpha_bar(t, beta_min, beta_max)
-
-
 def mistaken_mixtures(weights, means, stds, t, beta_min, beta_max):
     """(the mixture a mistake computes for p_t, its name, explanation and section) for each classic mistake."""
-    B = integrated_beta(t, beta_min, beta_max)
-    decay = np.exp(-B)
+    log_level = closed_forms.vp_log_alpha_bar(t, beta_min, beta_max)  # log alpha_bar(t) = -B(t)
+    without_half = -(beta_min * t + (beta_max - beta_min) * t**2)  # B(t) with t^2 where int_0^t beta has t^2 / 2
 
-    def at(component_means, variances):
-        return GaussianMixture1D(weights, component_means, np.sqrt(variances))
+    def diffused(level, component_stds=stds, mean_level=None):
+        """p_0 under the kernel at log alpha_bar = ``level``, its means decayed at ``mean_level`` if given."""
+        mean = closed_forms.diffused_mean(means, level if mean_level is None else mean_level)
+        return GaussianMixture1D(weights, mean, np.sqrt(closed_forms.diffused_variance(component_stds, level)))
 
-    def variance(s2, level=decay):
-        return s2 * level + 1 - level
-
-    wrong_B = beta_min * t + (beta_max - beta_min) * t**2
+    unscaled = GaussianMixture1D(weights, closed_forms.diffused_mean(means, log_level),
+                                 np.sqrt(stds**2 - np.expm1(log_level)))  # s_i^2 + 1 - alpha_bar
     return [
-        (at(means * np.sqrt(decay), variance(stds)), "mixture stds used as variances",
+        (diffused(log_level, component_stds=np.sqrt(stds)), "mixture stds used as variances",
          "each component's variance uses s_i where it needs s_i^2: the stds are standard deviations, "
          "p_0 = sum_i pi_i N(mu_i, s_i^2), and a component's variance at time t is s_i^2 e^(-B) + 1 - e^(-B)",
          MARGINAL_SECTION),
-        (at(means * decay, variance(stds**2)), "mean decaying as exp(-B) instead of exp(-B/2)",
+        (diffused(log_level, mean_level=2 * log_level), "mean decaying as exp(-B) instead of exp(-B/2)",
          "the component means are mu_i e^(-B(t)); the kernel's mean is x_0 sqrt(alpha_bar(t)) = x_0 e^(-B(t)/2), "
          "with B(t) = int_0^t beta", KERNEL_SECTION),
-        (at(means * np.exp(-wrong_B / 2), variance(stds**2, np.exp(-wrong_B))), "B(t) without the 1/2",
+        (diffused(without_half), "B(t) without the 1/2",
          "your B(t) = beta_min t + (beta_max - beta_min) t^2; int_0^t beta(u) du = beta_min t + "
          "(beta_max - beta_min) t^2 / 2", KERNEL_SECTION),
-        (at(means * np.sqrt(decay), stds**2 + 1 - decay), "component variance not scaled",
+        (unscaled, "component variance not scaled",
          "each component's variance is s_i^2 + 1 - e^(-B); the data's part shrinks with the signal: "
          "s_i^2 e^(-B) + 1 - e^(-B)", MARGINAL_SECTION),
     ]

@@ -349,8 +349,8 @@ def check_respace_betas(respace):
     for alpha_bar, steps in respace_cases():
         timesteps, betas = respace_result(respace, alpha_bar, steps)
         kept = alpha_bar.numpy()[timesteps]
-        original = 1 - alpha_bar.numpy() / np.concatenate([[1.0], alpha_bar.numpy()[:-1]])
-        wrapped = 1 - kept / np.roll(kept, 1)
+        original = reference_respace(alpha_bar, torch.arange(len(alpha_bar)))["beta"].numpy()  # every step kept
+        wrapped = closed_forms.respaced_beta(kept, np.roll(kept, 1))
         compare(betas, reference_respace(alpha_bar, torch.as_tensor(timesteps))["beta"].numpy(), "beta'",
                 RESPACING_SECTION, context=f"T = {len(alpha_bar)}, steps = {steps}", variants=[
                     (original[timesteps], "respacing keeps the original betas",
