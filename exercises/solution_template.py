@@ -31,7 +31,8 @@ def ddpm_schedules(beta_min, beta_max, T):
 # Check your implementation with `.venv/bin/dgm check 1b exercises/solution_template.py`.
 def forward(x0, t, noise, alpha_bar):
     """A draw x_t of q(x_t | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of
-    timesteps in 0..T-1, alpha_bar the table of ddpm_schedules. Returns x_t of the shape of x0."""
+    timesteps in 0..T-1, alpha_bar the table of ddpm_schedules. Returns x_t, a tensor of the shape
+    and dtype of x0."""
     # TODO: your code
     raise NotImplementedError("Problem 1b: forward")
 

@@ -103,6 +103,13 @@ def test_an_error_in_the_students_code_shows_their_traceback_not_ours(capsys, on
     assert "hint: alpha_bar[t] has shape (N,)" in report and "dgm/check" not in report
 
 
+def test_a_sampler_reading_the_librarys_tables_is_told_which_keys_it_gets(capsys, one_thread):
+    command.check("1c", solution_namespace(sample=mutants.sample_reading_library_tables))
+    report = capsys.readouterr().out
+    assert "KeyError: 'posterior_variance'" in report and "dgm/check" not in report
+    assert "hint: schedule is Problem 1a's dict, with the keys beta, alpha, alpha_bar only" in report
+
+
 def test_usage_errors_exit_with_status_two(tmp_path, capsys):
     missing = tmp_path / "partial.py"
     missing.write_text("def forward(x0, t, alpha_bar):\n    return x0\n")

@@ -5,9 +5,11 @@ time t), whose density and score ``dgm.sde.GaussianMixture1D`` evaluates; a wron
 """
 
 import numpy as np
+import scipy.optimize
+import scipy.special
 
 from dgm import closed_forms
-from dgm.check.verdicts import Mistake, as_float_array, call, compare
+from dgm.check.verdicts import Mistake, as_float_array, call, close, compare
 from dgm.sde import VPSDE, GaussianMixture1D, toy_mixture
 
 KERNEL_SECTION = "continuous-time-kernel"
@@ -16,6 +18,8 @@ SCORE_SECTION = "continuous-time-score"
 BETA_RANGE = (0.1, 20.0)  # the VP-SDE of Problem 3
 TIMES = (0.0, 0.05, 0.2, 0.5)
 GRID = np.linspace(-5.0, 5.0, 201)
+FIT_RTOL = 1e-4  # a result this close to the exact one at another B is that one, up to the student's rounding
+GRID_2D = GRID.reshape(3, 67)  # a heat map's grid, as Problem 3c evaluates it
 TAILS = np.array([-100.0, -40.0, 40.0, 100.0])
 OTHER_MIXTURE = ((0.2, 0.5, 0.3), (-3.0, 0.5, 4.0), (0.4, 1.5, 0.7), (0.5, 10.0), 0.25)  # three components
 
@@ -52,6 +56,10 @@ def mistaken_mixtures(weights, means, stds, t, beta_min, beta_max):
         (unscaled, "component variance not scaled",
          "each component's variance is s_i^2 + 1 - e^(-B); the data's part shrinks with the signal: "
          "s_i^2 e^(-B) + 1 - e^(-B)", MARGINAL_SECTION),
+        (GaussianMixture1D(weights, closed_forms.diffused_mean(means, log_level),
+                           closed_forms.diffused_variance(stds, log_level)), "variance used as the standard deviation",
+         "a component's density is N(x; m_i, v_i) = exp(-(x - m_i)^2 / (2 v_i)) / sqrt(2 pi v_i) with v_i its "
+         "variance; yours squares v_i as if it were the standard deviation", MARGINAL_SECTION),
     ]
 
 
@@ -81,32 +89,90 @@ def describe(case):
             f"beta_min = {beta_min}, beta_max = {beta_max}")
 
 
-def check_against_mixtures(function, method, what, section, x, sign_variant=False):
+def score_variants(case, x):
+    """The scores of two mistakes in mixing the component scores, as compare's variants."""
+    weights, means, stds, t, beta_min, beta_max = case
+    level = closed_forms.vp_log_alpha_bar(t, beta_min, beta_max)
+    mean = closed_forms.diffused_mean(means[:, None], level)
+    variance = closed_forms.diffused_variance(stds[:, None], level)
+    component_scores = closed_forms.normal_score(x.ravel()[None], mean, variance)
+    responsibilities = scipy.special.softmax(np.log(weights)[:, None] + closed_forms.normal_log_pdf(
+        x.ravel()[None], mean, variance), axis=0)
+    return [
+        ((weights[:, None] * component_scores).sum(0).reshape(x.shape), "prior weights instead of responsibilities",
+         "your score weights each component's score by pi_i; grad log p_t = (sum_i pi_i grad N_i) / p_t weights it by "
+         "the responsibility r_i(x) = pi_i N_i(x) / p_t(x), which depends on x", SCORE_SECTION),
+        ((responsibilities * component_scores * np.sqrt(variance)).sum(0).reshape(x.shape),
+         "divided by the std instead of the variance",
+         "a component's score is (m_i - x) / v_i, with v_i its variance, not its standard deviation", SCORE_SECTION),
+    ]
+
+
+def fitted_level_variant(got, method, case, x):
+    """If ``got`` is the exact p_t (or its score) at another B than int_0^t beta, the variant that names that B."""
+    weights, means, stds, t, beta_min, beta_max = case
+    p0 = GaussianMixture1D(weights, means, stds)
+
+    def misfit(B):
+        return float(np.nanmax(np.abs(getattr(p0, method)(x, -B) - got)))
+
+    B = -closed_forms.vp_log_alpha_bar(t, beta_min, beta_max)
+    if t == 0 or not np.isfinite(got).all():
+        return []
+    candidates = np.linspace(0.0, 10 * beta_max, 2001)
+    start = candidates[np.argmin([misfit(c) for c in candidates])]
+    step = candidates[1]
+    fitted = scipy.optimize.minimize_scalar(misfit, bounds=(max(start - step, 0.0), start + step), method="bounded",
+                                            options={"xatol": 1e-12}).x
+    if not close(got, getattr(p0, method)(x, -fitted), FIT_RTOL, 1e-9):
+        return []
+    return [(got, "wrong alpha_bar(t) = exp(-B(t))",
+             f"your result is the exact one at the noise level alpha_bar = {np.exp(-fitted):.6g} (B = {fitted:.6g}), "
+             f"where t = {t} has alpha_bar(t) = exp(-B(t)) = {np.exp(-B):.6g}, B(t) = int_0^t beta(u) du = beta_min t "
+             f"+ (beta_max - beta_min) t^2 / 2 = {B:.6g}: check your integral of beta and its exp", KERNEL_SECTION)]
+
+
+def check_against_mixtures(function, method, what, section, x):
     """``function`` on every case against the exact p_t's ``method`` ("pdf" or "score"), naming a matching mistake."""
     for case in cases():
         expected = exact(method, case, x)
+        got = student_values(function, x, case, what, section)
         variants = [(getattr(mixture, method)(x), name, explanation, mistake_section)
                     for mixture, name, explanation, mistake_section in mistaken_mixtures(*case)]
-        if sign_variant:
-            variants.append((-expected, "the score's sign", "your score is -grad log p_t: the score points towards "
-                             "higher density, sum_i r_i (m_i - x) / v_i", SCORE_SECTION))
-        compare(student_values(function, x, case, what, section), expected, what, section, variants=variants,
-                x=x, context=describe(case))
+        if method == "score":
+            variants += [(-expected, "the score's sign", "your score is -grad log p_t: the score points towards "
+                          "higher density, sum_i r_i (m_i - x) / v_i", SCORE_SECTION)] + score_variants(case, x)
+        if not close(got, expected, 1e-6, 1e-12) and not any(close(got, v[0], 1e-6, 1e-12) for v in variants):
+            variants += fitted_level_variant(got, method, case, x)
+        compare(got, expected, what, section, variants=variants, x=x, context=describe(case))
+
+
+def check_shape(function, what, section):
+    """An array of the shape of x, for a 1-D and a 2-D x, whose values on the 2-D grid are those of the same points
+    given as 1-D (whether they are right is the next check's)."""
+    case = cases()[1]
+    flat = student_values(function, GRID, case, what, section).reshape(GRID_2D.shape)
+    grid = student_values(function, GRID_2D, case, what, section)
+    if not close(grid, flat, 1e-9, 1e-300):
+        index = np.unravel_index(np.argmax(np.abs(grid - flat)), GRID_2D.shape)
+        raise Mistake(f"{what} differs on a 2-D x", f"at x = {GRID_2D[index]:g} your function gives "
+                      f"{grid[index]:.6g} when x is a {GRID_2D.shape} grid and {flat[index]:.6g} "
+                      "when x is 1-D: compute elementwise over any shape of x, with the components on a new last "
+                      "axis (x[..., None]) rather than a fixed axis", section)
 
 
 def check_marginal_shape(marginal_pdf):
-    """Returns an array of the shape of x."""
-    student_values(marginal_pdf, GRID, cases()[1], "p_t(x)", MARGINAL_SECTION)
+    """Returns an array of the shape of x, 1-D or 2-D."""
+    check_shape(marginal_pdf, "p_t(x)", MARGINAL_SECTION)
 
 
 def check_marginal_at_zero(marginal_pdf):
     """At t = 0 the marginal is p_0 itself, with the stds as standard deviations."""
     weights, means, stds = problem_mixture()
     case = (weights, means, stds, 0.0, *BETA_RANGE)
-    stds_as_variances = mistaken_mixtures(*case)[0]
     compare(student_values(marginal_pdf, GRID, case, "p_0(x)", MARGINAL_SECTION),
             exact("pdf", case, GRID), "p_0(x)", MARGINAL_SECTION, x=GRID, context=describe(case),
-            variants=[(stds_as_variances[0].pdf(GRID), *stds_as_variances[1:])])
+            variants=[(mixture.pdf(GRID), *mistake) for mixture, *mistake in mistaken_mixtures(*case)])
 
 
 def check_marginal(marginal_pdf):
@@ -115,21 +181,20 @@ def check_marginal(marginal_pdf):
 
 
 MARGINAL_CHECKS = (
-    ("returns an array of the shape of x", check_marginal_shape),
+    ("returns an array of the shape of x, 1-D or 2-D", check_marginal_shape),
     ("p_0 at t = 0 (stds are standard deviations)", check_marginal_at_zero),
     (f"p_t(x) at t = {', '.join(map(str, TIMES[1:]))} and for a three-component mixture", check_marginal),
 )
 
 
 def check_score_shape(score):
-    """Returns an array of the shape of x."""
-    student_values(score, GRID, cases()[1], "score", SCORE_SECTION)
+    """Returns an array of the shape of x, 1-D or 2-D."""
+    check_shape(score, "score", SCORE_SECTION)
 
 
 def check_score(score):
     """grad log p_t(x) = sum_i r_i(x) (m_i - x) / v_i, with r_i the responsibilities."""
-    check_against_mixtures(score, "score", "score", SCORE_SECTION, GRID,
-                           sign_variant=True)
+    check_against_mixtures(score, "score", "score", SCORE_SECTION, GRID)
 
 
 LOG_SUM_EXP = ("every pi_i N(x; m_i, v_i) underflows to 0 there and their ratio is 0/0. Compute the "
@@ -154,7 +219,7 @@ def check_score_tails(score):
 
 
 SCORE_CHECKS = (
-    ("returns an array of the shape of x", check_score_shape),
+    ("returns an array of the shape of x, 1-D or 2-D", check_score_shape),
     (f"the score at t = {', '.join(map(str, TIMES))} and for a three-component mixture", check_score),
     (f"finite and exact in the tails, |x| = {' and '.join(f'{x:g}' for x in sorted(set(abs(TAILS))))}",
      check_score_tails),

@@ -54,7 +54,8 @@ PROBLEMS = {problem.key: problem for problem in (
             "alpha_bar[k] = prod of alpha[i] for i <= k.", SCHEDULE_CHECKS),
     Problem("1b", "ex-1b", "forward", "x0, t, noise, alpha_bar",
             "A draw x_t of q(x_t | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of\n"
-            "timesteps in 0..T-1, alpha_bar the table of ddpm_schedules. Returns x_t of the shape of x0.",
+            "timesteps in 0..T-1, alpha_bar the table of ddpm_schedules. Returns x_t, a tensor of the shape\n"
+            "and dtype of x0.",
             FORWARD_CHECKS),
     Problem("1c", "ex-1c", "sample", 'eps_model, n, shape, schedule, sigma="beta", generator=None',
             "Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape (n, *shape), with sigma_k^2 = beta_k\n"

@@ -16,7 +16,7 @@ import torch
 
 from dgm import closed_forms
 from dgm.check.schedule_checks import NOTATION_SECTION, PROBLEM_SET_CHAIN
-from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare
+from dgm.check.verdicts import Mistake, Stopped, StudentError, as_float_array, call, compare
 from dgm.ddpm import SIGMA_CHOICES
 from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
 from dgm.sde import exact_noise_predictor, toy_mixture
@@ -54,6 +54,19 @@ def contract_schedule(schedule):
     return {name: schedule[name] for name in ("beta", "alpha", "alpha_bar")}
 
 
+def call_sampler(sample, eps_model, n, shape, schedule, sigma, generator):
+    """The student's samples; a KeyError on the schedule gets a hint after their traceback, since the library's
+    schedule (which the handout's code reads) has more tables than the contract's."""
+    try:
+        return call(sample, eps_model, n, shape, schedule, sigma=sigma, generator=generator)
+    except StudentError as error:
+        if "KeyError" not in error.report.splitlines()[-1]:
+            raise
+        raise StudentError(f"{error.report}\nhint: schedule is Problem 1a's dict, with the keys "
+                           f"{', '.join(schedule)} only (the library's ddpm_schedules adds more); compute other "
+                           "tables, such as beta_tilde, from these") from None
+
+
 class RecordingNetwork:
     """A stand-in eps_model: returns standard normal draws from its own seeded generator, recording (x, t, eps)."""
 
@@ -74,8 +87,8 @@ def probe(sample, seed=0, sigma="beta"):
     network = RecordingNetwork()
     schedule = schedule_from_betas(torch.tensor(PROBE_BETAS, dtype=torch.float64))
     generator = torch.Generator().manual_seed(seed)
-    samples = call(sample, limit_calls(network, len(PROBE_BETAS)), PROBE_N, PROBE_SHAPE, contract_schedule(schedule),
-                   sigma=sigma, generator=generator)
+    samples = call_sampler(sample, limit_calls(network, len(PROBE_BETAS)), PROBE_N, PROBE_SHAPE,
+                           contract_schedule(schedule), sigma, generator)
     samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(PROBE_N, *PROBE_SHAPE))
     if np.abs(samples).max() <= 1:  # this chain, from N(0, I), ends beyond 1 in most samples
         raise Mistake("samples clamped to [-1, 1]", "every sample lies in [-1, 1]: Algorithm 2 returns x_0 as its "
@@ -276,8 +289,8 @@ def check_end_to_end(sample):
     predictor = exact_noise_predictor(mixture, schedule["alpha_bar"])
     for sigma in SIGMA_CHOICES:
         generator = torch.Generator().manual_seed(0)
-        samples = call(sample, limit_calls(predictor, PROBLEM_SET_CHAIN[2]), END_TO_END_N, (1,), schedule,
-                       sigma=sigma, generator=generator)
+        samples = call_sampler(sample, limit_calls(predictor, PROBLEM_SET_CHAIN[2]), END_TO_END_N, (1,), schedule,
+                               sigma, generator)
         samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(END_TO_END_N, 1))[:, 0]
         test = scipy.stats.kstest(samples, mixture.cdf)
         if not np.isfinite(samples).all() or test.pvalue < END_TO_END_P_VALUE:
@@ -351,6 +364,9 @@ def check_respace_betas(respace):
         kept = alpha_bar.numpy()[timesteps]
         original = reference_respace(alpha_bar, torch.arange(len(alpha_bar)))["beta"].numpy()  # every step kept
         wrapped = closed_forms.respaced_beta(kept, np.roll(kept, 1))
+        previous = np.concatenate([[1.0], kept[:-1]])
+        first_zero = np.concatenate([[0.0], closed_forms.respaced_beta(kept, previous)[1:]])
+        upside_down = closed_forms.respaced_beta(previous, kept)
         compare(betas, reference_respace(alpha_bar, torch.as_tensor(timesteps))["beta"].numpy(), "beta'",
                 RESPACING_SECTION, context=f"T = {len(alpha_bar)}, steps = {steps}", variants=[
                     (original[timesteps], "respacing keeps the original betas",
@@ -358,7 +374,14 @@ def check_respace_betas(respace):
                      "step, so beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]", RESPACING_SECTION),
                     (wrapped, "first beta' wraps around",
                      "beta'_0 divides by alpha_bar[tau_(-1)], which Python reads as the last kept step; before the "
-                     "first kept step alpha_bar = 1, so beta'_0 = 1 - alpha_bar[tau_0]", RESPACING_SECTION)])
+                     "first kept step alpha_bar = 1, so beta'_0 = 1 - alpha_bar[tau_0]", RESPACING_SECTION),
+                    (first_zero, "first beta' is 0",
+                     "beta'_0 = 0 would keep x unchanged at the first step; before the first kept step alpha_bar = 1, "
+                     "so beta'_0 = 1 - alpha_bar[tau_0] / 1", RESPACING_SECTION),
+                    (upside_down, "beta' ratio upside down",
+                     "your beta'_i = 1 - alpha_bar[tau_(i-1)] / alpha_bar[tau_i], which is negative since alpha_bar "
+                     "falls with t; alpha'_i = alpha_bar[tau_i] / alpha_bar[tau_(i-1)] is the share of alpha_bar "
+                     "that one jump keeps, and beta'_i = 1 - alpha'_i", RESPACING_SECTION)])
 
 
 RESPACE_CHECKS = (

@@ -55,13 +55,17 @@ def check_beta(ddpm_schedules):
     beta_min, beta_max, T = SHORT_CHAIN
     got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["beta"]
     over_T = beta_min + np.arange(T) * (beta_max - beta_min) / T
+    from_one = beta_min + np.arange(1, T + 1) * (beta_max - beta_min) / (T - 1)
     over_T_explanation = (
         f"beta[k] = beta_min + k (beta_max - beta_min) / T stops short of beta_max: with T = {T}, beta[T - 1] is "
         f"{over_T[-1]:.3g} instead of {beta_max}. The step is (beta_max - beta_min) / (T - 1), so that the last "
         "index k = T - 1 reaches beta_max")
     compare(got, reference_schedules(*SHORT_CHAIN)["beta"].numpy(), "beta", SCHEDULE_SECTION,
             context=chain_context(SHORT_CHAIN),
-            variants=[(over_T, "beta step over T instead of T - 1", over_T_explanation, SCHEDULE_SECTION)])
+            variants=[(over_T, "beta step over T instead of T - 1", over_T_explanation, SCHEDULE_SECTION),
+                      (from_one, "k counted from 1",
+                       f"your beta[0] is beta_min + (beta_max - beta_min) / (T - 1) = {from_one[0]:.3g}: the index "
+                       "runs k = 0..T-1, so beta[0] = beta_min and beta[T - 1] = beta_max", NOTATION_SECTION)])
 
 
 def check_alpha(ddpm_schedules):
@@ -76,12 +80,16 @@ def check_alpha_bar(ddpm_schedules):
     got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["alpha_bar"]
     reference = reference_schedules(*SHORT_CHAIN)
     shifted = np.concatenate([[1.0], reference["alpha_bar"].numpy()[:-1]])
+    logarithm = np.log(reference["alpha_bar"].numpy())
     compare(got, reference["alpha_bar"].numpy(), "alpha_bar", NOTATION_SECTION, context=chain_context(SHORT_CHAIN),
             variants=[(shifted, "alpha_bar shifted by one step",
                        f"your alpha_bar[k] is the product of alpha[i] over i < k, so alpha_bar[0] = 1. With the index "
                        "k = 0..T-1 the latent at index k has been noised by steps 0..k: alpha_bar[k] = prod of "
                        f"alpha[i] for i <= k, and alpha_bar[0] = alpha[0] (here {reference['alpha'][0].item():.3g}, "
-                       "for betas 0.1, ..., 0.5)", NOTATION_SECTION)])
+                       "for betas 0.1, ..., 0.5)", NOTATION_SECTION),
+                      (logarithm, "alpha_bar left as a logarithm",
+                       "your alpha_bar is the sum of log alpha[i], which is log alpha_bar: take its exp (or use "
+                       "torch.cumprod of alpha)", NOTATION_SECTION)])
 
 
 def check_problem_set_chain(ddpm_schedules):
@@ -134,25 +142,46 @@ def forward_variants(x0, t, noise, alpha_bar):
         (closed_forms.forward_sample(x0, noise, at(t - 1)), "alpha_bar indexed at t - 1",
          "your x_t uses alpha_bar[t - 1]; with the index k = 0..T-1, timestep t has been noised by steps 0..t, "
          "which is alpha_bar[t]"),
+        (closed_forms.forward_sample(x0, noise, at(t[:1])), "one timestep for the whole batch",
+         "your x_t uses alpha_bar[t[0]] for every sample; each sample has its own timestep, so index alpha_bar with "
+         "the whole tensor t and reshape the result to (N, 1, ..., 1)"),
     ]
     return [(values.numpy(), name, explanation, MARGINAL_SECTION) for values, name, explanation in variants]
 
 
+RESHAPE_HINT = ("alpha_bar[t] has shape (N,); reshape it to (N, 1, ..., 1), with one 1 per dimension of a sample, "
+                "so that it multiplies each sample of x0 whatever its shape: "
+                "alpha_bar[t].reshape(-1, *[1] * (x0.ndim - 1))")
+
+
 def forward_result(forward, x0, t, noise, alpha_bar):
-    """The student's x_t; a failed broadcast of alpha_bar[t] against x0 gets a hint after their traceback."""
+    """The student's x_t: a tensor of x0's shape and dtype; a failed broadcast of alpha_bar[t] against x0 gets a hint
+    after their traceback."""
     try:
         result = call(forward, x0, t, noise, alpha_bar)
     except StudentError as error:
         if "must match the size of tensor" not in error.report:
             raise
-        raise StudentError(f"{error.report}\nhint: alpha_bar[t] has shape (N,); reshape it to (N, 1, ..., 1) so that "
-                           "it multiplies each sample of x0") from None
-    return as_float_array(result, "x_t", MARGINAL_SECTION, shape=x0.shape)
+        raise StudentError(f"{error.report}\nhint: {RESHAPE_HINT}") from None
+    if isinstance(result, torch.Tensor) and result.shape != x0.shape:
+        raise Mistake("x_t has the wrong shape", f"for x0 of shape {tuple(x0.shape)}, x_t has shape "
+                      f"{tuple(result.shape)}: {RESHAPE_HINT}", MARGINAL_SECTION)
+    values = as_float_array(result, "x_t", MARGINAL_SECTION, shape=x0.shape)
+    if not isinstance(result, torch.Tensor):
+        raise Mistake("x_t is not a torch tensor", f"x_t is a {type(result).__name__}; the training loop passes it "
+                      "to the network, so return a tensor like x0", MARGINAL_SECTION)
+    if result.dtype != x0.dtype:
+        raise Mistake("x_t not in x0's dtype", f"x_t is {result.dtype} for x0 in {x0.dtype}: alpha_bar is float64, "
+                      "and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's dtype, such as "
+                      "alpha_bar[t].to(x0.dtype)", MARGINAL_SECTION)
+    return values
 
 
 def check_forward_shape(forward):
-    """x_t has the shape of x0 (alpha_bar[t] broadcast over each sample)."""
-    forward_result(forward, *forward_inputs())
+    """x_t has the shape of x0 (alpha_bar[t] broadcast over each sample), for images and for 1-D samples."""
+    x0, t, noise, alpha_bar = forward_inputs()
+    forward_result(forward, x0, t, noise, alpha_bar)
+    forward_result(forward, x0.reshape(len(x0), -1), t, noise.reshape(len(x0), -1), alpha_bar)  # 1-D samples
 
 
 def check_forward_uses_noise(forward):
@@ -185,7 +214,7 @@ def check_forward_mnist_batch(forward):
 
 
 FORWARD_CHECKS = (
-    ("returns x_t of the shape of x0", check_forward_shape),
+    ("returns a tensor x_t of the shape and dtype of x0, whatever a sample's shape", check_forward_shape),
     ("uses the noise it is given", check_forward_uses_noise),
     ("x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise", check_forward_formula),
     ("a float32 MNIST batch on the problem set's chain", check_forward_mnist_batch),

@@ -146,6 +146,9 @@ class Verdict:
 
 def as_float_array(value, what, section, shape=None):
     """``value`` (a tensor or an array) as a float64 NumPy array, or a Mistake naming ``what`` and the shape."""
+    if value is None:
+        raise Mistake("returned None", f"your function returned None where it should return {what}: is its "
+                      "`return` statement missing?", section)
     if isinstance(value, tuple):
         raise Mistake(f"returned a tuple, not {what}", f"your function returned a tuple of {len(value)} items; "
                       f"return {what} alone" + (f", an array of shape {tuple(shape)}" if shape is not None else ""),

@@ -191,9 +191,90 @@ def respace_float_timesteps(alpha_bar, steps):
     return timesteps.double(), betas
 
 
+def beta_from_one(beta_min, beta_max, T):
+    beta = beta_min + torch.arange(1, T + 1, dtype=torch.float64) * (beta_max - beta_min) / (T - 1)
+    return {"beta": beta, "alpha": 1 - beta, "alpha_bar": torch.cumprod(1 - beta, 0)}
+
+
+def alpha_bar_as_log(beta_min, beta_max, T):
+    schedule = reference.ddpm_schedules(beta_min, beta_max, T)
+    schedule["alpha_bar"] = torch.cumsum(schedule["alpha"].log(), 0)  # exp forgotten
+    return schedule
+
+
+def forward_first_timestep(x0, t, noise, alpha_bar):
+    return reference.forward(x0, t[:1].expand(len(t)), noise, alpha_bar)
+
+
+def forward_for_images_only(x0, t, noise, alpha_bar):
+    level = alpha_bar[t].to(x0.dtype).view(-1, 1, 1, 1)  # samples assumed (C, H, W)
+    return level.sqrt() * x0 + (1 - level).sqrt() * noise
+
+
+def forward_in_float64(x0, t, noise, alpha_bar):
+    return reference.forward(x0.double(), t, noise.double(), alpha_bar)
+
+
+def forward_in_numpy(x0, t, noise, alpha_bar):
+    return reference.forward(x0, t, noise, alpha_bar).numpy()
+
+
+def sample_reading_library_tables(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    variance = schedule["beta"] if sigma == "beta" else schedule["posterior_variance"]
+    return reference.sample(eps_model, n, shape, {**schedule, "beta": variance}, sigma, generator)
+
+
+def respace_first_beta_zero(alpha_bar, steps):
+    timesteps, betas = reference.respace(alpha_bar, steps)
+    return timesteps, torch.cat([betas.new_zeros(1), betas[1:]])
+
+
+def respace_ratio_upside_down(alpha_bar, steps):
+    timesteps, _ = reference.respace(alpha_bar, steps)
+    kept = alpha_bar[timesteps]
+    return timesteps, 1 - torch.cat([kept.new_ones(1), kept[:-1]]) / kept
+
+
+def integral_of_beta_as_rate_times_t(t, means, stds, beta_min, beta_max):
+    level = np.exp(-(beta_min * t + (beta_max - beta_min) * t))  # beta(t) t, not int_0^t beta
+    return means * np.sqrt(level), stds**2 * level + 1 - level
+
+
+def marginal_pdf_variance_as_std(x, t, weights, means, stds, beta_min, beta_max):
+    m, v = reference.component_moments(t, means, stds, beta_min, beta_max)
+    x = np.asarray(x)[..., None]
+    return (weights * np.exp(-(x - m) ** 2 / (2 * v**2)) / np.sqrt(2 * np.pi * v**2)).sum(-1)
+
+
+def marginal_pdf_in_column_order(x, *args):
+    return reference.marginal_pdf(np.ravel(x), *args).reshape(np.shape(x), order="F")
+
+
+def marginal_pdf_without_return(*args):
+    reference.marginal_pdf(*args)
+
+
+def score_with_prior_weights(x, t, weights, means, stds, beta_min, beta_max):
+    m, v = reference.component_moments(t, means, stds, beta_min, beta_max)
+    return (weights * (m - np.asarray(x)[..., None]) / v).sum(-1)
+
+
+def score_over_std(x, t, weights, means, stds, beta_min, beta_max):
+    terms, x, m, v = reference.log_terms(x, t, weights, means, stds, beta_min, beta_max)
+    responsibilities = np.exp(terms - terms.max(-1, keepdims=True))
+    responsibilities /= responsibilities.sum(-1, keepdims=True)
+    return (responsibilities * (m - x) / np.sqrt(v)).sum(-1)
+
+
 MUTANTS = [
     ("1a", "alpha_bar shifted by one step", alpha_bar_shifted),
     ("1a", "beta step over T instead of T - 1", beta_step_over_T),
+    ("1a", "k counted from 1", beta_from_one),
+    ("1a", "alpha_bar left as a logarithm", alpha_bar_as_log),
+    ("1b", "one timestep for the whole batch", forward_first_timestep),
+    ("1b", "x_t has the wrong shape", forward_for_images_only),
+    ("1b", "x_t not in x0's dtype", forward_in_float64),
+    ("1b", "x_t is not a torch tensor", forward_in_numpy),
     ("1b", "missing square roots in q(x_t | x_0)", forward_with(lambda a: a, lambda a: 1 - a)),
     ("1b", "missing square roots in q(x_t | x_0)", forward_with(lambda a: a.sqrt(), lambda a: 1 - a)),
     ("1b", "signal and noise coefficients swapped", forward_with(lambda a: (1 - a).sqrt(), lambda a: a.sqrt())),
@@ -231,6 +312,15 @@ MUTANTS = [
     ("2b", "timesteps are floats", respace_float_timesteps),
     ("2b", "timesteps are floats", respace_swapped),
     ("2b", "float32 precision", in_float32(reference.respace)),
+    ("2b", "first beta' is 0", respace_first_beta_zero),
+    ("2b", "beta' ratio upside down", respace_ratio_upside_down),
+    ("3a", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(integral_of_beta_as_rate_times_t)[0]),
+    ("3a", "p_t(x) differs on a 2-D x", marginal_pdf_in_column_order),
+    ("3a", "variance used as the standard deviation", marginal_pdf_variance_as_std),
+    ("3a", "returned None", marginal_pdf_without_return),
+    ("3b", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(integral_of_beta_as_rate_times_t)[1]),
+    ("3b", "prior weights instead of responsibilities", score_with_prior_weights),
+    ("3b", "divided by the std instead of the variance", score_over_std),
     ("3a", "mixture stds used as variances", mixture_functions(stds_as_variances)[0]),
     ("3a", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[0]),
     ("3a", "B(t) without the 1/2", mixture_functions(integral_without_half)[0]),
