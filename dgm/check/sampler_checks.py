@@ -211,7 +211,8 @@ def check_mean(sample, sigma):
     for a_mistake, b_mistake, name, explanation in variants:
         if within(a, a_mistake, a_error) and within(b, b_mistake, b_error):
             raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", EPSILON_SECTION)
-    raise Mistake("wrong reverse mean", step, EPSILON_SECTION)
+    raise Mistake("wrong reverse mean", f"{step}. Your coefficients are a least-squares fit over the batch: a step "
+                  "that clips, or is otherwise not linear in x_k and eps, only approximates them", EPSILON_SECTION)
 
 
 def noise_variants(sigma, chain):
