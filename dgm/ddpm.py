@@ -170,7 +170,7 @@ class DDPM(nn.Module):
         t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         alpha_bar = self._per_sample(self.alpha_bar, t, x0)
-        # q(x_t | x_0) directly: forward()'s check of t waits for the device, and t was drawn in range above.
+        # x_t ~ q(x_t | x_0) in one jump; t is in range by construction, so forward()'s checks are skipped.
         x_t = closed_forms.forward_sample(x0, noise, alpha_bar)
         predicted = self.eps_model(x_t, t)
         check_prediction(predicted, x_t)

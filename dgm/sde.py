@@ -24,6 +24,13 @@ def _normalise(xp, log_terms):
     return top + xp.log(total), shifted / total
 
 
+def _check_noise_level(log_alpha_bar):
+    """Refuse log alpha_bar > 0 or NaN: alpha_bar lies in (0, 1], and a time t passed in its place gives NaN."""
+    if not bool((log_alpha_bar <= 0).all()):
+        raise ValueError("log_alpha_bar must be <= 0 (alpha_bar in (0, 1]); for the VP-SDE at time t, pass "
+                         "sde.log_alpha_bar(t) or call sde.score(p0, x, t)")
+
+
 class GaussianMixture1D:
     """p_0 = sum_i weights_i N(means_i, stds_i^2), with stds standard deviations (the handout's convention).
 
@@ -55,9 +62,7 @@ class GaussianMixture1D:
         """
         xp, (x, log_alpha_bar, weights, means, stds) = as_arrays(x, log_alpha_bar, self.weights, self.means,
                                                                   self.stds)
-        if not bool((log_alpha_bar <= 0).all()):  # also refuses NaN
-            raise ValueError("log_alpha_bar must be <= 0 (alpha_bar in (0, 1]); for the VP-SDE at time t, pass "
-                             "sde.log_alpha_bar(t) or call sde.score(p0, x, t)")
+        _check_noise_level(log_alpha_bar)
         per_component = (slice(None),) + (None,) * max(x.ndim, log_alpha_bar.ndim)
         mean = closed_forms.diffused_mean(means[per_component], log_alpha_bar)
         variance = closed_forms.diffused_variance(stds[per_component], log_alpha_bar)
