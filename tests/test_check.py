@@ -11,10 +11,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbclient import NotebookClient
 
 from dgm.check import command, exercises, handout, mixture_checks, problems, sampler_checks, schedule_checks
 from dgm.check.problems import PROBLEMS
+from dgm.check.verdicts import Mistake
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = Path(__file__).resolve().parent / "check_solutions"
@@ -47,6 +49,31 @@ def test_each_mistake_is_rejected_by_name(key, mistake, function, one_thread):
     assert command.exit_status(results) == 1
 
 
+@pytest.mark.parametrize("key, function, words", [
+    ("1c", mutants.sampler(posterior_mean_step=mutants.posterior_mean_with_alpha_bar_t), 'with sigma="posterior", '),
+    ("2b", mutants.respace_swapped, "return (timesteps, betas), in that order"),
+    ("1b", mutants.forward_for_images_only, "reshape it to (N, 1, ..., 1)"),
+])
+def test_a_verdict_carries_the_hint_that_fixes_it(key, function, words, one_thread):
+    verdict = command.run(key, solution_namespace(**{PROBLEMS[key].function: function}))[key][-1]
+    assert words in verdict.explanation
+
+
+def test_the_report_prints_each_mistake_with_its_section_and_sums_them_up(one_thread):
+    results = command.run("all", solution_namespace(ddpm_schedules=mutants.alpha_bar_shifted))
+    report = command.format_report(results)
+    assert "mistake: alpha_bar shifted by one step" in report and "read: " in report and "preface-notation" in report
+    assert "1a FAIL (alpha_bar shifted by one step)" in command.format_summary(results)
+
+
+def test_the_end_to_end_check_fails_samples_that_ignore_the_network(one_thread):
+    def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
+        return torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+
+    with pytest.raises(Mistake, match="samples do not follow p_0"):
+        sampler_checks.check_end_to_end(sample)
+
+
 def test_every_cited_section_is_in_the_handout():
     titles = handout.section_titles()
     cited = {value for module in (schedule_checks, sampler_checks, mixture_checks)
@@ -63,6 +90,8 @@ def test_a_changed_argument_is_named_not_blamed_on_the_formula(one_thread):
     verdict = command.run("1b", solution_namespace(forward=forward))["1b"][-1]
     assert (verdict.status, verdict.mistake) == ("FAIL", "noise changed in place")
     assert "noise *= ..." in verdict.explanation
+    verdict = command.run("1c", solution_namespace(sample=mutants.sample_changing_the_schedule))["1c"][-1]
+    assert (verdict.status, verdict.mistake) == ("FAIL", 'schedule["alpha"] changed in place')
 
 
 def test_a_function_that_never_returns_is_stopped_with_a_verdict(monkeypatch, one_thread):
@@ -113,13 +142,19 @@ def test_a_sampler_reading_the_librarys_tables_is_told_which_keys_it_gets(capsys
 def test_usage_errors_exit_with_status_two(tmp_path, capsys):
     missing = tmp_path / "partial.py"
     missing.write_text("def forward(x0, t, alpha_bar):\n    return x0\n")
-    for argv in (["1a", str(missing)], ["1b", str(missing)], ["1a", str(tmp_path / "absent.py")]):
+    not_a_function = tmp_path / "constant.py"
+    not_a_function.write_text("forward = 3\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("def forward(x0, t, noise, alpha_bar):\n    return x0\n")
+    for argv in (["1a", str(missing)], ["1b", str(missing)], ["1a", str(tmp_path / "absent.py")],
+                 ["1b", str(not_a_function)], ["1b", str(notes)]):
         with pytest.raises(SystemExit) as exit_:
             command.main(argv)
         assert exit_.value.code == 2, argv
     out, err = capsys.readouterr()
     assert "no function ddpm_schedules" in out and "cannot be called as forward(x0, t, noise, alpha_bar)" in out
-    assert "no file" in err
+    assert "forward is an object of type int, not a function" in out
+    assert "no file" in err and "neither a Python file nor a notebook" in err
 
 
 def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):

@@ -85,7 +85,8 @@ def find_function(problem, namespace):
     if function is None:
         raise UsageError(f"no function {problem.function} (Problem {problem.key}); define {problem.signature}")
     if not callable(function):
-        raise UsageError(f"{problem.function} is a {type(function).__name__}, not a function")
+        raise UsageError(f"{problem.function} is an object of type {type(function).__name__}, not a function; "
+                         f"define {problem.signature}")
     problem.check_signature(function)
     return function
 

@@ -266,10 +266,87 @@ def score_over_std(x, t, weights, means, stds, beta_min, beta_max):
     return (responsibilities * (m - x) / np.sqrt(v)).sum(-1)
 
 
+def schedule_in_numpy(beta_min, beta_max, T):
+    return {name: table.numpy() for name, table in reference.ddpm_schedules(beta_min, beta_max, T).items()}
+
+
+def schedule_as_tuple(beta_min, beta_max, T):
+    schedule = reference.ddpm_schedules(beta_min, beta_max, T)
+    return schedule["beta"], schedule["alpha"], schedule["alpha_bar"]
+
+
+def schedule_with_diffusers_key(beta_min, beta_max, T):
+    schedule = reference.ddpm_schedules(beta_min, beta_max, T)
+    return {"beta": schedule["beta"], "alpha": schedule["alpha"], "alphas_cumprod": schedule["alpha_bar"]}
+
+
+def alpha_bar_floored(beta_min, beta_max, T):
+    """Right on short chains; wrong where alpha_bar falls below 0.01, as only the T = 1000 chain's does."""
+    schedule = reference.ddpm_schedules(beta_min, beta_max, T)
+    schedule["alpha_bar"] = schedule["alpha_bar"].clamp(min=0.01)
+    return schedule
+
+
+def sampler_around(change_model=lambda eps_model: eps_model, start_scale=1.0, steps_from=0, noise_from=1,
+                   step=None):
+    """The reference sampler with one change: the network it calls, the start's scale, the first step it runs, the
+    first step that adds noise, or the mean step (x, eps, beta, alpha, alpha_bar) -> x."""
+    def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
+        beta, alpha, alpha_bar = schedule["beta"], schedule["alpha"], schedule["alpha_bar"]
+        previous = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+        variance = beta if sigma == "beta" else (1 - previous) / (1 - alpha_bar) * beta
+        model = change_model(eps_model)
+        x = start_scale * torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+        for k in reversed(range(steps_from, len(beta))):
+            eps = model(x, torch.full((n,), k, dtype=torch.long))
+            x = step(x, eps, beta[k], alpha[k], alpha_bar[k]) if step else \
+                (x - beta[k] / (1 - alpha_bar[k]).sqrt() * eps) / alpha[k].sqrt()
+            if k >= noise_from:
+                x = x + variance[k].sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return x
+    return sample
+
+
+def sample_changing_the_schedule(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    root = schedule["alpha"].sqrt_()  # in place: the caller's alpha is now sqrt(alpha)
+    return reference.sample(eps_model, n, shape, {**schedule, "alpha": root**2}, sigma, generator)
+
+
+def respace_timesteps_only(alpha_bar, steps):
+    return reference.respace(alpha_bar, steps)[0]
+
+
+def respace_quadratic_spacing(alpha_bar, steps):
+    """Denser near t = 0, as some papers space steps; rounding repeats the first few."""
+    T = len(alpha_bar)
+    timesteps = (torch.linspace(0, (T - 1) ** 0.5, steps) ** 2).long()
+    timesteps[-1] = T - 1
+    kept = alpha_bar[timesteps]
+    return timesteps, 1 - kept / torch.cat([kept.new_ones(1), kept[:-1]])
+
+
+def respace_half_percent_off(alpha_bar, steps):
+    timesteps, betas = reference.respace(alpha_bar, steps)
+    return timesteps, betas * 1.005
+
+
+def marginal_pdf_of_two_components(x, t, weights, means, stds, beta_min, beta_max):
+    return reference.marginal_pdf(x, t, weights[:2], means[:2], stds[:2], beta_min, beta_max)
+
+
+def marginal_pdf_without_the_sum(x, t, *args):
+    terms, *_ = reference.log_terms(x, t, *args)
+    return np.exp(terms)  # one column per component
+
+
 MUTANTS = [
     ("1a", "alpha_bar shifted by one step", alpha_bar_shifted),
     ("1a", "beta step over T instead of T - 1", beta_step_over_T),
     ("1a", "k counted from 1", beta_from_one),
+    ("1a", "not a dict", schedule_as_tuple),
+    ("1a", "beta is not a torch tensor", schedule_in_numpy),
+    ("1a", "missing tables", schedule_with_diffusers_key),
+    ("1a", "wrong alpha_bar", alpha_bar_floored),
     ("1a", "alpha_bar left as a logarithm", alpha_bar_as_log),
     ("1b", "one timestep for the whole batch", forward_first_timestep),
     ("1b", "x_t has the wrong shape", forward_for_images_only),
@@ -286,7 +363,8 @@ MUTANTS = [
     ("1c", "1 - alpha_bar instead of its square root",
      sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: (x - beta / (1 - alpha_bar) * eps) / alpha.sqrt())),
     ("1c", "the epsilon term's sign",
-     sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: (x + beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt())),
+     sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar:
+             (x + beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt())),
     ("1c", "1/sqrt(alpha_t) missing",
      sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: x - beta / (1 - alpha_bar).sqrt() * eps)),
     ("1c", "sigma^2 = beta_tilde instead of beta", sampler(noise_std=correct_std(beta=posterior_std))),
@@ -303,8 +381,22 @@ MUTANTS = [
     ("1c", "samples clamped to [-1, 1]", sample_clamped),
     ("1c", "returned a tuple, not the samples", sample_with_trajectory),
     ("1c", "eps_model called without end", sample_without_end),
+    ("1c", "wrong number of steps", sampler_around(change_model=lambda m: lambda x, t: (m(x, t), m(x, t))[1])),
+    ("1c", "wrong number of steps", sampler_around(steps_from=1)),
+    ("1c", "t is not a long tensor of shape (n,)", sampler_around(change_model=lambda m: lambda x, t: m(x, t.int()))),
+    ("1c", "x_T is not drawn from N(0, I)", sampler_around(start_scale=0.8)),
+    ("1c", "wrong noise", sampler_around(noise_from=2)),
+    ("1c", "1/sqrt(alpha_t) applied to x_t only",
+     sampler_around(step=lambda x, eps, beta, alpha, alpha_bar:
+                    x / alpha.sqrt() - beta / (1 - alpha_bar).sqrt() * eps)),
+    ("2b", "not a pair", respace_timesteps_only),
+    ("2b", "timesteps not strictly increasing", respace_quadratic_spacing),
+    ("2b", "wrong beta'", respace_half_percent_off),
+    ("3a", "wrong p_t(x)", marginal_pdf_of_two_components),
+    ("3a", "p_t(x) has the wrong shape", marginal_pdf_without_the_sum),
     ("2b", "respacing keeps the original betas", respace_original_betas),
-    ("2b", "kept steps miss the last timestep", respace_with_timesteps(lambda T, steps: torch.arange(0, T, T // steps))),
+    ("2b", "kept steps miss the last timestep",
+     respace_with_timesteps(lambda T, steps: torch.arange(0, T, T // steps))),
     ("2b", "kept steps miss the first timestep",
      respace_with_timesteps(lambda T, steps: torch.arange(T // steps - 1, T, T // steps))),
     ("2b", "first beta' wraps around", respace_wrapping),
