@@ -171,9 +171,11 @@ def forward_result(forward, x0, t, noise, alpha_bar):
         raise Mistake("x_t is not a torch tensor", f"x_t is a {type(result).__name__}; the training loop passes it "
                       "to the network, so return a tensor like x0", MARGINAL_SECTION)
     if result.dtype != x0.dtype:
-        raise Mistake("x_t not in x0's dtype", f"x_t is {result.dtype} for x0 in {x0.dtype}: alpha_bar is float64, "
-                      "and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's dtype, such as "
-                      "alpha_bar[t].to(x0.dtype)", MARGINAL_SECTION)
+        advice = ("alpha_bar is float64, and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's "
+                  "dtype, such as alpha_bar[t].to(x0.dtype)" if result.dtype == alpha_bar.dtype else
+                  "return x_t in the dtype x0 comes in")
+        raise Mistake("x_t not in x0's dtype", f"x_t is {result.dtype} for x0 in {x0.dtype}: {advice}",
+                      MARGINAL_SECTION)
     return values
 
 

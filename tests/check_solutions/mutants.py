@@ -246,6 +246,11 @@ def marginal_pdf_variance_as_std(x, t, weights, means, stds, beta_min, beta_max)
     return (weights * np.exp(-(x - m) ** 2 / (2 * v**2)) / np.sqrt(2 * np.pi * v**2)).sum(-1)
 
 
+def alpha_bar_in_float32(t, means, stds, beta_min, beta_max):
+    level = float(np.float32(decay(t, beta_min, beta_max)))  # the right alpha_bar(t), rounded to float32
+    return means * np.sqrt(level), stds**2 * level + 1 - level
+
+
 def marginal_pdf_in_column_order(x, *args):
     return reference.marginal_pdf(np.ravel(x), *args).reshape(np.shape(x), order="F")
 
@@ -409,6 +414,8 @@ MUTANTS = [
     ("3a", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(integral_of_beta_as_rate_times_t)[0]),
     ("3a", "p_t(x) differs on a 2-D x", marginal_pdf_in_column_order),
     ("3a", "variance used as the standard deviation", marginal_pdf_variance_as_std),
+    ("3a", "float32 precision", mixture_functions(alpha_bar_in_float32)[0]),
+    ("3b", "float32 precision", mixture_functions(alpha_bar_in_float32)[1]),
     ("3a", "returned None", marginal_pdf_without_return),
     ("3b", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(integral_of_beta_as_rate_times_t)[1]),
     ("3b", "prior weights instead of responsibilities", score_with_prior_weights),
