@@ -53,6 +53,8 @@ def test_each_mistake_is_rejected_by_name(key, mistake, function, one_thread):
     ("1c", mutants.sampler(posterior_mean_step=mutants.posterior_mean_with_alpha_bar_t), 'with sigma="posterior", '),
     ("2b", mutants.respace_swapped, "return (timesteps, betas), in that order"),
     ("1b", mutants.forward_for_images_only, "reshape it to (N, 1, ..., 1)"),
+    ("1b", mutants.forward_in_float64, "alpha_bar[t].to(x0.dtype)"),
+    ("1b", mutants.forward_in_float32, "return x_t in the dtype x0 comes in"),
 ])
 def test_a_verdict_carries_the_hint_that_fixes_it(key, function, words, one_thread):
     verdict = command.run(key, solution_namespace(**{PROBLEMS[key].function: function}))[key][-1]

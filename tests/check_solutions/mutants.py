@@ -215,6 +215,10 @@ def forward_in_float64(x0, t, noise, alpha_bar):
     return reference.forward(x0.double(), t, noise.double(), alpha_bar)
 
 
+def forward_in_float32(x0, t, noise, alpha_bar):
+    return reference.forward(x0, t, noise, alpha_bar).float()
+
+
 def forward_in_numpy(x0, t, noise, alpha_bar):
     return reference.forward(x0, t, noise, alpha_bar).numpy()
 
