@@ -11,8 +11,9 @@ import torch
 # Problem 1a: the schedule
 #
 # Implement `ddpm_schedules(beta_min, beta_max, T)` returning the arrays $\beta$, $\alpha$ and $\bar\alpha$ for the
-# linear schedule, whose entry $k = 0, \dots, T-1$ (step $t = k + 1$ of the chain) is $\beta[k] = \beta_{\min} + k
-# (\beta_{\max} - \beta_{\min})/(T - 1)$.
+# linear schedule, as a dict of torch tensors with keys `"beta"`, `"alpha"` and `"alpha_bar"`, whose entry $k = 0,
+# \dots, T-1$ (step $t = k + 1$ of the chain) is $\beta[k] = \beta_{\min} + k (\beta_{\max} - \beta_{\min})/(T -
+# 1)$.
 #
 # Check your implementation with `.venv/bin/dgm check 1a exercises/solution_template.py`.
 def ddpm_schedules(beta_min, beta_max, T):
