@@ -59,8 +59,11 @@ log_joint = (-(xt - sp.sqrt(a_t) * x_prev) ** 2 / (2 * (1 - a_t))
              - (x_prev - sp.sqrt(alpha_bar_prev) * x0) ** 2 / (2 * (1 - alpha_bar_prev)))
 quadratic = sp.Poly(sp.expand(log_joint), x_prev)
 a_coef, b_coef = quadratic.coeff_monomial(x_prev**2), quadratic.coeff_monomial(x_prev)
-derived_variance = sp.simplify(-1 / (2 * a_coef))
-derived_mean = sp.simplify(-b_coef / (2 * a_coef))
+derived_variance = sp.factor(-1 / (2 * a_coef))
+mean_by_conditioning = sp.simplify(-b_coef / (2 * a_coef))
+# Written as a coefficient times x_t plus a coefficient times x_0, each factored, which the check below confirms.
+derived_mean = (sp.factor(sp.diff(mean_by_conditioning, xt)) * xt
+                + sp.factor(sp.diff(mean_by_conditioning, x0)) * x0)
 
 # The textbook forms (Ho et al. 2020, eq. 6-7), written with beta_t and alpha_bar_t, and checked.
 posterior_mean_coef_x0 = sp.sqrt(alpha_bar_prev) * beta / (1 - alpha_bar)
@@ -69,7 +72,7 @@ posterior_variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
 holds(derived_variance, posterior_variance.subs(bar_in_terms_of_prev), "posterior variance beta_tilde_t")
 holds(sp.diff(derived_mean, x0), posterior_mean_coef_x0.subs(bar_in_terms_of_prev), "posterior mean, x_0 coefficient")
 holds(sp.diff(derived_mean, xt), posterior_mean_coef_xt.subs(bar_in_terms_of_prev), "posterior mean, x_t coefficient")
-holds(derived_mean, sp.diff(derived_mean, x0) * x0 + sp.diff(derived_mean, xt) * xt, "posterior mean is linear")
+holds(derived_mean, mean_by_conditioning, "posterior mean is linear in x_t and x_0")
 posterior_mean = posterior_mean_coef_x0 * x0 + posterior_mean_coef_xt * xt
 
 # --- 4. The epsilon parameterisation (Ho et al. 2020, eq. 11) ------------------------------------------------
