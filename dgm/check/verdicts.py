@@ -6,6 +6,7 @@ read; ``call`` turns the student's ``NotImplementedError`` into ``NotImplemented
 ``Stopped`` and ``time_limit`` end code that would not return.
 """
 
+import _thread
 import inspect
 import signal
 import threading
@@ -113,24 +114,44 @@ def _equal(value, copy):
 
 @contextmanager
 def time_limit(seconds):
-    """Stop the student's code after ``seconds`` with a Mistake, where the platform has SIGALRM and this is the main
-    thread (as in a terminal and in Jupyter); elsewhere without a limit."""
-    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+    """Stop the student's code after ``seconds`` with a Mistake, from the main thread (as in a terminal and in
+    Jupyter): by SIGALRM where the platform has it, else (Windows) by a timer that interrupts the main thread."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    mistake = Mistake("no result in time", f"the check gave your function {seconds} s and it had not returned: a "
+                      "loop that never ends? A solution like the handout's returns in under a second", "")
+    if hasattr(signal, "SIGALRM"):
+        def expire(signum, frame):
+            raise Stopped(mistake)
 
-    def expire(signum, frame):
-        raise Stopped(Mistake("no result in time", f"the check gave your function {seconds} s and it had not "
-                              "returned: a loop that never ends? A solution like the handout's returns in under a "
-                              "second", ""))
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+    running, expired = threading.Event(), threading.Event()
+    running.set()
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
+    def interrupt():
+        if running.is_set():
+            expired.set()
+            _thread.interrupt_main()  # a KeyboardInterrupt in the main thread, where the student's code runs
+
+    timer = threading.Timer(seconds, interrupt)
+    timer.start()
     try:
         yield
+    except KeyboardInterrupt:
+        if expired.is_set():
+            raise Stopped(mistake) from None
+        raise
     finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+        running.clear()
+        timer.cancel()
 
 
 @dataclass
