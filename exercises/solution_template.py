@@ -63,7 +63,8 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
 # Check your respacing with `.venv/bin/dgm check 2b exercises/solution_template.py`.
 def respace(alpha_bar, steps):
     """The kept timesteps (increasing, including 0 and T - 1) and the respaced betas of a chain with
-    the same alpha_bar at those steps, both of length steps: returns (timesteps, betas)."""
+    the same alpha_bar at those steps, both of length steps (2 <= steps <= T): returns
+    (timesteps, betas)."""
     # TODO: your code
     raise NotImplementedError("Problem 2b: respace")
 

@@ -67,7 +67,8 @@ PROBLEMS = {problem.key: problem for problem in (
             SAMPLE_CHECKS),
     Problem("2b", "ex-2b", "respace", "alpha_bar, steps",
             "The kept timesteps (increasing, including 0 and T - 1) and the respaced betas of a chain with\n"
-            "the same alpha_bar at those steps, both of length steps: returns (timesteps, betas).",
+            "the same alpha_bar at those steps, both of length steps (2 <= steps <= T): returns\n"
+            "(timesteps, betas).",
             RESPACE_CHECKS),
     Problem("3a", "ex-3a", "marginal_pdf", "x, t, weights, means, stds, beta_min, beta_max",
             "p(x(t)) of the VP-SDE with beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started\n"
