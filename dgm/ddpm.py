@@ -166,7 +166,7 @@ class DDPM(nn.Module):
         self._check_data(x0)
         if len(x0) == 0:
             raise ValueError("x0 must hold at least one sample: the loss of an empty batch is undefined")
-        weights = self.timestep_weights(weighting)
+        weights = None if weighting == "uniform" else self.timestep_weights(weighting)  # also checks the name
         t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         alpha_bar = self._per_sample(self.alpha_bar, t, x0)
