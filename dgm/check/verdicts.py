@@ -133,25 +133,26 @@ def time_limit(seconds):
             signal.alarm(0)
             signal.signal(signal.SIGALRM, previous)
         return
-    running, expired = threading.Event(), threading.Event()
-    running.set()
+    # SIGINT's own handler, since a background process may have SIGINT ignored and then interrupt_main does nothing.
+    expired = threading.Event()
 
-    def interrupt():
-        if running.is_set():
-            expired.set()
-            _thread.interrupt_main()  # a KeyboardInterrupt in the main thread, where the student's code runs
+    def on_interrupt(signum, frame):
+        if expired.is_set():
+            raise Stopped(mistake)
+        raise KeyboardInterrupt  # a real Ctrl-C
 
-    timer = threading.Timer(seconds, interrupt)
+    def expire():
+        expired.set()
+        _thread.interrupt_main()  # runs on_interrupt in the main thread, where the student's code runs
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    timer = threading.Timer(seconds, expire)
     timer.start()
     try:
         yield
-    except KeyboardInterrupt:
-        if expired.is_set():
-            raise Stopped(mistake) from None
-        raise
     finally:
-        running.clear()
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
