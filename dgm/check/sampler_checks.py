@@ -203,6 +203,10 @@ def check_mean(sample, sigma):
          "sqrt(alpha_t), undoing the forward step's sqrt(alpha_t)"),
         (a_ref, b_ref * np.sqrt(alpha), "1/sqrt(alpha_t) applied to x_t only",
          "only x_t is divided by sqrt(alpha_t); the whole bracket (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) is"),
+        (a_ref * np.sqrt(alpha / alpha_bar), b_ref * np.sqrt(alpha / alpha_bar),
+         "sqrt(alpha_bar_t) instead of sqrt(alpha_t)",
+         "the step divides by sqrt(alpha_bar_t); one step back undoes one forward step, which scaled x by "
+         "sqrt(alpha_t), so the mean is (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)"),
     )
     k = next(k for k in reversed(range(len(beta)))
              if not (within(a[k], a_ref[k], a_error[k]) and within(b[k], b_ref[k], b_error[k])))

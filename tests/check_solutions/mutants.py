@@ -374,6 +374,9 @@ MUTANTS = [
     ("1c", "the epsilon term's sign",
      sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar:
              (x + beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt())),
+    ("1c", "sqrt(alpha_bar_t) instead of sqrt(alpha_t)",
+     sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar:
+             (x - beta / (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt())),
     ("1c", "1/sqrt(alpha_t) missing",
      sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar: x - beta / (1 - alpha_bar).sqrt() * eps)),
     ("1c", "sigma^2 = beta_tilde instead of beta", sampler(noise_std=correct_std(beta=posterior_std))),
