@@ -4,26 +4,19 @@ Book chapters "The forward process" and "The reverse process and training"; ever
 ``derivations/ddpm.py`` through ``dgm.closed_forms``. The same class serves MNIST images and 1-D toy data.
 """
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from dgm import closed_forms
-from dgm.schedules import noise_schedule_tables, respace, respaced_timesteps
+from dgm.schedules import is_integer, noise_schedule_tables, respace, respaced_timesteps
 
 SIGMA_CHOICES = ("beta", "posterior")
 # How the loss weighs its timesteps: Ho et al.'s uniform average, or P2 with offset = gamma = 1 (Choi et al. 2022).
 LOSS_WEIGHTINGS = ("uniform", "p2")
 # What the network predicts: the noise (Ho et al.) or the velocity v (Salimans and Ho 2022; DDPM.predict_eps).
 PREDICTIONS = ("eps", "v")
-
-
-def is_count(value):
-    """A Python or NumPy integer that is not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_prediction(output, x_t):
@@ -94,10 +87,10 @@ class DDPM(nn.Module):
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         try:
-            sizes = () if isinstance(shape, numbers.Integral) else tuple(shape)
+            sizes = () if is_integer(shape) else tuple(shape)
         except TypeError:
             sizes = ()
-        if not sizes or not all(is_count(size) and size > 0 for size in sizes):
+        if not sizes or not all(is_integer(size) and size > 0 for size in sizes):
             raise ValueError(f"shape must be one sample's positive sizes such as (1, 28, 28) or (1,), got {shape!r}")
         self.eps_model = eps_model
         self.beta_min, self.beta_max, self.shape = beta_min, beta_max, tuple(int(size) for size in sizes)
@@ -195,7 +188,7 @@ class DDPM(nn.Module):
         from x_T to x_0. ``dtype`` defaults to that of the model's parameters (float64 for a parameter-free
         callable such as an exact predictor).
         """
-        if not is_count(n) or n < 1:
+        if not is_integer(n) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise ValueError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")

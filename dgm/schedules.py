@@ -13,9 +13,14 @@ from dgm import closed_forms
 NOISE_SCHEDULES = ("linear", "cosine")
 
 
+def is_integer(value):
+    """A Python or NumPy integer that is not a bool: what T, step counts, sample counts and sizes accept."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_chain_length(T):
     """Refuse a number of timesteps T that is not an integer >= 2 (the linear schedule divides by T - 1)."""
-    if not isinstance(T, numbers.Integral) or isinstance(T, bool) or T < 2:
+    if not is_integer(T) or T < 2:
         raise ValueError(f"T must be an integer >= 2, got {T!r}")
 
 
@@ -87,7 +92,7 @@ def noise_schedule_tables(name, beta_min, beta_max, T):
 def respaced_timesteps(T, steps):
     """``steps`` timesteps evenly spaced over 0..T-1, ascending, including 0 and T-1 (Problem 2, part 2); a single
     step is T-1 alone, the jump from pure noise to the data."""
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or not 1 <= steps <= T:
+    if not is_integer(steps) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in 1..T={T}, got {steps!r}")
     T, steps = int(T), int(steps)
     if steps == 1:

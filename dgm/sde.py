@@ -14,6 +14,7 @@ import torch
 
 from dgm import closed_forms
 from dgm._array_namespace import as_arrays
+from dgm.schedules import is_integer
 
 
 def _normalise(xp, log_terms):
@@ -99,7 +100,7 @@ class GaussianMixture1D:
 
     def sample(self, n, rng=None):
         """n independent draws as a float64 array; ``rng`` is a seed or a numpy Generator."""
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 0:
+        if not is_integer(n) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         rng = np.random.default_rng(rng)
         component = rng.choice(len(self.weights), size=n, p=self.weights)
@@ -178,7 +179,7 @@ class VPSDE:
         return p0.score(x, self.log_alpha_bar(t))
 
     def _check_steps(self, steps):
-        if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
+        if not is_integer(steps) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
 
     def sample_forward(self, x0, steps=1000, rng=None, return_path=False):
