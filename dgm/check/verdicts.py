@@ -121,38 +121,27 @@ def time_limit(seconds):
         return
     mistake = Mistake("no result in time", f"the check gave your function {seconds} s and it had not returned: a "
                       "loop that never ends? A solution like the handout's returns in under a second", "")
-    if hasattr(signal, "SIGALRM"):
-        def expire(signum, frame):
-            raise Stopped(mistake)
+    if hasattr(signal, "SIGALRM"):  # the alarm's signal is the limit itself
+        signum, expired = signal.SIGALRM, lambda: True
+        start, stop = lambda: signal.alarm(seconds), lambda: signal.alarm(0)
+    else:  # Windows: a timer interrupts the main thread through SIGINT, with a handler of the check's own, since a
+        # background process may have SIGINT ignored and interrupt_main then does nothing
+        fired = threading.Event()
+        timer = threading.Timer(seconds, lambda: (fired.set(), _thread.interrupt_main()))
+        signum, expired, start, stop = signal.SIGINT, fired.is_set, timer.start, timer.cancel
 
-        previous = signal.signal(signal.SIGALRM, expire)
-        signal.alarm(seconds)
-        try:
-            yield
-        finally:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, previous)
-        return
-    # SIGINT's own handler, since a background process may have SIGINT ignored and then interrupt_main does nothing.
-    expired = threading.Event()
-
-    def on_interrupt(signum, frame):
-        if expired.is_set():
+    def on_signal(_signum, _frame):
+        if expired():
             raise Stopped(mistake)
         raise KeyboardInterrupt  # a real Ctrl-C
 
-    def expire():
-        expired.set()
-        _thread.interrupt_main()  # runs on_interrupt in the main thread, where the student's code runs
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    timer = threading.Timer(seconds, expire)
-    timer.start()
+    previous = signal.signal(signum, on_signal)
+    start()
     try:
         yield
     finally:
-        timer.cancel()
-        signal.signal(signal.SIGINT, previous)
+        stop()
+        signal.signal(signum, previous)
 
 
 @dataclass
