@@ -16,7 +16,7 @@ import torch
 
 from dgm import closed_forms
 from dgm.check.schedule_checks import NOTATION_SECTION, PROBLEM_SET_CHAIN
-from dgm.check.verdicts import Mistake, Stopped, StudentError, as_float_array, call, compare
+from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare, hint
 from dgm.ddpm import SIGMA_CHOICES
 from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
 from dgm.sde import exact_noise_predictor, toy_mixture
@@ -57,14 +57,9 @@ def contract_schedule(schedule):
 def call_sampler(sample, eps_model, n, shape, schedule, sigma, generator):
     """The student's samples; a KeyError on the schedule gets a hint after their traceback, since the library's
     schedule (which the handout's code reads) has more tables than the contract's."""
-    try:
+    with hint("KeyError", f"schedule is Problem 1a's dict, with the keys {', '.join(schedule)} only (the library's "
+              "ddpm_schedules adds more); compute other tables, such as beta_tilde, from these"):
         return call(sample, eps_model, n, shape, schedule, sigma=sigma, generator=generator)
-    except StudentError as error:
-        if "KeyError" not in error.report.splitlines()[-1]:
-            raise
-        raise StudentError(f"{error.report}\nhint: schedule is Problem 1a's dict, with the keys "
-                           f"{', '.join(schedule)} only (the library's ddpm_schedules adds more); compute other "
-                           "tables, such as beta_tilde, from these") from None
 
 
 class RecordingNetwork:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from dgm import closed_forms
-from dgm.check.verdicts import Mistake, StudentError, as_float_array, call, compare
+from dgm.check.verdicts import Mistake, as_float_array, call, compare, hint
 from dgm.schedules import ddpm_schedules as reference_schedules
 
 SCHEDULE_SECTION = "forward-process-schedule"
@@ -157,12 +157,8 @@ RESHAPE_HINT = ("alpha_bar[t] has shape (N,); reshape it to (N, 1, ..., 1), with
 def forward_result(forward, x0, t, noise, alpha_bar):
     """The student's x_t: a tensor of x0's shape and dtype; a failed broadcast of alpha_bar[t] against x0 gets a hint
     after their traceback."""
-    try:
+    with hint("must match the size of tensor", RESHAPE_HINT):
         result = call(forward, x0, t, noise, alpha_bar)
-    except StudentError as error:
-        if "must match the size of tensor" not in error.report:
-            raise
-        raise StudentError(f"{error.report}\nhint: {RESHAPE_HINT}") from None
     if isinstance(result, torch.Tensor) and result.shape != x0.shape:
         raise Mistake("x_t has the wrong shape", f"for x0 of shape {tuple(x0.shape)}, x_t has shape "
                       f"{tuple(result.shape)}: {RESHAPE_HINT}", MARGINAL_SECTION)

@@ -88,6 +88,18 @@ def call(function, *args, **kwargs):
     return result
 
 
+@contextmanager
+def hint(needle, text):
+    """Append ``hint: text`` to a StudentError whose exception line contains ``needle``: a mistake that our
+    arguments reveal only as an error in the student's code."""
+    try:
+        yield
+    except StudentError as error:
+        if needle not in error.report.splitlines()[-1]:
+            raise
+        raise StudentError(f"{error.report}\nhint: {text}") from None
+
+
 def named_inputs(function, args, kwargs):
     """The tensors and arrays among the arguments, one dict level deep, as (name, value)."""
     try:
