@@ -203,16 +203,22 @@ def worst_difference(got, expected, rtol, atol):
     return tuple(int(i) for i in np.unravel_index(np.argmax(np.nan_to_num(excess, nan=np.inf)), got.shape))
 
 
-def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12, x=None, context=""):
+def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12, x=None, context="", more_variants=None):
     """Pass if ``got`` matches ``expected``; else raise the Mistake of the first variant it matches, or one that
     names the index of ``what`` furthest off (or the point of ``x``, the grid it was evaluated on) and the
     ``context`` of the inputs.
 
-    ``variants`` holds (values a known mistake gives, its name, its explanation, its section).
+    ``variants`` holds (values a known mistake gives, its name, its explanation, its section); ``more_variants()``,
+    called only when none of them matches, returns more (for mistakes costly to model).
     """
     if close(got, expected, rtol, atol):
         return
-    for values, name, explanation, variant_section in variants:
+
+    def candidates():
+        yield from variants
+        yield from more_variants() if more_variants is not None else ()
+
+    for values, name, explanation, variant_section in candidates():
         if close(got, values, rtol, atol):
             raise Mistake(name, explanation, variant_section)
     index = worst_difference(got, expected, rtol, atol)
