@@ -41,8 +41,10 @@ def mistaken_mixtures(weights, means, stds, t, beta_min, beta_max):
         mean = closed_forms.diffused_mean(means, level if mean_level is None else mean_level)
         return GaussianMixture1D(weights, mean, np.sqrt(closed_forms.diffused_variance(component_stds, level)))
 
-    unscaled = GaussianMixture1D(weights, closed_forms.diffused_mean(means, log_level),
-                                 np.sqrt(stds**2 - np.expm1(log_level)))  # s_i^2 + 1 - alpha_bar
+    def with_stds(component_stds):
+        """The right component means at t, with these standard deviations."""
+        return GaussianMixture1D(weights, closed_forms.diffused_mean(means, log_level), component_stds)
+
     return [
         (diffused(log_level, component_stds=np.sqrt(stds)), "mixture stds used as variances",
          "each component's variance uses s_i where it needs s_i^2: the stds are standard deviations, "
@@ -54,11 +56,10 @@ def mistaken_mixtures(weights, means, stds, t, beta_min, beta_max):
         (diffused(without_half), "B(t) without the 1/2",
          "your B(t) = beta_min t + (beta_max - beta_min) t^2; int_0^t beta(u) du = beta_min t + "
          "(beta_max - beta_min) t^2 / 2", KERNEL_SECTION),
-        (unscaled, "component variance not scaled",
+        (with_stds(np.sqrt(stds**2 - np.expm1(log_level))), "component variance not scaled",  # s_i^2 + 1 - alpha_bar
          "each component's variance is s_i^2 + 1 - e^(-B); the data's part shrinks with the signal: "
          "s_i^2 e^(-B) + 1 - e^(-B)", MARGINAL_SECTION),
-        (GaussianMixture1D(weights, closed_forms.diffused_mean(means, log_level),
-                           closed_forms.diffused_variance(stds, log_level)), "variance used as the standard deviation",
+        (with_stds(closed_forms.diffused_variance(stds, log_level)), "variance used as the standard deviation",
          "a component's density is N(x; m_i, v_i) = exp(-(x - m_i)^2 / (2 v_i)) / sqrt(2 pi v_i) with v_i its "
          "variance; yours squares v_i as if it were the standard deviation", MARGINAL_SECTION),
     ]
