@@ -55,11 +55,12 @@ def correct_std(beta=beta_std, posterior=posterior_std):
     return lambda schedule, k, chosen: (beta if chosen == "beta" else posterior)(schedule, k)
 
 
-def sampler(mean_step=None, noise_std=correct_std(), last_step_noise=False, timestep_offset=0, own_noise=False,
-            posterior_mean_step=None):
+def sampler(mean_step=None, noise_std=correct_std(), noise_from=1, timestep_offset=0, own_noise=False,
+            posterior_mean_step=None, change_model=None, start_scale=1.0, steps_from=0):
     """sample() with one part changed: the mean step (of both branches, or of sigma="posterior" only), the noise's
-    standard deviation at step k, noise at the last step, the timesteps given to the network, or noise that ignores
-    the generator (with every sigma, or with the one ``own_noise`` names)."""
+    standard deviation at step k, the first step k that adds noise, the timesteps given to the network, noise that
+    ignores the generator (with every sigma, or with the one ``own_noise`` names), the network it calls, the start's
+    scale, or the last step k it runs."""
     def correct_mean(x, eps, beta, alpha, alpha_bar):
         return (x - beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt()
 
@@ -67,12 +68,13 @@ def sampler(mean_step=None, noise_std=correct_std(), last_step_noise=False, time
 
     def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
         beta, alpha, alpha_bar = schedule["beta"], schedule["alpha"], schedule["alpha_bar"]
-        x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
-        for k in reversed(range(len(beta))):
-            eps = eps_model(x, torch.full((n,), k + timestep_offset, dtype=torch.long))
+        model = change_model(eps_model) if change_model else eps_model
+        x = start_scale * torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+        for k in reversed(range(steps_from, len(beta))):
+            eps = model(x, torch.full((n,), k + timestep_offset, dtype=torch.long))
             step = posterior_mean_step if sigma == "posterior" and posterior_mean_step else mean_step
             x = step(x, eps, beta[k], alpha[k], alpha_bar[k])
-            if k > 0 or last_step_noise:
+            if k >= noise_from:
                 z = torch.randn_like(x) if own_noise in (True, sigma) else torch.randn(x.shape, generator=generator,
                                                                                         dtype=x.dtype)
                 x = x + noise_std(schedule, k, sigma) * z
@@ -296,26 +298,6 @@ def alpha_bar_floored(beta_min, beta_max, T):
     return schedule
 
 
-def sampler_around(change_model=lambda eps_model: eps_model, start_scale=1.0, steps_from=0, noise_from=1,
-                   step=None):
-    """The reference sampler with one change: the network it calls, the start's scale, the first step it runs, the
-    first step that adds noise, or the mean step (x, eps, beta, alpha, alpha_bar) -> x."""
-    def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
-        beta, alpha, alpha_bar = schedule["beta"], schedule["alpha"], schedule["alpha_bar"]
-        previous = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
-        variance = beta if sigma == "beta" else (1 - previous) / (1 - alpha_bar) * beta
-        model = change_model(eps_model)
-        x = start_scale * torch.randn((n, *shape), generator=generator, dtype=torch.float64)
-        for k in reversed(range(steps_from, len(beta))):
-            eps = model(x, torch.full((n,), k, dtype=torch.long))
-            x = step(x, eps, beta[k], alpha[k], alpha_bar[k]) if step else \
-                (x - beta[k] / (1 - alpha_bar[k]).sqrt() * eps) / alpha[k].sqrt()
-            if k >= noise_from:
-                x = x + variance[k].sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        return x
-    return sample
-
-
 def sample_changing_the_schedule(eps_model, n, shape, schedule, sigma="beta", generator=None):
     root = schedule["alpha"].sqrt_()  # in place: the caller's alpha is now sqrt(alpha)
     return reference.sample(eps_model, n, shape, {**schedule, "alpha": root**2}, sigma, generator)
@@ -366,7 +348,7 @@ MUTANTS = [
     ("1b", "signal and noise coefficients swapped", forward_with(lambda a: (1 - a).sqrt(), lambda a: a.sqrt())),
     ("1b", "alpha_bar indexed at t - 1", forward_with(lambda a: a.sqrt(), lambda a: (1 - a).sqrt(), -1)),
     ("1b", "noise argument ignored", forward_ignoring_noise),
-    ("1c", "noise added at the last step", sampler(last_step_noise=True)),
+    ("1c", "noise added at the last step", sampler(noise_from=0)),
     ("1c", "beta used as the noise's standard deviation",
      sampler(noise_std=correct_std(beta=lambda schedule, k: schedule["beta"][k]))),
     ("1c", "1 - alpha_bar instead of its square root",
@@ -393,14 +375,14 @@ MUTANTS = [
     ("1c", "samples clamped to [-1, 1]", sample_clamped),
     ("1c", "returned a tuple, not the samples", sample_with_trajectory),
     ("1c", "eps_model called without end", sample_without_end),
-    ("1c", "wrong number of steps", sampler_around(change_model=lambda m: lambda x, t: (m(x, t), m(x, t))[1])),
-    ("1c", "wrong number of steps", sampler_around(steps_from=1)),
-    ("1c", "t is not a long tensor of shape (n,)", sampler_around(change_model=lambda m: lambda x, t: m(x, t.int()))),
-    ("1c", "x_T is not drawn from N(0, I)", sampler_around(start_scale=0.8)),
-    ("1c", "wrong noise", sampler_around(noise_from=2)),
+    ("1c", "wrong number of steps", sampler(change_model=lambda m: lambda x, t: (m(x, t), m(x, t))[1])),
+    ("1c", "wrong number of steps", sampler(steps_from=1)),
+    ("1c", "t is not a long tensor of shape (n,)", sampler(change_model=lambda m: lambda x, t: m(x, t.int()))),
+    ("1c", "x_T is not drawn from N(0, I)", sampler(start_scale=0.8)),
+    ("1c", "wrong noise", sampler(noise_from=2)),
     ("1c", "1/sqrt(alpha_t) applied to x_t only",
-     sampler_around(step=lambda x, eps, beta, alpha, alpha_bar:
-                    x / alpha.sqrt() - beta / (1 - alpha_bar).sqrt() * eps)),
+     sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar:
+             x / alpha.sqrt() - beta / (1 - alpha_bar).sqrt() * eps)),
     ("2b", "not a pair", respace_timesteps_only),
     ("2b", "timesteps not strictly increasing", respace_quadratic_spacing),
     ("2b", "wrong beta'", respace_half_percent_off),
