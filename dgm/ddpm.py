@@ -19,11 +19,17 @@ LOSS_WEIGHTINGS = ("uniform", "p2")
 PREDICTIONS = ("eps", "v")
 
 
+def check_shaped_like(value, like, requirement):
+    """Refuse ``value`` unless it is a tensor of ``like``'s shape, which would otherwise broadcast silently;
+    ``requirement`` begins the message."""
+    if not isinstance(value, torch.Tensor) or value.shape != like.shape:
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{requirement} {tuple(like.shape)}, got {got}")
+
+
 def check_prediction(output, x_t):
-    """Refuse a network output that is not one prediction per entry of x_t (it would broadcast silently)."""
-    if not isinstance(output, torch.Tensor) or output.shape != x_t.shape:
-        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(f"eps_model(x_t, t) must return a tensor of x_t's shape {tuple(x_t.shape)}, got {got}")
+    """Refuse a network output that is not one prediction per entry of x_t."""
+    check_shaped_like(output, x_t, "eps_model(x_t, t) must return a tensor of x_t's shape")
 
 
 def reverse_steps(schedule, x, progress):
@@ -128,9 +134,7 @@ class DDPM(nn.Module):
                              f"{int(t.min())}..{int(t.max())}")
         t = t.expand(len(x0))
         noise = torch.randn_like(x0) if noise is None else noise
-        if not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
-            raise ValueError(f"noise must be a tensor of x0's shape {tuple(x0.shape)}, got "
-                             f"{tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__}")
+        check_shaped_like(noise, x0, "noise must be a tensor of x0's shape")
         return closed_forms.forward_sample(x0, noise, self._per_sample(self.alpha_bar, t, x0))
 
     def predict_eps(self, x_t, t):
