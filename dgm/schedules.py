@@ -112,12 +112,14 @@ def respace(alpha_bar, timesteps):
         raise ValueError(f"timesteps are the kept steps, not their number: pass respaced_timesteps(T, {timesteps})")
     timesteps = torch.as_tensor(timesteps, device=alpha_bar.device)
     if timesteps.ndim != 1 or len(timesteps) == 0:
-        raise ValueError("timesteps must be a non-empty, strictly increasing 1-D sequence")
+        raise ValueError(f"timesteps must be a non-empty 1-D sequence, got shape {tuple(timesteps.shape)}")
     if timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dtype == torch.bool:
         raise ValueError(f"timesteps must be integers, got {timesteps.dtype} values")
     timesteps = timesteps.long()
     if bool((timesteps[1:] <= timesteps[:-1]).any()):
-        raise ValueError("timesteps must be a non-empty, strictly increasing 1-D sequence")
+        first = int((timesteps[1:] <= timesteps[:-1]).nonzero()[0])
+        raise ValueError(f"timesteps must be strictly increasing, got {int(timesteps[first])} then "
+                         f"{int(timesteps[first + 1])} at positions {first} and {first + 1}")
     if int(timesteps[0]) < 0 or int(timesteps[-1]) >= len(alpha_bar):
         raise ValueError(f"timesteps must lie in 0..{len(alpha_bar) - 1}")
     kept = alpha_bar[timesteps]
