@@ -103,7 +103,7 @@ kept_alpha_bars = list(sp.symbols("abar_tau1:7", positive=True))
 for kept, product in zip(kept_alpha_bars, respaced_cumulative_product(kept_alpha_bars)):
     holds(product, kept, f"respaced chain keeps the marginal at {kept}")
 
-# --- 6. DDIM with eta = 0 (Song, Meng and Ermon 2020, eq. 12) -------------------------------------------------
+# --- 6. DDIM with eta = 0 (Song, Meng and Ermon 2021, eq. 12) -------------------------------------------------
 # Deterministic: predict x_0, then re-noise it to the previous level with the *predicted* noise. This is the
 # forward sample of section 2 taken at alpha_bar_{t-1}; the step reuses ``forward_sample``.
 # Its stochastic family with variance sigma^2 = beta_tilde_t is again the ancestral posterior step. The noise

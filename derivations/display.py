@@ -1,6 +1,5 @@
 """Show a derivation's expressions as display math in the book's chapters (which run in IPython), written in the
-handout's notation: the derivations' symbol names become the symbols of the prose (STYLE.md, "Math in the problem
-set's notation")."""
+handout's notation: the derivations' symbol names become the symbols of the prose (``NOTATION`` below)."""
 
 import re
 

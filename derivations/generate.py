@@ -1,7 +1,7 @@
 """Generate ``dgm/closed_forms.py`` from the ``CLOSED_FORMS`` of every derivation module.
 
 Why a generated file rather than ``lambdify`` at import: the derivations solve ODEs and simplify, which takes
-seconds; ``dgm`` (and every data-loader worker and DDP process) then imports in milliseconds without SymPy, and a
+seconds; ``dgm`` (and every DDP process) then imports in milliseconds without SymPy, and a
 reader sees plain code. ``tests/test_closed_forms.py`` regenerates the text and fails if the file has drifted.
 The printed code calls ``xp.exp`` and friends, with ``xp`` numpy or torch by the arguments' type, so one function
 serves NumPy in float64 and autograd-capable torch tensors alike.

@@ -1,10 +1,10 @@
 """Problem 2 on MNIST: the shipped T = 500, 1000 and 2000 models, each sampled by the full chain, respaced to 100
 and 50 steps, and by DDIM, and scored by the project's classifier; also T = 500 and 2000 with betas rescaled by 1000/T.
 
-Book chapters "The number of timesteps" and "Respacing for fast sampling". ``dgm ablation`` writes
-``results/ablation.json`` and ``.csv`` and one sample grid per row under ``results/ablation_grids/``. Every row
-draws N samples from the same seed, so rows of one model sampled on one device start from the same x_T and all rows
-compare. The report is saved after every row and finished rows are kept, so an interrupted run resumes where it
+Book chapters "The reverse process", "The number of timesteps" and "Respacing for fast sampling". ``dgm ablation``
+writes ``results/ablation.json`` and ``.csv`` and one sample grid per row under ``results/ablation_grids/``. Every
+row draws N samples from the same seed, so rows of one model sampled on one device start from the same x_T and all
+rows compare. The report is saved after every row and finished rows are kept, so an interrupted run resumes where it
 stopped; ``--quick`` runs the same grid at N = 16 into ``runs/ablation_quick/`` (CI, trials).
 """
 
@@ -61,9 +61,9 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
     """Every model x every setting of SETTINGS at ``n`` samples from ``seed``, sampled ``batch_size`` at a time;
     returns the report (a dict).
 
-    Rows of a ``previous`` report with the same model checkpoint, setting, n and seed are kept, not sampled again;
-    ``save(report)`` is called after every row, so an interrupted run resumes where it stopped. A complete
-    ``previous`` report that holds every row is returned as it is.
+    Rows of a ``previous`` report with the same model checkpoint, setting, n, seed and batch size are kept, not
+    sampled again; ``save(report)`` is called after every row, so an interrupted run resumes where it stopped. A
+    complete ``previous`` report that holds every row is returned as it is.
     """
     check_sample_count(n)
     for name, value, least in (("seed", seed, 0), ("batch_size", batch_size, 1)):

@@ -1,7 +1,7 @@
 """The training config of ``dgm train``: every setting a run depends on, its checks, and the presets.
 
-Saved as JSON beside every checkpoint (dgm.runs) and read back with ``TrainConfig.from_dict``. Book chapter "The
-number of timesteps" describes the presets.
+Saved as JSON beside every checkpoint (dgm.runs) and read back with ``TrainConfig.from_dict``. README.md, "Presets",
+describes the presets.
 """
 
 import dataclasses

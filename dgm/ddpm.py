@@ -1,6 +1,6 @@
 """Denoising diffusion probabilistic models (Ho et al. 2020): forward process, loss and samplers.
 
-Book chapters "The forward process" and "The reverse process and training"; every formula comes from
+Book chapters "The forward process" and "The reverse process"; every formula comes from
 ``derivations/ddpm.py`` through ``dgm.closed_forms``. The same class serves MNIST images and 1-D toy data.
 """
 
@@ -61,7 +61,7 @@ def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=
 
 
 def sample_ddim(model, x, schedule, sigma=None, generator=None, callback=None, progress=False):
-    """Deterministic DDIM sampling, eta = 0 (Song, Meng and Ermon 2020, eq. 12); adds no noise, ignores sigma."""
+    """Deterministic DDIM sampling, eta = 0 (Song, Meng and Ermon 2021, eq. 12); adds no noise, ignores sigma."""
     for i, t in reverse_steps(schedule, x, progress):
         alpha_bar, alpha_bar_prev = (schedule[name][i].to(x.dtype) for name in ("alpha_bar", "alpha_bar_prev"))
         eps = model(x, t)

@@ -4,7 +4,7 @@ For T in {500, 1000, 2000} and a range of step counts, the DDPM samplers (ancest
 beta_tilde, DDIM) run with the exact noise predictor eps* of ``derivations/mixture.py``, and the reverse SDE and the
 probability-flow ODE run on the VP-SDE that the same T discretises (beta(t) = T beta_k, ``derivations/vp_sde.py``,
 section 4). Each is scored against p_0 by the 1-Wasserstein distance and the KS statistic, beside the Monte-Carlo
-floor of two independent samples of p_0. Book chapter "Ground truth for the ablation".
+floor of two independent samples of p_0. Book chapters "Ground truth for the ablation" and "The number of timesteps".
 
 Run: ``dgm toy-ablation`` (or ``python -m dgm.toy_ablation``); ``--quick`` runs a small N into ``runs/``.
 """

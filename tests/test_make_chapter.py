@@ -1,5 +1,5 @@
 """`make chapter NAME=...` (README, "The handout"): one chapter re-run on its own, outside the book build, with the
-chapter's imports of book/handout.py resolved from the notebook's own folder."""
+chapter's imports of book/handout.py resolved through the PYTHONPATH that `make chapter` sets."""
 
 import json
 import subprocess
