@@ -1,6 +1,8 @@
 """The ``dgm`` command: dispatch, the toy-ablation forwarding, and train -> sample -> evaluate end to end."""
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -170,3 +172,43 @@ def test_train_options_with_fixed_values_list_them(capsys):
             cli.main(["train", option, value])
         assert exit_info.value.code == 2
         assert f"invalid choice: '{value}' (choose from {listed})" in capsys.readouterr().err
+
+
+DOCUMENTS = ["README.md", "checkpoints/README.md", "results/README.md", *sorted(
+    str(path.relative_to(REPO)) for path in (REPO / "book").glob("*.md"))]
+
+
+def documented_commands():
+    """Every ``dgm COMMAND OPTIONS`` the READMEs and chapters show, as (document, argv); placeholders such as RUN or
+    ``...`` and bare command names in prose are left out."""
+    commands = []
+    for document in DOCUMENTS:
+        text = (REPO / document).read_text().replace("\\\n", " ")  # shell line continuations
+        for line in text.splitlines():
+            for match in re.finditer(r"(?:^|[`\s])(?:\.venv/bin/)?dgm ([a-z-]+)((?: +[^\s`#|]+)*)", line):
+                argv = [match.group(1), *match.group(2).split()]
+                placeholder = any("..." in word or "$" in word or word.isupper() for word in argv)
+                if argv[0] in cli.COMMANDS and len(argv) > 1 and not placeholder:
+                    commands.append((document, argv))
+    return commands
+
+
+def test_every_documented_command_parses(monkeypatch):
+    """A documented flag that a command does not have, or a value it refuses, fails here, not for the reader."""
+    class Parsed(Exception):
+        pass
+
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def parse_only(parser, args=None, namespace=None):
+        raise Parsed(parse_args(parser, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    commands = documented_commands()
+    assert {"train", "ablation", "check", "evaluate", "sample", "export"} <= {argv[0] for _, argv in commands}
+    for document, argv in commands:
+        with pytest.raises(Parsed):
+            try:
+                cli.main(argv)
+            except SystemExit:
+                pytest.fail(f"{document}: `dgm {' '.join(argv)}` does not parse")
