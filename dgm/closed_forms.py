@@ -63,7 +63,7 @@ def reverse_mean_from_eps(x_t, eps, beta, alpha_bar):
 
 
 def respaced_beta(alpha_bar_kept, alpha_bar_kept_prev):
-    """beta' of a respaced chain between two kept steps (Problem 2, part 2). From derivations/ddpm.py."""
+    """beta' of a respaced chain between two kept steps (Problem 2b). From derivations/ddpm.py."""
     xp, (alpha_bar_kept, alpha_bar_kept_prev,) = as_arrays(alpha_bar_kept, alpha_bar_kept_prev)
     return -alpha_bar_kept/alpha_bar_kept_prev + 1
 

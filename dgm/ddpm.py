@@ -177,7 +177,7 @@ class DDPM(nn.Module):
         return (weights[t].to(x0.dtype) * (predicted - target).square().flatten(1).mean(dim=1)).mean()
 
     def sampling_schedule(self, steps=None):
-        """The full schedule (steps=None or T) or the one respaced to ``steps`` timesteps (Problem 2, part 2)."""
+        """The full schedule (steps=None or T) or the one respaced to ``steps`` timesteps (Problem 2b)."""
         timesteps = respaced_timesteps(self.T, self.T if steps is None else steps).to(self.alpha_bar.device)
         return respace(self.alpha_bar, timesteps)
 

@@ -90,7 +90,7 @@ def noise_schedule_tables(name, beta_min, beta_max, T):
 
 
 def respaced_timesteps(T, steps):
-    """``steps`` timesteps evenly spaced over 0..T-1, ascending, including 0 and T-1 (Problem 2, part 2); a single
+    """``steps`` timesteps evenly spaced over 0..T-1, ascending, including 0 and T-1 (Problem 2b); a single
     step is T-1 alone, the jump from pure noise to the data."""
     if not is_integer(steps) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in 1..T={T}, got {steps!r}")

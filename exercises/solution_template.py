@@ -31,9 +31,9 @@ def ddpm_schedules(beta_min, beta_max, T):
 #
 # Check your implementation with `.venv/bin/dgm check 1b exercises/solution_template.py`.
 def forward(x0, t, noise, alpha_bar):
-    """A draw x_t of q(x_t | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of
-    timesteps in 0..T-1, alpha_bar the table of ddpm_schedules. Returns x_t, a tensor of the shape
-    and dtype of x0."""
+    """A draw of q(x_(k+1) | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of array
+    indices k in 0..T-1 (step k + 1 of the chain), alpha_bar the table of ddpm_schedules. Returns a
+    tensor of the shape and dtype of x0."""
     # TODO: your code
     raise NotImplementedError("Problem 1b: forward")
 
@@ -55,7 +55,7 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
     raise NotImplementedError("Problem 1c: sample")
 
 
-# Problem 2, part 2: fewer sampling steps
+# Problem 2b: fewer sampling steps
 #
 # Sample from a model trained with $T = 1000$ using only 100 and 50 steps. Which schedule must the short chain use
 # so that the network, trained on the long chain, still sees the inputs it expects?
@@ -73,14 +73,14 @@ def respace(alpha_bar, steps):
 #
 # For $p_0 = \pi_1 \mathcal N(\mu_1, s_1^2) + \pi_2 \mathcal N(\mu_2, s_2^2)$ (your function should take any number
 # of components) and the VP-SDE $\mathrm{d}x = -\tfrac12 \beta(t)\, x\, \mathrm{d}t + \sqrt{\beta(t)}\, \mathrm{d}w$
-# with $\beta(t) = \beta_{\min} + t\,(\beta_{\max} - \beta_{\min})$, $t \in [0, 1]$, derive $p(x(t))$ in terms of
-# $t$, $\beta_{\min}$ and $\beta_{\max}$.
+# with $\beta(t) = \beta_{\min} + t\,(\beta_{\max} - \beta_{\min})$, $t \in [0, 1]$, derive the density $p_t(x)$ of
+# $x(t)$ in terms of $t$, $\beta_{\min}$ and $\beta_{\max}$.
 #
 # Check your implementation with `.venv/bin/dgm check 3a exercises/solution_template.py`.
 def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
-    """p(x(t)) of the VP-SDE with beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started
-    from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard deviations). x is a NumPy
-    array; returns an array of its shape."""
+    """p_t(x), the density of x(t) under the VP-SDE with beta(t) = beta_min + t (beta_max - beta_min),
+    t in [0, 1], started from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard
+    deviations). x is a NumPy array; returns an array of its shape."""
     # TODO: your code
     raise NotImplementedError("Problem 3a: marginal_pdf")
 
@@ -91,7 +91,7 @@ def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
 #
 # Check your implementation with `.venv/bin/dgm check 3b exercises/solution_template.py`.
 def score(x, t, weights, means, stds, beta_min, beta_max):
-    """The score d/dx log p(x(t)) of the marginal of Problem 3a, finite for |x| up to 100 and beyond.
+    """The score d/dx log p_t(x) of the marginal of Problem 3a, finite for |x| up to 100 and beyond.
     x is a NumPy array; returns an array of its shape."""
     # TODO: your code
     raise NotImplementedError("Problem 3b: score")

@@ -63,10 +63,20 @@ def jupyter_markdown(label, book=BOOK):
     return ROLE.sub(lambda match: render_role(match.group(1), match.group(2), titles), body)
 
 
+def declaration(problem, width=None):
+    """The problem's ``def`` line with its contract as docstring, rewrapped to ``width`` columns if given."""
+    opening = '    """'
+    if width:  # the closing quotes stay within width too
+        text = textwrap.fill(" ".join(problem.contract.split()), width - 3, initial_indent=" " * len(opening),
+                             subsequent_indent="    ")[len(opening):]
+    else:
+        text = textwrap.indent(problem.contract, "    ").lstrip()
+    return f'def {problem.signature}:\n{opening}{text}"""\n'
+
+
 def stub(problem):
     """The problem's function with its contract as docstring and a TODO body."""
-    contract = textwrap.indent(problem.contract, "    ").lstrip()
-    return (f'def {problem.signature}:\n    """{contract}"""\n    # TODO: your code\n'
+    return (f'{declaration(problem)}    # TODO: your code\n'
             f'    raise NotImplementedError("Problem {problem.key}: {problem.function}")\n')
 
 

@@ -53,9 +53,9 @@ PROBLEMS = {problem.key: problem for problem in (
             "indexed k = 0..T-1: beta[k] = beta_min + k (beta_max - beta_min) / (T - 1), alpha = 1 - beta,\n"
             "alpha_bar[k] = prod of alpha[i] for i <= k.", SCHEDULE_CHECKS),
     Problem("1b", "ex-1b", "forward", "x0, t, noise, alpha_bar",
-            "A draw x_t of q(x_t | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of\n"
-            "timesteps in 0..T-1, alpha_bar the table of ddpm_schedules. Returns x_t, a tensor of the shape\n"
-            "and dtype of x0.",
+            "A draw of q(x_(k+1) | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of array\n"
+            "indices k in 0..T-1 (step k + 1 of the chain), alpha_bar the table of ddpm_schedules. Returns a\n"
+            "tensor of the shape and dtype of x0.",
             FORWARD_CHECKS),
     Problem("1c", "ex-1c", "sample", 'eps_model, n, shape, schedule, sigma="beta", generator=None',
             "Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape (n, *shape), with sigma_k^2 = beta_k\n"
@@ -71,11 +71,11 @@ PROBLEMS = {problem.key: problem for problem in (
             "(timesteps, betas).",
             RESPACE_CHECKS),
     Problem("3a", "ex-3a", "marginal_pdf", "x, t, weights, means, stds, beta_min, beta_max",
-            "p(x(t)) of the VP-SDE with beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started\n"
-            "from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard deviations). x is a NumPy\n"
-            "array; returns an array of its shape.", MARGINAL_CHECKS),
+            "p_t(x), the density of x(t) under the VP-SDE with beta(t) = beta_min + t (beta_max - beta_min),\n"
+            "t in [0, 1], started from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard\n"
+            "deviations). x is a NumPy array; returns an array of its shape.", MARGINAL_CHECKS),
     Problem("3b", "ex-3b", "score", "x, t, weights, means, stds, beta_min, beta_max",
-            "The score d/dx log p(x(t)) of the marginal of Problem 3a, finite for |x| up to 100 and beyond.\n"
+            "The score d/dx log p_t(x) of the marginal of Problem 3a, finite for |x| up to 100 and beyond.\n"
             "x is a NumPy array; returns an array of its shape.", SCORE_CHECKS),
 )}
 

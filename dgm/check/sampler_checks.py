@@ -1,4 +1,4 @@
-"""Checks of Problem 1c (``sample``) and Problem 2, part 2 (``respace``).
+"""Checks of Problem 1c (``sample``) and Problem 2b (``respace``).
 
 The sampler is run with a network of our own that records every call: it returns noise predictions eps drawn
 independently of x, so that each of the student's steps x_{k-1} = a x_k + b eps + sigma z can be recovered by least
@@ -140,7 +140,7 @@ def check_calls(sample, sigma):
 
 @each_sigma
 def check_start(sample, sigma):
-    """x_{T-1}, the first x the network sees, is drawn from N(0, I)."""
+    """The first x the network sees (at k = T - 1, the book's x_T) is drawn from N(0, I)."""
     network, _, _ = probe(sample, sigma=sigma)
     x = network.calls[0][0].double()
     mean, std, count = float(x.mean()), float(x.std()), x.numel()
@@ -205,8 +205,8 @@ def check_mean(sample, sigma):
     )
     k = next(k for k in reversed(range(len(beta)))
              if not (within(a[k], a_ref[k], a_error[k]) and within(b[k], b_ref[k], b_error[k])))
-    step = (f"at step k = {k} your x_(k-1) = {a[k]:.4g} x_k {signed(b[k])} eps + noise; Algorithm 2 gives "
-            f"{a_ref[k]:.4g} x_k {signed(b_ref[k])} eps (beta_k = {beta[k]:.3g}, alpha_bar_k = {alpha_bar[k]:.3g})")
+    step = (f"at step k = {k} (the book's t = {k + 1}) your x_(k-1) = {a[k]:.4g} x_k {signed(b[k])} eps + noise; "
+            f"Algorithm 2 gives {a_ref[k]:.4g} x_k {signed(b_ref[k])} eps (beta_k = {beta[k]:.3g}, alpha_bar_k = {alpha_bar[k]:.3g})")
     for a_mistake, b_mistake, name, explanation in variants:
         if within(a, a_mistake, a_error) and within(b, b_mistake, b_error):
             raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", EPSILON_SECTION)
@@ -348,11 +348,11 @@ def check_respace_timesteps(respace):
             raise Mistake("timesteps in decreasing order", f"{shown}; return them increasing, from 0 to T - 1 (the "
                           "sampler walks them backwards)", RESPACING_SECTION)
         if timesteps[0] != 0:
-            raise Mistake("kept steps miss the first timestep", f"{shown}; the short chain must end at t = 0, the "
-                          "step whose mean is the sample", RESPACING_SECTION)
+            raise Mistake("kept steps miss the first timestep", f"{shown}; the kept steps must include index 0 "
+                          "(the book's step t = 1), whose mean is the sample", RESPACING_SECTION)
         if timesteps[-1] != T - 1:
-            raise Mistake("kept steps miss the last timestep", f"{shown}; the short chain must start at t = T - 1 = "
-                          f"{T - 1}, the level its N(0, I) start stands for", RESPACING_SECTION)
+            raise Mistake("kept steps miss the last timestep", f"{shown}; the kept steps must include index T - 1 = "
+                          f"{T - 1} (the book's step t = T), the level its N(0, I) start stands for", RESPACING_SECTION)
         if np.any(np.diff(timesteps) <= 0):
             raise Mistake("timesteps not strictly increasing", shown, RESPACING_SECTION)
 
@@ -373,11 +373,11 @@ def check_respace_betas(respace):
                      "beta'_i is beta at the kept step tau_i; the short chain jumps from tau_(i-1) to tau_i in one "
                      "step, so beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]", RESPACING_SECTION),
                     (wrapped, "first beta' wraps around",
-                     "beta'_0 divides by alpha_bar[tau_(-1)], which Python reads as the last kept step; before the "
-                     "first kept step alpha_bar = 1, so beta'_0 = 1 - alpha_bar[tau_0]", RESPACING_SECTION),
+                     "beta'_1 divides by alpha_bar[timesteps[-1]], which Python reads as the last kept step; before "
+                     "the first kept step alpha_bar_(tau_0) = 1, so beta'_1 = 1 - alpha_bar[tau_1]", RESPACING_SECTION),
                     (first_zero, "first beta' is 0",
-                     "beta'_0 = 0 would keep x unchanged at the first step; before the first kept step alpha_bar = 1, "
-                     "so beta'_0 = 1 - alpha_bar[tau_0] / 1", RESPACING_SECTION),
+                     "beta'_1 = 0 would keep x unchanged at the first step; before the first kept step "
+                     "alpha_bar_(tau_0) = 1, so beta'_1 = 1 - alpha_bar[tau_1] / 1", RESPACING_SECTION),
                     (upside_down, "beta' ratio upside down",
                      "your beta'_i = 1 - alpha_bar[tau_(i-1)] / alpha_bar[tau_i], which is negative since alpha_bar "
                      "falls with t; alpha'_i = alpha_bar[tau_i] / alpha_bar[tau_(i-1)] is the share of alpha_bar "

@@ -138,10 +138,10 @@ def forward_variants(x0, t, noise, alpha_bar):
          "sqrt(1 - alpha_bar_t)"),
         ((1 - level).sqrt() * x0 + level.sqrt() * noise, "signal and noise coefficients swapped",
          "your x_t = sqrt(1 - alpha_bar_t) x0 + sqrt(alpha_bar_t) noise: the signal keeps sqrt(alpha_bar_t), which is "
-         "near 1 at t = 0, and the noise gets sqrt(1 - alpha_bar_t)"),
+         "near 1 for the first steps, and the noise gets sqrt(1 - alpha_bar_t)"),
         (closed_forms.forward_sample(x0, noise, at(t - 1)), "alpha_bar indexed at t - 1",
-         "your x_t uses alpha_bar[t - 1]; with the index k = 0..T-1, timestep t has been noised by steps 0..t, "
-         "which is alpha_bar[t]"),
+         "your draw uses alpha_bar[t - 1]; t is already the array index k = 0..T-1 of step k + 1 (t = 0 is noised "
+         "once), so its level is alpha_bar[t]"),
         (closed_forms.forward_sample(x0, noise, at(t[:1])), "one timestep for the whole batch",
          "your x_t uses alpha_bar[t[0]] for every sample; each sample has its own timestep, so index alpha_bar with "
          "the whole tensor t and reshape the result to (N, 1, ..., 1)"),
