@@ -20,7 +20,6 @@ from dgm.check.problems import PROBLEMS
 from dgm.paths import CHECKPOINTS, FIGURES, MODELS, RESCALED_MODELS, RESULTS  # noqa: F401  (chapters use them)
 
 DPI = 150
-CODE_COLUMNS = 80  # the widest code line the text column shows without scrolling (tests/test_book.py)
 COLUMN_PX = 720  # the width of the book's text column in CSS pixels (tests/test_book.py measures it)
 MIN_TEXT_PX = 10  # the smallest text a figure may show at that width
 plt.rcParams["font.size"] = 11  # legends at "small" stay legible in a figure of nine inches
@@ -116,4 +115,4 @@ def alpha_bar_T(beta_min, beta_max, T):
 
 def contract(key):
     """Show the function that ``dgm check KEY`` checks, its contract as docstring (``dgm.check.problems``)."""
-    display(Markdown(f"```python\n{declaration(PROBLEMS[key], CODE_COLUMNS)}```"))
+    display(Markdown(f"```python\n{declaration(PROBLEMS[key])}```"))

@@ -81,7 +81,7 @@ reverse_mean_from_eps = (xt - beta / sp.sqrt(1 - alpha_bar) * eps) / sp.sqrt(1 -
 holds(posterior_mean.subs(x0, predict_x0).subs(bar_in_terms_of_prev),
       reverse_mean_from_eps.subs(bar_in_terms_of_prev), "epsilon-form mean equals the posterior mean")
 
-# --- 5. Respacing for fast sampling (Problem 2b) ------------------------------------------------------
+# --- 5. Respacing for fast sampling (Problem 2b) --------------------------------------------------------------
 # Keep timesteps tau_1 < ... < tau_K and give the short chain the betas beta'_i = 1 - abar[tau_i]/abar[tau_{i-1}]
 # (abar before the first kept step is 1). Its cumulative product telescopes to abar[tau_i], so by section 2 the
 # short chain has exactly the marginals q(x_{tau_i} | x_0) that the network was trained on.

@@ -118,10 +118,11 @@ def respace(alpha_bar, timesteps):
     timesteps = timesteps.long()
     if bool((timesteps[1:] <= timesteps[:-1]).any()):
         first = int((timesteps[1:] <= timesteps[:-1]).nonzero()[0])
-        raise ValueError(f"timesteps must be strictly increasing, got {int(timesteps[first])} then "
-                         f"{int(timesteps[first + 1])} at positions {first} and {first + 1}")
+        raise ValueError(f"timesteps must be strictly increasing, got timesteps[{first}] = {int(timesteps[first])} "
+                         f"then timesteps[{first + 1}] = {int(timesteps[first + 1])}")
     if int(timesteps[0]) < 0 or int(timesteps[-1]) >= len(alpha_bar):
-        raise ValueError(f"timesteps must lie in 0..{len(alpha_bar) - 1}")
+        raise ValueError(f"timesteps must lie in 0..{len(alpha_bar) - 1}, got {int(timesteps[0])}.."
+                         f"{int(timesteps[-1])}")
     kept = alpha_bar[timesteps]
     kept_prev = torch.cat([kept.new_ones(1), kept[:-1]])
     schedule = schedule_from_betas(closed_forms.respaced_beta(kept, kept_prev))

@@ -113,7 +113,7 @@ def toy_mixture():
 
 
 def exact_noise_predictor(mixture, alpha_bar):
-    """eps*(x, t) = -sqrt(1 - alpha_bar_t) d/dx log q_t(x), the perfect noise model of a DDPM chain with these
+    """eps*(x, t) = -sqrt(1 - alpha_bar_t) d/dx log q(x_t), the perfect noise model of a DDPM chain with these
     alpha_bar over ``mixture`` (Tweedie's formula, derivations/mixture.py, sec. 4); t indexes alpha_bar."""
     def predict(x, t):
         # one noise level per batch when every sample is at the same step (always, when sampling): much cheaper

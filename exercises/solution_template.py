@@ -17,9 +17,10 @@ import torch
 #
 # Check your implementation with `.venv/bin/dgm check 1a exercises/solution_template.py`.
 def ddpm_schedules(beta_min, beta_max, T):
-    """The linear schedule as a dict of 1-D torch tensors of length T, keys "beta", "alpha", "alpha_bar",
-    indexed k = 0..T-1: beta[k] = beta_min + k (beta_max - beta_min) / (T - 1), alpha = 1 - beta,
-    alpha_bar[k] = prod of alpha[i] for i <= k."""
+    """The linear schedule as a dict of 1-D torch tensors of length T, keys
+    "beta", "alpha", "alpha_bar", indexed k = 0..T-1 (the book's step
+    t = k + 1): beta[k] = beta_min + k (beta_max - beta_min) / (T - 1),
+    alpha = 1 - beta, alpha_bar[k] = prod of alpha[i] for i <= k."""
     # TODO: your code
     raise NotImplementedError("Problem 1a: ddpm_schedules")
 
@@ -31,9 +32,10 @@ def ddpm_schedules(beta_min, beta_max, T):
 #
 # Check your implementation with `.venv/bin/dgm check 1b exercises/solution_template.py`.
 def forward(x0, t, noise, alpha_bar):
-    """A draw of q(x_(k+1) | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of array
-    indices k in 0..T-1 (step k + 1 of the chain), alpha_bar the table of ddpm_schedules. Returns a
-    tensor of the shape and dtype of x0."""
+    """A draw of q(x_(k+1) | x_0): x0 and noise of shape (N, ...), t a long
+    tensor of shape (N,) of array indices k in 0..T-1 (the book's step
+    k + 1), alpha_bar the table of ddpm_schedules. Returns a tensor of
+    the shape and dtype of x0."""
     # TODO: your code
     raise NotImplementedError("Problem 1b: forward")
 
@@ -45,11 +47,15 @@ def forward(x0, t, noise, alpha_bar):
 #
 # Check your implementation with `.venv/bin/dgm check 1c exercises/solution_template.py`.
 def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
-    """Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape (n, *shape), with sigma_k^2 = beta_k
-    (sigma="beta") or the posterior variance beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k
-    (sigma="posterior"), alpha_bar_(-1) = 1; no noise at the last step, k = 0. Steps run k = T-1, ..., 0,
-    and eps_model(x, t) takes the array index k as t, a long tensor of shape (n,); schedule is the dict of
-    ddpm_schedules; draw all noise with torch.randn(..., generator=generator). Returns x_0 of shape
+    """Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape
+    (n, *shape), with sigma_k^2 = beta_k (sigma="beta") or the posterior
+    variance (sigma="posterior")
+        beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k,
+    alpha_bar_(-1) = 1 (the book's alpha_bar_0); k is the array index,
+    the book's step t = k + 1. Steps run k = T-1, ..., 0, with no noise
+    at the last, k = 0; eps_model(x, t) takes k as t, a long tensor of
+    shape (n,). schedule is the dict of ddpm_schedules; draw all noise
+    with torch.randn(..., generator=generator). Returns x_0 of shape
     (n, *shape)."""
     # TODO: your code
     raise NotImplementedError("Problem 1c: sample")
@@ -62,9 +68,10 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
 #
 # Check your respacing with `.venv/bin/dgm check 2b exercises/solution_template.py`.
 def respace(alpha_bar, steps):
-    """The kept timesteps (increasing, including 0 and T - 1) and the respaced betas of a chain with
-    the same alpha_bar at those steps, both of length steps (2 <= steps <= T): returns
-    (timesteps, betas)."""
+    """The kept timesteps, increasing and including the array indices 0
+    and T - 1 (the book's steps 1 and T), and the respaced betas of a
+    chain with the same alpha_bar at those steps, both of length steps
+    (2 <= steps <= T): returns (timesteps, betas)."""
     # TODO: your code
     raise NotImplementedError("Problem 2b: respace")
 
@@ -78,8 +85,9 @@ def respace(alpha_bar, steps):
 #
 # Check your implementation with `.venv/bin/dgm check 3a exercises/solution_template.py`.
 def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
-    """p_t(x), the density of x(t) under the VP-SDE with beta(t) = beta_min + t (beta_max - beta_min),
-    t in [0, 1], started from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard
+    """p_t(x), the density of x(t) under the VP-SDE with
+    beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started
+    from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard
     deviations). x is a NumPy array; returns an array of its shape."""
     # TODO: your code
     raise NotImplementedError("Problem 3a: marginal_pdf")
@@ -91,7 +99,8 @@ def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
 #
 # Check your implementation with `.venv/bin/dgm check 3b exercises/solution_template.py`.
 def score(x, t, weights, means, stds, beta_min, beta_max):
-    """The score d/dx log p_t(x) of the marginal of Problem 3a, finite for |x| up to 100 and beyond.
-    x is a NumPy array; returns an array of its shape."""
+    """The score d/dx log p_t(x) of the marginal of Problem 3a, finite for
+    |x| up to 100 and beyond. x is a NumPy array; returns an array of
+    its shape."""
     # TODO: your code
     raise NotImplementedError("Problem 3b: score")

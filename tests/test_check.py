@@ -219,6 +219,14 @@ def test_exercise_files_are_up_to_date():
     assert TEMPLATE.read_text() == exercises.render_template(), "run `make exercises`"
 
 
+def test_contracts_fit_the_handouts_code_column():
+    """The handout shows each contract as the docstring of a code block; its lines, indented by four, stay within
+    the column that tests/test_book.py measures, so the reader never scrolls sideways."""
+    for problem in PROBLEMS.values():
+        widest = max(len(line) for line in exercises.declaration(problem).splitlines())
+        assert widest <= 76, (problem.key, widest)
+
+
 def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(capsys):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     namespace = {}

@@ -174,27 +174,28 @@ def test_train_options_with_fixed_values_list_them(capsys):
         assert f"invalid choice: '{value}' (choose from {listed})" in capsys.readouterr().err
 
 
+PLACEHOLDERS = {"RUN": "runs/x", "FOLDER": "x", "FILE": "x.py"}  # what a reader types for them
 DOCUMENTS = ["README.md", "checkpoints/README.md", "results/README.md", *sorted(
     str(path.relative_to(REPO)) for path in (REPO / "book").glob("*.md"))]
 
 
 def documented_commands():
-    """Every ``dgm COMMAND OPTIONS`` the READMEs and chapters show, as (document, argv); placeholders such as RUN or
-    ``...`` and bare command names in prose are left out."""
+    """Every ``dgm COMMAND OPTIONS`` the READMEs and chapters show, as (document, argv), with PLACEHOLDERS filled
+    in; commands with other placeholders (``NAME``, ``...``) and bare command names in prose are left out."""
     commands = []
     for document in DOCUMENTS:
         text = (REPO / document).read_text().replace("\\\n", " ")  # shell line continuations
         for line in text.splitlines():
             for match in re.finditer(r"(?:^|[`\s])(?:\.venv/bin/)?dgm ([a-z-]+)((?: +[^\s`#|]+)*)", line):
-                argv = [match.group(1), *match.group(2).split()]
-                placeholder = any("..." in word or "$" in word or word.isupper() for word in argv)
-                if argv[0] in cli.COMMANDS and len(argv) > 1 and not placeholder:
+                argv = [PLACEHOLDERS.get(word, word) for word in (match.group(1), *match.group(2).split())]
+                unknown = any("..." in word or "$" in word or word.isupper() and word[0] != "-" for word in argv)
+                if argv[0] in cli.COMMANDS and len(argv) > 1 and not unknown:
                     commands.append((document, argv))
     return commands
 
 
 def test_every_documented_command_parses(monkeypatch):
-    """A documented flag that a command does not have, or a value it refuses, fails here, not for the reader."""
+    """A documented flag that a command does not have, or a value its parser refuses, fails here, not for the reader."""
     class Parsed(Exception):
         pass
 
@@ -205,7 +206,8 @@ def test_every_documented_command_parses(monkeypatch):
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
     commands = documented_commands()
-    assert {"train", "ablation", "check", "evaluate", "sample", "export"} <= {argv[0] for _, argv in commands}
+    assert set(cli.COMMANDS) - {"prepare-data", "toy-ablation"} <= {argv[0] for _, argv in commands}
+    assert ["train", "--preset", "gpu", "--T", "500", "--out", "runs/T500"] in [argv for _, argv in commands]
     for document, argv in commands:
         with pytest.raises(Parsed):
             try:

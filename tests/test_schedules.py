@@ -122,8 +122,9 @@ def test_respacing_all_steps_changes_nothing():
 
 def test_respace_refuses_bad_timesteps():
     alpha_bar = ddpm_schedules(1e-4, 0.02, 10)["alpha_bar"]
-    refusals = [([0, 5, 3], r"strictly increasing, got 5 then 3 at positions 1 and 2"),
-                ([3, 3], r"strictly increasing, got 3 then 3"), ([0, 10], r"lie in 0\.\.9$"), ([-1, 3], r"lie in 0\.\.9$"),
+    refusals = [([0, 5, 3], r"strictly increasing, got timesteps\[1\] = 5 then timesteps\[2\] = 3"),
+                ([3, 3], r"strictly increasing, got timesteps\[0\] = 3 then timesteps\[1\] = 3"),
+                ([0, 10], r"lie in 0\.\.9, got 0\.\.10$"), ([-1, 3], r"lie in 0\.\.9, got -1\.\.3$"),
                 ([], r"a non-empty 1-D sequence, got shape \(0,\)"),
                 ([[0, 9]], r"a non-empty 1-D sequence, got shape \(1, 2\)")]
     for timesteps, message in refusals:

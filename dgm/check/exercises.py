@@ -63,15 +63,9 @@ def jupyter_markdown(label, book=BOOK):
     return ROLE.sub(lambda match: render_role(match.group(1), match.group(2), titles), body)
 
 
-def declaration(problem, width=None):
-    """The problem's ``def`` line with its contract as docstring, rewrapped to ``width`` columns if given."""
-    opening = '    """'
-    if width:  # the closing quotes stay within width too
-        text = textwrap.fill(" ".join(problem.contract.split()), width - 3, initial_indent=" " * len(opening),
-                             subsequent_indent="    ")[len(opening):]
-    else:
-        text = textwrap.indent(problem.contract, "    ").lstrip()
-    return f'def {problem.signature}:\n{opening}{text}"""\n'
+def declaration(problem):
+    """The problem's ``def`` line with its contract as docstring."""
+    return f'def {problem.signature}:\n    """{textwrap.indent(problem.contract, "    ").lstrip()}"""\n'
 
 
 def stub(problem):

@@ -49,34 +49,43 @@ class Problem:
 
 PROBLEMS = {problem.key: problem for problem in (
     Problem("1a", "ex-1a", "ddpm_schedules", "beta_min, beta_max, T",
-            'The linear schedule as a dict of 1-D torch tensors of length T, keys "beta", "alpha", "alpha_bar",\n'
-            "indexed k = 0..T-1: beta[k] = beta_min + k (beta_max - beta_min) / (T - 1), alpha = 1 - beta,\n"
-            "alpha_bar[k] = prod of alpha[i] for i <= k.", SCHEDULE_CHECKS),
+            "The linear schedule as a dict of 1-D torch tensors of length T, keys\n"
+            '"beta", "alpha", "alpha_bar", indexed k = 0..T-1 (the book\'s step\n'
+            "t = k + 1): beta[k] = beta_min + k (beta_max - beta_min) / (T - 1),\n"
+            "alpha = 1 - beta, alpha_bar[k] = prod of alpha[i] for i <= k.", SCHEDULE_CHECKS),
     Problem("1b", "ex-1b", "forward", "x0, t, noise, alpha_bar",
-            "A draw of q(x_(k+1) | x_0): x0 and noise of shape (N, ...), t a long tensor of shape (N,) of array\n"
-            "indices k in 0..T-1 (step k + 1 of the chain), alpha_bar the table of ddpm_schedules. Returns a\n"
-            "tensor of the shape and dtype of x0.",
+            "A draw of q(x_(k+1) | x_0): x0 and noise of shape (N, ...), t a long\n"
+            "tensor of shape (N,) of array indices k in 0..T-1 (the book's step\n"
+            "k + 1), alpha_bar the table of ddpm_schedules. Returns a tensor of\n"
+            "the shape and dtype of x0.",
             FORWARD_CHECKS),
     Problem("1c", "ex-1c", "sample", 'eps_model, n, shape, schedule, sigma="beta", generator=None',
-            "Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape (n, *shape), with sigma_k^2 = beta_k\n"
-            '(sigma="beta") or the posterior variance beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k\n'
-            '(sigma="posterior"), alpha_bar_(-1) = 1; no noise at the last step, k = 0. Steps run k = T-1, ..., 0,\n'
-            "and eps_model(x, t) takes the array index k as t, a long tensor of shape (n,); schedule is the dict of\n"
-            "ddpm_schedules; draw all noise with torch.randn(..., generator=generator). Returns x_0 of shape\n"
+            "Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape\n"
+            "(n, *shape), with sigma_k^2 = beta_k (sigma=\"beta\") or the posterior\n"
+            "variance (sigma=\"posterior\")\n"
+            "    beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k,\n"
+            "alpha_bar_(-1) = 1 (the book's alpha_bar_0); k is the array index,\n"
+            "the book's step t = k + 1. Steps run k = T-1, ..., 0, with no noise\n"
+            "at the last, k = 0; eps_model(x, t) takes k as t, a long tensor of\n"
+            "shape (n,). schedule is the dict of ddpm_schedules; draw all noise\n"
+            "with torch.randn(..., generator=generator). Returns x_0 of shape\n"
             "(n, *shape).",
             SAMPLE_CHECKS),
     Problem("2b", "ex-2b", "respace", "alpha_bar, steps",
-            "The kept timesteps (increasing, including 0 and T - 1) and the respaced betas of a chain with\n"
-            "the same alpha_bar at those steps, both of length steps (2 <= steps <= T): returns\n"
-            "(timesteps, betas).",
+            "The kept timesteps, increasing and including the array indices 0\n"
+            "and T - 1 (the book's steps 1 and T), and the respaced betas of a\n"
+            "chain with the same alpha_bar at those steps, both of length steps\n"
+            "(2 <= steps <= T): returns (timesteps, betas).",
             RESPACE_CHECKS),
     Problem("3a", "ex-3a", "marginal_pdf", "x, t, weights, means, stds, beta_min, beta_max",
-            "p_t(x), the density of x(t) under the VP-SDE with beta(t) = beta_min + t (beta_max - beta_min),\n"
-            "t in [0, 1], started from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard\n"
+            "p_t(x), the density of x(t) under the VP-SDE with\n"
+            "beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started\n"
+            "from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard\n"
             "deviations). x is a NumPy array; returns an array of its shape.", MARGINAL_CHECKS),
     Problem("3b", "ex-3b", "score", "x, t, weights, means, stds, beta_min, beta_max",
-            "The score d/dx log p_t(x) of the marginal of Problem 3a, finite for |x| up to 100 and beyond.\n"
-            "x is a NumPy array; returns an array of its shape.", SCORE_CHECKS),
+            "The score d/dx log p_t(x) of the marginal of Problem 3a, finite for\n"
+            "|x| up to 100 and beyond. x is a NumPy array; returns an array of\n"
+            "its shape.", SCORE_CHECKS),
 )}
 
 

@@ -205,8 +205,9 @@ def check_mean(sample, sigma):
     )
     k = next(k for k in reversed(range(len(beta)))
              if not (within(a[k], a_ref[k], a_error[k]) and within(b[k], b_ref[k], b_error[k])))
-    step = (f"at step k = {k} (the book's t = {k + 1}) your x_(k-1) = {a[k]:.4g} x_k {signed(b[k])} eps + noise; "
-            f"Algorithm 2 gives {a_ref[k]:.4g} x_k {signed(b_ref[k])} eps (beta_k = {beta[k]:.3g}, alpha_bar_k = {alpha_bar[k]:.3g})")
+    step = (f"at step t = {k + 1} (index k = {k}) your x_(t-1) = {a[k]:.4g} x_t {signed(b[k])} eps + noise; "
+            f"Algorithm 2 gives {a_ref[k]:.4g} x_t {signed(b_ref[k])} eps (beta_t = {beta[k]:.3g}, "
+            f"alpha_bar_t = {alpha_bar[k]:.3g})")
     for a_mistake, b_mistake, name, explanation in variants:
         if within(a, a_mistake, a_error) and within(b, b_mistake, b_error):
             raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", EPSILON_SECTION)
@@ -259,8 +260,9 @@ def check_noise(sample):
 
         if not matches(expected):
             k = int(np.argmax(np.abs(noise_std[inner] / expected[inner] - 1))) + 1
-            step = (f'with sigma="{sigma}", step k = {k} adds noise of standard deviation {noise_std[k]:.4g}, '
-                    f"expected sqrt({VARIANCE_NAMES[sigma]}) = {expected[k]:.4g} (beta_k = {chain['beta'][k]:.3g})")
+            step = (f'with sigma="{sigma}", step k = {k} (the book\'s t = {k + 1}) adds noise of standard deviation '
+                    f"{noise_std[k]:.4g}, expected sqrt({VARIANCE_NAMES[sigma]}) = {expected[k]:.4g} "
+                    f"(beta_k = {chain['beta'][k]:.3g})")
             for target, mistake, explanation in variants:
                 if matches(target):
                     raise Mistake(mistake, f"{explanation}. {step[0].upper()}{step[1:]}", POSTERIOR_SECTION)
@@ -352,7 +354,8 @@ def check_respace_timesteps(respace):
                           "(the book's step t = 1), whose mean is the sample", RESPACING_SECTION)
         if timesteps[-1] != T - 1:
             raise Mistake("kept steps miss the last timestep", f"{shown}; the kept steps must include index T - 1 = "
-                          f"{T - 1} (the book's step t = T), the level its N(0, I) start stands for", RESPACING_SECTION)
+                          f"{T - 1} (the book's step t = T), the level the sampler's N(0, I) start stands for",
+                          RESPACING_SECTION)
         if np.any(np.diff(timesteps) <= 0):
             raise Mistake("timesteps not strictly increasing", shown, RESPACING_SECTION)
 
@@ -373,11 +376,12 @@ def check_respace_betas(respace):
                      "beta'_i is beta at the kept step tau_i; the short chain jumps from tau_(i-1) to tau_i in one "
                      "step, so beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]", RESPACING_SECTION),
                     (wrapped, "first beta' wraps around",
-                     "beta'_1 divides by alpha_bar[timesteps[-1]], which Python reads as the last kept step; before "
-                     "the first kept step alpha_bar_(tau_0) = 1, so beta'_1 = 1 - alpha_bar[tau_1]", RESPACING_SECTION),
+                     "betas[0] divides by alpha_bar[timesteps[-1]], which Python reads as the last kept step; "
+                     "before the first kept step alpha_bar is 1, so betas[0] = 1 - alpha_bar[timesteps[0]]",
+                     RESPACING_SECTION),
                     (first_zero, "first beta' is 0",
-                     "beta'_1 = 0 would keep x unchanged at the first step; before the first kept step "
-                     "alpha_bar_(tau_0) = 1, so beta'_1 = 1 - alpha_bar[tau_1] / 1", RESPACING_SECTION),
+                     "betas[0] = 0 would keep x unchanged at the first step; before the first kept step alpha_bar "
+                     "is 1, so betas[0] = 1 - alpha_bar[timesteps[0]] / 1", RESPACING_SECTION),
                     (upside_down, "beta' ratio upside down",
                      "your beta'_i = 1 - alpha_bar[tau_(i-1)] / alpha_bar[tau_i], which is negative since alpha_bar "
                      "falls with t; alpha'_i = alpha_bar[tau_i] / alpha_bar[tau_(i-1)] is the share of alpha_bar "
