@@ -136,6 +136,56 @@ def load_resumable(out, config):
     return tensors, metadata
 
 
+def training_images(config, device):
+    """MNIST's training images, or the first ``--train-subset`` of them, all on ``device`` (188 MB as float32): each
+    step indexes its batch where it computes."""
+    images, _ = load_mnist("train", config.data)
+    if config.train_subset is not None:
+        if config.train_subset > len(images):
+            raise ValueError(f"--train-subset {config.train_subset} exceeds the {len(images)} training images")
+        images = images[:config.train_subset]
+    if len(images) < config.batch_size:
+        raise ValueError(f"--batch-size {config.batch_size} exceeds the {len(images)} training images")
+    return images.to(device)
+
+
+def restore(checkpoint, path, network, ema, optimizer):
+    """Load a run folder's checkpoint (tensors, metadata), read from ``path``, into the network, its EMA and the
+    optimizer; an export, which holds EMA weights alone, cannot resume."""
+    tensors, metadata = checkpoint
+    if metadata.get("weights") == "ema":
+        raise CheckpointError(f"{path} holds EMA weights only (made by `dgm export` for sampling); resume from "
+                              "the run folder that `dgm train` wrote")
+    load_into(network, tensors, "model.", path)
+    load_into(ema, tensors, "ema.", path)
+    load_optimizer(optimizer, tensors, metadata, path)
+
+
+def within_budget(config, network, batch, autocast, distributed, progress):
+    """``config`` with ``steps`` set to as many as fit ``config.minutes``, timed on ``batch``; every process takes
+    the first one's count."""
+    pace = seconds_per_step(network, config, batch, autocast)
+    steps = torch.tensor(steps_for_budget(config.minutes, pace), device=batch.device)
+    if distributed.active:
+        dist.broadcast(steps, 0)
+    if progress and distributed.main:
+        tqdm.write(f"{config.minutes:g} minutes at {config.batch_size / pace:.0f} images/s: {int(steps):,} steps")
+    return dataclasses.replace(config, steps=int(steps))
+
+
+def open_loss_log(path, start):
+    """The loss log cut after step ``start`` (a resumed run rewrites what came after its checkpoint), opened for
+    appending, and its CSV writer; a new log gets its header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    truncate_loss_log(path, start)
+    new_log = not path.is_file()
+    log = open(path, "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(LOSS_LOG_COLUMNS)
+    return log, writer
+
+
 def train(config, resume=False, progress=True, overwrite=False):
     """Train as ``config`` says and return the run folder; ``resume`` continues from its last checkpoint (a finished
     run is left as it is, and a checkpoint.json or temporary files that a kill left are repaired). A new run needs an
@@ -167,15 +217,8 @@ def _train(config, checkpoint, progress, out, device, distributed):
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of processes "
                          f"{distributed.world_size}")
     local_batch = config.batch_size // distributed.world_size
-    images, _ = load_mnist("train", config.data)
-    if config.train_subset is not None:
-        if config.train_subset > len(images):
-            raise ValueError(f"--train-subset {config.train_subset} exceeds the {len(images)} training images")
-        images = images[:config.train_subset]
-    images = images.to(device)  # all of it (188 MB as float32): each step indexes its batch where it computes
+    images = training_images(config, device)
     steps_per_epoch = len(images) // config.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"--batch-size {config.batch_size} exceeds the {len(images)} training images")
     steps = total_steps(config, len(images))
     memory_format = torch.channels_last if config.channels_last else torch.preserve_format
 
@@ -187,20 +230,13 @@ def _train(config, checkpoint, progress, out, device, distributed):
     optimizer = build_optimizer(network, config)
     start = 0
     if checkpoint is not None:
-        tensors, metadata = checkpoint
-        path = run_folder_checkpoint(out)
-        start = metadata["step"]
+        start = checkpoint[1]["step"]
         if start >= steps:  # a finished run, even one kept as its EMA weights alone, has nothing left to train
             if progress and distributed.main:
                 tqdm.write(f"{out} finished its {steps:,} steps; extend it with `dgm train --resume --out {out} "
                            f"--steps N`")
             return out
-        if metadata.get("weights") == "ema":
-            raise CheckpointError(f"{path} holds EMA weights only (made by `dgm export` for sampling); resume from "
-                                  "the run folder that `dgm train` wrote")
-        load_into(network, tensors, "model.", path)
-        load_into(ema, tensors, "ema.", path)
-        load_optimizer(optimizer, tensors, metadata, path)
+        restore(checkpoint, run_folder_checkpoint(out), network, ema, optimizer)
 
     trained = network
     if distributed.active:
@@ -212,15 +248,9 @@ def _train(config, checkpoint, progress, out, device, distributed):
     autocast = autocast_context(config.precision, device)
     hardware = hardware_name(device)
     if config.minutes is not None and checkpoint is None:
-        pace = seconds_per_step(network, config, images[:local_batch].contiguous(memory_format=memory_format),
-                                autocast)
-        steps = torch.tensor(steps_for_budget(config.minutes, pace), device=device)
-        if distributed.active:
-            dist.broadcast(steps, 0)  # every rank takes the first rank's count
-        config = dataclasses.replace(config, steps=int(steps))  # saved so: a resumed run ends at the same step
-        steps = config.steps
-        if progress and distributed.main:
-            tqdm.write(f"{config.minutes:g} minutes at {config.batch_size / pace:.0f} images/s: {steps:,} steps")
+        batch = images[:local_batch].contiguous(memory_format=memory_format)
+        config = within_budget(config, network, batch, autocast, distributed, progress)
+        steps = config.steps  # saved so: a resumed run ends at the same step
 
     initial_share = ema_initial_share(config.ema_decay, steps)
     if checkpoint is None and initial_share > EMA_INITIAL_LIMIT:
@@ -229,13 +259,7 @@ def _train(config, checkpoint, progress, out, device, distributed):
                       "its samples: lower --ema-decay or train longer", stacklevel=3)
     log, writer, log_path = None, None, out / LOSS_LOG
     if distributed.main:
-        out.mkdir(parents=True, exist_ok=True)
-        truncate_loss_log(log_path, start)  # a resumed run rewrites what came after its checkpoint
-        new_log = not log_path.is_file()
-        log = open(log_path, "a", newline="")
-        writer = csv.writer(log)
-        if new_log:
-            writer.writerow(LOSS_LOG_COLUMNS)
+        log, writer = open_loss_log(log_path, start)
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"training ({config.precision})", unit="step",
                disable=not (progress and distributed.main), dynamic_ncols=True)
