@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import nbformat
@@ -28,6 +29,14 @@ import mutants  # noqa: E402  (imports reference_solution from the same folder)
 import reference_solution  # noqa: E402
 
 TEMPLATE, NOTEBOOK = REPO / "exercises" / exercises.TEMPLATE, REPO / "exercises" / exercises.NOTEBOOK
+
+
+@pytest.fixture
+def untouched(tmp_path):
+    """The notebook and the template as `make exercises` writes them, before a student fills them in: the checkout's
+    own may hold the student's work."""
+    notebook, template = exercises.write(tmp_path / "exercises")
+    return types.SimpleNamespace(notebook=notebook, template=template)
 
 
 def solution_namespace(**replaced):
@@ -183,8 +192,8 @@ def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):
         assert exit_.value.code == 1 and "called exit" in capsys.readouterr().err
 
 
-def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, capsys, one_thread):
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, untouched, capsys, one_thread):
+    notebook = nbformat.read(untouched.notebook, as_version=4)
     solution = next(cell for cell in notebook.cells if cell.get("id") == "ex-1a-solution")
     solution.source = inspect.getsource(reference_solution.ddpm_schedules)
     broken = next(cell for cell in notebook.cells if cell.get("id") == "ex-1b-solution")
@@ -205,16 +214,19 @@ def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, capsys, on
     assert out.count("Problem 1a") == 1  # the notebook's own check("1a") cell did not run as well
 
 
-def test_the_untouched_template_is_not_implemented_without_a_traceback():
+def test_the_untouched_template_is_not_implemented_without_a_traceback(untouched):
     """The one run through the console entry point, as a student runs it."""
-    result = subprocess.run([sys.executable, "-m", "dgm", "check", "all", str(TEMPLATE)], capture_output=True,
-                            text=True, cwd=REPO)
+    result = subprocess.run([sys.executable, "-m", "dgm", "check", "all", str(untouched.template)],
+                            capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.count("not implemented") == 2 * len(PROBLEMS)  # one per problem, and the summary's
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_exercise_files_are_up_to_date():
+    work = {path.name: exercises.solved(path) for path in (NOTEBOOK, TEMPLATE) if exercises.solved(path)}
+    if work:
+        pytest.skip(f"exercises/ holds your solutions ({work}); a fresh clone checks that it matches the handout")
     assert NOTEBOOK.read_text() == exercises.render_notebook(), "run `make exercises`"
     assert TEMPLATE.read_text() == exercises.render_template(), "run `make exercises`"
 
@@ -227,8 +239,22 @@ def test_contracts_fit_the_handouts_code_column():
         assert widest <= 76, (problem.key, widest)
 
 
-def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(capsys):
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def test_a_students_work_is_never_overwritten_by_make_exercises(untouched):
+    solved = untouched.template.read_text().replace(exercises.unsolved(PROBLEMS["1c"]), "return None")
+    untouched.template.write_text(solved)
+    assert exercises.solved(untouched.template) == ["1c"] and exercises.solved(untouched.notebook) == []
+    with pytest.raises(ValueError, match=r"solution_template.py holds your work on 1c: copy it elsewhere"):
+        exercises.write(untouched.template.parent)
+    assert untouched.template.read_text() == solved
+    untouched.notebook.write_text("{not a notebook")
+    assert exercises.solved(untouched.notebook) == list(PROBLEMS)
+    exercises.write(untouched.template.parent, overwrite=True)
+    assert untouched.template.read_text() == exercises.render_template()
+    exercises.write(untouched.template.parent)  # untouched files are simply rewritten
+
+
+def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(untouched, capsys):
+    notebook = nbformat.read(untouched.notebook, as_version=4)
     namespace = {}
     for cell in notebook.cells:
         if cell.cell_type == "code":
@@ -242,26 +268,26 @@ def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(cap
         assert sum(f'run `check("{key}")`' in text for text in problem_texts) == 1, key
 
 
-def test_make_kernel_registers_the_kernel_the_notebook_asks_for(tmp_path, monkeypatch):
+def test_make_kernel_registers_the_kernel_the_notebook_asks_for(tmp_path, untouched, monkeypatch):
     line = next(line for line in (REPO / "Makefile").read_text().splitlines() if "ipykernel install" in line)
     arguments = shlex.split(line.strip().replace("$(BIN)/python", sys.executable))
     arguments[arguments.index("--user")] = f"--prefix={tmp_path}"  # not the user's own Jupyter
     subprocess.run(arguments, check=True, capture_output=True)
-    kernelspec = nbformat.read(NOTEBOOK, as_version=4).metadata.kernelspec
+    kernelspec = nbformat.read(untouched.notebook, as_version=4).metadata.kernelspec
     installed = json.loads((tmp_path / "share" / "jupyter" / "kernels" / kernelspec.name / "kernel.json").read_text())
     assert installed["display_name"] == kernelspec.display_name and installed["argv"][0] == sys.executable
 
     # Jupyter, finding that kernel, runs the notebook top to bottom, and its check cells report.
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=120, resources={"metadata": {"path": str(REPO / "exercises")}}).execute()
+    notebook = nbformat.read(untouched.notebook, as_version=4)
+    NotebookClient(notebook, timeout=120, resources={"metadata": {"path": str(untouched.notebook.parent)}}).execute()
     printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
     assert printed.count("still raises NotImplementedError") == len(PROBLEMS)
 
 
-def test_student_files_hold_no_solution():
-    sources = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells)
-    template = TEMPLATE.read_text()
+def test_student_files_hold_no_solution(untouched):
+    sources = "\n".join(cell.source for cell in nbformat.read(untouched.notebook, as_version=4).cells)
+    template = untouched.template.read_text()
     solutions = [body for path in handout.chapter_files() for _, _, body in handout.directives(path, "solution")]
     assert solutions
     for body in solutions:

@@ -68,10 +68,26 @@ def declaration(problem):
     return f'def {problem.signature}:\n    """{textwrap.indent(problem.contract, "    ").lstrip()}"""\n'
 
 
+def unsolved(problem):
+    """The line of the problem's TODO body that the student's code replaces."""
+    return f'raise NotImplementedError("Problem {problem.key}: {problem.function}")'
+
+
 def stub(problem):
     """The problem's function with its contract as docstring and a TODO body."""
-    return (f'{declaration(problem)}    # TODO: your code\n'
-            f'    raise NotImplementedError("Problem {problem.key}: {problem.function}")\n')
+    return f"{declaration(problem)}    # TODO: your code\n    {unsolved(problem)}\n"
+
+
+def solved(path):
+    """The problems whose TODO body the notebook or template at ``path`` no longer holds: the student's work there
+    (every problem, if the notebook cannot be read)."""
+    text = Path(path).read_text()
+    if Path(path).suffix == ".ipynb":
+        try:
+            text = "\n".join(cell.source for cell in nbformat.reads(text, as_version=4).cells)
+        except (ValueError, TypeError, AttributeError, nbformat.ValidationError):  # not a notebook nbformat reads
+            return list(PROBLEMS)
+    return [key for key, problem in PROBLEMS.items() if unsolved(problem) not in text]
 
 
 def render_notebook(book=BOOK):
@@ -121,12 +137,18 @@ def render_template(book=BOOK):
     return "".join(parts)
 
 
-def write(out=OUT, book=BOOK):
-    """Write both files into ``out``; returns their paths."""
+def write(out=OUT, book=BOOK, overwrite=False):
+    """Write both files into ``out`` and return their paths; a file holding the student's work is replaced only with
+    ``overwrite``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = [out / NOTEBOOK, out / TEMPLATE]
-    for path, text in zip(paths, (render_notebook(book), render_template(book))):
+    texts = render_notebook(book), render_template(book)
+    for path in paths:
+        if path.is_file() and not overwrite and (work := solved(path)):
+            raise ValueError(f"{path} holds your work on {', '.join(work)}: copy it elsewhere first, or replace it "
+                             "with `python -m dgm.check.exercises --overwrite`")
+    out.mkdir(parents=True, exist_ok=True)
+    for path, text in zip(paths, texts):
         path.write_text(text)
     return paths
 
@@ -135,9 +157,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m dgm.check.exercises", description=__doc__.split("\n\n")[0])
     parser.add_argument("--book", type=Path, default=BOOK, help=f"the handout's sources (default {BOOK})")
     parser.add_argument("--out", type=Path, default=OUT, help=f"where to write them (default {OUT})")
+    parser.add_argument("--overwrite", action="store_true", help="replace them even where they hold your solutions")
     args = parser.parse_args(argv)
     try:
-        paths = write(args.out, args.book)
+        paths = write(args.out, args.book, args.overwrite)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: {error}\n")
     print("wrote " + " and ".join(map(str, paths)))
