@@ -48,15 +48,15 @@ def forward(x0, t, noise, alpha_bar):
 # Check your implementation with `.venv/bin/dgm check 1c exercises/solution_template.py`.
 def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
     """Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape
-    (n, *shape), with sigma_k^2 = beta_k (sigma="beta") or the posterior
-    variance (sigma="posterior")
-        beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k,
-    alpha_bar_(-1) = 1 (the book's alpha_bar_0); k is the array index,
-    the book's step t = k + 1. Steps run k = T-1, ..., 0, with no noise
-    at the last, k = 0; eps_model(x, t) takes k as t, a long tensor of
-    shape (n,). schedule is the dict of ddpm_schedules; draw all noise
-    with torch.randn(..., generator=generator). Returns x_0 of shape
-    (n, *shape)."""
+    (n, *shape). k is the array index (the book's step t = k + 1): steps
+    run k = T-1, ..., 0, and eps_model(x, t) takes k as t, a long tensor
+    of shape (n,). Every step but the last (k = 0) adds sigma[k] z, with
+    sigma[k]^2 = beta[k] (sigma="beta") or, with sigma="posterior",
+        beta_tilde[k] = (1 - alpha_bar[k-1]) / (1 - alpha_bar[k]) beta[k],
+    where alpha_bar[k-1] at k = 0 is 1 (the book's alpha_bar_0), not
+    Python's alpha_bar[-1]. schedule is the dict of ddpm_schedules;
+    draw all noise with torch.randn(..., generator=generator). Returns
+    x_0 of shape (n, *shape)."""
     # TODO: your code
     raise NotImplementedError("Problem 1c: sample")
 
@@ -68,10 +68,11 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
 #
 # Check your respacing with `.venv/bin/dgm check 2b exercises/solution_template.py`.
 def respace(alpha_bar, steps):
-    """The kept timesteps, increasing and including the array indices 0
-    and T - 1 (the book's steps 1 and T), and the respaced betas of a
-    chain with the same alpha_bar at those steps, both of length steps
-    (2 <= steps <= T): returns (timesteps, betas)."""
+    """The kept timesteps, increasing array indices that include 0 and
+    T - 1 (the book's steps 1 and T), and the respaced betas of a chain
+    with the same alpha_bar at those steps, both of length steps
+    (2 <= steps <= T): returns (timesteps, betas). Any such timesteps
+    pass; the handout spaces them evenly."""
     # TODO: your code
     raise NotImplementedError("Problem 2b: respace")
 

@@ -61,21 +61,22 @@ PROBLEMS = {problem.key: problem for problem in (
             FORWARD_CHECKS),
     Problem("1c", "ex-1c", "sample", 'eps_model, n, shape, schedule, sigma="beta", generator=None',
             "Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape\n"
-            "(n, *shape), with sigma_k^2 = beta_k (sigma=\"beta\") or the posterior\n"
-            "variance (sigma=\"posterior\")\n"
-            "    beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k,\n"
-            "alpha_bar_(-1) = 1 (the book's alpha_bar_0); k is the array index,\n"
-            "the book's step t = k + 1. Steps run k = T-1, ..., 0, with no noise\n"
-            "at the last, k = 0; eps_model(x, t) takes k as t, a long tensor of\n"
-            "shape (n,). schedule is the dict of ddpm_schedules; draw all noise\n"
-            "with torch.randn(..., generator=generator). Returns x_0 of shape\n"
-            "(n, *shape).",
+            "(n, *shape). k is the array index (the book's step t = k + 1): steps\n"
+            "run k = T-1, ..., 0, and eps_model(x, t) takes k as t, a long tensor\n"
+            "of shape (n,). Every step but the last (k = 0) adds sigma[k] z, with\n"
+            "sigma[k]^2 = beta[k] (sigma=\"beta\") or, with sigma=\"posterior\",\n"
+            "    beta_tilde[k] = (1 - alpha_bar[k-1]) / (1 - alpha_bar[k]) beta[k],\n"
+            "where alpha_bar[k-1] at k = 0 is 1 (the book's alpha_bar_0), not\n"
+            "Python's alpha_bar[-1]. schedule is the dict of ddpm_schedules;\n"
+            "draw all noise with torch.randn(..., generator=generator). Returns\n"
+            "x_0 of shape (n, *shape).",
             SAMPLE_CHECKS),
     Problem("2b", "ex-2b", "respace", "alpha_bar, steps",
-            "The kept timesteps, increasing and including the array indices 0\n"
-            "and T - 1 (the book's steps 1 and T), and the respaced betas of a\n"
-            "chain with the same alpha_bar at those steps, both of length steps\n"
-            "(2 <= steps <= T): returns (timesteps, betas).",
+            "The kept timesteps, increasing array indices that include 0 and\n"
+            "T - 1 (the book's steps 1 and T), and the respaced betas of a chain\n"
+            "with the same alpha_bar at those steps, both of length steps\n"
+            "(2 <= steps <= T): returns (timesteps, betas). Any such timesteps\n"
+            "pass; the handout spaces them evenly.",
             RESPACE_CHECKS),
     Problem("3a", "ex-3a", "marginal_pdf", "x, t, weights, means, stds, beta_min, beta_max",
             "p_t(x), the density of x(t) under the VP-SDE with\n"

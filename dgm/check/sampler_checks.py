@@ -28,7 +28,7 @@ PROBE_BETAS = (0.1, 0.18, 0.26, 0.34, 0.42, 0.5)  # large and distinct: sigma = 
 PROBE_N, PROBE_SHAPE = 4000, (2, 3)
 TOLERANCE_IN_STANDARD_ERRORS = 6
 END_TO_END_N, END_TO_END_P_VALUE = 2000, 1e-4
-VARIANCE_NAMES = {"beta": "beta_k", "posterior": "beta_tilde_k"}  # the noise's variance that each sigma asks for
+VARIANCE_NAMES = {"beta": "beta[k]", "posterior": "beta_tilde[k]"}  # the noise's variance that each sigma asks for
 CALLS_PER_STEP_LIMIT = 20  # a sampler calling eps_model more than this many times T is stopped: its loop never ends
 
 
@@ -178,7 +178,7 @@ def signed(value):
 
 @each_sigma
 def check_mean(sample, sigma):
-    """The mean of each step is (x_k - beta_k / sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_k) (Ho et al., eq. 11)."""
+    """The mean of step t is (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) (Ho et al., eq. 11)."""
     network, samples, chain = probe(sample, sigma=sigma)
     a, b, a_error, b_error, _ = fit_steps(network, samples)
     beta, alpha, alpha_bar = chain["beta"], chain["alpha"], chain["alpha_bar"]
@@ -203,49 +203,77 @@ def check_mean(sample, sigma):
          "the step divides by sqrt(alpha_bar_t); one step back undoes one forward step, which scaled x by "
          "sqrt(alpha_t), so the mean is (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)"),
     )
-    k = next(k for k in reversed(range(len(beta)))
-             if not (within(a[k], a_ref[k], a_error[k]) and within(b[k], b_ref[k], b_error[k])))
+    def differing(k):
+        """The coefficients of the step at index k that differ from Algorithm 2's beyond the fit's error."""
+        return [name for name, ours, theirs, error in (("x_t", a[k], a_ref[k], a_error[k]),
+                                                       ("eps", b[k], b_ref[k], b_error[k]))
+                if not within(ours, theirs, error)]
+
+    k = next(k for k in reversed(range(len(beta))) if differing(k))  # the first step the sampler takes that is off
+    off = differing(k)
     step = (f"at step t = {k + 1} (index k = {k}) your x_(t-1) = {a[k]:.4g} x_t {signed(b[k])} eps + noise; "
             f"Algorithm 2 gives {a_ref[k]:.4g} x_t {signed(b_ref[k])} eps (beta_t = {beta[k]:.3g}, "
-            f"alpha_bar_t = {alpha_bar[k]:.3g})")
+            f"alpha_bar_t = {alpha_bar[k]:.3g}); "
+            + ("both coefficients differ" if len(off) == 2 else f"only the {off[0]} coefficient differs")
+            + " beyond the fit's error")
     for a_mistake, b_mistake, name, explanation in variants:
         if within(a, a_mistake, a_error) and within(b, b_mistake, b_error):
             raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", EPSILON_SECTION)
     raise Mistake("wrong reverse mean", f"{step}. Your coefficients are a least-squares fit over the batch: a step "
-                  "that clips, or is otherwise not linear in x_k and eps, only approximates them", EPSILON_SECTION)
+                  "that clips, or is otherwise not linear in x_t and eps, only approximates them", EPSILON_SECTION)
 
 
 def noise_variants(sigma, chain):
     """The noise's standard deviation that ``sigma`` asks for on ``chain`` (the probe's tables), and (standard
     deviation, name, explanation) of the mistakes that give another."""
     beta, posterior = chain["beta"], chain["posterior_variance"]
-    no_noise = (np.zeros_like(beta), "no noise added", f"the steps add no noise; Algorithm 2 adds sigma_k z with "
-                f"sigma_k^2 = {VARIANCE_NAMES[sigma]} at every step but the last")
+    wanted = VARIANCE_NAMES[sigma]
+    no_noise = (np.zeros_like(beta), "no noise added", f"the steps add no noise; Algorithm 2 adds sigma[k] z with "
+                f"sigma[k]^2 = {wanted} at every step but the last")
+    variance = beta if sigma == "beta" else posterior
+    one_late = (np.sqrt(np.concatenate([[0.0], variance[:-1]])), "noise variance one index late",
+                f"the step at index k adds noise of variance {wanted.replace('[k]', '[k - 1]')}, the previous "
+                f"index's; index k holds the book's step t = k + 1, whose variance is {wanted}")
     if sigma == "beta":
         return np.sqrt(beta), (
             (beta, "beta used as the noise's standard deviation",
-             "sigma_k z with sigma_k = beta_k: sigma_k^2 = beta_k is a variance, so sigma_k = sqrt(beta_k)"),
+             "sigma[k] z with sigma[k] = beta[k]: beta[k] is a variance, so sigma[k] = sqrt(beta[k])"),
             (np.sqrt(posterior), "sigma^2 = beta_tilde instead of beta",
-             'with sigma="beta" the noise has variance beta_tilde_k; it should have variance beta_k'),
-            no_noise)
-    alpha_bar, previous = chain["alpha_bar"], chain["alpha_bar_prev"]  # alpha_bar_(k-1) is 1 before the first step
+             'with sigma="beta" the noise has variance beta_tilde[k]; it should have variance beta[k]'),
+            one_late, no_noise)
+    alpha_bar, previous = chain["alpha_bar"], chain["alpha_bar_prev"]  # alpha_bar[k - 1] is 1 before the first step
     return np.sqrt(posterior), (
         (np.sqrt(beta), "sigma^2 = beta instead of beta_tilde",
-         'with sigma="posterior" the noise has variance beta_k (is sigma ignored?); it should have the posterior '
-         "variance beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k"),
+         'with sigma="posterior" the noise has variance beta[k] (is sigma ignored?); it should have the posterior '
+         "variance beta_tilde[k] = (1 - alpha_bar[k - 1]) / (1 - alpha_bar[k]) beta[k]"),
         (posterior, "beta_tilde used as the noise's standard deviation",
-         "sigma_k z with sigma_k = beta_tilde_k: beta_tilde_k is a variance, so sigma_k = sqrt(beta_tilde_k)"),
+         "sigma[k] z with sigma[k] = beta_tilde[k]: beta_tilde[k] is a variance, so sigma[k] = sqrt(beta_tilde[k])"),
         (np.sqrt((1 - alpha_bar) / (1 - previous + 1e-300) * beta), "beta_tilde's ratio inverted",
-         "the noise has variance (1 - alpha_bar_k) / (1 - alpha_bar_(k-1)) beta_k; the posterior variance is "
-         "beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k, smaller than beta_k"),
+         "the noise has variance (1 - alpha_bar[k]) / (1 - alpha_bar[k - 1]) beta[k]; the posterior variance is "
+         "beta_tilde[k] = (1 - alpha_bar[k - 1]) / (1 - alpha_bar[k]) beta[k], smaller than beta[k]"),
         (np.sqrt(np.concatenate([[0.0], beta[:-1]])), "alpha instead of alpha_bar in beta_tilde",
-         "the noise has variance (1 - alpha_(k-1)) / (1 - alpha_k) beta_k = beta_(k-1); the posterior variance "
-         "uses the cumulative products: beta_tilde_k = (1 - alpha_bar_(k-1)) / (1 - alpha_bar_k) beta_k"),
-        no_noise)
+         "the noise has variance (1 - alpha[k - 1]) / (1 - alpha[k]) beta[k] = beta[k - 1]; the posterior variance "
+         "uses the cumulative products: beta_tilde[k] = (1 - alpha_bar[k - 1]) / (1 - alpha_bar[k]) beta[k]"),
+        one_late, no_noise)
+
+
+def last_step_noise(sigma, chain, noise_std):
+    """The Mistake of a sampler whose last step (index 0) adds noise of standard deviation ``noise_std``."""
+    alpha_bar, beta = chain["alpha_bar"], chain["beta"]
+    wrapped = np.sqrt((1 - alpha_bar[-1]) / (1 - alpha_bar[0]) * beta[0])  # alpha_bar[0 - 1] read as the last entry
+    shown = f'with sigma="{sigma}", the last step (index k = 0, the book\'s t = 1) adds noise of standard deviation ' \
+            f"{noise_std:.3g}"
+    if sigma == "posterior" and abs(noise_std / wrapped - 1) < 0.05:
+        return Mistake("alpha_bar[k - 1] wraps around at k = 0", f"{shown}, which is sqrt(beta_tilde[0]) computed "
+                       "with alpha_bar[-1], the last entry of alpha_bar in Python. Before the first step alpha_bar "
+                       "is 1 (the book's alpha_bar_0), so beta_tilde[0] = 0: the last step adds no noise",
+                       POSTERIOR_SECTION)
+    return Mistake("noise added at the last step", f"{shown} (beta[0] = {beta[0]:.3g}); Algorithm 2 returns the mean "
+                   "at the last step, z = 0 when k = 0", EPSILON_SECTION)
 
 
 def check_noise(sample):
-    """Each step k > 0 adds noise of variance beta_k (sigma="beta") or beta_tilde_k (sigma="posterior"); the last
+    """Each step k > 0 adds noise of variance beta[k] (sigma="beta") or beta_tilde[k] (sigma="posterior"); the last
     step, k = 0, adds none."""
     count = PROBE_N * np.prod(PROBE_SHAPE)
     tolerance = TOLERANCE_IN_STANDARD_ERRORS / np.sqrt(2 * count)
@@ -260,17 +288,17 @@ def check_noise(sample):
 
         if not matches(expected):
             k = int(np.argmax(np.abs(noise_std[inner] / expected[inner] - 1))) + 1
-            step = (f'with sigma="{sigma}", step k = {k} (the book\'s t = {k + 1}) adds noise of standard deviation '
-                    f"{noise_std[k]:.4g}, expected sqrt({VARIANCE_NAMES[sigma]}) = {expected[k]:.4g} "
-                    f"(beta_k = {chain['beta'][k]:.3g})")
+            step = (f'with sigma="{sigma}", the step at index k = {k} (the book\'s t = {k + 1}) adds noise of '
+                    f"standard deviation {noise_std[k]:.4g}, expected sqrt({VARIANCE_NAMES[sigma]}) = "
+                    f"{expected[k]:.4g}, with beta[k] = {chain['beta'][k]:.3g}, alpha_bar[k - 1] = "
+                    f"{chain['alpha_bar_prev'][k]:.3g} and alpha_bar[k] = {chain['alpha_bar'][k]:.3g}")
+            section = EPSILON_SECTION if sigma == "beta" else POSTERIOR_SECTION  # where sigma^2 = beta, beta_tilde
             for target, mistake, explanation in variants:
                 if matches(target):
-                    raise Mistake(mistake, f"{explanation}. {step[0].upper()}{step[1:]}", POSTERIOR_SECTION)
-            raise Mistake("wrong noise", step, POSTERIOR_SECTION)
+                    raise Mistake(mistake, f"{explanation}. {step[0].upper()}{step[1:]}", section)
+            raise Mistake("wrong noise", step, section)
         if noise_std[0] > 1e-4:
-            raise Mistake("noise added at the last step", f'with sigma="{sigma}", the last step (k = 0) adds noise '
-                          f"of standard deviation {noise_std[0]:.3g} (here beta_0 = {chain['beta'][0]}); Algorithm 2 "
-                          "returns the mean at the last step, z = 0 when k = 0", EPSILON_SECTION)
+            raise last_step_noise(sigma, chain, noise_std[0])
 
 
 @each_sigma
@@ -306,8 +334,8 @@ SAMPLE_CHECKS = (
     ("returns x_0 of shape (n, *shape), not clamped", check_returns),
     ("calls eps_model(x, t) once per step, t = T-1, ..., 0", check_calls),
     ("starts from x ~ N(0, I)", check_start),
-    ("mean of each step: (x_k - beta_k / sqrt(1 - alpha_bar_k) eps) / sqrt(alpha_k)", check_mean),
-    ("noise sigma_k z, sigma_k^2 = beta_k or beta_tilde_k, at steps k > 0, none at k = 0", check_noise),
+    ("mean of step t: (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)", check_mean),
+    ("noise sigma[k] z, sigma[k]^2 = beta[k] or beta_tilde[k], at indices k > 0, none at k = 0", check_noise),
     ("draws its noise from generator", check_generator),
     ("the exact predictor of the 1-D mixture gives samples of p_0, with either sigma", check_end_to_end),
 )
@@ -349,9 +377,12 @@ def check_respace_timesteps(respace):
         if timesteps[0] > timesteps[-1]:
             raise Mistake("timesteps in decreasing order", f"{shown}; return them increasing, from 0 to T - 1 (the "
                           "sampler walks them backwards)", RESPACING_SECTION)
+        if timesteps[0] == 1 and timesteps[-1] == T:
+            raise Mistake("timesteps numbered 1..T", f"{shown}: these are the book's steps, 1..T; return their array "
+                          f"indices, 0..T-1 (alpha_bar has no index {T})", NOTATION_SECTION)
         if timesteps[0] != 0:
             raise Mistake("kept steps miss the first timestep", f"{shown}; the kept steps must include index 0 "
-                          "(the book's step t = 1), whose mean is the sample", RESPACING_SECTION)
+                          "(the book's step t = 1), the sampler's last step, which returns x_0", RESPACING_SECTION)
         if timesteps[-1] != T - 1:
             raise Mistake("kept steps miss the last timestep", f"{shown}; the kept steps must include index T - 1 = "
                           f"{T - 1} (the book's step t = T), the level the sampler's N(0, I) start stands for",
@@ -373,8 +404,9 @@ def check_respace_betas(respace):
         compare(betas, reference_respace(alpha_bar, torch.as_tensor(timesteps))["beta"].numpy(), "beta'",
                 RESPACING_SECTION, context=f"T = {len(alpha_bar)}, steps = {steps}", variants=[
                     (original[timesteps], "respacing keeps the original betas",
-                     "beta'_i is beta at the kept step tau_i; the short chain jumps from tau_(i-1) to tau_i in one "
-                     "step, so beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]", RESPACING_SECTION),
+                     "your beta'_i is the original beta[tau_i], one step's worth of noise; the short chain jumps "
+                     "from tau_(i-1) to tau_i in one step, so beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]",
+                     RESPACING_SECTION),
                     (wrapped, "first beta' wraps around",
                      "betas[0] divides by alpha_bar[timesteps[-1]], which Python reads as the last kept step; "
                      "before the first kept step alpha_bar is 1, so betas[0] = 1 - alpha_bar[timesteps[0]]",

@@ -64,19 +64,20 @@ def check_beta(ddpm_schedules):
             context=chain_context(SHORT_CHAIN),
             variants=[(over_T, "beta step over T instead of T - 1", over_T_explanation, SCHEDULE_SECTION),
                       (from_one, "k counted from 1",
-                       f"your beta[0] is beta_min + (beta_max - beta_min) / (T - 1) = {from_one[0]:.3g}: the index "
-                       "runs k = 0..T-1, so beta[0] = beta_min and beta[T - 1] = beta_max", NOTATION_SECTION)])
+                       f"your beta[0] is beta_min + (beta_max - beta_min) / (T - 1) = {from_one[0]:.3g} (here "
+                       f"beta_min = {beta_min}, beta_max = {beta_max}, T = {T}): the index runs k = 0..T-1, so "
+                       "beta[0] = beta_min and beta[T - 1] = beta_max", NOTATION_SECTION)])
 
 
 def check_alpha(ddpm_schedules):
-    """alpha_k = 1 - beta_k."""
+    """alpha[k] = 1 - beta[k]."""
     got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["alpha"]
     compare(got, reference_schedules(*SHORT_CHAIN)["alpha"].numpy(), "alpha", SCHEDULE_SECTION,
             context=chain_context(SHORT_CHAIN))
 
 
 def check_alpha_bar(ddpm_schedules):
-    """alpha_bar_k = prod of alpha_i for i <= k."""
+    """alpha_bar[k] = prod of alpha[i] for i <= k."""
     got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["alpha_bar"]
     reference = reference_schedules(*SHORT_CHAIN)
     shifted = np.concatenate([[1.0], reference["alpha_bar"].numpy()[:-1]])
@@ -84,9 +85,9 @@ def check_alpha_bar(ddpm_schedules):
     compare(got, reference["alpha_bar"].numpy(), "alpha_bar", NOTATION_SECTION, context=chain_context(SHORT_CHAIN),
             variants=[(shifted, "alpha_bar shifted by one step",
                        f"your alpha_bar[k] is the product of alpha[i] over i < k, so alpha_bar[0] = 1. With the index "
-                       "k = 0..T-1 the latent at index k has been noised by steps 0..k: alpha_bar[k] = prod of "
-                       f"alpha[i] for i <= k, and alpha_bar[0] = alpha[0] (here {reference['alpha'][0].item():.3g}, "
-                       "for betas 0.1, ..., 0.5)", NOTATION_SECTION),
+                       "k = 0..T-1 the latent at index k has been noised by the steps at indices 0..k (the book's "
+                       "steps 1..k + 1): alpha_bar[k] = prod of alpha[i] for i <= k, and alpha_bar[0] = alpha[0] "
+                       f"(here {reference['alpha'][0].item():.3g}, for betas 0.1, ..., 0.5)", NOTATION_SECTION),
                       (logarithm, "alpha_bar left as a logarithm",
                        "your alpha_bar is the sum of log alpha[i], which is log alpha_bar: take its exp (or use "
                        "torch.cumprod of alpha)", NOTATION_SECTION)])
@@ -103,9 +104,9 @@ def check_problem_set_chain(ddpm_schedules):
 
 SCHEDULE_CHECKS = (
     ("returns a dict of 1-D tensors beta, alpha, alpha_bar of length T", check_tables),
-    ("beta_k = beta_min + k (beta_max - beta_min) / (T - 1)", check_beta),
-    ("alpha_k = 1 - beta_k", check_alpha),
-    ("alpha_bar_k = prod of alpha_i for i <= k", check_alpha_bar),
+    ("beta[k] = beta_min + k (beta_max - beta_min) / (T - 1)", check_beta),
+    ("alpha[k] = 1 - beta[k]", check_alpha),
+    ("alpha_bar[k] = prod of alpha[i] for i <= k", check_alpha_bar),
     (f"the problem set's chain, T = {PROBLEM_SET_CHAIN[2]}", check_problem_set_chain),
 )
 
@@ -126,24 +127,24 @@ def forward_variants(x0, t, noise, alpha_bar):
         return alpha_bar[index].reshape(-1, 1, 1, 1)
 
     level = at(t)
-    missing = "missing square roots in q(x_t | x_0)"
     variants = [
-        (level * x0 + (1 - level) * noise, missing,
-         "your x_t = alpha_bar_t x0 + (1 - alpha_bar_t) noise: q(x_t | x_0) has mean sqrt(alpha_bar_t) x0 and "
-         "variance 1 - alpha_bar_t, so x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise"),
-        (level * x0 + (1 - level).sqrt() * noise, missing,
-         "the coefficient of x0 is alpha_bar_t; the mean of q(x_t | x_0) is sqrt(alpha_bar_t) x0"),
-        (level.sqrt() * x0 + (1 - level) * noise, missing,
-         "the coefficient of the noise is the variance 1 - alpha_bar_t; noise is scaled by the standard deviation "
-         "sqrt(1 - alpha_bar_t)"),
+        (level * x0 + (1 - level) * noise, "missing square roots in q(x_t | x_0)",
+         "your x = alpha_bar[t] x0 + (1 - alpha_bar[t]) noise: q(x_t | x_0) has mean sqrt(alpha_bar_t) x0 and "
+         "variance 1 - alpha_bar_t, so x = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise"),
+        (level * x0 + (1 - level).sqrt() * noise, "missing square root on x0",
+         "your coefficient of x0 is alpha_bar[t]; the mean of q(x_t | x_0) is sqrt(alpha_bar_t) x0, so use "
+         "sqrt(alpha_bar[t])"),
+        (level.sqrt() * x0 + (1 - level) * noise, "missing square root on the noise",
+         "your coefficient of the noise is the variance 1 - alpha_bar[t]; scale the noise by the standard deviation "
+         "sqrt(1 - alpha_bar[t])"),
         ((1 - level).sqrt() * x0 + level.sqrt() * noise, "signal and noise coefficients swapped",
-         "your x_t = sqrt(1 - alpha_bar_t) x0 + sqrt(alpha_bar_t) noise: the signal keeps sqrt(alpha_bar_t), which is "
-         "near 1 for the first steps, and the noise gets sqrt(1 - alpha_bar_t)"),
+         "your x = sqrt(1 - alpha_bar[t]) x0 + sqrt(alpha_bar[t]) noise: the signal keeps sqrt(alpha_bar[t]), which "
+         "is near 1 for the first steps, and the noise gets sqrt(1 - alpha_bar[t])"),
         (closed_forms.forward_sample(x0, noise, at(t - 1)), "alpha_bar indexed at t - 1",
          "your draw uses alpha_bar[t - 1]; t is already the array index k = 0..T-1 of step k + 1 (t = 0 is noised "
          "once), so its level is alpha_bar[t]"),
         (closed_forms.forward_sample(x0, noise, at(t[:1])), "one timestep for the whole batch",
-         "your x_t uses alpha_bar[t[0]] for every sample; each sample has its own timestep, so index alpha_bar with "
+         "your draw uses alpha_bar[t[0]] for every sample; each sample has its own timestep, so index alpha_bar with "
          "the whole tensor t and reshape the result to (N, 1, ..., 1)"),
     ]
     return [(values.numpy(), name, explanation, MARGINAL_SECTION) for values, name, explanation in variants]
@@ -191,7 +192,7 @@ def check_forward_uses_noise(forward):
 
 
 def check_forward_formula(forward):
-    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise."""
+    """x = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise, t the array index."""
     x0, t, noise, alpha_bar = forward_inputs()
     expected = closed_forms.forward_sample(x0, noise, alpha_bar[t].reshape(-1, 1, 1, 1)).numpy()
     compare(forward_result(forward, x0, t, noise, alpha_bar), expected, "x_t", MARGINAL_SECTION,
@@ -214,6 +215,6 @@ def check_forward_mnist_batch(forward):
 FORWARD_CHECKS = (
     ("returns a tensor x_t of the shape and dtype of x0, whatever a sample's shape", check_forward_shape),
     ("uses the noise it is given", check_forward_uses_noise),
-    ("x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise", check_forward_formula),
+    ("x = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise", check_forward_formula),
     ("a float32 MNIST batch on the problem set's chain", check_forward_mnist_batch),
 )

@@ -50,6 +50,16 @@ def inverted_posterior_std(schedule, k):
     return (schedule["beta"][k] * (1 - alpha_bar[k]) / (1 - alpha_bar[k - 1])).sqrt()
 
 
+def wrapped_posterior_std(schedule, k):
+    """sqrt(beta_tilde_k) with alpha_bar[k - 1] as Python reads it: the last entry at k = 0."""
+    alpha_bar = schedule["alpha_bar"]
+    return (schedule["beta"][k] * (1 - alpha_bar[k - 1]) / (1 - alpha_bar[k])).sqrt()
+
+
+def none_at_last_step(std):
+    return lambda schedule, k: std(schedule, k) * (k > 0)
+
+
 def correct_std(beta=beta_std, posterior=posterior_std):
     """noise_std(schedule, k, sigma) with one of its two branches replaced."""
     return lambda schedule, k, chosen: (beta if chosen == "beta" else posterior)(schedule, k)
@@ -102,6 +112,11 @@ def respace_with_timesteps(choose):
         kept = alpha_bar[timesteps]
         return timesteps, 1 - kept / torch.cat([kept.new_ones(1), kept[:-1]])
     return respace
+
+
+def respace_numbered_from_one(alpha_bar, steps):
+    timesteps, betas = reference.respace(alpha_bar, steps)
+    return timesteps + 1, betas  # the book's steps tau_i, not their array indices
 
 
 def respace_wrapping(alpha_bar, steps):
@@ -344,7 +359,8 @@ MUTANTS = [
     ("1b", "x_t not in x0's dtype", forward_in_float64),
     ("1b", "x_t is not a torch tensor", forward_in_numpy),
     ("1b", "missing square roots in q(x_t | x_0)", forward_with(lambda a: a, lambda a: 1 - a)),
-    ("1b", "missing square roots in q(x_t | x_0)", forward_with(lambda a: a.sqrt(), lambda a: 1 - a)),
+    ("1b", "missing square root on the noise", forward_with(lambda a: a.sqrt(), lambda a: 1 - a)),
+    ("1b", "missing square root on x0", forward_with(lambda a: a, lambda a: (1 - a).sqrt())),
     ("1b", "signal and noise coefficients swapped", forward_with(lambda a: (1 - a).sqrt(), lambda a: a.sqrt())),
     ("1b", "alpha_bar indexed at t - 1", forward_with(lambda a: a.sqrt(), lambda a: (1 - a).sqrt(), -1)),
     ("1b", "noise argument ignored", forward_ignoring_noise),
@@ -380,6 +396,10 @@ MUTANTS = [
     ("1c", "t is not a long tensor of shape (n,)", sampler(change_model=lambda m: lambda x, t: m(x, t.int()))),
     ("1c", "x_T is not drawn from N(0, I)", sampler(start_scale=0.8)),
     ("1c", "wrong noise", sampler(noise_from=2)),
+    ("1c", "noise variance one index late",
+     sampler(noise_std=correct_std(beta=lambda schedule, k: schedule["beta"][k - 1].sqrt()))),
+    ("1c", "alpha_bar[k - 1] wraps around at k = 0",
+     sampler(noise_from=0, noise_std=correct_std(beta=none_at_last_step(beta_std), posterior=wrapped_posterior_std))),
     ("1c", "1/sqrt(alpha_t) applied to x_t only",
      sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar:
              x / alpha.sqrt() - beta / (1 - alpha_bar).sqrt() * eps)),
@@ -394,6 +414,7 @@ MUTANTS = [
     ("2b", "kept steps miss the first timestep",
      respace_with_timesteps(lambda T, steps: torch.arange(T // steps - 1, T, T // steps))),
     ("2b", "first beta' wraps around", respace_wrapping),
+    ("2b", "timesteps numbered 1..T", respace_numbered_from_one),
     ("2b", "timesteps in decreasing order", respace_decreasing),
     ("2b", "timesteps are floats", respace_float_timesteps),
     ("2b", "timesteps are floats", respace_swapped),
