@@ -397,6 +397,7 @@ def check_respace_betas(respace):
         timesteps, betas = respace_result(respace, alpha_bar, steps)
         kept = alpha_bar.numpy()[timesteps]
         original = reference_respace(alpha_bar, torch.arange(len(alpha_bar)))["beta"].numpy()  # every step kept
+        original_wrapped = closed_forms.respaced_beta(kept, alpha_bar.numpy()[timesteps - 1])  # [-1] at index 0
         wrapped = closed_forms.respaced_beta(kept, np.roll(kept, 1))
         previous = np.concatenate([[1.0], kept[:-1]])
         first_zero = np.concatenate([[0.0], closed_forms.respaced_beta(kept, previous)[1:]])
@@ -407,6 +408,11 @@ def check_respace_betas(respace):
                      "your beta'_i is the original beta[tau_i], one step's worth of noise; the short chain jumps "
                      "from tau_(i-1) to tau_i in one step, so beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]",
                      RESPACING_SECTION),
+                    (original_wrapped, "respacing keeps the original betas",
+                     "your beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_i - 1] is the original beta[tau_i], one "
+                     "step's worth of noise (and at the first kept index, 0, alpha_bar[-1] is Python's last entry); "
+                     "the short chain jumps from tau_(i-1) to tau_i in one step, so beta'_i = 1 - alpha_bar[tau_i] / "
+                     "alpha_bar[tau_(i-1)]", RESPACING_SECTION),
                     (wrapped, "first beta' wraps around",
                      "betas[0] divides by alpha_bar[timesteps[-1]], which Python reads as the last kept step; "
                      "before the first kept step alpha_bar is 1, so betas[0] = 1 - alpha_bar[timesteps[0]]",

@@ -105,6 +105,11 @@ def respace_original_betas(alpha_bar, steps):
     return timesteps, beta[timesteps]
 
 
+def respace_original_betas_wrapped(alpha_bar, steps):
+    timesteps, _ = reference.respace(alpha_bar, steps)
+    return timesteps, 1 - alpha_bar[timesteps] / alpha_bar[timesteps - 1]  # alpha_bar[-1] at index 0
+
+
 def respace_with_timesteps(choose):
     """respace() with the kept timesteps ``choose(T, steps)`` and the right betas for them."""
     def respace(alpha_bar, steps):
@@ -409,6 +414,7 @@ MUTANTS = [
     ("3a", "wrong p_t(x)", marginal_pdf_of_two_components),
     ("3a", "p_t(x) has the wrong shape", marginal_pdf_without_the_sum),
     ("2b", "respacing keeps the original betas", respace_original_betas),
+    ("2b", "respacing keeps the original betas", respace_original_betas_wrapped),
     ("2b", "kept steps miss the last timestep",
      respace_with_timesteps(lambda T, steps: torch.arange(0, T, T // steps))),
     ("2b", "kept steps miss the first timestep",
