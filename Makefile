@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test setup generate chapter clean exercises kernel
+.PHONY: book book-for-students test setup generate chapter clean exercises kernel
 
 # Re-install only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -37,6 +37,14 @@ _build/.executed-inputs: $(BOOK_INPUTS)
 book: setup _build/.executed-inputs
 	$(BIN)/jupyter-book build book/ --warningiserror --nitpick --keep-going
 	@echo "Open the handout: $(CURDIR)/_build/html/index.html"
+
+# The students' edition: the handout without the exercises' solutions (book/_ext/students_edition.py), built afresh
+# from the full edition's executed chapters, so that it never keeps pages the full edition has since re-executed.
+book-for-students: book
+	rm -rf _build/students
+	DGM_STUDENTS_EDITION=1 $(BIN)/jupyter-book build book/ --path-output _build/students --warningiserror --nitpick \
+		--keep-going
+	@echo "Open the students' edition: $(CURDIR)/_build/students/_build/html/index.html"
 
 # Re-run one chapter on its own (its figures under figures/ and its printed numbers come out again):
 #   make chapter NAME=continuous_time     -> _build/chapters/continuous_time.ipynb
