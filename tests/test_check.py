@@ -3,6 +3,7 @@ theirs, and the student notebook and template are the handout's exercises as the
 
 import inspect
 import json
+import os
 import re
 import shlex
 import signal
@@ -225,10 +226,12 @@ def test_the_untouched_template_is_not_implemented_without_a_traceback(untouched
 
 def test_exercise_files_are_up_to_date():
     """The notebook's cells (not the outputs or metadata that Jupyter saves as a student runs it) and the template
-    are what `make exercises` writes from the handout."""
-    work = {path.name: exercises.solved(path) for path in (NOTEBOOK, TEMPLATE) if exercises.solved(path)}
-    if work:
-        pytest.skip(f"exercises/ holds your solutions ({work}); a fresh clone checks that it matches the handout")
+    are what `make exercises` writes from the handout. A checkout whose files the student has changed skips, saying
+    so; CI's fresh clone never does."""
+    changed = [path.name for path in (NOTEBOOK, TEMPLATE) if not exercises.untouched(path)]
+    if changed and os.environ.get("CI") != "true":
+        pytest.skip(f"exercises/{' and '.join(changed)} changed since `make exercises` wrote them (your work?)")
+    assert not changed, f"exercises/{' and '.join(changed)} are not as `make exercises` writes them"
 
     def cells(text):
         notebook = nbformat.reads(text, as_version=4)
@@ -247,17 +250,32 @@ def test_contracts_fit_the_handouts_code_column():
 
 
 def test_a_students_work_is_never_overwritten_by_make_exercises(untouched):
-    solved = untouched.template.read_text().replace(exercises.unsolved(PROBLEMS["1c"]), "return None")
-    untouched.template.write_text(solved)
-    assert exercises.solved(untouched.template) == ["1c"] and exercises.solved(untouched.notebook) == []
-    with pytest.raises(ValueError, match=r"solution_template.py holds your work on 1c: copy it elsewhere"):
-        exercises.write(untouched.template.parent)
-    assert untouched.template.read_text() == solved
+    folder, rendered = untouched.template.parent, untouched.template.read_text()
+    stub = exercises.unsolved(PROBLEMS["1c"])
+    edits = [rendered.replace(stub, "return None"), rendered.replace(stub, f"x = 1\n    # {stub}"),
+             rendered.replace("import torch\n", "import torch\nimport scipy\n"), rendered + "# my notes\n"]
+    for edited in edits:
+        untouched.template.write_text(edited)
+        with pytest.raises(ValueError, match=r"solution_template.py has changed since `make exercises` wrote it"):
+            exercises.write(folder)
+        assert untouched.template.read_text() == edited
+    untouched.template.write_text(rendered)
+
+    notebook = nbformat.read(untouched.notebook, as_version=4)
+    for cell in notebook.cells:  # running it saves outputs and metadata: still untouched
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [nbformat.v4.new_output("stream", text="ok")], 1
+    nbformat.write(notebook, untouched.notebook)
+    assert exercises.untouched(untouched.notebook)
+    notebook.cells.insert(5, nbformat.v4.new_code_cell("def ddpm_schedules(beta_min, beta_max, T): ..."))
+    nbformat.write(notebook, untouched.notebook)  # a solution in a new cell
+    with pytest.raises(ValueError, match=r"ps4.ipynb has changed since `make exercises` wrote it"):
+        exercises.write(folder)
     untouched.notebook.write_text("{not a notebook")
-    assert exercises.solved(untouched.notebook) == list(PROBLEMS)
-    exercises.write(untouched.template.parent, overwrite=True)
-    assert untouched.template.read_text() == exercises.render_template()
-    exercises.write(untouched.template.parent)  # untouched files are simply rewritten
+    assert not exercises.untouched(untouched.notebook)
+    exercises.write(folder, overwrite=True)
+    assert untouched.notebook.read_text() == exercises.render_notebook()
+    exercises.write(folder)  # untouched files are simply rewritten
 
 
 def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(untouched, capsys):

@@ -7,6 +7,8 @@ tests/test_check.py fails while the written files differ from what this renders.
 """
 
 import argparse
+import hashlib
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -27,6 +29,9 @@ MATH_FENCE = re.compile(r"^(`{3,}|:{3,})\{math\}[^\n]*\n(.*?)^\1\s*$", re.MULTIL
 TERMINAL_CHECK = re.compile(r"^Check your \w+ with `[^`]*dgm check (\w+) [^`]*`\.$", re.MULTILINE)
 PROBLEM_BY_EXERCISE = {problem.exercise: problem for problem in PROBLEMS.values()}
 IMPORTS = "import numpy as np\nimport torch"
+# The template's last line: `make exercises` replaces the file only while the text above it has this digest.
+TEMPLATE_DIGEST_LINE = "\n\n# Written by `make exercises`, which replaces this file only while it is unchanged: {}\n"
+TEMPLATE_DIGEST = re.compile(re.escape(TEMPLATE_DIGEST_LINE).replace(r"\{\}", "([0-9a-f]{16})") + r"\Z")
 KERNEL = {"name": "dgm", "display_name": "Python (dgm)", "language": "python"}  # .venv, as `make kernel` registers it
 INTRODUCTION = """\
 # Problem set 4: diffusion models
@@ -78,16 +83,27 @@ def stub(problem):
     return f"{declaration(problem)}    # TODO: your code\n    {unsolved(problem)}\n"
 
 
-def solved(path):
-    """The problems whose TODO body the notebook or template at ``path`` no longer holds: the student's work there
-    (every problem, if the notebook cannot be read)."""
+def digest(text):
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cells_digest(cells):
+    """The digest of the notebook's cells as a student edits them: their kinds and sources, not outputs or metadata."""
+    return digest(json.dumps([[cell.cell_type, cell.source] for cell in cells]))
+
+
+def untouched(path):
+    """Whether the notebook or template at ``path`` is still as `make exercises` wrote it (outputs a notebook saved
+    aside): a file that is not may hold the student's work."""
     text = Path(path).read_text()
     if Path(path).suffix == ".ipynb":
         try:
-            text = "\n".join(cell.source for cell in nbformat.reads(text, as_version=4).cells)
+            notebook = nbformat.reads(text, as_version=4)
         except (ValueError, TypeError, AttributeError, nbformat.ValidationError):  # not a notebook nbformat reads
-            return list(PROBLEMS)
-    return [key for key, problem in PROBLEMS.items() if unsolved(problem) not in text]
+            return False
+        return notebook.metadata.get("dgm", {}).get("cells") == cells_digest(notebook.cells)
+    match = TEMPLATE_DIGEST.search(text)
+    return bool(match) and digest(text[:match.start()]) == match.group(1)
 
 
 def render_notebook(book=BOOK):
@@ -107,11 +123,11 @@ def render_notebook(book=BOOK):
         if problem:
             cells += [code(stub(problem).rstrip(), f"{label}-solution"), code(f'check("{problem.key}")', f"{label}-check")]
         else:
-            cells.append(code("# TODO: your work (no automatic check: compare with the handout's solution)",
-                              f"{label}-work"))
+            cells.append(code("# TODO: your work (no automatic check)", f"{label}-work"))
     notebook = nbformat.v4.new_notebook(cells=cells, metadata={
         "kernelspec": KERNEL,
-        "language_info": {"name": "python"}})
+        "language_info": {"name": "python"},
+        "dgm": {"cells": cells_digest(cells)}})  # `make exercises` replaces the notebook only while this matches
     nbformat.validate(notebook)
     return nbformat.writes(notebook) + "\n"
 
@@ -134,19 +150,20 @@ def render_template(book=BOOK):
         if problem:
             title = exercise(label, book).title
             parts.append(f"\n\n{comment(title)}\n#\n{comment(jupyter_markdown(label, book))}\n{stub(problem)}")
-    return "".join(parts)
+    body = "".join(parts)
+    return f"{body}{TEMPLATE_DIGEST_LINE.format(digest(body))}"
 
 
 def write(out=OUT, book=BOOK, overwrite=False):
-    """Write both files into ``out`` and return their paths; a file holding the student's work is replaced only with
-    ``overwrite``."""
+    """Write both files into ``out`` and return their paths; a file that has changed since it was written, which may
+    hold the student's work, is replaced only with ``overwrite``."""
     out = Path(out)
     paths = [out / NOTEBOOK, out / TEMPLATE]
     texts = render_notebook(book), render_template(book)
     for path in paths:
-        if path.is_file() and not overwrite and (work := solved(path)):
-            raise ValueError(f"{path} holds your work on {', '.join(work)}: copy it elsewhere first, or replace it "
-                             "with `python -m dgm.check.exercises --overwrite`")
+        if path.is_file() and not overwrite and not untouched(path):
+            raise ValueError(f"{path} has changed since `make exercises` wrote it and may hold your work: copy it "
+                             "elsewhere first, or replace it with `.venv/bin/python -m dgm.check.exercises --overwrite`")
     out.mkdir(parents=True, exist_ok=True)
     for path, text in zip(paths, texts):
         path.write_text(text)
