@@ -50,8 +50,8 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
     """Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape
     (n, *shape). k is the array index (the book's step t = k + 1): steps
     run k = T-1, ..., 0, and eps_model(x, t) takes k as t, a long tensor
-    of shape (n,). Every step but the last (k = 0) adds sigma[k] z, with
-    sigma[k]^2 = beta[k] (sigma="beta") or, with sigma="posterior",
+    of shape (n,). Every step but the last (k = 0) adds std[k] z, with
+    std[k]^2 = beta[k] (sigma="beta") or, with sigma="posterior",
         beta_tilde[k] = (1 - alpha_bar[k-1]) / (1 - alpha_bar[k]) beta[k],
     where alpha_bar[k-1] at k = 0 is 1 (the book's alpha_bar_0), not
     Python's alpha_bar[-1]. schedule is the dict of ddpm_schedules;
@@ -88,7 +88,7 @@ def respace(alpha_bar, steps):
 def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
     """p_t(x), the density of x(t) under the VP-SDE with
     beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started
-    from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard
+    from p_0 = sum_i weights[i] N(means[i], stds[i]^2) (stds are standard
     deviations). x is a NumPy array; returns an array of its shape."""
     # TODO: your code
     raise NotImplementedError("Problem 3a: marginal_pdf")
@@ -107,4 +107,4 @@ def score(x, t, weights, means, stds, beta_min, beta_max):
     raise NotImplementedError("Problem 3b: score")
 
 
-# Written by `make exercises`, which replaces this file only while it is unchanged: 0e28877fc9b041e8
+# Written by `make exercises`, which replaces this file only while it is unchanged: ea432bbc9fc439b0

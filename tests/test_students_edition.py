@@ -40,3 +40,12 @@ def test_the_chapters_sources_are_neither_copied_nor_linked():
     """The sources hold the solutions; the full edition offers them for download, the students' edition does not."""
     assert "_sources/" in pages(FULL)["reverse_process.html"]
     assert not (STUDENTS / "_sources").exists() and not any("_sources/" in page for page in pages(STUDENTS).values())
+
+
+def test_figures_are_numbered_without_the_gaps_of_removed_solutions():
+    def numbers(folder):
+        found = (re.findall(r'caption-number">Fig\. (\d+)', page) for page in pages(folder).values())
+        return sorted(int(number) for numbers_on_page in found for number in numbers_on_page)
+
+    students, full = numbers(STUDENTS), numbers(FULL)
+    assert students == list(range(1, len(students) + 1)) and len(students) < len(full)  # a figure sat in a solution

@@ -63,8 +63,8 @@ PROBLEMS = {problem.key: problem for problem in (
             "Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape\n"
             "(n, *shape). k is the array index (the book's step t = k + 1): steps\n"
             "run k = T-1, ..., 0, and eps_model(x, t) takes k as t, a long tensor\n"
-            "of shape (n,). Every step but the last (k = 0) adds sigma[k] z, with\n"
-            "sigma[k]^2 = beta[k] (sigma=\"beta\") or, with sigma=\"posterior\",\n"
+            "of shape (n,). Every step but the last (k = 0) adds std[k] z, with\n"
+            "std[k]^2 = beta[k] (sigma=\"beta\") or, with sigma=\"posterior\",\n"
             "    beta_tilde[k] = (1 - alpha_bar[k-1]) / (1 - alpha_bar[k]) beta[k],\n"
             "where alpha_bar[k-1] at k = 0 is 1 (the book's alpha_bar_0), not\n"
             "Python's alpha_bar[-1]. schedule is the dict of ddpm_schedules;\n"
@@ -81,7 +81,7 @@ PROBLEMS = {problem.key: problem for problem in (
     Problem("3a", "ex-3a", "marginal_pdf", "x, t, weights, means, stds, beta_min, beta_max",
             "p_t(x), the density of x(t) under the VP-SDE with\n"
             "beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started\n"
-            "from p_0 = sum_i weights_i N(means_i, stds_i^2) (stds are standard\n"
+            "from p_0 = sum_i weights[i] N(means[i], stds[i]^2) (stds are standard\n"
             "deviations). x is a NumPy array; returns an array of its shape.", MARGINAL_CHECKS),
     Problem("3b", "ex-3b", "score", "x, t, weights, means, stds, beta_min, beta_max",
             "The score d/dx log p_t(x) of the marginal of Problem 3a, finite for\n"

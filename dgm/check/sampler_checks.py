@@ -1,8 +1,8 @@
 """Checks of Problem 1c (``sample``) and Problem 2b (``respace``).
 
 The sampler is run with a network of our own that records every call: it returns noise predictions eps drawn
-independently of x, so that each of the student's steps x_{k-1} = a x_k + b eps + sigma z can be recovered by least
-squares from the recorded x_k, eps and x_{k-1}, and compared coefficient by coefficient with Algorithm 2. The chain
+independently of x, so that each of the student's steps x_(t-1) = a x_t + b eps + sigma z can be recovered by least
+squares from the recorded x_t, eps and x_(t-1), and compared coefficient by coefficient with Algorithm 2. The chain
 it runs on is short with large betas, so the last step's noise (tiny under the problem set's betas) stands out.
 The sampler then runs on the problem set's chain with the exact noise predictor of the 1-D mixture, and its samples
 are compared with p_0.
@@ -151,7 +151,7 @@ def check_start(sample, sigma):
 
 
 def fit_steps(network, samples):
-    """Least squares x_{k-1} = a x_k + b eps + r at each step, in the order k = T-1..0.
+    """Least squares x_(t-1) = a x_t + b eps + r at each step, in the order t = T..1 (index k = t - 1 = T-1..0).
 
     Returns arrays a, b, their standard errors, and the standard deviation of r (the noise the step added).
     """
@@ -228,8 +228,8 @@ def noise_variants(sigma, chain):
     deviation, name, explanation) of the mistakes that give another."""
     beta, posterior = chain["beta"], chain["posterior_variance"]
     wanted = VARIANCE_NAMES[sigma]
-    no_noise = (np.zeros_like(beta), "no noise added", f"the steps add no noise; Algorithm 2 adds sigma[k] z with "
-                f"sigma[k]^2 = {wanted} at every step but the last")
+    no_noise = (np.zeros_like(beta), "no noise added", f"the steps add no noise; Algorithm 2 adds std[k] z with "
+                f"std[k]^2 = {wanted} at every step but the last")
     variance = beta if sigma == "beta" else posterior
     one_late = (np.sqrt(np.concatenate([[0.0], variance[:-1]])), "noise variance one index late",
                 f"the step at index k adds noise of variance {wanted.replace('[k]', '[k - 1]')}, the previous "
@@ -237,7 +237,7 @@ def noise_variants(sigma, chain):
     if sigma == "beta":
         return np.sqrt(beta), (
             (beta, "beta used as the noise's standard deviation",
-             "sigma[k] z with sigma[k] = beta[k]: beta[k] is a variance, so sigma[k] = sqrt(beta[k])"),
+             "std[k] z with std[k] = beta[k]: beta[k] is a variance, so std[k] = sqrt(beta[k])"),
             (np.sqrt(posterior), "sigma^2 = beta_tilde instead of beta",
              'with sigma="beta" the noise has variance beta_tilde[k]; it should have variance beta[k]'),
             one_late, no_noise)
@@ -247,7 +247,7 @@ def noise_variants(sigma, chain):
          'with sigma="posterior" the noise has variance beta[k] (is sigma ignored?); it should have the posterior '
          "variance beta_tilde[k] = (1 - alpha_bar[k - 1]) / (1 - alpha_bar[k]) beta[k]"),
         (posterior, "beta_tilde used as the noise's standard deviation",
-         "sigma[k] z with sigma[k] = beta_tilde[k]: beta_tilde[k] is a variance, so sigma[k] = sqrt(beta_tilde[k])"),
+         "std[k] z with std[k] = beta_tilde[k]: beta_tilde[k] is a variance, so std[k] = sqrt(beta_tilde[k])"),
         (np.sqrt((1 - alpha_bar) / (1 - previous + 1e-300) * beta), "beta_tilde's ratio inverted",
          "the noise has variance (1 - alpha_bar[k]) / (1 - alpha_bar[k - 1]) beta[k]; the posterior variance is "
          "beta_tilde[k] = (1 - alpha_bar[k - 1]) / (1 - alpha_bar[k]) beta[k], smaller than beta[k]"),
@@ -335,7 +335,7 @@ SAMPLE_CHECKS = (
     ("calls eps_model(x, t) once per step, t = T-1, ..., 0", check_calls),
     ("starts from x ~ N(0, I)", check_start),
     ("mean of step t: (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)", check_mean),
-    ("noise sigma[k] z, sigma[k]^2 = beta[k] or beta_tilde[k], at indices k > 0, none at k = 0", check_noise),
+    ("noise std[k] z, std[k]^2 = beta[k] or beta_tilde[k], at indices k > 0, none at k = 0", check_noise),
     ("draws its noise from generator", check_generator),
     ("the exact predictor of the 1-D mixture gives samples of p_0, with either sigma", check_end_to_end),
 )

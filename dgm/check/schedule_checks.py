@@ -51,7 +51,7 @@ def chain_context(chain):
 
 
 def check_beta(ddpm_schedules):
-    """beta_k = beta_min + k (beta_max - beta_min) / (T - 1), k = 0..T-1."""
+    """beta[k] = beta_min + k (beta_max - beta_min) / (T - 1), k = 0..T-1."""
     beta_min, beta_max, T = SHORT_CHAIN
     got = schedule_tables(ddpm_schedules, *SHORT_CHAIN)["beta"]
     over_T = beta_min + np.arange(T) * (beta_max - beta_min) / T
@@ -129,11 +129,10 @@ def forward_variants(x0, t, noise, alpha_bar):
     level = at(t)
     variants = [
         (level * x0 + (1 - level) * noise, "missing square roots in q(x_t | x_0)",
-         "your x = alpha_bar[t] x0 + (1 - alpha_bar[t]) noise: q(x_t | x_0) has mean sqrt(alpha_bar_t) x0 and "
-         "variance 1 - alpha_bar_t, so x = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise"),
+         "your x = alpha_bar[t] x0 + (1 - alpha_bar[t]) noise: the draw at index t has mean sqrt(alpha_bar[t]) x0 "
+         "and variance 1 - alpha_bar[t], so x = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise"),
         (level * x0 + (1 - level).sqrt() * noise, "missing square root on x0",
-         "your coefficient of x0 is alpha_bar[t]; the mean of q(x_t | x_0) is sqrt(alpha_bar_t) x0, so use "
-         "sqrt(alpha_bar[t])"),
+         "your coefficient of x0 is alpha_bar[t]; the draw at index t has mean sqrt(alpha_bar[t]) x0"),
         (level.sqrt() * x0 + (1 - level) * noise, "missing square root on the noise",
          "your coefficient of the noise is the variance 1 - alpha_bar[t]; scale the noise by the standard deviation "
          "sqrt(1 - alpha_bar[t])"),
