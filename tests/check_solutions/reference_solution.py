@@ -1,6 +1,7 @@
 """A correct solution of the problem set written as a student would, without the library: `dgm check` must pass it.
 
-tests/check_solutions/mutants.py derives one wrong variant of a function per classic mistake from these.
+The handout's solutions show these functions; tests/check_solutions/mutants.py derives one wrong variant of a
+function per classic mistake from them.
 """
 
 import numpy as np
