@@ -89,7 +89,8 @@ def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
     """p_t(x), the density of x(t) under the VP-SDE with
     beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started
     from p_0 = sum_i weights[i] N(means[i], stds[i]^2) (stds are standard
-    deviations). x is a NumPy array; returns an array of its shape."""
+    deviations). x is a NumPy array, t a float, weights, means and stds
+    1-D arrays; returns an array of x's shape."""
     # TODO: your code
     raise NotImplementedError("Problem 3a: marginal_pdf")
 
@@ -101,10 +102,10 @@ def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
 # Check your implementation with `.venv/bin/dgm check 3b exercises/solution_template.py`.
 def score(x, t, weights, means, stds, beta_min, beta_max):
     """The score d/dx log p_t(x) of the marginal of Problem 3a, finite for
-    |x| up to 100 and beyond. x is a NumPy array; returns an array of
-    its shape."""
+    |x| up to 100 and beyond. Arguments as in Problem 3a; returns an
+    array of x's shape."""
     # TODO: your code
     raise NotImplementedError("Problem 3b: score")
 
 
-# Written by `make exercises`, which replaces this file only while it is unchanged: ea432bbc9fc439b0
+# Written by `make exercises`, which replaces this file only while it is unchanged: 68f6e1988f900db2

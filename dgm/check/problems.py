@@ -82,11 +82,12 @@ PROBLEMS = {problem.key: problem for problem in (
             "p_t(x), the density of x(t) under the VP-SDE with\n"
             "beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started\n"
             "from p_0 = sum_i weights[i] N(means[i], stds[i]^2) (stds are standard\n"
-            "deviations). x is a NumPy array; returns an array of its shape.", MARGINAL_CHECKS),
+            "deviations). x is a NumPy array, t a float, weights, means and stds\n"
+            "1-D arrays; returns an array of x's shape.", MARGINAL_CHECKS),
     Problem("3b", "ex-3b", "score", "x, t, weights, means, stds, beta_min, beta_max",
             "The score d/dx log p_t(x) of the marginal of Problem 3a, finite for\n"
-            "|x| up to 100 and beyond. x is a NumPy array; returns an array of\n"
-            "its shape.", SCORE_CHECKS),
+            "|x| up to 100 and beyond. Arguments as in Problem 3a; returns an\n"
+            "array of x's shape.", SCORE_CHECKS),
 )}
 
 
