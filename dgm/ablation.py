@@ -31,6 +31,7 @@ from dgm.sampling import sample_run, save_grid
 
 MODEL_PREFIX = "ddpm_mnist_"  # dropped from model names in grid file names and the book's tables
 DEFAULT_OUT = RESULTS / "ablation"  # the shipped report: ablation.json, ablation.csv and ablation_grids/
+OWN_MODELS_OUT = RUNS / "ablation" / "ablation"  # the default for models other than the shipped ones
 # (sampler, sigma, steps): steps None is the full chain of T steps; DDIM adds no noise, so it has no sigma.
 SETTINGS = (("ancestral", "beta", None), ("ancestral", "posterior", None),
             ("ancestral", "beta", 100), ("ancestral", "posterior", 100),
@@ -235,13 +236,16 @@ def main(argv=None):
                         help="allow an N, seed or batch size other than the existing report's, which samples every "
                         "row anew and replaces it")
     parser.add_argument("--out", type=Path, default=None, help="report path without suffix (default: "
-                        "results/ablation, or runs/ablation_quick/ablation with --quick)")
+                        "results/ablation for the shipped models, runs/ablation/ablation for others, "
+                        "runs/ablation_quick/ablation with --quick)")
     parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_N}, written under runs/ (CI, trials)")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
     if args.quick and args.n is not None:
         parser.exit(2, f"error: --quick sets N = {QUICK_N}: give --quick or --n, not both\n")
-    out = args.out or (RUNS / "ablation_quick" / "ablation" if args.quick else DEFAULT_OUT)
+    shipped = {Path(model).resolve() for model in MODELS + RESCALED_MODELS}
+    own = not all(Path(model).resolve() in shipped for model in args.models)
+    out = args.out or (RUNS / "ablation_quick" / "ablation" if args.quick else OWN_MODELS_OUT if own else DEFAULT_OUT)
     grids = out.parent / f"{out.name}_grids"
     try:
         for path in (out.with_suffix(".json"), out.with_suffix(".csv")):

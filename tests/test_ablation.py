@@ -202,3 +202,19 @@ def test_share_change_adds_the_binomial_variances():
     assert share_change(0.609, 64, 0.703, 64)[2] is False  # the T = 500 rescaled rows: 0.094 against 2 x 0.083
     change, error, _ = share_change(0.9, 10, 0.9, 1000)
     assert change == 0 and math.isclose(error, math.sqrt(0.009 + 0.00009))  # the smaller sample dominates
+
+
+def test_own_models_report_under_runs_not_over_the_shipped_one(monkeypatch, capsys):
+    """The shipped report in results/ is the default only for the shipped models; a student's own runs go to runs/."""
+    grids = []
+
+    def stop(models, n, seed, device, grid_folder, *args, **kwargs):
+        grids.append(grid_folder)
+        raise ValueError("stopped before sampling")
+
+    monkeypatch.setattr(ablation, "run_ablation", stop)
+    for models in ([], ["runs/T500", "runs/T1000"]):
+        with pytest.raises(SystemExit):
+            cli.main(["ablation", *(["--models", *models] if models else [])])
+    assert grids == [ablation.DEFAULT_OUT.parent / "ablation_grids", ablation.OWN_MODELS_OUT.parent / "ablation_grids"]
+    assert "stopped before sampling" in capsys.readouterr().err
