@@ -71,7 +71,8 @@ def respace(alpha_bar, steps):
     """The kept timesteps, increasing array indices that include 0 and
     T - 1 (the book's steps 1 and T), and the respaced betas of a chain
     with the same alpha_bar at those steps, both of length steps
-    (2 <= steps <= T): returns (timesteps, betas). Any such timesteps
+    (2 <= steps <= T): returns (timesteps, betas), a long and a float
+    tensor. alpha_bar is Problem 1a's float64 table. Any such timesteps
     pass; the handout spaces them evenly."""
     # TODO: your code
     raise NotImplementedError("Problem 2b: respace")
@@ -108,4 +109,4 @@ def score(x, t, weights, means, stds, beta_min, beta_max):
     raise NotImplementedError("Problem 3b: score")
 
 
-# Written by `make exercises`, which replaces this file only while it is unchanged: 68f6e1988f900db2
+# Written by `make exercises`, which replaces this file only while it is unchanged: 38c216b69ad3c897

@@ -75,7 +75,8 @@ PROBLEMS = {problem.key: problem for problem in (
             "The kept timesteps, increasing array indices that include 0 and\n"
             "T - 1 (the book's steps 1 and T), and the respaced betas of a chain\n"
             "with the same alpha_bar at those steps, both of length steps\n"
-            "(2 <= steps <= T): returns (timesteps, betas). Any such timesteps\n"
+            "(2 <= steps <= T): returns (timesteps, betas), a long and a float\n"
+            "tensor. alpha_bar is Problem 1a's float64 table. Any such timesteps\n"
             "pass; the handout spaces them evenly.",
             RESPACE_CHECKS),
     Problem("3a", "ex-3a", "marginal_pdf", "x, t, weights, means, stds, beta_min, beta_max",
