@@ -14,8 +14,8 @@
 #    Each run saves its checkpoint every CHECKPOINT_EVERY steps (default 2000) and, when it ends, is exported
 #    (`dgm export --dtype float16` into checkpoints/, float32 into runs/gpu_fp32/, the weights the ablation scores)
 #    and packed into PACK/ddpm_mnist_<model>.tar.gz.
-# 4. `dgm ablation --n N --batch-size N` of the float32 exports, T = 1000 first; then PACK/results.tar.gz:
-#    results/ablation.*, the grids, the benchmark and the logs.
+# 4. `dgm ablation --n N --batch-size N --out results/ablation` of the float32 exports, T = 1000 first; then
+#    PACK/results.tar.gz: results/ablation.*, the grids, the benchmark and the logs.
 #    Unpack in the repository's root: for f in PACK/*.tar.gz; do tar -xzf "$f"; done
 # With DEADLINE set (seconds from the start), a run stops EXPORT_SECONDS + PACK_SECONDS before it and the ablation
 # PACK_SECONDS before it, having saved every row it finished (the same `dgm ablation` command resumes it). A script
@@ -157,7 +157,7 @@ for model in "${MODELS[@]:1}"; do
     export_model "$model" || true
 done
 log "ablation: N = $N"
-before_deadline "$PACK_SECONDS" "$PYTHON" -m dgm ablation --n "$N" --batch-size "$N" --models \
+before_deadline "$PACK_SECONDS" "$PYTHON" -m dgm ablation --n "$N" --batch-size "$N" --out results/ablation --models \
     $(for model in "${MODELS[@]}"; do name=runs/gpu_fp32/ddpm_mnist_$(run_name "$model");
       [ -d "$name" ] && echo "$name"; done) \
     > runs/gpu/ablation.log 2>&1 && sed -n '/^model /,$p' runs/gpu/ablation.log \
