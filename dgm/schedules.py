@@ -116,8 +116,9 @@ def respace(alpha_bar, timesteps):
     if timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dtype == torch.bool:
         raise ValueError(f"timesteps must be integers, got {timesteps.dtype} values")
     timesteps = timesteps.long()
-    if bool((timesteps[1:] <= timesteps[:-1]).any()):
-        first = int((timesteps[1:] <= timesteps[:-1]).nonzero()[0])
+    not_increasing = (timesteps[1:] <= timesteps[:-1]).nonzero()
+    if len(not_increasing):
+        first = int(not_increasing[0])
         raise ValueError(f"timesteps must be strictly increasing, got timesteps[{first}] = {int(timesteps[first])} "
                          f"then timesteps[{first + 1}] = {int(timesteps[first + 1])}")
     if int(timesteps[0]) < 0 or int(timesteps[-1]) >= len(alpha_bar):

@@ -260,7 +260,7 @@ def noise_variants(sigma, chain):
 def last_step_noise(sigma, chain, noise_std):
     """The Mistake of a sampler whose last step (index 0) adds noise of standard deviation ``noise_std``."""
     alpha_bar, beta = chain["alpha_bar"], chain["beta"]
-    wrapped = np.sqrt((1 - alpha_bar[-1]) / (1 - alpha_bar[0]) * beta[0])  # alpha_bar[0 - 1] read as the last entry
+    wrapped = np.sqrt(closed_forms.posterior_variance(beta[0], alpha_bar[-1], alpha_bar[0]))  # alpha_bar[0 - 1]
     shown = f'with sigma="{sigma}", the last step (index k = 0, the book\'s t = 1) adds noise of standard deviation ' \
             f"{noise_std:.3g}"
     if sigma == "posterior" and abs(noise_std / wrapped - 1) < 0.05:
@@ -398,6 +398,8 @@ def check_respace_betas(respace):
         kept = alpha_bar.numpy()[timesteps]
         original = reference_respace(alpha_bar, torch.arange(len(alpha_bar)))["beta"].numpy()  # every step kept
         original_wrapped = closed_forms.respaced_beta(kept, alpha_bar.numpy()[timesteps - 1])  # [-1] at index 0
+        one_jump = ("the short chain jumps from tau_(i-1) to tau_i in one step, so beta'_i = 1 - alpha_bar[tau_i] / "
+                    "alpha_bar[tau_(i-1)]")
         wrapped = closed_forms.respaced_beta(kept, np.roll(kept, 1))
         previous = np.concatenate([[1.0], kept[:-1]])
         first_zero = np.concatenate([[0.0], closed_forms.respaced_beta(kept, previous)[1:]])
@@ -405,14 +407,12 @@ def check_respace_betas(respace):
         compare(betas, reference_respace(alpha_bar, torch.as_tensor(timesteps))["beta"].numpy(), "beta'",
                 RESPACING_SECTION, context=f"T = {len(alpha_bar)}, steps = {steps}", variants=[
                     (original[timesteps], "respacing keeps the original betas",
-                     "your beta'_i is the original beta[tau_i], one step's worth of noise; the short chain jumps "
-                     "from tau_(i-1) to tau_i in one step, so beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_(i-1)]",
+                     f"your beta'_i is the original beta[tau_i], one step's worth of noise; {one_jump}",
                      RESPACING_SECTION),
                     (original_wrapped, "respacing keeps the original betas",
                      "your beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_i - 1] is the original beta[tau_i], one "
                      "step's worth of noise (and at the first kept index, 0, alpha_bar[-1] is Python's last entry); "
-                     "the short chain jumps from tau_(i-1) to tau_i in one step, so beta'_i = 1 - alpha_bar[tau_i] / "
-                     "alpha_bar[tau_(i-1)]", RESPACING_SECTION),
+                     f"{one_jump}", RESPACING_SECTION),
                     (wrapped, "first beta' wraps around",
                      "betas[0] divides by alpha_bar[timesteps[-1]], which Python reads as the last kept step; "
                      "before the first kept step alpha_bar is 1, so betas[0] = 1 - alpha_bar[timesteps[0]]",
