@@ -98,13 +98,17 @@ def toy_full_chains():
     return result, rows, result["floor"]["wasserstein"]
 
 
+def standard_error(row, result):
+    """The standard error of a toy-ablation row's mean distance: its spread over the seeds."""
+    return row["wasserstein_std"] / math.sqrt(result["config"]["seeds"])
+
+
 def above_floor(row, result):
     """Whether a row's mean distance exceeds the floor's mean by more than two standard errors of the difference
     (the row's spread over its seeds, the floor's over its repeats); otherwise it is indistinguishable from exact
     sampling at this n."""
     floor, config = result["floor"]["wasserstein"], result["config"]
-    error = math.hypot(row["wasserstein_std"] / math.sqrt(config["seeds"]),
-                       floor["std"] / math.sqrt(config["floor_repeats"]))
+    error = math.hypot(standard_error(row, result), floor["std"] / math.sqrt(config["floor_repeats"]))
     return row["wasserstein"] - floor["mean"] > 2 * error
 
 

@@ -128,7 +128,8 @@ holds(p2_weight_unit, 1 - alpha_bar, "P2 weight with offset = gamma = 1 is 1 - a
 # --- 8. The cosine schedule (Nichol and Dhariwal 2021, eq. 17) ------------------------------------------------
 # Instead of the betas, fix alpha_bar: f(t) = cos^2(((t/T + s)/(1 + s)) pi/2), alpha_bar_t = f(t)/f(0), so the
 # noise grows slowly at both ends and the signal fades gradually instead of being almost gone by the last quarter of
-# the linear chain. Our index k is the paper's t = k + 1; the offset s keeps beta small near k = 0.
+# the linear chain. Our index k is the paper's t = k + 1; the offset s keeps the first beta from
+# being too small (about (pi / 2T)^2 without it) for the network to predict eps.
 cosine_offset = sp.Symbol("s", positive=True)
 
 
@@ -152,7 +153,7 @@ v = sp.Symbol("v", real=True)
 velocity = sp.sqrt(alpha_bar) * eps - sp.sqrt(1 - alpha_bar) * x0
 eps_from_velocity = sp.solve(sp.Eq(v, velocity.subs(x0, predict_x0)), eps)[0]
 holds(eps_from_velocity, sp.sqrt(alpha_bar) * v + sp.sqrt(1 - alpha_bar) * xt, "eps recovered from x_t and v")
-# An error in v is an error in eps scaled by sqrt(alpha_bar), so v's MSE is eps's MSE weighted by 1 / alpha_bar =
+# An error in eps is an error in v scaled by sqrt(alpha_bar), so v's MSE is eps's MSE weighted by 1 / alpha_bar =
 # 1 + 1/SNR: it moves the effort to the noisy steps, as P2 weighting does, and multiplies with it.
 v_hat = sp.Symbol("vhat", real=True)
 holds(eps_from_velocity.subs(v, v_hat) - eps_from_velocity, sp.sqrt(alpha_bar) * (v_hat - v),
