@@ -61,7 +61,6 @@ holds(sp.limit(riemann_sum.subs(n_done, t * n_steps), n_steps, sp.oo), log_alpha
       "discrete log alpha_bar converges to -int_0^t beta")
 
 CLOSED_FORMS = {
-    "vp_beta": ((t, beta_min, beta_max), beta, "beta(t) = beta_min + t (beta_max - beta_min) of the VP-SDE."),
     "vp_log_alpha_bar": ((t, beta_min, beta_max), sp.expand(log_alpha_bar),
                          "log alpha_bar(t) = -int_0^t beta(u) du of the VP-SDE (section 1)."),
     "vp_drift": ((x, t, beta_min, beta_max), drift, "Forward drift f(x, t) = -beta(t) x / 2."),

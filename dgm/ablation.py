@@ -3,9 +3,10 @@ and 50 steps, and by DDIM, and scored by the project's classifier; also T = 500 
 
 Book chapters "The reverse process", "The number of timesteps" and "Respacing for fast sampling". ``dgm ablation``
 writes ``results/ablation.json`` and ``.csv`` and one sample grid per row under ``results/ablation_grids/``. Every
-row draws N samples from the same seed, so rows of one model sampled on one device start from the same x_T and all
-rows compare. The report is saved after every row and finished rows are kept, so an interrupted run resumes where it
-stopped; ``--quick`` runs the same grid at N = 16 into ``runs/ablation_quick/`` (CI, trials).
+row draws N samples from the same seed, so rows of one model sampled on one device in one batch (``--batch-size N``,
+as the shipped report is) start from the same x_T. The report is saved after every row and finished rows are kept,
+so an interrupted run resumes where it stopped; ``--quick`` runs the same grid at N = 16 into
+``runs/ablation_quick/`` (CI, trials).
 """
 
 import argparse
@@ -22,10 +23,10 @@ from dgm.checkpoint import CheckpointError
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
 from dgm.data import MNISTDataError
 from dgm.device import hardware_name, select_device
-from dgm.evaluate import check_sample_count, real_data_floor, score_images, test_statistics
+from dgm.evaluate import CONFIDENT, check_sample_count, real_data_floor, score_images, test_statistics
 from dgm.files import atomic_write_csv, atomic_write_text, check_writable, read_report, timestamp
 from dgm.paths import MODELS, RESCALED_MODELS, RESULTS, RUNS
-from dgm.labels import typeset
+from dgm.labels import SIGMA_LABELS, typeset
 from dgm.runs import load_run, training_seconds
 from dgm.sampling import sample_run, save_grid
 
@@ -86,9 +87,10 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
                                               "sigma": sigma, "steps": steps or model["T"],
                                               "respaced": steps is not None, "n": n, "seed": seed})
             for model in described for sampler, sigma, steps in SETTINGS]
-    if previous is not None and previous.get("complete") and \
-            [kept.get(row_key(row, model["saved_at"])) for model, _, row in jobs] == previous["rows"]:
-        return previous  # every row is measured already: the report stands as it was written
+    wanted = {row_key(row, model["saved_at"]) for model, _, row in jobs}
+    if previous is not None and previous.get("complete") and wanted <= kept.keys() \
+            and len(previous["rows"]) == len(wanted):
+        return previous  # every row is measured already, in whatever order: the report stands as it was written
     classifier = load_classifier(classifier_path)
     reference = test_statistics(classifier, data)
     floor = real_data_floor(n, classifier, reference, data, seed)
@@ -159,11 +161,10 @@ def share_change(before, n_before, after, n_after):
     return change, error, abs(change) > 2 * error
 
 
-TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", "share >= 0.9 (± SE)",
+TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", f"share >= {CONFIDENT} (± SE)",
                  "label entropy / log 10", "ms per image")
 
 
-SIGMA_LABELS = {"beta": "sigma^2 = beta", "posterior": "sigma^2 = beta_tilde"}  # a row's sigma as text
 
 
 def device_kind(device):
@@ -254,7 +255,7 @@ def main(argv=None):
         previous = load_report(out.with_suffix(".json")) if out.with_suffix(".json").is_file() else None
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
-    # Unset options resume the existing report; set to other values, they would discard its rows, which took hours.
+    # Unset options resume the existing report; set to other values, they would discard its rows.
     existing = {"n": DEFAULT_N, "seed": 0, "batch_size": BATCH_SIZE, **{key: previous[key] for key in
                 ("n", "seed", "batch_size") if key in (previous or {})}}
     chosen = {"n": QUICK_N if args.quick else args.n, "seed": args.seed, "batch_size": args.batch_size}

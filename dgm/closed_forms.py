@@ -116,12 +116,6 @@ def eps_from_score(score, log_alpha_bar):
     return -score*xp.sqrt(-xp.expm1(log_alpha_bar))
 
 
-def vp_beta(t, beta_min, beta_max):
-    """beta(t) = beta_min + t (beta_max - beta_min) of the VP-SDE. From derivations/vp_sde.py."""
-    xp, (t, beta_min, beta_max,) = as_arrays(t, beta_min, beta_max)
-    return beta_min + t*(beta_max - beta_min)
-
-
 def vp_log_alpha_bar(t, beta_min, beta_max):
     """log alpha_bar(t) = -int_0^t beta(u) du of the VP-SDE (section 1). From derivations/vp_sde.py."""
     xp, (t, beta_min, beta_max,) = as_arrays(t, beta_min, beta_max)

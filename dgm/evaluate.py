@@ -53,7 +53,7 @@ def label_entropy(probabilities):
 
 
 def score_images(images, classifier, test_statistics):
-    """FID-MNIST against the test statistics, mean top-class confidence, share >= 0.9, label entropy."""
+    """FID-MNIST against the test statistics, mean top-class confidence, share >= CONFIDENT, label entropy."""
     features, probabilities = predict(classifier, images)
     confidence = probabilities.max(dim=1).values
     return {"fid_mnist": frechet_distance(gaussian_statistics(features), test_statistics),

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.data import MNISTDataError
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
-from dgm.evaluate import check_sample_count, real_data_floor, score_images, test_statistics
+from dgm.evaluate import CONFIDENT, check_sample_count, real_data_floor, score_images, test_statistics
 from dgm.files import atomic_write_text, check_writable, read_report
 from dgm.runs import CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_folder_checkpoint, snapshot_folder, training_seconds
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
@@ -88,7 +88,7 @@ def text_table(report):
         return (f"{row['fid_mnist']:10.1f} {row['share_confident']:13.3f} "
                 f"{row['label_entropy'] / math.log(CLASSES):17.3f}")
 
-    lines = [f"{'step':>7s} {'images':>10s} {'minutes':>8s} {'FID-MNIST':>10s} {'share >= 0.9':>13s} "
+    lines = [f"{'step':>7s} {'images':>10s} {'minutes':>8s} {'FID-MNIST':>10s} {f'share >= {CONFIDENT}':>13s} "
              f"{'entropy / log 10':>17s}", f"{'real':>7s} {'':>10s} {'':>8s} {scores(report['floor'])}"]
     for row in report["rows"]:
         minutes = "-" if row["training_minutes"] is None else f"{row['training_minutes']:.0f}"

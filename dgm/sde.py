@@ -135,9 +135,6 @@ class VPSDE:
     def __repr__(self):
         return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max})"
 
-    def beta(self, t):
-        return closed_forms.vp_beta(t, self.beta_min, self.beta_max)
-
     def log_alpha_bar(self, t):
         """log alpha_bar(t) = -int_0^t beta: the noise level of p(x(t) | x(0))."""
         return closed_forms.vp_log_alpha_bar(t, self.beta_min, self.beta_max)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from dgm.ddpm import DDPM
 from dgm.files import atomic_write_csv, atomic_write_text, check_writable
+from dgm.labels import SIGMA_LABELS
 from dgm.paths import RESULTS, RUNS
 from dgm.schedules import ddpm_schedules
 from dgm.sde import VPSDE, exact_noise_predictor, toy_mixture
@@ -31,8 +32,7 @@ TIMESTEPS = (500, 1000, 2000)
 STEP_COUNTS = (10, 20, 50, 100, 200, 500)
 SEEDS = 10  # draws per row: enough for a standard error that tells a sampler from the Monte-Carlo floor
 DDPM_SAMPLERS = {  # label: keyword arguments of DDPM.sample
-    "ancestral, sigma^2 = beta": {"sampler": "ancestral", "sigma": "beta"},
-    "ancestral, sigma^2 = beta_tilde": {"sampler": "ancestral", "sigma": "posterior"},
+    **{f"ancestral, {SIGMA_LABELS[sigma]}": {"sampler": "ancestral", "sigma": sigma} for sigma in SIGMA_LABELS},
     "DDIM (eta = 0)": {"sampler": "ddim"},
 }
 SDE_SAMPLERS = ("reverse SDE", "probability-flow ODE")

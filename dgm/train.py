@@ -1,6 +1,6 @@
 """Train a DDPM on MNIST (Problem 1d): AdamW with warm-up, gradient clipping, EMA, checkpoints, exact resume, DDP.
 
-``dgm train --preset cpu --out runs/mnist`` on a laptop; ``torchrun --nproc-per-node N -m dgm train ...`` on
+``dgm train --preset cpu --out runs/mnist`` on a CPU; ``torchrun --nproc-per-node N -m dgm train ...`` on
 several GPUs (NCCL) or CPU processes (gloo). Every random choice is a function of (seed, step, rank): the data
 order of each epoch and each step's timesteps and noise. So ``--resume`` from a checkpoint ends with the same
 weights as a run that was never interrupted. A run stops, keeping its last checkpoint, when its loss or weights
@@ -67,7 +67,7 @@ def epoch_order(seed, epoch, size):
 
 def learning_rate(config, step, steps):
     """Linear warm-up over ``warmup_steps`` steps, then constant or (``lr_schedule="cosine"``) a half cosine that
-    reaches zero at step ``steps - 1`` (so the last update is a no-op): short runs end sharper when the rate decays."""
+    reaches zero at step ``steps - 1`` (so the last update is a no-op)."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     if config.lr_schedule == "constant":

@@ -1,4 +1,4 @@
-"""A small U-Net noise predictor eps_theta(x_t, t) for 1 x 28 x 28 MNIST, sized to train on a laptop CPU.
+"""A small U-Net noise predictor eps_theta(x_t, t) for 1 x 28 x 28 MNIST, sized to train on a CPU.
 
 Problem 1(d). Two resolutions below 28 x 28 (14, 7), one residual block per level (optionally more at 14 x 14 and
 7 x 7), a sinusoidal embedding of the timestep added inside every block, and optionally self-attention at 7 x 7.

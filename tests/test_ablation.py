@@ -79,6 +79,10 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
     assert not sampled and "already holds every row (unchanged)" in capsys.readouterr().out
     assert {path: path.read_bytes() for path in written} == written
+    # So does the same models' list in another order (the shipped report lists T = 1000 first).
+    assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs[::-1]), "--out", str(out)]) == 0
+    assert not sampled and "already holds every row (unchanged)" in capsys.readouterr().out
+    assert {path: path.read_bytes() for path in written} == written
     monkeypatch.setattr(ablation, "load_classifier", load_classifier)
 
     # Another batch size draws other samples from the same seed, so no row would be kept: refused without --replace.

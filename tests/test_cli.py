@@ -214,3 +214,17 @@ def test_every_documented_command_parses(monkeypatch):
                 cli.main(argv)
             except SystemExit:
                 pytest.fail(f"{document}: `dgm {' '.join(argv)}` does not parse")
+
+
+def test_readme_library_snippet_runs(one_thread):
+    """The README's "library at a glance" runs as written, and its names hold what its comments say."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## The library at a glance"):]
+    snippet = section[section.index("```python") + len("```python"):section.index("```\n")]
+    names = {}
+    exec(compile(snippet, "README.md", "exec"), names)
+    torch = names["torch"]
+    assert names["schedule"]["beta"].dtype == torch.float64 and len(names["schedule"]["beta"]) == 1000
+    assert names["x_t"].shape == names["x0"].shape and torch.isfinite(names["loss"])
+    assert names["images"].shape == (16, 1, 28, 28)
+    assert names["x1"].shape == names["y0"].shape == (10_000,)
