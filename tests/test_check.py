@@ -19,9 +19,9 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from dgm.check import command, exercises, handout, mixture_checks, problems, sampler_checks, schedule_checks
+from dgm.check import book_sources, command, exercises, mixture_checks, problems, sampler_checks, schedule_checks
 from dgm.check.problems import PROBLEMS
-from dgm.check.verdicts import Mistake
+from dgm.check.verdicts import Mistake, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = Path(__file__).resolve().parent / "check_solutions"
@@ -58,7 +58,7 @@ def test_each_mistake_is_rejected_by_name(key, mistake, function, one_thread):
     failed = [verdict for verdict in results[key] if verdict.status != "ok"]
     assert [(verdict.status, verdict.mistake) for verdict in failed] == [("FAIL", mistake)], \
         command.format_report(results)
-    assert handout.section_title(failed[0].section) != failed[0].section, "the verdict must cite a handout section"
+    assert book_sources.section_title(failed[0].section) != failed[0].section, "the verdict must cite a handout section"
     assert command.exit_status(results) == 1
 
 
@@ -90,7 +90,7 @@ def test_the_end_to_end_check_fails_samples_that_ignore_the_network(one_thread):
 
 
 def test_every_cited_section_is_in_the_handout():
-    titles = handout.section_titles()
+    titles = book_sources.section_titles()
     cited = {value for module in (schedule_checks, sampler_checks, mixture_checks)
              for name, value in vars(module).items() if name.endswith("_SECTION")}
     assert cited and cited <= set(titles), cited - set(titles)
@@ -153,6 +153,41 @@ def test_an_error_in_the_students_code_shows_their_traceback_not_ours(capsys, on
     assert "hint: alpha_bar[t] has shape (N,)" in report and "dgm/check" not in report
 
 
+def test_an_exit_or_own_error_in_a_function_is_an_error_with_its_message(one_thread):
+    def stops(x0, t, noise, alpha_bar):
+        exit()
+
+    verdict = command.run("1b", solution_namespace(forward=stops))["1b"][-1]
+    assert verdict.status == "error" and "called exit()" in verdict.explanation
+    def beta_only(schedule, k, sigma):  # the student's own NotImplementedError, not the template's
+        if sigma != "beta":
+            raise NotImplementedError(f"unknown sigma {sigma!r}")
+        return schedule["beta"][k].sqrt()
+
+    verdict = command.run("1c", solution_namespace(sample=mutants.sampler(noise_std=beta_only)))["1c"][-1]
+    assert verdict.status == "error" and "unknown sigma 'posterior'" in verdict.explanation
+    assert 'hint: sigma is "beta" or "posterior"' in verdict.explanation
+
+
+@pytest.mark.parametrize("parameters, words", [
+    ("x0, t, alpha_bar, noise", "takes its parameters in another order"),
+    ("x0, t, noise, alpha_bar", None),
+])
+def test_a_signature_in_another_order_is_a_usage_error(parameters, words):
+    namespace = {}
+    exec(f"def forward({parameters}):\n    return x0", namespace)
+    result = command.run("1b", solution_namespace(forward=namespace["forward"]))["1b"]
+    assert isinstance(result, UsageError) == (words is not None) and (words is None or words in str(result))
+
+
+def test_a_changed_default_is_a_usage_error():
+    def sample(eps_model, n, shape, schedule, sigma="posterior", generator=None):
+        return reference_solution.sample(eps_model, n, shape, schedule, sigma, generator)
+
+    result = command.run("1c", solution_namespace(sample=sample))["1c"]
+    assert isinstance(result, UsageError) and "the default of sigma is 'posterior'" in str(result)
+
+
 def test_a_sampler_reading_the_librarys_tables_is_told_which_keys_it_gets(capsys, one_thread):
     command.check("1c", solution_namespace(sample=mutants.sample_reading_library_tables))
     report = capsys.readouterr().out
@@ -191,6 +226,15 @@ def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             command.main(["all", str(broken)])
         assert exit_.value.code == 1 and "called exit" in capsys.readouterr().err
+
+
+def test_a_check_call_left_in_a_python_file_does_not_print_a_second_report(tmp_path, capsys, one_thread):
+    solution = tmp_path / "mine.py"
+    solution.write_text(f"import torch\nfrom dgm.check import check\n\n"
+                        f"{inspect.getsource(reference_solution.ddpm_schedules)}\n\ncheck(\"1a\")\n")
+    with pytest.raises(SystemExit) as exit_:
+        command.main(["1a", str(solution)])
+    assert exit_.value.code == 0 and capsys.readouterr().out.count("Problem 1a:") == 1
 
 
 def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, untouched, capsys, one_thread):
@@ -313,7 +357,8 @@ def test_make_kernel_registers_the_kernel_the_notebook_asks_for(tmp_path, untouc
 def test_student_files_hold_no_solution(untouched):
     sources = "\n".join(cell.source for cell in nbformat.read(untouched.notebook, as_version=4).cells)
     template = untouched.template.read_text()
-    solutions = [body for path in handout.chapter_files() for _, _, body in handout.directives(path, "solution")]
+    solutions = [body for path in book_sources.chapter_files()
+                 for _, _, body in book_sources.directives(path, "solution")]
     assert solutions
     for body in solutions:
         lines = [line for line in body.splitlines() if len(line) > 30]

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import torch
 
-from dgm.check.handout import section_title
+from dgm.check.book_sources import section_title
 from dgm.check.problems import PROBLEMS, find_function, run_problem
 from dgm.check.verdicts import StudentError, UsageError, student_traceback
 
@@ -51,21 +51,23 @@ def load_solutions(path):
 
 def module_sources(path):
     """(file name for tracebacks, source) of a Python file, or of each code cell of a notebook ("ps4.ipynb, cell 5"),
-    without the lines that only make sense in Jupyter: check("...") calls, %magics and !shell commands."""
+    without the lines that the check must not run: check("...") calls (which would print a second report), and a
+    notebook's %magics and !shell commands."""
     if path.suffix == ".py":
-        return [(str(path), path.read_text())]
+        return [(str(path), without_lines(path.read_text(), ("check(",)))]
     try:
         notebook = nbformat.read(path, as_version=4)
     except Exception as error:  # nbformat raises several kinds for a file that is not a notebook
         raise UsageError(f"{path} is not a readable notebook ({type(error).__name__}: {error})") from None
-    sources = []
-    for number, cell in enumerate(notebook.cells, start=1):
-        if cell.cell_type == "code":
-            lines = [line if not line.lstrip().startswith(("check(", "%", "!")) else
-                     line[:len(line) - len(line.lstrip())] + "pass  # " + line.strip()
-                     for line in cell.source.splitlines()]
-            sources.append((f"{path}, cell {number}", "\n".join(lines) + "\n"))
-    return sources
+    return [(f"{path}, cell {number}", without_lines(cell.source, ("check(", "%", "!")))
+            for number, cell in enumerate(notebook.cells, start=1) if cell.cell_type == "code"]
+
+
+def without_lines(source, starts):
+    """``source`` with each line that starts with one of ``starts`` turned into ``pass``, so that line numbers stay."""
+    lines = [line if not line.lstrip().startswith(starts) else
+             line[:len(line) - len(line.lstrip())] + "pass  # " + line.strip() for line in source.splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 def problem_keys(problem):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import nbformat
 
-from dgm.check.handout import BOOK, exercise, section_titles
+from dgm.check.book_sources import exercise, section_titles
 from dgm.check.problems import PROBLEMS
+from dgm.paths import BOOK, EXERCISES
 
-EXERCISES = ("ex-1a", "ex-1b", "ex-1c", "ex-1d", "ex-2a", "ex-2b", "ex-3a", "ex-3b", "ex-3c")
-OUT = Path(__file__).resolve().parents[2] / "exercises"
+LABELS = ("ex-1a", "ex-1b", "ex-1c", "ex-1d", "ex-2a", "ex-2b", "ex-3a", "ex-3b", "ex-3c")
 NOTEBOOK, TEMPLATE = "ps4.ipynb", "solution_template.py"
 # What must never reach the student's files: solutions, and code pulled in from the library.
 FORBIDDEN = ("{solution", "literalinclude", "{code-cell", "{include", "{glue")
@@ -115,7 +115,7 @@ def render_notebook(book=BOOK):
         return nbformat.v4.new_code_cell(source, id=cell_id)
 
     cells = [markdown(INTRODUCTION.strip(), "introduction"), code(f"{IMPORTS}\n\nfrom dgm.check import check", "setup")]
-    for label in EXERCISES:
+    for label in LABELS:
         text = TERMINAL_CHECK.sub(lambda match: "Write your function in the cell below and run "
                                   f'`check("{match.group(1)}")` in the cell after it.', jupyter_markdown(label, book))
         cells.append(markdown(f"## {exercise(label, book).title}\n\n{text}", label))
@@ -145,7 +145,7 @@ def render_template(book=BOOK):
              "Check them with `dgm check all exercises/solution_template.py`, or one problem with `dgm check 1a ...`.\n"
              "Written by `make exercises` from the handout's exercises; exercises/ps4.ipynb holds the same functions "
              'in a notebook.\n"""\n\n' + IMPORTS + "\n"]
-    for label in EXERCISES:
+    for label in LABELS:
         problem = PROBLEM_BY_EXERCISE.get(label)
         if problem:
             title = exercise(label, book).title
@@ -154,7 +154,7 @@ def render_template(book=BOOK):
     return f"{body}{TEMPLATE_DIGEST_LINE.format(digest(body))}"
 
 
-def write(out=OUT, book=BOOK, overwrite=False):
+def write(out=EXERCISES, book=BOOK, overwrite=False):
     """Write both files into ``out`` and return their paths; a file that has changed since it was written, which may
     hold the student's work, is replaced only with ``overwrite``."""
     out = Path(out)
@@ -173,7 +173,7 @@ def write(out=OUT, book=BOOK, overwrite=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m dgm.check.exercises", description=__doc__.split("\n\n")[0])
     parser.add_argument("--book", type=Path, default=BOOK, help=f"the handout's sources (default {BOOK})")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"where to write them (default {OUT})")
+    parser.add_argument("--out", type=Path, default=EXERCISES, help=f"where to write them (default {EXERCISES})")
     parser.add_argument("--overwrite", action="store_true", help="replace them even where they hold your solutions")
     args = parser.parse_args(argv)
     try:

@@ -9,7 +9,7 @@ import scipy.optimize
 import scipy.special
 
 from dgm import closed_forms
-from dgm.check.verdicts import Mistake, as_float_array, call, close, compare
+from dgm.check.verdicts import Mistake, as_float_array, call, close, compare, hint
 from dgm.sde import VPSDE, GaussianMixture1D, toy_mixture
 
 KERNEL_SECTION = "continuous-time-kernel"
@@ -81,7 +81,9 @@ def cases():
 
 def student_values(function, x, case, what, section):
     weights, means, stds, t, beta_min, beta_max = case
-    result = call(function, x.copy(), float(t), weights.copy(), means.copy(), stds.copy(), beta_min, beta_max)
+    with hint("could not be broadcast", f"x may have any shape (this call's is {x.shape}): put the components on a "
+              "new last axis with x[..., None], which works for every shape, not x[:, None]"):
+        result = call(function, x.copy(), float(t), weights.copy(), means.copy(), stds.copy(), beta_min, beta_max)
     return as_float_array(result, what, section, shape=x.shape)
 
 

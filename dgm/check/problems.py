@@ -4,6 +4,8 @@ The student template (``dgm.check.exercises``) is written from ``PROBLEMS``, so 
 cannot disagree.
 """
 
+import ast
+import difflib
 import inspect
 from dataclasses import dataclass
 
@@ -45,6 +47,17 @@ class Problem:
         except TypeError as error:
             raise UsageError(f"{self.function}{signature} cannot be called as {self.signature} ({error}); keep the "
                              "template's signature") from None
+        theirs = list(signature.parameters)[:len(positional)]
+        if theirs != positional and sorted(theirs) == sorted(positional):
+            raise UsageError(f"{self.function}{signature} takes its parameters in another order than "
+                             f"{self.signature}: the checker, like the handout, passes them in the contract's order")
+        for name, default in ((name.split("=")[0], name.split("=")[1]) for name in names if "=" in name):
+            parameter = signature.parameters.get(name)
+            if parameter is not None and parameter.default is not ast.literal_eval(default) \
+                    and parameter.default != ast.literal_eval(default):
+                shown = "none" if parameter.default is inspect.Parameter.empty else repr(parameter.default)
+                raise UsageError(f"{self.function}{signature}: the default of {name} is {shown}, the contract's is "
+                                 f"{default} ({self.signature}); a caller that leaves {name} out expects that")
 
 
 PROBLEMS = {problem.key: problem for problem in (
@@ -96,7 +109,10 @@ def find_function(problem, namespace):
     """The student's function for ``problem`` from ``namespace`` (a module's or notebook's globals)."""
     function = namespace.get(problem.function)
     if function is None:
-        raise UsageError(f"no function {problem.function} (Problem {problem.key}); define {problem.signature}")
+        near = difflib.get_close_matches(problem.function, [name for name, value in namespace.items()
+                                                            if inspect.isfunction(value)], n=1)
+        raise UsageError(f"no function {problem.function} (Problem {problem.key}); define {problem.signature}"
+                         + (f" (is {near[0]} meant to be it?)" if near else ""))
     if not callable(function):
         raise UsageError(f"{problem.function} is an object of type {type(function).__name__}, not a function; "
                          f"define {problem.signature}")

@@ -32,21 +32,22 @@ VARIANCE_NAMES = {"beta": "beta[k]", "posterior": "beta_tilde[k]"}  # the noise'
 CALLS_PER_STEP_LIMIT = 20  # a sampler calling eps_model more than this many times T is stopped: its loop never ends
 
 
-def limit_calls(eps_model, T):
-    """``eps_model`` that stops the sampler with a Mistake once it is called more than CALLS_PER_STEP_LIMIT * T times
+def limit_calls(network, T):
+    """``network`` that stops the sampler with a Mistake once it is called more than CALLS_PER_STEP_LIMIT * T times
     (a loop that never ends would otherwise run, and fill memory, until killed)."""
     count = 0
 
-    def limited(x, t):
+    def eps_model(x, t):  # named as the student calls it, so that their TypeError reads right
         nonlocal count
         count += 1
         if count > CALLS_PER_STEP_LIMIT * T:
             raise Stopped(Mistake("eps_model called without end", f"eps_model was called {count - 1} times on a chain "
                                   f"of T = {T} steps and the sampler had not returned: does the loop stop after "
                                   "k = 0?", EPSILON_SECTION))
-        return eps_model(x, t)
+        return network(x, t)
 
-    return limited
+    eps_model.__qualname__ = "eps_model"
+    return eps_model
 
 
 def contract_schedule(schedule):
@@ -56,9 +57,13 @@ def contract_schedule(schedule):
 
 def call_sampler(sample, eps_model, n, shape, schedule, sigma, generator):
     """The student's samples; a KeyError on the schedule gets a hint after their traceback, since the library's
-    schedule (which the handout's code reads) has more tables than the contract's."""
+    schedule (which the handout's code reads) has more tables than the contract's, and so do a call of eps_model that
+    the contract does not make and their own NotImplementedError for a value of sigma."""
     with hint("KeyError", f"schedule is Problem 1a's dict, with the keys {', '.join(schedule)} only (the library's "
-              "ddpm_schedules adds more); compute other tables, such as beta_tilde, from these"):
+              "ddpm_schedules adds more); compute other tables, such as beta_tilde, from these"), \
+            hint("eps_model()", "the network is called as eps_model(x, t), with two positional arguments"), \
+            hint("NotImplementedError", f'sigma is "beta" or "posterior" (the posterior variance beta_tilde); this '
+                 f'call passed sigma="{sigma}"'):
         return call(sample, eps_model, n, shape, schedule, sigma=sigma, generator=generator)
 
 
@@ -85,6 +90,9 @@ def probe(sample, seed=0, sigma="beta"):
     samples = call_sampler(sample, limit_calls(network, len(PROBE_BETAS)), PROBE_N, PROBE_SHAPE,
                            contract_schedule(schedule), sigma, generator)
     samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(PROBE_N, *PROBE_SHAPE))
+    if np.ptp(samples) == 0:
+        raise Mistake("every sample is the same", f"every entry of every sample is {samples.flat[0]:.4g}: does the "
+                      "step leave a placeholder, or return something other than the x it computes?", EPSILON_SECTION)
     if np.abs(samples).max() <= 1:  # this chain, from N(0, I), ends beyond 1 in most samples
         raise Mistake("samples clamped to [-1, 1]", "every sample lies in [-1, 1]: Algorithm 2 returns x_0 as its "
                       "last step computes it; clamping belongs to turning samples into images, not to the sampler",
@@ -209,6 +217,9 @@ def check_mean(sample, sigma):
                                                        ("eps", b[k], b_ref[k], b_error[k]))
                 if not within(ours, theirs, error)]
 
+    stale = stale_noise(network, samples, a_ref, b_ref)
+    if stale is not None:
+        raise stale
     k = next(k for k in reversed(range(len(beta))) if differing(k))  # the first step the sampler takes that is off
     off = differing(k)
     step = (f"at step t = {k + 1} (index k = {k}) your x_(t-1) = {a[k]:.4g} x_t {signed(b[k])} eps + noise; "
@@ -221,6 +232,28 @@ def check_mean(sample, sigma):
             raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", EPSILON_SECTION)
     raise Mistake("wrong reverse mean", f"{step}. Your coefficients are a least-squares fit over the batch: a step "
                   "that clips, or is otherwise not linear in x_t and eps, only approximates them", EPSILON_SECTION)
+
+
+def stale_noise(network, samples, a_ref, b_ref):
+    """The Mistake of a sampler whose steps k > 0 add, beside Algorithm 2's mean, noise that is the same for every
+    sample of the batch or not centred (torch.rand is uniform on [0, 1)); None if the added noise looks fresh. Such
+    noise also skews the least-squares fit of the mean, so it is named before the mean is blamed."""
+    states = [x.double().numpy() for x, _, _ in network.calls] + [samples]
+    steps = zip(network.calls[:-1], states[:-2], states[1:-1], range(len(network.calls) - 1, 0, -1))
+    for (_, _, eps), x_in, x_out, k in steps:
+        added = (x_out - a_ref[k] * x_in - b_ref[k] * eps.double().numpy()).reshape(len(x_out), -1)
+        spread, count = added.std(), added.size
+        if spread == 0:
+            continue  # no noise at all: the noise check names it
+        if np.all(added.std(axis=0) < 1e-3 * spread + 1e-12) or np.all(added == added[:1]):
+            return Mistake("the same noise for every sample", f"the step at index k = {k} adds the same z to every "
+                           "sample of the batch: draw z of the batch's shape, torch.randn((n, *shape), "
+                           "generator=generator), afresh at every step", EPSILON_SECTION)
+        if abs(added.mean()) > TOLERANCE_IN_STANDARD_ERRORS * spread / np.sqrt(count):
+            return Mistake("noise not centred", f"the noise added at index k = {k} has mean {added.mean():.3g} and "
+                           f"standard deviation {spread:.3g}: z must be standard normal, torch.randn (torch.rand is "
+                           "uniform on [0, 1))", EPSILON_SECTION)
+    return None
 
 
 def noise_variants(sigma, chain):
@@ -303,12 +336,17 @@ def check_noise(sample):
 
 @each_sigma
 def check_generator(sample, sigma):
-    """The noise comes from ``generator``: two runs with generators seeded alike give the same samples."""
+    """The noise comes from ``generator``: generators seeded alike give the same samples, seeded otherwise other
+    samples."""
     first, second = probe(sample, seed=5, sigma=sigma)[1], probe(sample, seed=5, sigma=sigma)[1]
     if not np.array_equal(first, second):
         raise Mistake("noise not drawn from generator", "two runs with generators seeded alike gave different "
                       "samples: draw x_T and every z with torch.randn(..., generator=generator) (torch.randn_like "
                       "takes no generator)", EPSILON_SECTION)
+    if np.array_equal(first, probe(sample, seed=6, sigma=sigma)[1]):
+        raise Mistake("generator ignored", "generators seeded 5 and 6 gave the same samples: the sampler seeds its "
+                      "own randomness (torch.manual_seed, or a generator of its own) instead of drawing x_T and every "
+                      "z with the generator it is given", EPSILON_SECTION)
 
 
 def check_end_to_end(sample):
@@ -356,10 +394,18 @@ def respace_result(respace, alpha_bar, steps):
                          if swapped else "; the sampler indexes alpha_bar with them and passes them to eps_model as "
                          "integers: return a long tensor (dtype=torch.long)"), RESPACING_SECTION)
     timesteps = as_float_array(kept, "timesteps", RESPACING_SECTION, shape=(steps,))
-    betas = as_float_array(betas, "betas", RESPACING_SECTION, shape=(steps,))
+    float_betas = as_float_array(betas, "betas", RESPACING_SECTION, shape=(steps,))
     if not np.array_equal(timesteps, np.round(timesteps)):
         raise Mistake("timesteps are not integers", f"timesteps = {timesteps[:5]} ...", RESPACING_SECTION)
-    return timesteps.astype(np.int64), betas
+    if not (isinstance(kept, torch.Tensor) and kept.dtype == torch.long and isinstance(betas, torch.Tensor)
+            and betas.is_floating_point()):
+        got = ", ".join(f"{name} as {type(value).__name__} of {getattr(value, 'dtype', 'no dtype')}" for name, value in
+                        (("timesteps", kept), ("betas", betas)))
+        raise Mistake("not a long and a float tensor", f"respace returned {got}; the contract asks for torch "
+                      "tensors, timesteps of dtype torch.long (the sampler indexes with them and passes them to "
+                      "eps_model) and float betas, such as torch.as_tensor(timesteps, dtype=torch.long)",
+                      RESPACING_SECTION)
+    return timesteps.astype(np.int64), float_betas
 
 
 def respace_cases():

@@ -24,6 +24,9 @@ FLOAT32_RTOL = 1e-4  # a float32 cumulative product over 1000 steps drifts by up
 def schedule_tables(ddpm_schedules, beta_min, beta_max, T):
     """The student's tables for one chain as float64 arrays, or the Mistake that their dict breaks the contract."""
     result = call(ddpm_schedules, beta_min, beta_max, T)
+    if result is None:
+        raise Mistake("returned None", "ddpm_schedules returned None: is its `return` statement missing?",
+                      SCHEDULE_SECTION)
     if not isinstance(result, dict):
         raise Mistake("not a dict", f"ddpm_schedules returned a {type(result).__name__}; return a dict with keys "
                       f"{', '.join(TABLES)}", SCHEDULE_SECTION)
@@ -82,7 +85,7 @@ def check_alpha_bar(ddpm_schedules):
     reference = reference_schedules(*SHORT_CHAIN)
     shifted = np.concatenate([[1.0], reference["alpha_bar"].numpy()[:-1]])
     logarithm = np.log(reference["alpha_bar"].numpy())
-    compare(got, reference["alpha_bar"].numpy(), "alpha_bar", NOTATION_SECTION, context=chain_context(SHORT_CHAIN),
+    compare(got, reference["alpha_bar"].numpy(), "alpha_bar", SCHEDULE_SECTION, context=chain_context(SHORT_CHAIN),
             variants=[(shifted, "alpha_bar shifted by one step",
                        f"your alpha_bar[k] is the product of alpha[i] over i < k, so alpha_bar[0] = 1. With the index "
                        "k = 0..T-1 the latent at index k has been noised by the steps at indices 0..k (the book's "
@@ -157,7 +160,9 @@ RESHAPE_HINT = ("alpha_bar[t] has shape (N,); reshape it to (N, 1, ..., 1), with
 def forward_result(forward, x0, t, noise, alpha_bar):
     """The student's x_t: a tensor of x0's shape and dtype; a failed broadcast of alpha_bar[t] against x0 gets a hint
     after their traceback."""
-    with hint("must match the size of tensor", RESHAPE_HINT):
+    with hint("must match the size of tensor", RESHAPE_HINT), \
+            hint("out of bounds", "t holds array indices k in 0..T-1 (the book's step k + 1) already: index "
+                 "alpha_bar[t] as it is"):
         result = call(forward, x0, t, noise, alpha_bar)
     if isinstance(result, torch.Tensor) and result.shape != x0.shape:
         raise Mistake("x_t has the wrong shape", f"for x0 of shape {tuple(x0.shape)}, x_t has shape "

@@ -1,8 +1,9 @@
 """What a check reports, and how it calls a student's function so that an error in their code is shown as theirs.
 
 A check raises ``Mistake`` with the mistake's name, the formula and index it concerns and the handout section to
-read; ``call`` turns the student's ``NotImplementedError`` into ``NotImplementedYet`` and any other exception into
-``StudentError`` carrying their traceback without our frames, and names an argument they changed in place.
+read; ``call`` turns the template's ``NotImplementedError`` into ``NotImplementedYet`` and any other exception, or an
+``exit()``, into ``StudentError`` carrying their traceback without our frames, and names an argument they changed in
+place.
 ``Stopped`` and ``time_limit`` end code that would not return.
 """
 
@@ -76,10 +77,15 @@ def call(function, *args, **kwargs):
     before = [_copy(value) for _, value in inputs]
     try:
         result = function(*args, **kwargs)
-    except NotImplementedError:
-        raise NotImplementedYet() from None
+    except NotImplementedError as error:
+        if not error.args or str(error).startswith("Problem "):  # the template's TODO, or a bare placeholder
+            raise NotImplementedYet() from None
+        raise StudentError(student_traceback(error)) from None  # their own, with their message
     except Exception as error:  # any exception of theirs is reported as theirs, with their traceback
         raise StudentError(student_traceback(error)) from None
+    except SystemExit as stop:  # exit() would end the whole check without a verdict, as if all passed
+        raise StudentError(f"{student_traceback(stop)}\nyour function called exit() or sys.exit(), which would stop "
+                           "the check; remove the call, or raise an exception instead") from None
     for (name, value), copy in zip(inputs, before):
         if not _equal(value, copy):
             raise Mistake(f"{name} changed in place", f"your function changed its argument {name} in place (such as "

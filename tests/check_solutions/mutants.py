@@ -66,11 +66,11 @@ def correct_std(beta=beta_std, posterior=posterior_std):
 
 
 def sampler(mean_step=None, noise_std=correct_std(), noise_from=1, timestep_offset=0, own_noise=False,
-            posterior_mean_step=None, change_model=None, start_scale=1.0, steps_from=0):
+            posterior_mean_step=None, change_model=None, start_scale=1.0, steps_from=0, draw=None):
     """sample() with one part changed: the mean step (of both branches, or of sigma="posterior" only), the noise's
     standard deviation at step k, the first step k that adds noise, the timesteps given to the network, noise that
     ignores the generator (with every sigma, or with the one ``own_noise`` names), the network it calls, the start's
-    scale, or the last step k it runs."""
+    scale, the last step k it runs, or how z is drawn (``draw(x, generator)``)."""
     def correct_mean(x, eps, beta, alpha, alpha_bar):
         return (x - beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt()
 
@@ -85,11 +85,20 @@ def sampler(mean_step=None, noise_std=correct_std(), noise_from=1, timestep_offs
             step = posterior_mean_step if sigma == "posterior" and posterior_mean_step else mean_step
             x = step(x, eps, beta[k], alpha[k], alpha_bar[k])
             if k >= noise_from:
-                z = torch.randn_like(x) if own_noise in (True, sigma) else torch.randn(x.shape, generator=generator,
-                                                                                        dtype=x.dtype)
+                z = torch.randn_like(x) if own_noise in (True, sigma) else draw(x, generator) if draw else \
+                    torch.randn(x.shape, generator=generator, dtype=x.dtype)
                 x = x + noise_std(schedule, k, sigma) * z
         return x
     return sample
+
+
+def sample_seeding_its_own_generator(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    return reference.sample(eps_model, n, shape, schedule, sigma, torch.Generator().manual_seed(0))
+
+
+def sample_left_as_zeros(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    reference.sample(eps_model, n, shape, schedule, sigma, generator)
+    return torch.zeros((n, *shape), dtype=torch.float64)
 
 
 def posterior_mean_with_alpha_bar_t(x, eps, beta, alpha, alpha_bar):
@@ -250,6 +259,11 @@ def sample_reading_library_tables(eps_model, n, shape, schedule, sigma="beta", g
     return reference.sample(eps_model, n, shape, {**schedule, "beta": variance}, sigma, generator)
 
 
+def respace_in_numpy(alpha_bar, steps):
+    timesteps, betas = reference.respace(alpha_bar, steps)
+    return timesteps.numpy().astype(np.int32), betas.numpy()
+
+
 def respace_first_beta_zero(alpha_bar, steps):
     timesteps, betas = reference.respace(alpha_bar, steps)
     return timesteps, torch.cat([betas.new_zeros(1), betas[1:]])
@@ -392,6 +406,12 @@ MUTANTS = [
     ("1c", "alpha instead of alpha_bar in beta_tilde",
      sampler(noise_std=correct_std(posterior=lambda schedule, k: schedule["beta"][k - 1].sqrt()))),
     ("1c", "timesteps numbered 1..T", sampler(timestep_offset=1)),
+    ("1c", "generator ignored", sample_seeding_its_own_generator),
+    ("1c", "the same noise for every sample",
+     sampler(draw=lambda x, generator: torch.randn(x.shape[1:], generator=generator, dtype=x.dtype))),
+    ("1c", "noise not centred", sampler(draw=lambda x, generator: torch.rand(x.shape, generator=generator,
+                                                                            dtype=x.dtype))),
+    ("1c", "every sample is the same", sample_left_as_zeros),
     ("1c", "noise not drawn from generator", sampler(own_noise=True)),
     ("1c", "samples clamped to [-1, 1]", sample_clamped),
     ("1c", "returned a tuple, not the samples", sample_with_trajectory),
@@ -426,6 +446,7 @@ MUTANTS = [
     ("2b", "timesteps are floats", respace_swapped),
     ("2b", "float32 precision", in_float32(reference.respace)),
     ("2b", "first beta' is 0", respace_first_beta_zero),
+    ("2b", "not a long and a float tensor", respace_in_numpy),
     ("2b", "beta' ratio upside down", respace_ratio_upside_down),
     ("3a", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(integral_of_beta_as_rate_times_t)[0]),
     ("3a", "p_t(x) differs on a 2-D x", marginal_pdf_in_column_order),
