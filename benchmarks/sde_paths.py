@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 import dgm
-from dgm.sde import toy_mixture
+from dgm.mixture import toy_mixture
 
 PATHS, STEPS = 100_000, 1_000
 

@@ -7,7 +7,8 @@ Every closed form comes from ``derivations/`` through the generated ``dgm.closed
 
 from dgm.ddpm import DDPM, SAMPLERS
 from dgm.schedules import cosine_schedule, ddpm_schedules, respace, respaced_timesteps
-from dgm.sde import VPSDE, GaussianMixture1D
+from dgm.mixture import GaussianMixture1D
+from dgm.sde import VPSDE
 
 __all__ = ["DDPM", "SAMPLERS", "ddpm_schedules", "cosine_schedule", "respace", "respaced_timesteps", "VPSDE",
            "GaussianMixture1D"]

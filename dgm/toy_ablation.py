@@ -24,12 +24,14 @@ from dgm.files import atomic_write_csv, atomic_write_text, check_writable
 from dgm.labels import SIGMA_LABELS
 from dgm.paths import RESULTS, RUNS
 from dgm.schedules import ddpm_schedules
-from dgm.sde import VPSDE, exact_noise_predictor, toy_mixture
+from dgm.mixture import exact_noise_predictor, toy_mixture
+from dgm.sde import VPSDE
 
 DEFAULT_OUT = RESULTS / "toy_ablation.json"
 QUICK_OUT = RUNS / "toy_ablation_quick.json"  # --quick never replaces the report the book reads
 TIMESTEPS = (500, 1000, 2000)
 STEP_COUNTS = (10, 20, 50, 100, 200, 500)
+QUICK_N = 5_000  # samples per run with --quick
 SEEDS = 10  # draws per row: enough for a standard error that tells a sampler from the Monte-Carlo floor
 DDPM_SAMPLERS = {  # label: keyword arguments of DDPM.sample
     **{f"ancestral, {SIGMA_LABELS[sigma]}": {"sampler": "ancestral", "sigma": sigma} for sigma in SIGMA_LABELS},
@@ -92,8 +94,8 @@ def prior_mismatch(mixture, T):
     return {"T": T, "alpha_bar_T": alpha_bar_T, "ks_q_T_vs_prior": ks}
 
 
-def run(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=tuple(DDPM_SAMPLERS) + SDE_SAMPLERS, seed=0,
-        seeds=SEEDS, floor_repeats=10, progress=True):
+def run_toy_ablation(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=tuple(DDPM_SAMPLERS) + SDE_SAMPLERS,
+                     seed=0, seeds=SEEDS, floor_repeats=10, progress=True):
     """The grid as a dict ready for JSON: config, floor, per-T prior mismatch and one row per run.
 
     With ``seeds`` > 1 each row is drawn ``seeds`` times, each with its own reference sample of p_0, and gives the
@@ -130,7 +132,7 @@ def run(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=tuple(DDPM_SAM
     }
 
 
-def save(result, out):
+def write_report(result, out):
     """Write the JSON and, beside it, a CSV of the rows, each atomically."""
     out = Path(out)
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
@@ -151,7 +153,7 @@ def changed_settings(out, settings):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm toy-ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="samples per run (default 100,000)")
-    parser.add_argument("--quick", action="store_true", help=f"n = 5,000, written to {QUICK_OUT} (CI, trials)")
+    parser.add_argument("--quick", action="store_true", help=f"n = {QUICK_N:,}, written to {QUICK_OUT} (CI, trials)")
     parser.add_argument("--seed", type=int, default=0,
                         help="the first draw's seed; the others follow from it (default 0)")
     parser.add_argument("--seeds", type=int, default=SEEDS,
@@ -166,8 +168,8 @@ def main(argv=None):
     if args.out.suffix != ".json":
         parser.error(f"--out {args.out} must end in .json (the CSV is written beside it)")
     if args.quick and args.n != parser.get_default("n"):
-        parser.error("--quick sets n = 5,000: give --quick or --n, not both")
-    n = 5_000 if args.quick else args.n
+        parser.error(f"--quick sets n = {QUICK_N:,}: give --quick or --n, not both")
+    n = QUICK_N if args.quick else args.n
     if n < 2:
         parser.error("--n must be at least 2")
     if args.seed < 0:
@@ -187,8 +189,8 @@ def main(argv=None):
         if changed and not args.replace:
             parser.error(f"{args.out} was made with other settings ({', '.join(changed)}), and the book's text rests "
                          "on its numbers: pass --replace to replace it, or --out for a new report")
-    result = run(n, seed=args.seed, seeds=args.seeds)
-    save(result, args.out)
+    result = run_toy_ablation(n, seed=args.seed, seeds=args.seeds)
+    write_report(result, args.out)
     print(f"wrote {args.out} and {args.out.with_suffix('.csv')} ({len(result['rows'])} rows, n = {n:,})")
 
 

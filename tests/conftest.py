@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dgm.sde import toy_mixture
+from dgm.mixture import toy_mixture
 
 
 @pytest.fixture

@@ -154,12 +154,14 @@ def test_commands_refuse_options_they_would_ignore_or_misread(capsys):
 
 def test_toy_ablation_quick_never_replaces_the_report_and_the_default_remakes_it(monkeypatch):
     written = []
-    monkeypatch.setattr(toy_ablation, "run", lambda n, seeds, **kwargs: {"rows": [], "n": n, "seeds": seeds})
-    monkeypatch.setattr(toy_ablation, "save", lambda result, out: written.append((result["n"], result["seeds"], out)))
+    monkeypatch.setattr(toy_ablation, "run_toy_ablation",
+                        lambda n, seeds, **kwargs: {"rows": [], "n": n, "seeds": seeds})
+    monkeypatch.setattr(toy_ablation, "write_report",
+                        lambda result, out: written.append((result["n"], result["seeds"], out)))
     assert cli.main(["toy-ablation", "--quick"]) == 0
     assert cli.main(["toy-ablation"]) == 0
     shipped = toy_ablation.json.loads(toy_ablation.DEFAULT_OUT.read_text())["config"]
-    assert written == [(5_000, 10, RUNS / "toy_ablation_quick.json"),
+    assert written == [(toy_ablation.QUICK_N, 10, RUNS / "toy_ablation_quick.json"),
                        (shipped["n"], shipped["seeds"], RESULTS / "toy_ablation.json")]
 
 

@@ -115,7 +115,8 @@ def test_4_an_unwritable_output_is_refused_before_any_work(command, trained, tmp
         raise AssertionError("the work started")
 
     for module, name in (("dgm.train", "load_mnist"), ("dgm.sampling", "load_run"), ("dgm.evaluate", "load_mnist"),
-                         ("dgm.ablation", "load_run"), ("dgm.toy_ablation", "run"), ("dgm.data", "download_wheel")):
+                         ("dgm.ablation", "load_run"), ("dgm.toy_ablation", "run_toy_ablation"),
+                         ("dgm.data", "download_wheel")):
         monkeypatch.setattr(f"{module}.{name}", no_work)
     a_file = tmp_path / "a_file"
     a_file.write_text("")
@@ -230,7 +231,8 @@ def test_7_reports_and_runs_stay_consistent_through_faults_and_interrupts(run, t
                   "final samples", code=130)
     assert "finished its 6 steps" in err and f"dgm sample --ckpt {run}" in err
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 6
-    monkeypatch.setattr(dgm.toy_ablation, "run", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(dgm.toy_ablation, "run_toy_ablation",
+                        lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
     assert cli.main(["toy-ablation", "--quick", "--out", str(tmp_path / "toy.json")]) == 130
     assert "interrupted" in capsys.readouterr().err and not (tmp_path / "toy.json").exists()
 

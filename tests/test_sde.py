@@ -9,7 +9,7 @@ import torch
 from derivations import vp_sde as derivation
 from derivations._check import expand_stable_functions
 from dgm import VPSDE, GaussianMixture1D, ddpm_schedules
-from dgm.sde import exact_noise_predictor, toy_mixture
+from dgm.mixture import exact_noise_predictor, toy_mixture
 
 
 def test_marginal_and_score_match_the_sympy_expressions(mixture, rng):

@@ -7,7 +7,7 @@ import torch
 
 from dgm import GaussianMixture1D
 from dgm import toy_ablation
-from dgm.sde import toy_mixture
+from dgm.mixture import toy_mixture
 
 SAMPLERS = tuple(toy_ablation.DDPM_SAMPLERS) + toy_ablation.SDE_SAMPLERS
 
@@ -23,7 +23,7 @@ def test_every_sampler_with_all_steps_matches_p0(sampler):
 
 
 def test_error_does_not_grow_with_more_steps():
-    result = toy_ablation.run(n=10_000, timesteps=(1000,), step_counts=(10, 50), seeds=1, floor_repeats=5,
+    result = toy_ablation.run_toy_ablation(n=10_000, timesteps=(1000,), step_counts=(10, 50), seeds=1, floor_repeats=5,
                               progress=False)
     noise = 3 * result["floor"]["wasserstein"]["std"] + 0.1 * result["floor"]["wasserstein"]["mean"]
     for sampler in SAMPLERS:
@@ -44,17 +44,17 @@ def test_short_chains_start_further_from_the_prior():
 
 
 def test_cli_quick_run_writes_json_and_csv(tmp_path, monkeypatch):
-    calls, full_run = {}, toy_ablation.run
+    calls, full_run = {}, toy_ablation.run_toy_ablation
 
     def small_run(n, seed, seeds):
         calls["n"] = n
         return full_run(n, timesteps=(500,), step_counts=(10,), samplers=("DDIM (eta = 0)",),
                         seed=seed, seeds=seeds, floor_repeats=2, progress=False)
 
-    monkeypatch.setattr(toy_ablation, "run", small_run)
+    monkeypatch.setattr(toy_ablation, "run_toy_ablation", small_run)
     out = tmp_path / "toy.json"
     toy_ablation.main(["--quick", "--out", str(out)])
-    assert calls["n"] == 5_000
+    assert calls["n"] == toy_ablation.QUICK_N
     rows = toy_ablation.json.loads(out.read_text())["rows"]
     assert [(row["T"], row["steps"]) for row in rows] == [(500, 10), (500, 500)]
     header = out.with_suffix(".csv").read_text().splitlines()[0]
@@ -68,8 +68,8 @@ def test_the_deterministic_samplers_are_samplers_of_the_grid():
 
 
 def test_seeds_give_mean_and_spread(tmp_path, monkeypatch):
-    full_run = toy_ablation.run
-    monkeypatch.setattr(toy_ablation, "run", lambda n, seed, seeds: full_run(
+    full_run = toy_ablation.run_toy_ablation
+    monkeypatch.setattr(toy_ablation, "run_toy_ablation", lambda n, seed, seeds: full_run(
         200, timesteps=(500,), step_counts=(), samplers=("DDIM (eta = 0)",), seed=seed, seeds=seeds,
         floor_repeats=2, progress=False))
     out = tmp_path / "seeds.json"
@@ -87,9 +87,9 @@ def test_seeds_below_one_are_refused():
     with pytest.raises(SystemExit):
         toy_ablation.main(["--seeds", "0"])
     with pytest.raises(ValueError, match="seeds"):
-        toy_ablation.run(10, seeds=0)
+        toy_ablation.run_toy_ablation(10, seeds=0)
     with pytest.raises(ValueError, match="floor_repeats"):
-        toy_ablation.run(10, floor_repeats=1)
+        toy_ablation.run_toy_ablation(10, floor_repeats=1)
 
 
 def test_shipped_report_is_what_the_current_code_writes():
@@ -97,8 +97,9 @@ def test_shipped_report_is_what_the_current_code_writes():
     shipped = toy_ablation.json.loads(toy_ablation.DEFAULT_OUT.read_text())
     config = shipped["config"]
     row = next(row for row in shipped["rows"] if row["T"] == 500 and row["sampler"] == "DDIM (eta = 0)")
-    redrawn = toy_ablation.run(config["n"], timesteps=(500,), step_counts=(row["steps"],), samplers=(row["sampler"],),
-                               seed=config["seed"], seeds=config["seeds"], floor_repeats=2, progress=False)
+    redrawn = toy_ablation.run_toy_ablation(config["n"], timesteps=(500,), step_counts=(row["steps"],),
+                                            samplers=(row["sampler"],), seed=config["seed"], seeds=config["seeds"],
+                                            floor_repeats=2, progress=False)
     assert redrawn["config"].keys() == config.keys()
     floor = toy_ablation.monte_carlo_floor(toy_mixture(), config["n"], config["floor_repeats"], config["seed"] + 2)
     for name in ("wasserstein", "ks"):
@@ -109,8 +110,9 @@ def test_shipped_report_is_what_the_current_code_writes():
 
 
 def test_the_books_report_is_replaced_with_other_settings_only_on_request(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(toy_ablation, "run", lambda n, seed, seeds: {"config": {"n": n, "seed": seed, "seeds": seeds},
-                                                                      "rows": [{"T": 500, "wasserstein": 0.1}]})
+    monkeypatch.setattr(toy_ablation, "run_toy_ablation",
+                        lambda n, seed, seeds: {"config": {"n": n, "seed": seed, "seeds": seeds},
+                                                "rows": [{"T": 500, "wasserstein": 0.1}]})
     out = tmp_path / "toy.json"
     monkeypatch.setattr(toy_ablation, "DEFAULT_OUT", out)
     toy_ablation.main(["--n", "100"])

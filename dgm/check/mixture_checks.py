@@ -1,7 +1,7 @@
-"""Checks of Problem 3a (``marginal_pdf``) and Problem 3b (``score``) against ``dgm.sde``'s exact mixture.
+"""Checks of Problem 3a (``marginal_pdf``) and Problem 3b (``score``) against ``dgm.mixture``'s exact mixture.
 
 Each classic mistake is modelled as the mixture it wrongly computes (component means m_i and variances v_i at
-time t), whose density and score ``dgm.sde.GaussianMixture1D`` evaluates; a wrong answer that matches one is named.
+time t), whose density and score ``dgm.mixture.GaussianMixture1D`` evaluates; a wrong answer that matches one is named.
 """
 
 import numpy as np
@@ -10,7 +10,8 @@ import scipy.special
 
 from dgm import closed_forms
 from dgm.check.verdicts import Mistake, as_float_array, call, close, compare, hint
-from dgm.sde import VPSDE, GaussianMixture1D, toy_mixture
+from dgm.mixture import GaussianMixture1D, toy_mixture
+from dgm.sde import VPSDE
 
 KERNEL_SECTION = "continuous-time-kernel"
 MARGINAL_SECTION = "continuous-time-marginal"

@@ -19,7 +19,7 @@ from dgm.check.schedule_checks import NOTATION_SECTION, PROBLEM_SET_CHAIN
 from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare, hint
 from dgm.ddpm import SIGMA_CHOICES
 from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
-from dgm.sde import exact_noise_predictor, toy_mixture
+from dgm.mixture import exact_noise_predictor, toy_mixture
 
 EPSILON_SECTION = "reverse-process-epsilon"
 POSTERIOR_SECTION = "reverse-process-posterior"
