@@ -98,6 +98,12 @@ def toy_full_chains():
     return result, rows, result["floor"]["wasserstein"]
 
 
+def scientific(value, digits=2):
+    """``value`` for running prose, as "4.1 × 10⁻⁵" (``digits`` significant digits)."""
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    return f"{mantissa} × 10{str(int(exponent)).translate(str.maketrans('-0123456789', '⁻⁰¹²³⁴⁵⁶⁷⁸⁹'))}"
+
+
 def standard_error(row, result):
     """The standard error of a toy-ablation row's mean distance: its spread over the seeds."""
     return row["wasserstein_std"] / math.sqrt(result["config"]["seeds"])

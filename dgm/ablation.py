@@ -165,8 +165,6 @@ TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", f"
                  "label entropy / log 10", "ms per image")
 
 
-
-
 def device_kind(device):
     """"CPU" or "GPU" for a row's device, as dgm.device.hardware_name writes it (a CPU's ends in its threads)."""
     return "CPU" if device.endswith("threads") else "GPU"

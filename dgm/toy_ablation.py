@@ -22,9 +22,9 @@ from tqdm import tqdm
 from dgm.ddpm import DDPM
 from dgm.files import atomic_write_csv, atomic_write_text, check_writable
 from dgm.labels import SIGMA_LABELS
+from dgm.mixture import exact_noise_predictor, toy_mixture
 from dgm.paths import RESULTS, RUNS
 from dgm.schedules import ddpm_schedules
-from dgm.mixture import exact_noise_predictor, toy_mixture
 from dgm.sde import VPSDE
 
 DEFAULT_OUT = RESULTS / "toy_ablation.json"

@@ -159,6 +159,7 @@ def test_an_exit_or_own_error_in_a_function_is_an_error_with_its_message(one_thr
 
     verdict = command.run("1b", solution_namespace(forward=stops))["1b"][-1]
     assert verdict.status == "error" and "called exit()" in verdict.explanation
+
     def beta_only(schedule, k, sigma):  # the student's own NotImplementedError, not the template's
         if sigma != "beta":
             raise NotImplementedError(f"unknown sigma {sigma!r}")
@@ -168,24 +169,31 @@ def test_an_exit_or_own_error_in_a_function_is_an_error_with_its_message(one_thr
     assert verdict.status == "error" and "unknown sigma 'posterior'" in verdict.explanation
     assert 'hint: sigma is "beta" or "posterior"' in verdict.explanation
 
+    def images_only(schedule, k, sigma):  # their own limit, which has nothing to do with sigma
+        raise NotImplementedError("only image shapes (C, H, W)")
 
-@pytest.mark.parametrize("parameters, words", [
-    ("x0, t, alpha_bar, noise", "takes its parameters in another order"),
-    ("x0, t, noise, alpha_bar", None),
+    verdict = command.run("1c", solution_namespace(sample=mutants.sampler(noise_std=images_only)))["1c"][-1]
+    assert verdict.status == "error" and "only image shapes" in verdict.explanation and "hint" not in verdict.explanation
+
+
+@pytest.mark.parametrize("key, parameters, words", [
+    ("1b", "x0, t, alpha_bar, noise", "takes its parameters in another order"),
+    ("1b", "x0, t, noise, alpha_bar", None),
+    ("1c", "eps_model, n, shape, schedule, generator=None, sigma='beta'", "takes its parameters in another order"),
+    ("1c", "eps_model, n, shape, schedule, sigma='posterior', generator=None", "the default of sigma is 'posterior'"),
+    ("1c", "eps_model, n, shape, schedule, sigma='beta', *, generator", "generator has no default"),
+    ("1c", "eps_model, n, shape, schedule, sigma=None, generator=torch.default_generator", None),  # behave alike
+    ("1c", "eps_model, n, shape, schedule, sigma='beta', *, generator=None, steps=None", None),
 ])
-def test_a_signature_in_another_order_is_a_usage_error(parameters, words):
-    namespace = {}
-    exec(f"def forward({parameters}):\n    return x0", namespace)
-    result = command.run("1b", solution_namespace(forward=namespace["forward"]))["1b"]
-    assert isinstance(result, UsageError) == (words is not None) and (words is None or words in str(result))
-
-
-def test_a_changed_default_is_a_usage_error():
-    def sample(eps_model, n, shape, schedule, sigma="posterior", generator=None):
-        return reference_solution.sample(eps_model, n, shape, schedule, sigma, generator)
-
-    result = command.run("1c", solution_namespace(sample=sample))["1c"]
-    assert isinstance(result, UsageError) and "the default of sigma is 'posterior'" in str(result)
+def test_a_signature_the_contract_cannot_use_is_a_usage_error(key, parameters, words):
+    namespace = {"torch": torch}
+    exec(f"def {PROBLEMS[key].function}({parameters}):\n    pass", namespace)
+    problem = PROBLEMS[key]
+    if words is None:
+        problem.check_signature(namespace[problem.function])
+    else:
+        with pytest.raises(UsageError, match=re.escape(words)):
+            problem.check_signature(namespace[problem.function])
 
 
 def test_a_sampler_reading_the_librarys_tables_is_told_which_keys_it_gets(capsys, one_thread):
@@ -231,10 +239,11 @@ def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):
 def test_a_check_call_left_in_a_python_file_does_not_print_a_second_report(tmp_path, capsys, one_thread):
     solution = tmp_path / "mine.py"
     solution.write_text(f"import torch\nfrom dgm.check import check\n\n"
-                        f"{inspect.getsource(reference_solution.ddpm_schedules)}\n\ncheck(\"1a\")\n")
+                        f"{inspect.getsource(reference_solution.ddpm_schedules)}\n\ncheck(\"1a\")\n"
+                        "tables = [\n    check(\"1a\"),\n]\n")  # not a statement of its own: it runs
     with pytest.raises(SystemExit) as exit_:
         command.main(["1a", str(solution)])
-    assert exit_.value.code == 0 and capsys.readouterr().out.count("Problem 1a:") == 1
+    assert exit_.value.code == 0 and capsys.readouterr().out.count("Problem 1a:") == 2
 
 
 def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, untouched, capsys, one_thread):

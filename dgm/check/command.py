@@ -5,6 +5,7 @@ student's code raises), 2 for a usage error: a missing file or function, or a si
 """
 
 import argparse
+import ast
 import inspect
 import linecache
 import sys
@@ -24,8 +25,8 @@ STATUS_WIDTH = len("not implemented")
 
 
 def load_solutions(path):
-    """The globals of the student's Python file or notebook, run as a module (a notebook's check cells, magics and
-    shell lines left out). Its folder goes first on the import path and stays there, so that imports inside their
+    """The globals of the student's Python file or notebook, run as a module (its check("KEY") calls, and a notebook's
+    magics and shell lines, left out). Its folder goes first on the import path and stays there, so that imports inside their
     functions find files beside it."""
     path = Path(path)
     if not path.is_file():
@@ -51,22 +52,40 @@ def load_solutions(path):
 
 def module_sources(path):
     """(file name for tracebacks, source) of a Python file, or of each code cell of a notebook ("ps4.ipynb, cell 5"),
-    without the lines that the check must not run: check("...") calls (which would print a second report), and a
+    without what the check must not run: top-level ``check("1a")`` calls (which would print a second report), and a
     notebook's %magics and !shell commands."""
     if path.suffix == ".py":
-        return [(str(path), without_lines(path.read_text(), ("check(",)))]
+        return [(str(path), without_check_calls(path.read_text()))]
     try:
         notebook = nbformat.read(path, as_version=4)
     except Exception as error:  # nbformat raises several kinds for a file that is not a notebook
         raise UsageError(f"{path} is not a readable notebook ({type(error).__name__}: {error})") from None
-    return [(f"{path}, cell {number}", without_lines(cell.source, ("check(", "%", "!")))
+    return [(f"{path}, cell {number}", without_check_calls(without_magics(cell.source)))
             for number, cell in enumerate(notebook.cells, start=1) if cell.cell_type == "code"]
 
 
-def without_lines(source, starts):
-    """``source`` with each line that starts with one of ``starts`` turned into ``pass``, so that line numbers stay."""
-    lines = [line if not line.lstrip().startswith(starts) else
+def without_magics(source):
+    """``source`` with each %magic and !shell line turned into ``pass``, so that line numbers stay."""
+    lines = [line if not line.lstrip().startswith(("%", "!")) else
              line[:len(line) - len(line.lstrip())] + "pass  # " + line.strip() for line in source.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def without_check_calls(source):
+    """``source`` with each top-level statement ``check("KEY")`` turned into ``pass``, line numbers kept; a source
+    that does not parse is left as it is, for its SyntaxError to be shown."""
+    try:
+        statements = ast.parse(source).body
+    except SyntaxError:
+        return source
+    lines = source.splitlines()
+    for statement in statements:
+        call = statement.value if isinstance(statement, ast.Expr) else None
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "check" \
+                and call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+            first, last = statement.lineno - 1, statement.end_lineno - 1
+            indent = lines[first][:len(lines[first]) - len(lines[first].lstrip())]
+            lines[first:last + 1] = [indent + "pass  # " + lines[first].strip()] + [""] * (last - first)
     return "\n".join(lines) + "\n"
 
 

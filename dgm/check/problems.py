@@ -47,18 +47,22 @@ class Problem:
         except TypeError as error:
             raise UsageError(f"{self.function}{signature} cannot be called as {self.signature} ({error}); keep the "
                              "template's signature") from None
-        theirs = list(signature.parameters)[:len(positional)]
-        if theirs != positional and sorted(theirs) == sorted(positional):
+        contract = [name.split("=")[0] for name in names]
+        theirs = [name for name, parameter in signature.parameters.items() if name in contract
+                  and parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)]
+        if theirs != [name for name in contract if name in theirs]:
             raise UsageError(f"{self.function}{signature} takes its parameters in another order than "
-                             f"{self.signature}: the checker, like the handout, passes them in the contract's order")
-        for name, default in ((name.split("=")[0], name.split("=")[1]) for name in names if "=" in name):
-            parameter = signature.parameters.get(name)
-            if parameter is not None and parameter.default is not ast.literal_eval(default) \
-                    and parameter.default != ast.literal_eval(default):
-                shown = "none" if parameter.default is inspect.Parameter.empty else repr(parameter.default)
-                raise UsageError(f"{self.function}{signature}: the default of {name} is {shown}, the contract's is "
-                                 f"{default} ({self.signature}); a caller that leaves {name} out expects that")
-
+                             f"{self.signature}: a call that passes them by position, in the contract's order, "
+                             "would give each the wrong value")
+        for name, default in ((name.split("=")[0], ast.literal_eval(name.split("=")[1])) for name in names
+                              if "=" in name):
+            theirs = signature.parameters[name].default if name in signature.parameters else default
+            if theirs is inspect.Parameter.empty:
+                raise UsageError(f"{self.function}{signature}: {name} has no default; the contract's is {default!r} "
+                                 f"({self.signature}), which a caller that leaves {name} out expects")
+            if type(theirs) is type(default) and theirs != default:  # None for "beta" may be handled in the body
+                raise UsageError(f"{self.function}{signature}: the default of {name} is {theirs!r}, the contract's "
+                                 f"is {default!r} ({self.signature}); a caller that leaves {name} out expects that")
 
 PROBLEMS = {problem.key: problem for problem in (
     Problem("1a", "ex-1a", "ddpm_schedules", "beta_min, beta_max, T",

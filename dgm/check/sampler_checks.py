@@ -18,8 +18,8 @@ from dgm import closed_forms
 from dgm.check.schedule_checks import NOTATION_SECTION, PROBLEM_SET_CHAIN
 from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare, hint
 from dgm.ddpm import SIGMA_CHOICES
-from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
 from dgm.mixture import exact_noise_predictor, toy_mixture
+from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
 
 EPSILON_SECTION = "reverse-process-epsilon"
 POSTERIOR_SECTION = "reverse-process-posterior"
@@ -62,8 +62,8 @@ def call_sampler(sample, eps_model, n, shape, schedule, sigma, generator):
     with hint("KeyError", f"schedule is Problem 1a's dict, with the keys {', '.join(schedule)} only (the library's "
               "ddpm_schedules adds more); compute other tables, such as beta_tilde, from these"), \
             hint("eps_model()", "the network is called as eps_model(x, t), with two positional arguments"), \
-            hint("NotImplementedError", f'sigma is "beta" or "posterior" (the posterior variance beta_tilde); this '
-                 f'call passed sigma="{sigma}"'):
+            hint(("NotImplementedError", sigma), f'sigma is "beta" or "posterior" (the posterior variance '
+                 f'beta_tilde); this call passed sigma="{sigma}"'):
         return call(sample, eps_model, n, shape, schedule, sigma=sigma, generator=generator)
 
 

@@ -95,13 +95,14 @@ def call(function, *args, **kwargs):
 
 
 @contextmanager
-def hint(needle, text):
-    """Append ``hint: text`` to a StudentError whose exception line contains ``needle``: a mistake that our
-    arguments reveal only as an error in the student's code."""
+def hint(needles, text):
+    """Append ``hint: text`` to a StudentError whose exception line contains ``needles`` (a string, or a tuple of
+    strings that must all be there): a mistake that our arguments reveal only as an error in the student's code."""
     try:
         yield
     except StudentError as error:
-        if needle not in error.report.splitlines()[-1]:
+        line = error.report.splitlines()[-1]
+        if not all(needle in line for needle in ((needles,) if isinstance(needles, str) else needles)):
             raise
         raise StudentError(f"{error.report}\nhint: {text}") from None
 
