@@ -14,7 +14,7 @@ from myst_nb import glue
 from PIL import Image
 
 import dgm
-from dgm.ablation import find_row, load_report, markdown_table, select_models
+from dgm.ablation_report import find_row, load_report, markdown_table, select_models
 from dgm.check.exercises import declaration
 from dgm.check.problems import PROBLEMS
 from dgm.paths import CHECKPOINTS, FIGURES, MODELS, RESCALED_MODELS, RESULTS  # noqa: F401  (chapters use them)
@@ -56,7 +56,7 @@ def table(header, rows):
 
 
 def report_table(report, rows):
-    """Display rows of an ablation report as a table, the real-data floor first (dgm.ablation.markdown_table)."""
+    """Display rows of an ablation report as a table, the real-data floor first (dgm.ablation_report.markdown_table)."""
     display(Markdown(markdown_table(report, rows)))
 
 

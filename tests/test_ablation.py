@@ -8,9 +8,10 @@ import pytest
 
 import dgm
 from dgm import ablation, cli, evaluate
+from dgm.ablation import MODELS, QUICK_N, RESCALED_MODELS, SETTINGS, row_name
+from dgm.ablation_report import (find_row, markdown_table, select_models, share_change, share_standard_error,
+                                 text_table)
 from dgm.classifier import load_classifier
-from dgm.ablation import (MODELS, QUICK_N, RESCALED_MODELS, SETTINGS, find_row, markdown_table, row_name,
-                          select_models, share_change, share_standard_error, text_table)
 from dgm.config import TrainConfig
 from dgm.train import train
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from dgm.ablation import find_row, load_report
+from dgm.ablation_report import find_row, load_report
 from dgm.classifier import load_classifier, predict
 from dgm.config import PRESETS, REMOVED_FIELDS, TrainConfig
 from dgm.evaluate import CONFIDENT
