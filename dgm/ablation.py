@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dgm.ablation_report import DEFAULT_OUT, MODEL_PREFIX, load_report, text_table
+from dgm.ablation_report import DEFAULT_OUT, MODEL_PREFIX, REPORT_KEYS, load_report, text_table
 from dgm.checkpoint import CheckpointError
 from dgm.classifier import DEFAULT_CLASSIFIER, load_classifier
 from dgm.data import MNISTDataError
 from dgm.device import hardware_name, select_device
 from dgm.evaluate import check_sample_count, real_data_floor, score_images, test_statistics
-from dgm.files import atomic_write_csv, atomic_write_text, check_writable, timestamp
+from dgm.files import atomic_write_csv, atomic_write_text, check_replaceable, check_writable, timestamp
 from dgm.paths import MODELS, RESCALED_MODELS, RESULTS, RUNS
 from dgm.runs import load_run, training_seconds
 from dgm.sampling import sample_run, save_grid
@@ -156,6 +156,7 @@ def main(argv=None):
         for path in (out.with_suffix(".json"), out.with_suffix(".csv")):
             check_writable(path)
         check_writable(grids, folder=True)
+        check_replaceable(out.with_suffix(".json"), "an ablation report", REPORT_KEYS, table=True)
         previous = load_report(out.with_suffix(".json")) if out.with_suffix(".json").is_file() else None
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
@@ -168,6 +169,12 @@ def main(argv=None):
     if previous is not None and changed and not args.replace:
         parser.exit(2, f"error: {out.with_suffix('.json')} holds {len(previous['rows'])} rows that these settings "
                     f"would sample anew ({', '.join(changed)}): pass --replace to do so, or --out for a new report\n")
+    dropped = sorted({model["name"] for model in (previous or {}).get("models", [])}
+                     - {Path(model).name for model in args.models})
+    if dropped and not args.replace:
+        parser.exit(2, f"error: {out.with_suffix('.json')} holds rows of {', '.join(dropped)}, which --models leaves "
+                    "out and the new report would drop: name them too, pass --replace to drop them, or --out for a "
+                    "new report\n")
     try:
         report = run_ablation(args.models, settings["n"], settings["seed"], args.device, grids, args.data,
                               previous=previous, save=lambda partial: write_report(partial, out),

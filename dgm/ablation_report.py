@@ -12,6 +12,7 @@ from dgm.labels import SIGMA_LABELS, typeset
 from dgm.paths import MODELS, RESULTS
 
 MODEL_PREFIX = "ddpm_mnist_"  # dropped from model names in grid file names and the book's tables
+REPORT_KEYS = ("n", "seed", "models", "floor", "rows")  # what marks a report of dgm ablation
 DEFAULT_OUT = RESULTS / "ablation"  # the shipped report: ablation.json, ablation.csv and ablation_grids/
 
 
@@ -20,7 +21,7 @@ def load_report(path=DEFAULT_OUT.with_suffix(".json")):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `dgm ablation` to write it")
-    return read_report(path, "an ablation report")
+    return read_report(path, "an ablation report", REPORT_KEYS)
 
 
 def select_models(report, folders=MODELS):

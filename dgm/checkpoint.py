@@ -69,6 +69,20 @@ def load_checkpoint(path, expected_format):
     return tensors, metadata
 
 
+def checkpoint_metadata(path):
+    """The metadata in a .safetensors checkpoint's header, read without its tensors."""
+    try:
+        with open(path, "rb") as file:
+            header_length = int.from_bytes(file.read(8), "little")
+            metadata = json.loads(json.loads(file.read(header_length))["__metadata__"][METADATA_KEY])
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
+                              f"{type(error).__name__}: {error}") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} has metadata of type {type(metadata).__name__}, not a JSON object")
+    return metadata
+
+
 def load_into(module, tensors, prefix, path):
     """Load the tensors named ``prefix + key`` into ``module``, naming missing, unexpected or misshapen keys."""
     own = module.state_dict()

@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 from dgm.checkpoint import load_checkpoint, load_into, save_checkpoint
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import select_device
-from dgm.files import check_writable
+from dgm.files import check_replaceable, check_writable
 from dgm.paths import CHECKPOINTS
 
 CLASSIFIER_FORMAT = "dgm-mnist-classifier/1"
+METADATA_KEYS = ("format", "model", "test_accuracy")  # what marks the metadata beside a classifier
 DEFAULT_CLASSIFIER = CHECKPOINTS / "mnist_classifier.safetensors"
 CLASSES = 10
 DROPOUT = 0.3
@@ -167,6 +168,7 @@ def main(argv=None):
                     "classifier: pass --overwrite to replace it, or choose another --out\n")
     try:
         check_writable(args.out)
+        check_replaceable(args.out.with_suffix(".json"), "a classifier's metadata", METADATA_KEYS)
         accuracy = train_classifier(args.out, args.epochs, args.batch_size, args.lr, args.seed, args.data, args.device)
     except (ValueError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")

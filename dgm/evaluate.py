@@ -18,11 +18,12 @@ from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier, predict
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import select_device
-from dgm.files import atomic_write_text, check_writable, timestamp
+from dgm.files import atomic_write_text, check_replaceable, check_writable, timestamp
 from dgm.paths import CHECKPOINTS, RUNS
 from dgm.runs import CHECKPOINT_FORMAT, config_of, run_folder_checkpoint
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
 
+REPORT_KEYS = ("settings", "samples", "real_floor")  # what marks a report of dgm evaluate
 CONFIDENT = 0.9  # a sample is "confidently classified" at top-class probability >= this
 
 
@@ -150,6 +151,7 @@ def main(argv=None):
     path = args.json or run_folder / f"eval_{sampler}_steps-{args.steps or 'all'}_n-{args.n}_seed-{args.seed}.json"
     try:
         check_writable(path, option="--json")
+        check_replaceable(path, "an evaluation report", REPORT_KEYS, option="--json")
         report = evaluate_run(args.ckpt, args.steps, args.n, args.sampler, args.sigma, args.seed, args.device,
                               args.classifier, args.data)
     except (ValueError, CheckpointError, MNISTDataError) as error:

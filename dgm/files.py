@@ -60,16 +60,40 @@ def atomic_write_csv(path, rows):
     atomic_write_text(path, table.getvalue())
 
 
-def read_report(path, kind):
-    """A JSON report with a list of ``rows`` (``kind`` names it in errors); a truncated or foreign file is a
-    ValueError that says how to go on."""
+def read_report(path, kind, keys=("rows",)):
+    """A JSON report holding ``keys`` (``kind`` names it in errors), its ``rows`` a list if it has them; a truncated
+    or foreign file is a ValueError that says how to go on."""
     try:
         report = json.loads(Path(path).read_text())
     except (ValueError, OSError) as error:
-        raise ValueError(f"{path} is not a readable report ({error}): delete it, or pass another --out") from None
-    if not isinstance(report, dict) or not isinstance(report.get("rows"), list):
-        raise ValueError(f"{path} is not {kind}: delete it, or pass another --out")
+        raise ValueError(f"{path} is not a readable report ({error}): pass another --out") from None
+    if not is_report(report, keys):
+        raise ValueError(f"{path} is not {kind}: pass another --out")
     return report
+
+
+def is_report(report, keys):
+    """Whether ``report`` (parsed JSON) is a dict holding ``keys``, with a list of rows if ``rows`` is among them."""
+    return isinstance(report, dict) and set(keys) <= report.keys() and isinstance(report.get("rows", []), list)
+
+
+def check_replaceable(path, kind, keys, option="--out", table=False):
+    """Refuse, before any work, an existing ``path`` that is not a JSON report of ``kind`` (a dict holding ``keys``),
+    and with ``table`` an existing CSV beside it unless ``path`` is such a report: a command replaces only its own
+    kind of report, never a checkpoint, a loss log or another command's report."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            report = json.loads(path.read_text())
+        except (ValueError, OSError):
+            report = None
+        if not is_report(report, keys):
+            raise ValueError(f"{option} {path} exists and is not {kind}, which this command would replace: pass "
+                             f"another {option}")
+    beside = path.with_suffix(".csv")
+    if table and beside.exists() and not path.is_file():
+        raise ValueError(f"{option} {path}: {beside} exists and is not the table of {kind} (it has no report "
+                         f"beside it), which this command would replace: pass another {option}")
 
 
 def remove_temporaries(folder):

@@ -18,11 +18,12 @@ from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.data import MNISTDataError
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
 from dgm.evaluate import CONFIDENT, check_sample_count, real_data_floor, score_images, test_statistics
-from dgm.files import atomic_write_text, check_writable, read_report
+from dgm.files import atomic_write_text, check_replaceable, check_writable, read_report
 from dgm.runs import CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_folder_checkpoint, snapshot_folder, training_seconds
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
 
 CURVE_NAME = "learning_curve.json"  # the report's default name, in the run folder
+REPORT_KEYS = ("run", "setting", "floor", "rows")  # what marks a report of dgm learning-curve
 
 
 def snapshot_steps(run):
@@ -45,7 +46,8 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
         raise ValueError(f"no run folder {run}")
     kept_steps = snapshot_steps(run)
     if not kept_steps:
-        raise ValueError(f"{run} kept no snapshots: train it with `dgm train --keep-every K`")
+        raise ValueError(f"{run} kept no snapshots: train it with `dgm train --keep-every K`, or continue it with "
+                         f"`dgm train --resume --out {run} --keep-every K --steps N`")
     last = run_folder_checkpoint(snapshot_folder(run, kept_steps[-1]))
     _, metadata = load_checkpoint(last, CHECKPOINT_FORMAT)
     config = config_of(metadata, last)
@@ -79,7 +81,7 @@ def load_curve(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `dgm learning-curve --run RUN` to write it")
-    return read_report(path, "a learning curve")
+    return read_report(path, "a learning curve", REPORT_KEYS)
 
 
 def text_table(report):
@@ -115,6 +117,7 @@ def main(argv=None):
 
     try:
         check_writable(out)
+        check_replaceable(out, "a learning curve", REPORT_KEYS)
         previous = load_curve(out) if out.is_file() else None
         report = learning_curve(args.run, args.steps, args.sampler, args.sigma, args.n, args.seed, args.device,
                                 data=args.data, previous=previous, save=save)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from dgm.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, load_into, save_checkpoint
+from dgm.checkpoint import (CheckpointError, checkpoint_metadata, checkpoint_path, load_checkpoint, load_into,
+                            save_checkpoint)
 from dgm.config import TrainConfig
 from dgm.ddpm import DDPM
 from dgm.device import select_device
-from dgm.files import atomic_write_bytes, check_writable, remove_temporaries, timestamp
+from dgm.files import atomic_write_bytes, check_writable, timestamp
 from dgm.unet import UNet
 
 CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
@@ -26,6 +27,7 @@ LOSS_LOG = "loss.csv"
 SAMPLES = "samples"  # RUN/samples/step_0001000.png: the sample grids of a run
 SNAPSHOTS = "snapshots"  # RUN/snapshots/step_0001000: the EMA weights that keep_every keeps
 RUN_ENTRIES = (f"{CHECKPOINT_NAME}.safetensors", f"{CHECKPOINT_NAME}.json", LOSS_LOG, SAMPLES, SNAPSHOTS)
+RUN_REPORTS = ("eval_*.json", "learning_curve.json")  # what dgm evaluate and dgm learning-curve write into a run
 LOSS_LOG_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s")
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -125,33 +127,72 @@ def load_run(path, device="cpu", weights="ema"):
     return model.to(select_device(device)).eval(), config, metadata
 
 
+def run_files(out):
+    """What ``dgm train`` and the commands that score a run wrote in ``out``: RUN_ENTRIES, RUN_REPORTS and the
+    temporary files of a killed write."""
+    return [path for path in Path(out).iterdir() if path.name in RUN_ENTRIES
+            or any(path.match(pattern) for pattern in (*RUN_REPORTS, ".*.tmp"))]
+
+
+def holds_run(out):
+    """"run" if ``out`` holds a training run's checkpoint, "export" if an export's, "log" if only a training run's
+    loss log (a run stopped before its first checkpoint), else None."""
+    try:
+        metadata = checkpoint_metadata(run_folder_checkpoint(out))
+    except CheckpointError:
+        metadata = None
+    if metadata is not None and metadata.get("format") == CHECKPOINT_FORMAT:
+        return "export" if metadata.get("weights") == "ema" else "run"
+    log = Path(out) / LOSS_LOG
+    if log.is_file() and log.read_text(errors="replace").split("\n", 1)[0] == ",".join(LOSS_LOG_COLUMNS):
+        return "log"
+    return None
+
+
 def check_new_run(out, overwrite=False):
-    """Refuse to start a run in a folder that holds anything unless ``overwrite``, which then deletes what
-    ``dgm train`` writes there (RUN_ENTRIES); other files stay."""
+    """Whether a new run in ``out`` must first delete an old one (``clear_run``), deleting nothing itself: an empty
+    or new folder needs nothing, a training run is replaced only with ``overwrite``, and an export or a folder that
+    holds no run is refused."""
     out = Path(out)
     check_writable(out, folder=True)
     if not out.is_dir() or not any(out.iterdir()):
-        return
+        return False
+    held = holds_run(out)
+    if held == "export":
+        raise ValueError(f"--out {out} holds an export (made by `dgm export` for sampling), which a training run "
+                         "never replaces: choose a new --out")
+    if held is None:
+        raise ValueError(f"--out {out} is not empty and holds no training run: choose a new --out")
     if not overwrite:
-        raise ValueError(f"--out {out} is not empty: continue its run with --resume, pass --overwrite to delete it "
-                         "and start over, or choose a new --out")
-    for entry in RUN_ENTRIES:
-        path = out / entry
+        resumable = "continue its run with --resume, " if held == "run" else ""
+        raise ValueError(f"--out {out} holds a run: {resumable}pass --overwrite to delete it and start over, or "
+                         "choose a new --out")
+    return True
+
+
+def clear_run(out):
+    """Delete the run in ``out`` that ``check_new_run`` found: its checkpoint, loss log, samples, snapshots, the
+    reports scored on it and temporary files; other files stay."""
+    for path in run_files(out):
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    remove_temporaries(out)
 
 
 def check_export_target(source, out, overwrite=False):
-    """Refuse an export into its own run, into a training run, or over an earlier export without ``overwrite``."""
+    """Refuse an export into its own run, into or inside a training run, or over an earlier export without
+    ``overwrite``."""
     out = Path(out)
     check_writable(out, folder=True)
     if not out.is_dir() or not any(out.iterdir()):
         return
     if out.resolve() == run_folder_checkpoint(source).parent.resolve():
         raise ValueError(f"--out {out} is the run being exported: export into another folder")
+    inside = next((folder for folder in out.resolve().parents if holds_run(folder) == "run"), None)
+    if inside is not None:
+        raise ValueError(f"--out {out} lies inside the run {inside}, whose snapshots and samples it would replace: "
+                         "export into a folder of its own")
     try:
         _, metadata = load_checkpoint(run_folder_checkpoint(out), CHECKPOINT_FORMAT)
         exported = metadata.get("weights") == "ema"
@@ -184,6 +225,8 @@ def export_run(run, out, dtype="float32", overwrite=False):
                                       "weights_dtype": dtype})
     if log_bytes is not None:
         atomic_write_bytes(out / LOSS_LOG, log_bytes)
+    else:
+        (out / LOSS_LOG).unlink(missing_ok=True)  # an earlier export's log belongs to other weights
     return out
 
 

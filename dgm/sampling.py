@@ -5,6 +5,7 @@ Sampling uses the run's EMA weights.
 """
 
 import argparse
+import io
 import math
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from torchvision.utils import save_image
 from dgm.checkpoint import CheckpointError
 from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
 from dgm.device import select_device
-from dgm.files import check_writable
+from dgm.files import atomic_write_bytes, check_writable
 from dgm.runs import load_run
 
 
@@ -59,10 +60,11 @@ def check_image_path(path):
 
 
 def save_grid(images, path, nrow=None):
-    """Save images in [-1, 1] as one PNG grid, square by default."""
+    """Save images in [-1, 1] as one PNG grid, square by default, written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images * 0.5 + 0.5, path, nrow=nrow or math.ceil(math.sqrt(len(images))))
+    png = io.BytesIO()
+    save_image(images * 0.5 + 0.5, png, nrow=nrow or math.ceil(math.sqrt(len(images))), format="png")
+    atomic_write_bytes(path, png.getvalue())
     return path
 
 

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from dgm.ddpm import DDPM
-from dgm.files import atomic_write_csv, atomic_write_text, check_writable
+from dgm.files import atomic_write_csv, atomic_write_text, check_replaceable, check_writable
 from dgm.labels import SIGMA_LABELS
 from dgm.mixture import exact_noise_predictor, toy_mixture
 from dgm.paths import RESULTS, RUNS
@@ -31,6 +31,7 @@ DEFAULT_OUT = RESULTS / "toy_ablation.json"
 QUICK_OUT = RUNS / "toy_ablation_quick.json"  # --quick never replaces the report the book reads
 TIMESTEPS = (500, 1000, 2000)
 STEP_COUNTS = (10, 20, 50, 100, 200, 500)
+REPORT_KEYS = ("config", "prior_mismatch", "rows")  # what marks a report of dgm toy-ablation
 QUICK_N = 5_000  # samples per run with --quick
 SEEDS = 10  # draws per row: enough for a standard error that tells a sampler from the Monte-Carlo floor
 DDPM_SAMPLERS = {  # label: keyword arguments of DDPM.sample
@@ -179,6 +180,7 @@ def main(argv=None):
     try:
         check_writable(args.out)
         check_writable(args.out.with_suffix(".csv"))
+        check_replaceable(args.out, "a toy-ablation report", REPORT_KEYS, table=True)
     except ValueError as error:
         parser.error(str(error))
     if args.out.resolve() == DEFAULT_OUT:  # the report the book reads

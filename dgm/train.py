@@ -25,15 +25,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, write_sidecar
+from dgm.checkpoint import CheckpointError, checkpoint_metadata, load_checkpoint, load_into, write_sidecar
 from dgm.config import (EMA_INITIAL_LIMIT, FIXED_CHOICES, MODEL_FIELDS, PRESETS, TrainConfig, ema_initial_share,
                         option_flag)
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import autocast_context, hardware_name, resolve_precision, select_device
 from dgm.files import check_writable, remove_temporaries
-from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, build_model, check_new_run, config_of,
-                      ddpm_around, load_optimizer, run_folder_checkpoint, run_metadata, save_ema_weights, save_run,
-                      snapshot_folder, truncate_loss_log)
+from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, build_model, check_new_run, clear_run,
+                      config_of, ddpm_around, load_optimizer, run_folder_checkpoint, run_metadata, save_ema_weights,
+                      save_run, snapshot_folder, truncate_loss_log)
 from dgm.sampling import save_grid
 from dgm.schedules import rescaled_beta_range
 from dgm.train_step import build_optimizer, compile_network, seconds_per_step, steps_for_budget, training_step
@@ -189,7 +189,8 @@ def open_loss_log(path, start):
 def train(config, resume=False, progress=True, overwrite=False):
     """Train as ``config`` says and return the run folder; ``resume`` continues from its last checkpoint (a finished
     run is left as it is, and a checkpoint.json or temporary files that a kill left are repaired). A new run needs an
-    empty or new folder, or ``overwrite`` to delete the run there."""
+    empty or new folder, or ``overwrite`` to replace the run there, which is deleted only once the set-up has passed
+    every check."""
     out = Path(config.out)
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
@@ -198,26 +199,27 @@ def train(config, resume=False, progress=True, overwrite=False):
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))  # saved as it ran
     try:
         check_writable(out, folder=True)
+        checkpoint, clear = None, False
         if resume:
             checkpoint = load_resumable(out, config)
             if distributed.main:
                 write_sidecar(run_folder_checkpoint(out), checkpoint[1])
                 remove_temporaries(out)
-        else:
-            checkpoint = None
-            if distributed.main:
-                check_new_run(out, overwrite)
-        return _train(config, checkpoint, progress, out, device, distributed)
+        elif distributed.main:
+            clear = check_new_run(out, overwrite)  # deletes nothing: an error in the set-up must leave the old run
+        return _train(config, checkpoint, progress, out, device, distributed, clear)
     finally:
         distributed.close()
 
 
-def _train(config, checkpoint, progress, out, device, distributed):
+def _train(config, checkpoint, progress, out, device, distributed, clear=False):
     if config.batch_size % distributed.world_size:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of processes "
                          f"{distributed.world_size}")
     local_batch = config.batch_size // distributed.world_size
     images = training_images(config, device)
+    if clear and distributed.main:  # every check has passed: the run that --overwrite replaces goes now
+        clear_run(out)
     steps_per_epoch = len(images) // config.batch_size
     steps = total_steps(config, len(images))
     memory_format = torch.channels_last if config.channels_last else torch.preserve_format
@@ -301,7 +303,11 @@ def _train(config, checkpoint, progress, out, device, distributed):
                 bar.set_postfix(loss=f"{losses.mean():.4f}", img_s=f"{rate:.0f}")
                 if saving:
                     log.flush()
-                    save_run(out, config, done, network, ema, optimizer, distributed.world_size, hardware)
+                    try:
+                        save_run(out, config, done, network, ema, optimizer, distributed.world_size, hardware)
+                    except KeyboardInterrupt:  # the tensors may be written and only their sidecar cut short
+                        saved = step_on_disk(out, saved)
+                        raise
                     saved = done
                 if keeping:
                     save_ema_weights(snapshot_folder(out, done), {f"ema.{k}": v for k, v in ema.state_dict().items()},
@@ -322,6 +328,14 @@ def _train(config, checkpoint, progress, out, device, distributed):
             truncate_loss_log(log_path, saved)  # the log ends where the checkpoint does
         bar.close()
     return out
+
+
+def step_on_disk(out, fallback):
+    """The step of the checkpoint in ``out`` as its tensors' header records it, else ``fallback``."""
+    try:
+        return checkpoint_metadata(run_folder_checkpoint(out))["step"]
+    except (CheckpointError, KeyError):
+        return fallback
 
 
 def diverged_at(window, losses):
@@ -404,6 +418,8 @@ def main(argv=None):
         if lengths:  # an explicit length replaces the one of a preset or a resumed run
             values.update(epochs=None, minutes=None)
         values.update(args)
+        if resume:  # the folder read, wherever the run was when it was saved
+            values["out"] = str(args.get("out", TrainConfig.out))
         if rescale:
             values["beta_min"], values["beta_max"] = rescaled_beta_range(
                 *(values.get(name, getattr(TrainConfig, name)) for name in ("beta_min", "beta_max", "T")))

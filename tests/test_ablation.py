@@ -84,6 +84,11 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs[::-1]), "--out", str(out)]) == 0
     assert not sampled and "already holds every row (unchanged)" in capsys.readouterr().out
     assert {path: path.read_bytes() for path in written} == written
+    # A list that leaves a model out would drop its rows: refused without --replace.
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["ablation", "--quick", "--models", str(tiny_runs[0]), "--out", str(out)])
+    assert refused.value.code == 2 and f"holds rows of {tiny_runs[1].name}" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in written} == written
     monkeypatch.setattr(ablation, "load_classifier", load_classifier)
 
     # Another batch size draws other samples from the same seed, so no row would be kept: refused without --replace.

@@ -14,7 +14,9 @@ from PIL import Image
 
 from dgm import cli, evaluate, toy_ablation
 from dgm.config import PRESETS
+from dgm.learning_curve import CURVE_NAME
 from dgm.paths import RESULTS, RUNS
+from dgm.runs import RUN_REPORTS, run_files
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64", "--steps", "2",
@@ -64,6 +66,9 @@ def test_train_sample_evaluate_and_resume(tmp_path, capsys, monkeypatch, one_thr
     assert report["settings"]["n"] == 8 and report["samples"]["seconds_per_sample"] > 0
     assert (report["settings"]["training_step"], report["settings"]["T"]) == (2, 1000)
     assert report["settings"]["classifier"] == "mnist_classifier.safetensors"
+    assert [path.name for path in run_files(run) if path.suffix == ".json" and path.stem != "checkpoint"] == \
+        ["eval_ancestral-beta_steps-2_n-8_seed-0.json"]  # the run's own: `dgm train --overwrite` deletes it too
+    assert any(Path(CURVE_NAME).match(pattern) for pattern in RUN_REPORTS)
     assert set(report["real_floor"]) == {"fid_mnist", "mean_confidence", "share_confident", "label_entropy"}
 
     # A model under checkpoints/ is the shipped one: its default report goes to runs/eval/, not beside it.

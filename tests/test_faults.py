@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import dgm
+import dgm.checkpoint
 import dgm.toy_ablation
 import dgm.train
 from dgm import cli
@@ -69,10 +70,57 @@ def test_1_a_new_run_into_a_run_folder_is_refused_or_started_over_on_request(run
     refused(capsys, ["train", *TINY, "--steps", "1", "--out", str(run)], "--resume")
     assert snapshot(run) == before
     (run / "notes.txt").write_text("mine")
+    (run / "eval_ancestral-beta_steps-2_n-2_seed-0.json").write_text("{}")  # scored on the old run
+    # --overwrite deletes the old run only once every check has passed: a refused option leaves it whole.
+    before = snapshot(run)
+    refused(capsys, ["train", *TINY, "--steps", "1", "--batch-size", "128", "--overwrite", "--out", str(run)],
+            "--batch-size 128 exceeds the 64 training images")
+    assert snapshot(run) == before
     assert cli.main(["train", *TINY, "--steps", "1", "--overwrite", "--out", str(run)]) == 0
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 1
     assert sorted(path.name for path in (run / "samples").iterdir()) == ["step_0000001.png"]  # no old grids
     assert (run / "notes.txt").read_text() == "mine"  # only what dgm train writes is deleted
+    assert not list(run.glob("eval_*.json"))  # the old run's scores went with it
+
+
+def test_1b_overwrite_replaces_only_a_training_run(run, tmp_path, capsys, one_thread):
+    project = tmp_path / "project"  # holds files named as a run's, but no run
+    (project / "samples").mkdir(parents=True)
+    (project / "samples" / "figure1.png").write_bytes(b"mine")
+    (project / "loss.csv").write_text("epoch,value\n1,2\n")
+    exported = tmp_path / "exported"
+    assert cli.main(["export", "--ckpt", str(run), "--out", str(exported)]) == 0
+    for folder, message in ((project, "holds no training run"), (exported, "holds an export")):
+        before = snapshot(folder)
+        for overwrite in ([], ["--overwrite"]):
+            refused(capsys, ["train", *TINY, "--steps", "1", *overwrite, "--out", str(folder)], message)
+        assert snapshot(folder) == before
+
+
+def test_1c_resume_trains_the_folder_it_reads(run, tmp_path, capsys, monkeypatch, one_thread):
+    moved = tmp_path / "work" / "runs" / "mnist"  # the default --out, relative to where the command runs
+    shutil.copytree(run, moved)
+    monkeypatch.chdir(tmp_path / "work")
+    assert cli.main(["train", "--resume", "--steps", "3"]) == 0
+    assert json.loads((moved / "checkpoint.json").read_text())["step"] == 3
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 2
+
+
+def test_1d_no_command_writes_over_a_file_of_another_kind(run, trained, tmp_path, capsys):
+    """A report command replaces only its own kind of report: never a checkpoint, a loss log or another report."""
+    toy = tmp_path / "toy.json"
+    toy.write_text(json.dumps({"config": {}, "prior_mismatch": [], "rows": []}))
+    before = snapshot(run)
+    for argv, target in (
+            (["evaluate", "--ckpt", str(run), "--steps", "2", "--n", "2", "--device", "cpu", "--json"],
+             run / "checkpoint.safetensors"),
+            (["evaluate", "--ckpt", str(run), "--steps", "2", "--n", "2", "--device", "cpu", "--json"], toy),
+            (["toy-ablation", "--n", "2", "--seeds", "1", "--out"], run / "loss.json"),
+            (["learning-curve", "--run", str(run), "--out"], toy),
+            (["ablation", "--quick", "--models", str(trained), "--out"], run / "loss"),
+            (["train-classifier", "--epochs", "1", "--overwrite", "--out"], run / "checkpoint.safetensors")):
+        refused(capsys, [*argv, str(target)], "which this command would replace")
+    assert snapshot(run) == before and json.loads(toy.read_text())["prior_mismatch"] == []
 
 
 def test_2_export_refuses_its_own_run_another_run_and_an_export_without_overwrite(run, trained, tmp_path, capsys):
@@ -193,7 +241,7 @@ def test_7_reports_and_runs_stay_consistent_through_faults_and_interrupts(run, t
     report = tmp_path / "ablation.json"
     report.write_text('{"n": 16, "rows": [{"mo')  # truncated
     refused(capsys, ["ablation", "--quick", "--models", str(trained), "--out", str(report.with_suffix(""))],
-            "is not a readable report")
+            "is not an ablation report")
     assert report.read_text() == '{"n": 16, "rows": [{"mo'
     curve = tmp_path / "curve.json"
     curve.write_text("[]")
@@ -231,6 +279,16 @@ def test_7_reports_and_runs_stay_consistent_through_faults_and_interrupts(run, t
                   "final samples", code=130)
     assert "finished its 6 steps" in err and f"dgm sample --ckpt {run}" in err
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 6
+    # Ctrl-C after the tensors of step 8 are written, before their JSON: the message and the log follow the tensors.
+    monkeypatch.setattr(dgm.train, "save_sample_grid", lambda *args: None)
+    real_sidecar = dgm.checkpoint.write_sidecar
+    monkeypatch.setattr(dgm.checkpoint, "write_sidecar", lambda path, metadata: (_ for _ in ()).throw(
+        KeyboardInterrupt) if metadata["step"] == 8 else real_sidecar(path, metadata))
+    err = refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "9", "--checkpoint-every", "1"],
+                  "interrupted after step 8", code=130)
+    assert "keeps its checkpoint of step 8" in err
+    assert (run / "loss.csv").read_text().splitlines()[-1].split(",")[0] == "8"
+    monkeypatch.setattr(dgm.checkpoint, "write_sidecar", real_sidecar)
     monkeypatch.setattr(dgm.toy_ablation, "run_toy_ablation",
                         lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
     assert cli.main(["toy-ablation", "--quick", "--out", str(tmp_path / "toy.json")]) == 130

@@ -112,7 +112,7 @@ def test_shipped_report_is_what_the_current_code_writes():
 def test_the_books_report_is_replaced_with_other_settings_only_on_request(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(toy_ablation, "run_toy_ablation",
                         lambda n, seed, seeds: {"config": {"n": n, "seed": seed, "seeds": seeds},
-                                                "rows": [{"T": 500, "wasserstein": 0.1}]})
+                                                "prior_mismatch": [], "rows": [{"T": 500, "wasserstein": 0.1}]})
     out = tmp_path / "toy.json"
     monkeypatch.setattr(toy_ablation, "DEFAULT_OUT", out)
     toy_ablation.main(["--n", "100"])

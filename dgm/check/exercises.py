@@ -17,6 +17,7 @@ import nbformat
 
 from dgm.check.book_sources import exercise, section_titles
 from dgm.check.problems import PROBLEMS
+from dgm.files import check_writable
 from dgm.paths import BOOK, EXERCISES
 
 LABELS = ("ex-1a", "ex-1b", "ex-1c", "ex-1d", "ex-2a", "ex-2b", "ex-3a", "ex-3b", "ex-3c")
@@ -159,6 +160,9 @@ def write(out=EXERCISES, book=BOOK, overwrite=False):
     hold the student's work, is replaced only with ``overwrite``."""
     out = Path(out)
     paths = [out / NOTEBOOK, out / TEMPLATE]
+    check_writable(out, folder=True)
+    for path in paths:
+        check_writable(path)
     texts = render_notebook(book), render_template(book)
     for path in paths:
         if path.is_file() and not overwrite and not untouched(path):
