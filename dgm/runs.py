@@ -8,7 +8,9 @@ snapshots under ``snapshots/``. Sampling and evaluation read runs through ``load
 import argparse
 import csv
 import io
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ SAMPLES = "samples"  # RUN/samples/step_0001000.png: the sample grids of a run
 SNAPSHOTS = "snapshots"  # RUN/snapshots/step_0001000: the EMA weights that keep_every keeps
 RUN_ENTRIES = (f"{CHECKPOINT_NAME}.safetensors", f"{CHECKPOINT_NAME}.json", LOSS_LOG, SAMPLES, SNAPSHOTS)
 RUN_REPORTS = ("eval_*.json", "learning_curve.json")  # what dgm evaluate and dgm learning-curve write into a run
+LOCK = ".dgm-train.lock"  # RUN/.dgm-train.lock: the process id of the dgm train writing the run
 LOSS_LOG_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s")
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -155,7 +158,7 @@ def check_new_run(out, overwrite=False):
     holds no run is refused."""
     out = Path(out)
     check_writable(out, folder=True)
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(path.name != LOCK for path in out.iterdir()):
         return False
     held = holds_run(out)
     if held == "export":
@@ -168,6 +171,46 @@ def check_new_run(out, overwrite=False):
         raise ValueError(f"--out {out} holds a run: {resumable}pass --overwrite to delete it and start over, or "
                          "choose a new --out")
     return True
+
+
+@contextmanager
+def run_lock(out):
+    """Hold ``out`` for one ``dgm train`` at a time: a second one writing the same run would mix two runs'
+    checkpoints and loss logs. A lock whose process has ended (killed, say) is taken over."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            owner = lock_owner(lock)
+            if owner is not None:
+                raise ValueError(f"--out {out} is being written by another dgm train (process {owner}): wait for it "
+                                 "to end, or choose another --out") from None
+            lock.unlink(missing_ok=True)
+    with os.fdopen(handle, "w") as file:
+        file.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def lock_owner(lock):
+    """The process id in ``lock`` if that process still runs, else None."""
+    try:
+        owner = int(Path(lock).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(owner, 0)
+    except PermissionError:  # it runs under another user
+        return owner
+    except OSError:
+        return None
+    return owner
 
 
 def clear_run(out):

@@ -10,6 +10,7 @@ dgm.train_step's. The host reads the losses once per window of LOG_EVERY steps, 
 """
 
 import argparse
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -32,8 +33,8 @@ from dgm.data import MNISTDataError, load_mnist
 from dgm.device import autocast_context, hardware_name, resolve_precision, select_device
 from dgm.files import check_writable, remove_temporaries
 from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, build_model, check_new_run, clear_run,
-                      config_of, ddpm_around, load_optimizer, run_folder_checkpoint, run_metadata, save_ema_weights,
-                      save_run, snapshot_folder, truncate_loss_log)
+                      config_of, ddpm_around, load_optimizer, run_folder_checkpoint, run_lock, run_metadata,
+                      save_ema_weights, save_run, snapshot_folder, truncate_loss_log)
 from dgm.sampling import save_grid
 from dgm.schedules import rescaled_beta_range
 from dgm.train_step import build_optimizer, compile_network, seconds_per_step, steps_for_budget, training_step
@@ -207,7 +208,8 @@ def train(config, resume=False, progress=True, overwrite=False):
                 remove_temporaries(out)
         elif distributed.main:
             clear = check_new_run(out, overwrite)  # deletes nothing: an error in the set-up must leave the old run
-        return _train(config, checkpoint, progress, out, device, distributed, clear)
+        with run_lock(out) if distributed.main else contextlib.nullcontext():
+            return _train(config, checkpoint, progress, out, device, distributed, clear)
     finally:
         distributed.close()
 

@@ -6,6 +6,7 @@ changed models on resume and broken inputs, reports and interrupted runs, the li
 
 import json
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import dgm.train
 from dgm import cli
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import WHEEL_FILE, MNISTDataError, prepare
-from dgm.runs import load_run, run_folder_checkpoint
+from dgm.runs import LOCK, load_run, run_folder_checkpoint
 
 TINY_T = 20  # below the ablation's 100 respaced steps
 TINY = ["--T", str(TINY_T), "--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64",
@@ -104,6 +105,22 @@ def test_1c_resume_trains_the_folder_it_reads(run, tmp_path, capsys, monkeypatch
     assert cli.main(["train", "--resume", "--steps", "3"]) == 0
     assert json.loads((moved / "checkpoint.json").read_text())["step"] == 3
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 2
+
+
+def test_1e_one_dgm_train_at_a_time_writes_a_run(run, capsys, one_thread):
+    writer = subprocess.Popen(["sleep", "60"])  # stands for a dgm train still writing the run
+    try:
+        (run / LOCK).write_text(str(writer.pid))
+        before = snapshot(run)
+        refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "3"],
+                f"is being written by another dgm train (process {writer.pid})")
+        assert snapshot(run) == before
+    finally:
+        writer.kill()
+        writer.wait()
+    (run / LOCK).write_text(str(writer.pid))  # its process has ended, as after a kill: the lock is taken over
+    assert cli.main(["train", "--resume", "--out", str(run), "--steps", "3"]) == 0
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 3 and not (run / LOCK).exists()
 
 
 def test_1d_no_command_writes_over_a_file_of_another_kind(run, trained, tmp_path, capsys):
