@@ -34,7 +34,16 @@ _build/.executed-inputs: $(BOOK_INPUTS)
 	mkdir -p _build
 	touch $@
 
-book: setup _build/.executed-inputs
+# The style sheet and the Sphinx extensions change pages, not results: Sphinx re-reads every chapter, from the
+# execution cache (it copies static files only when some chapter is rebuilt).
+THEME_INPUTS := $(wildcard book/_static/* book/_ext/*.py _config.yml)
+
+_build/.theme-inputs: $(THEME_INPUTS)
+	rm -rf _build/.doctrees
+	mkdir -p _build
+	touch $@
+
+book: setup _build/.executed-inputs _build/.theme-inputs
 	$(BIN)/jupyter-book build book/ --warningiserror --nitpick --keep-going
 	@echo "Open the handout: $(CURDIR)/_build/html/index.html"
 

@@ -15,7 +15,7 @@ import torch
 # \dots, T-1$ (step $t = k + 1$ of the chain) is $\beta[k] = \beta_{\min} + k (\beta_{\max} - \beta_{\min})/(T -
 # 1)$.
 #
-# Check your implementation with `.venv/bin/dgm check 1a exercises/solution_template.py`.
+# Check it with `.venv/bin/dgm check 1a exercises/solution_template.py`.
 def ddpm_schedules(beta_min, beta_max, T):
     """The linear schedule as a dict of 1-D torch tensors of length T, keys
     "beta", "alpha", "alpha_bar", indexed k = 0..T-1 (the book's step
@@ -30,7 +30,7 @@ def ddpm_schedules(beta_min, beta_max, T):
 # Show that $q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)$ and implement sampling
 # from it.
 #
-# Check your implementation with `.venv/bin/dgm check 1b exercises/solution_template.py`.
+# Check it with `.venv/bin/dgm check 1b exercises/solution_template.py`.
 def forward(x0, t, noise, alpha_bar):
     """A draw of q(x_(k+1) | x_0): x0 and noise of shape (N, ...), t a long
     tensor of shape (N,) of array indices k in 0..T-1 (the book's step
@@ -45,7 +45,7 @@ def forward(x0, t, noise, alpha_bar):
 # Derive the posterior $q(x_{t-1} \mid x_t, x_0)$, express its mean through the noise $\varepsilon$, and implement
 # the sampler of Algorithm 2 with $\sigma_t^2 = \beta_t$ and $\sigma_t^2 = \tilde\beta_t$.
 #
-# Check your implementation with `.venv/bin/dgm check 1c exercises/solution_template.py`.
+# Check it with `.venv/bin/dgm check 1c exercises/solution_template.py`.
 def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
     """Ancestral sampling (Algorithm 2) from x ~ N(0, I) of shape
     (n, *shape). k is the array index (the book's step t = k + 1): steps
@@ -68,7 +68,7 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
 # draws from the shipped model with `.venv/bin/dgm sample --ckpt checkpoints/ddpm_mnist_T1000 --steps 100 --out
 # runs/grid100.png`.
 #
-# Check your respacing with `.venv/bin/dgm check 2b exercises/solution_template.py`.
+# Check it with `.venv/bin/dgm check 2b exercises/solution_template.py`.
 def respace(alpha_bar, steps):
     """The kept timesteps, increasing array indices that include 0 and
     T - 1 (the book's steps 1 and T), and the respaced betas of a chain
@@ -87,7 +87,7 @@ def respace(alpha_bar, steps):
 # with $\beta(t) = \beta_{\min} + t\,(\beta_{\max} - \beta_{\min})$, $t \in [0, 1]$, derive the density $p_t(x)$ of
 # $x(t)$ in terms of $t$, $\beta_{\min}$ and $\beta_{\max}$.
 #
-# Check your implementation with `.venv/bin/dgm check 3a exercises/solution_template.py`.
+# Check it with `.venv/bin/dgm check 3a exercises/solution_template.py`.
 def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
     """p_t(x), the density of x(t) under the VP-SDE with
     beta(t) = beta_min + t (beta_max - beta_min), t in [0, 1], started
@@ -102,7 +102,7 @@ def marginal_pdf(x, t, weights, means, stds, beta_min, beta_max):
 #
 # Derive $\nabla_x \log p_t(x)$ for the marginal of Problem 3a, in a form that can be evaluated for $|x| = 100$.
 #
-# Check your implementation with `.venv/bin/dgm check 3b exercises/solution_template.py`.
+# Check it with `.venv/bin/dgm check 3b exercises/solution_template.py`.
 def score(x, t, weights, means, stds, beta_min, beta_max):
     """The score d/dx log p_t(x) of the marginal of Problem 3a, finite for
     |x| up to 100 and beyond. Arguments as in Problem 3a; returns an
@@ -111,4 +111,4 @@ def score(x, t, weights, means, stds, beta_min, beta_max):
     raise NotImplementedError("Problem 3b: score")
 
 
-# Written by `make exercises`, which replaces this file only while it is unchanged: aaff07b820de5960
+# Written by `make exercises`, which replaces this file only while it is unchanged: 92307cfb094b0215

@@ -1,6 +1,7 @@
 """The built handout, read as a person would: headless Chromium, math and tables rendered, every image loaded and
-described, figures legible, code as wide as the column at most, no raw TeX in links, no warnings, an exercise with a
-solution for each question of the problem set, nothing remote. Prints each chapter's reading time.
+described, figures legible, code, equations and tables as wide as the column at most (on a laptop screen too), no raw
+TeX in links, no warnings, an exercise with a solution for each question of the problem set, nothing remote. Prints
+each chapter's reading time.
 
 Needs `make book` first and Debian's chromium and chromium-driver; skipped without them, except in CI (CI=true),
 where .ci/run provides both and a missing one is a failure. Keeps a screenshot of the continuous-time chapter in
@@ -25,6 +26,7 @@ from handout import COLUMN_PX, MIN_TEXT_PX  # noqa: E402  (the book's helper mod
 
 BUILD = REPO_ROOT / "_build" / "html"
 SCREENSHOTS = REPO_ROOT / "_build" / "screenshots"
+LAPTOP_PX = 1280  # the narrowest common laptop screen, in CSS pixels
 CHAPTERS = ["intro", "forward_process", "reverse_process", "timesteps", "respacing", "continuous_time", "ground_truth",
             "references"]
 RAW_TEX = re.compile(r"\\(frac|beta|alpha|mathcal|mathrm|sqrt|sum|int|nabla)\b|\$\$|\\\(|\\\[")
@@ -112,6 +114,23 @@ def test_math_renders_images_load_and_nothing_is_remote(browser, site, chapter):
         return Array.from(document.querySelectorAll('script[src], link[href], img[src]'))
             .map(e => e.src || e.href).filter(u => !u.startsWith(location.origin));""")
     assert not remote, f"{chapter}: fetched from outside the site: {remote}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_code_equations_and_tables_fit_a_laptop_screen(browser, site, chapter):
+    """At LAPTOP_PX the text column is narrowest before the sidebars fold away: nothing may need a sideways scroll."""
+    browser.set_window_size(LAPTOP_PX, 1000)
+    try:
+        open_page(browser, site, chapter)
+        wide = browser.execute_script("""
+            const column = document.querySelector('main article').getBoundingClientRect().right + 1;
+            const beyond = e => e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > column;
+            const first = e => e.textContent.trim().split('\\n')[0].slice(0, 60);
+            return Array.from(document.querySelectorAll(
+                'main pre, main mjx-container[display="true"], main table')).filter(beyond).map(first);""")
+    finally:
+        browser.set_window_size(1400, 1000)
+    assert not wide, f"{chapter}: wider than the column at {LAPTOP_PX} px, read only by scrolling sideways: {wide[:3]}"
 
 
 def test_figures_fill_the_column_their_text_assumes(browser, site):

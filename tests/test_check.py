@@ -294,6 +294,17 @@ def test_exercise_files_are_up_to_date():
     assert TEMPLATE.read_text() == exercises.render_template(), "run `make exercises`"
 
 
+def test_each_exercise_file_says_how_to_check_itself():
+    """The handout's line names the notebook's terminal check; the notebook says check("1a"), the template its own
+    path, and neither names the other."""
+    handout = (exercises.BOOK / "forward_process.md").read_text()
+    assert "Check your implementation with `.venv/bin/dgm check 1a exercises/ps4.ipynb`." in handout
+    notebook, template = exercises.render_notebook(), exercises.render_template()
+    assert 'run `check(\\"1a\\")` in the cell after it' in notebook and "dgm check 1a" not in notebook
+    assert "# Check it with `.venv/bin/dgm check 1a exercises/solution_template.py`." in template
+    assert "dgm check 1a exercises/ps4.ipynb" not in template
+
+
 def test_contracts_fit_the_handouts_code_column():
     """The handout shows each contract as the docstring of a code block; its lines, indented by four, stay within
     the column that tests/test_book.py measures, so the reader never scrolls sideways."""

@@ -26,7 +26,8 @@ NOTEBOOK, TEMPLATE = "ps4.ipynb", "solution_template.py"
 FORBIDDEN = ("{solution", "literalinclude", "{code-cell", "{include", "{glue")
 ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
 MATH_FENCE = re.compile(r"^(`{3,}|:{3,})\{math\}[^\n]*\n(.*?)^\1\s*$", re.MULTILINE | re.DOTALL)
-# The handout's line that points at the terminal check; in the notebook, the check cell below the function replaces it.
+# The handout's line that points at the terminal check on the notebook; the notebook's check cell below the function,
+# and the template's own path, replace it.
 TERMINAL_CHECK = re.compile(r"^Check your \w+ with `[^`]*dgm check (\w+) [^`]*`\.$", re.MULTILINE)
 PROBLEM_BY_EXERCISE = {problem.exercise: problem for problem in PROBLEMS.values()}
 IMPORTS = "import numpy as np\nimport torch"
@@ -150,7 +151,9 @@ def render_template(book=BOOK):
         problem = PROBLEM_BY_EXERCISE.get(label)
         if problem:
             title = exercise(label, book).title
-            parts.append(f"\n\n{comment(title)}\n#\n{comment(jupyter_markdown(label, book))}\n{stub(problem)}")
+            text = TERMINAL_CHECK.sub(lambda match: f"Check it with `.venv/bin/dgm check {match.group(1)} "
+                                      f"exercises/{TEMPLATE}`.", jupyter_markdown(label, book))
+            parts.append(f"\n\n{comment(title)}\n#\n{comment(text)}\n{stub(problem)}")
     body = "".join(parts)
     return f"{body}{TEMPLATE_DIGEST_LINE.format(digest(body))}"
 
