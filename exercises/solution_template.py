@@ -65,8 +65,8 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
 #
 # Sample from a model trained with $T = 1000$ using only 100 and 50 steps. Which schedule must the short chain use
 # so that the network, trained on the long chain, still sees the inputs it expects? The library's respaced sampler
-# draws from the shipped model with `.venv/bin/dgm sample --ckpt checkpoints/ddpm_mnist_T1000 --steps 100 --out
-# runs/grid100.png`.
+# draws from the shipped model with `.venv/bin/dgm sample --ckpt checkpoints/ddpm_mnist_T1000 --steps 100 --sigma
+# posterior --out runs/grid100.png` (and `--steps 50`).
 #
 # Check it with `.venv/bin/dgm check 2b exercises/solution_template.py`.
 def respace(alpha_bar, steps):
@@ -111,4 +111,4 @@ def score(x, t, weights, means, stds, beta_min, beta_max):
     raise NotImplementedError("Problem 3b: score")
 
 
-# Written by `make exercises`, which replaces this file only while it is unchanged: 92307cfb094b0215
+# Written by `make exercises`, which replaces this file only while it is unchanged: 6696885d0f669975
