@@ -26,7 +26,8 @@ from handout import COLUMN_PX, MIN_TEXT_PX  # noqa: E402  (the book's helper mod
 
 BUILD = REPO_ROOT / "_build" / "html"
 SCREENSHOTS = REPO_ROOT / "_build" / "screenshots"
-LAPTOP_PX = 1280  # the narrowest common laptop screen, in CSS pixels
+DESKTOP_PX = 1400  # the window the tests read pages in, in CSS pixels
+LAPTOP_PX = 1280  # the narrowest common laptop screen
 CHAPTERS = ["intro", "forward_process", "reverse_process", "timesteps", "respacing", "continuous_time", "ground_truth",
             "references"]
 RAW_TEX = re.compile(r"\\(frac|beta|alpha|mathcal|mathrm|sqrt|sum|int|nabla)\b|\$\$|\\\(|\\\[")
@@ -64,7 +65,7 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000"):
+                 f"--window-size={DESKTOP_PX},1000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     driver.set_script_timeout(180)
@@ -129,7 +130,7 @@ def test_code_equations_and_tables_fit_a_laptop_screen(browser, site, chapter):
             return Array.from(document.querySelectorAll(
                 'main pre, main mjx-container[display="true"], main table')).filter(beyond).map(first);""")
     finally:
-        browser.set_window_size(1400, 1000)
+        browser.set_window_size(DESKTOP_PX, 1000)
     assert not wide, f"{chapter}: wider than the column at {LAPTOP_PX} px, read only by scrolling sideways: {wide[:3]}"
 
 
@@ -184,5 +185,5 @@ def test_continuous_time_chapter_has_typeset_math_and_figure(browser, site):
     assert browser.execute_script("return document.querySelectorAll('main img').length") >= 1
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     height = browser.execute_script("return document.body.scrollHeight")
-    browser.set_window_size(1400, min(height, 12000))
+    browser.set_window_size(DESKTOP_PX, min(height, 12000))
     assert browser.save_screenshot(str(SCREENSHOTS / "continuous_time.png"))
