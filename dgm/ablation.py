@@ -23,7 +23,7 @@ from dgm.checkpoint import CheckpointError
 from dgm.classifier import DEFAULT_CLASSIFIER, load_classifier
 from dgm.data import MNISTDataError
 from dgm.device import hardware_name, select_device
-from dgm.evaluate import check_sample_count, real_data_floor, score_images, test_statistics
+from dgm.evaluate import check_sample_count, real_data_floor, score_images, reference_statistics
 from dgm.files import atomic_write_csv, atomic_write_text, check_replaceable, check_writable, timestamp
 from dgm.paths import MODELS, RESCALED_MODELS, RESULTS, RUNS
 from dgm.runs import load_run, training_seconds
@@ -68,6 +68,10 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
     for name, value, least in (("seed", seed, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
+    names = [Path(run).name for run in models]
+    if len(set(names)) < len(names):  # rows, grids and kept rows are named by the folder
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"--models names {', '.join(twice)} more than once: each model needs its own folder name")
     described = [describe_model(run) for run in models]
     longest = max(steps for _, _, steps in SETTINGS if steps is not None)
     for model in described:
@@ -89,7 +93,7 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
             and len(previous["rows"]) == len(wanted):
         return previous  # every row is measured already, in whatever order: the report stands as it was written
     classifier = load_classifier(classifier_path)
-    reference = test_statistics(classifier, data)
+    reference = reference_statistics(classifier, data)
     floor = real_data_floor(n, classifier, reference, data, seed)
     report = {"n": n, "seed": seed, "batch_size": batch_size, "floor": floor, "models": described, "rows": [],
               "complete": False, "classifier": Path(classifier_path).name,

@@ -61,7 +61,10 @@ TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", f"
 
 
 def device_kind(device):
-    """"CPU" or "GPU" for a row's device, as dgm.device.hardware_name writes it (a CPU's ends in its threads)."""
+    """"CPU" or "GPU" for a row's device as dgm.device.hardware_name writes it (a CPU's ends in its threads), or
+    "unrecorded"."""
+    if not device:
+        return "unrecorded"
     return "CPU" if device.endswith("threads") else "GPU"
 
 
@@ -82,7 +85,7 @@ def table_lines(report, rows, book=False):
         sampler = row["sampler"] + (", " + SIGMA_LABELS[row["sigma"]] if row["sigma"] else "")
         model, device = row["model"], row.get("device") or "unrecorded"
         if book:  # "T500_rescaled", "GPU"
-            sampler, model, device = typeset(sampler), model.removeprefix(MODEL_PREFIX), device_kind(device)
+            sampler, model, device = typeset(sampler), model.removeprefix(MODEL_PREFIX), device_kind(row.get("device"))
         share = row["share_confident"]
         lines.append([model, sampler, str(row["steps"]), f"{row['fid_mnist']:.1f}",
                       f"{row['mean_confidence']:.3f}", f"{share:.3f} ± {share_standard_error(share, row['n']):.3f}",

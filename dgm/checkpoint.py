@@ -57,27 +57,31 @@ def load_checkpoint(path, expected_format):
     try:
         data = path.read_bytes()
         tensors = load_safetensors(data)
-        header_length = int.from_bytes(data[:8], "little")
-        metadata = json.loads(json.loads(data[8:8 + header_length])["__metadata__"][METADATA_KEY])
-    except (SafetensorError, ValueError, KeyError, TypeError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
-                              f"{type(error).__name__}: {error}") from None
-    if not isinstance(metadata, dict):
-        raise CheckpointError(f"{path} has metadata of type {type(metadata).__name__}, not a JSON object")
+    except (SafetensorError, OSError) as error:
+        raise unreadable(path, error) from None
+    metadata = checkpoint_metadata(path, data)
     if metadata.get("format") != expected_format:
         raise CheckpointError(f"{path} has format {metadata.get('format')!r}, expected {expected_format!r}")
     return tensors, metadata
 
 
-def checkpoint_metadata(path):
-    """The metadata in a .safetensors checkpoint's header, read without its tensors."""
+def unreadable(path, error):
+    return CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
+                           f"{type(error).__name__}: {error}")
+
+
+def checkpoint_metadata(path, data=None):
+    """The metadata in a .safetensors checkpoint's header, read from ``data`` (the file's bytes) if given, else from
+    the file without its tensors."""
     try:
-        with open(path, "rb") as file:
-            header_length = int.from_bytes(file.read(8), "little")
-            metadata = json.loads(json.loads(file.read(header_length))["__metadata__"][METADATA_KEY])
+        if data is None:
+            with open(path, "rb") as file:
+                data = file.read(8)
+                data += file.read(int.from_bytes(data, "little"))
+        header_length = int.from_bytes(data[:8], "little")
+        metadata = json.loads(json.loads(data[8:8 + header_length])["__metadata__"][METADATA_KEY])
     except (ValueError, KeyError, TypeError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): "
-                              f"{type(error).__name__}: {error}") from None
+        raise unreadable(path, error) from None
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path} has metadata of type {type(metadata).__name__}, not a JSON object")
     return metadata

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from dgm.checkpoint import load_checkpoint, load_into, save_checkpoint
+from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import select_device
 from dgm.files import check_replaceable, check_writable
@@ -59,7 +59,8 @@ class Classifier(nn.Module):
 
 
 def shift(images, max_shift, generator):
-    """Random translations by up to ``max_shift`` pixels (zero-padded with the background value -1)."""
+    """The batch translated by one random offset of up to ``max_shift`` pixels per axis, padded with the background
+    value -1."""
     padded = F.pad(images, [max_shift] * 4, value=-1.0)
     offsets = torch.randint(0, 2 * max_shift + 1, (2,), generator=generator)
     side = images.shape[-1]
@@ -73,6 +74,16 @@ def noise_images(n, generator):
     noise = torch.where(torch.arange(n)[:, None, None, None] % 2 == 0, noise, blurred / blurred.std())
     scale = torch.rand(n, 1, 1, 1, generator=generator) * 1.5 + 0.25
     return (noise * scale + torch.rand(n, 1, 1, 1, generator=generator) - 0.5).clamp(-1, 1)
+
+
+def training_loss(classifier, images, labels, generator):
+    """Cross-entropy on the shifted digits, plus OUTLIER_WEIGHT times the cross-entropy of noise images (at least one,
+    OUTLIER_SHARE of the digits) against the uniform prediction."""
+    device = next(classifier.parameters()).device
+    outliers = noise_images(math.ceil(len(images) * OUTLIER_SHARE), generator)
+    logits = classifier(torch.cat([shift(images, MAX_SHIFT, generator), outliers]).to(device))
+    digits, noise = logits[:len(images)], logits[len(images):]
+    return F.cross_entropy(digits, labels.to(device)) - OUTLIER_WEIGHT * noise.log_softmax(dim=1).mean()
 
 
 @torch.no_grad()
@@ -117,12 +128,7 @@ def train_classifier(out=DEFAULT_CLASSIFIER, epochs=4, batch_size=128, lr=2e-3, 
         order = torch.randperm(len(images), generator=generator)
         for first in range(0, len(images), batch_size):
             index = order[first:first + batch_size]
-            outliers = noise_images(int(len(index) * OUTLIER_SHARE), generator)
-            batch = torch.cat([shift(images[index], MAX_SHIFT, generator), outliers]).to(device)
-            logits = classifier(batch)
-            digits, noise = logits[:len(index)], logits[len(index):]
-            loss = (F.cross_entropy(digits, labels[index].to(device))
-                    - OUTLIER_WEIGHT * noise.log_softmax(dim=1).mean())
+            loss = training_loss(classifier, images[index], labels[index], generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -143,7 +149,10 @@ def train_classifier(out=DEFAULT_CLASSIFIER, epochs=4, batch_size=128, lr=2e-3, 
 def load_classifier(path=DEFAULT_CLASSIFIER, device="cpu"):
     """The shipped (or given) classifier in eval mode."""
     tensors, metadata = load_checkpoint(path, CLASSIFIER_FORMAT)
-    classifier = Classifier(**metadata["model"])
+    try:
+        classifier = Classifier(**metadata["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} does not describe a classifier ({type(error).__name__}: {error})") from None
     load_into(classifier, tensors, "", path)
     return classifier.to(device).eval()
 

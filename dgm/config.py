@@ -22,6 +22,9 @@ FIXED_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "noise_sc
 REMOVED_FIELDS = {"time_conditioning": "add", "timestep_sampling": "uniform", "p2_gamma": 1.0}
 # The fields that define the model a checkpoint holds: a resumed run cannot change them.
 MODEL_FIELDS = ("T", "beta_min", "beta_max", "noise_schedule", "prediction", "channels", "attention", "depth")
+# The fields that set which images each step reads (dgm.train.epoch_order): a resumed run keeps them too, so that it
+# trains as one uninterrupted run would and its loss log's rates and its config hold for every step.
+DATA_ORDER_FIELDS = ("batch_size", "seed", "train_subset")
 EMA_INITIAL_LIMIT = 0.01  # the largest share of the initial weights that the EMA may keep at the end of a run
 
 

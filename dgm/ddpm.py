@@ -104,6 +104,7 @@ class DDPM(nn.Module):
         for name, table in noise_schedule_tables(noise_schedule, beta_min, beta_max, T).items():
             self.register_buffer(name, table, persistent=False)
         self.T = int(T)
+        self._loss_weights = {}  # timestep_weights by name, on the tables' device
 
     def _apply(self, fn, recurse=True):
         """Move the schedule tables with the module but keep them float64, so ``.float()`` or ``.half()`` casts only
@@ -112,6 +113,7 @@ class DDPM(nn.Module):
         device = self.alpha_bar.device
         for name, table in noise_schedule_tables(self.noise_schedule, self.beta_min, self.beta_max, self.T).items():
             setattr(self, name, table.to(device))
+        self._loss_weights = {}
         return self
 
     def _check_data(self, x0):
@@ -163,7 +165,9 @@ class DDPM(nn.Module):
         self._check_data(x0)
         if len(x0) == 0:
             raise ValueError("x0 must hold at least one sample: the loss of an empty batch is undefined")
-        weights = None if weighting == "uniform" else self.timestep_weights(weighting)  # also checks the name
+        if weighting not in self._loss_weights:  # built once per device: copying its constants there waits for it
+            self._loss_weights[weighting] = self.timestep_weights(weighting)  # also checks the name
+        weights = self._loss_weights[weighting]
         t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         alpha_bar = self._per_sample(self.alpha_bar, t, x0)
@@ -198,6 +202,8 @@ class DDPM(nn.Module):
             raise ValueError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
+        if sigma not in SIGMA_CHOICES and not (sampler == "ddim" and sigma is None):  # DDIM ignores a valid one
+            raise ValueError(f"sigma must be one of {SIGMA_CHOICES}, got {sigma!r}")
         schedule = self.sampling_schedule(steps)
         if dtype is None:
             parameters = self.eps_model.parameters() if isinstance(self.eps_model, nn.Module) else iter(())

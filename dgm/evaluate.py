@@ -53,11 +53,11 @@ def label_entropy(probabilities):
     return float(torch.special.entr(counts / counts.sum()).sum())
 
 
-def score_images(images, classifier, test_statistics):
+def score_images(images, classifier, reference):
     """FID-MNIST against the test statistics, mean top-class confidence, share >= CONFIDENT, label entropy."""
     features, probabilities = predict(classifier, images)
     confidence = probabilities.max(dim=1).values
-    return {"fid_mnist": frechet_distance(gaussian_statistics(features), test_statistics),
+    return {"fid_mnist": frechet_distance(gaussian_statistics(features), reference),
             "mean_confidence": float(confidence.mean()),
             "share_confident": float((confidence >= CONFIDENT).float().mean()),
             "label_entropy": label_entropy(probabilities)}
@@ -69,7 +69,7 @@ def check_sample_count(n):
         raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
 
 
-def test_statistics(classifier, data=None):
+def reference_statistics(classifier, data=None):
     """Feature mean and covariance of the 10,000 MNIST test images: the reference of FID-MNIST."""
     return gaussian_statistics(predict(classifier, load_mnist("test", data)[0])[0])
 
@@ -77,10 +77,10 @@ def test_statistics(classifier, data=None):
 def evaluate_images(images, classifier=None, data=None, seed=0, reference=None):
     """Scores of ``images`` and of as many random training images (the real-data floor), both against the test set.
 
-    ``reference`` is ``test_statistics(classifier)``, computed here unless given.
+    ``reference`` is ``reference_statistics(classifier)``, computed here unless given.
     """
     classifier = load_classifier() if classifier is None else classifier
-    reference = test_statistics(classifier, data) if reference is None else reference
+    reference = reference_statistics(classifier, data) if reference is None else reference
     return {"samples": score_images(images, classifier, reference),
             "real_floor": real_data_floor(len(images), classifier, reference, data, seed)}
 
@@ -102,7 +102,7 @@ def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", se
     check_steps(steps, config_of(metadata, path).T)
     # the classifier and the test set first: a bad path or missing data should stop the run before it samples
     classifier = load_classifier(classifier_path, device=select_device(device))
-    reference = test_statistics(classifier, data)
+    reference = reference_statistics(classifier, data)
     images, seconds = sample_run(ckpt, n, steps, sampler, sigma, seed, device, progress=True)
     report = evaluate_images(images, classifier=classifier, data=data, seed=seed, reference=reference)
     report["samples"]["seconds_per_sample"] = seconds

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.data import MNISTDataError
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
-from dgm.evaluate import CONFIDENT, check_sample_count, real_data_floor, score_images, test_statistics
+from dgm.evaluate import CONFIDENT, check_sample_count, real_data_floor, score_images, reference_statistics
 from dgm.files import atomic_write_text, check_replaceable, check_writable, read_report
 from dgm.runs import CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_folder_checkpoint, snapshot_folder, training_seconds
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
@@ -57,7 +57,7 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     same = previous is not None and previous.get("run") == run.name and previous.get("setting") == setting
     kept = {row["step"]: row for row in previous["rows"]} if same else {}
     classifier = load_classifier(classifier_path)
-    reference = test_statistics(classifier, data)
+    reference = reference_statistics(classifier, data)
     report = {"run": run.name, "config": config.to_dict(), "hardware": metadata.get("hardware"), "setting": setting,
               "floor": real_data_floor(n, classifier, reference, data, seed), "rows": []}
     for step in tqdm(kept_steps, desc="snapshots", unit="snapshot"):

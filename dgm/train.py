@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, checkpoint_metadata, load_checkpoint, load_into, write_sidecar
-from dgm.config import (EMA_INITIAL_LIMIT, FIXED_CHOICES, MODEL_FIELDS, PRESETS, TrainConfig, ema_initial_share,
-                        option_flag)
+from dgm.config import (DATA_ORDER_FIELDS, EMA_INITIAL_LIMIT, FIXED_CHOICES, MODEL_FIELDS, PRESETS, TrainConfig,
+                        ema_initial_share, option_flag)
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import autocast_context, hardware_name, resolve_precision, select_device
 from dgm.files import check_writable, remove_temporaries
@@ -123,15 +123,16 @@ def save_sample_grid(ema_model, config, device, path):
 
 
 def load_resumable(out, config):
-    """(tensors, metadata) of the run in ``out`` to resume with ``config``; refuses a config whose model differs
-    (MODEL_FIELDS)."""
+    """(tensors, metadata) of the run in ``out`` to resume with ``config``; refuses a config whose model or data order
+    differs (MODEL_FIELDS, DATA_ORDER_FIELDS)."""
     path = run_folder_checkpoint(out)
     tensors, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
     saved = config_of(metadata, path)
     changed = [f"{option_flag(name)} {getattr(config, name)!r} (the run has {getattr(saved, name)!r})"
-               for name in MODEL_FIELDS if getattr(config, name) != getattr(saved, name)]
+               for name in MODEL_FIELDS + DATA_ORDER_FIELDS if getattr(config, name) != getattr(saved, name)]
     if changed:
-        raise ValueError(f"a resumed run keeps its model, but {', '.join(changed)}: start a new run in another --out")
+        raise ValueError(f"a resumed run keeps its model and the order of its images, but {', '.join(changed)}: "
+                         "start a new run in another --out")
     if not isinstance(metadata.get("step"), int):
         raise CheckpointError(f"{path} records no step")
     return tensors, metadata
@@ -202,13 +203,16 @@ def train(config, resume=False, progress=True, overwrite=False):
         check_writable(out, folder=True)
         checkpoint, clear = None, False
         if resume:
-            checkpoint = load_resumable(out, config)
-            if distributed.main:
-                write_sidecar(run_folder_checkpoint(out), checkpoint[1])
-                remove_temporaries(out)
+            if not run_folder_checkpoint(out).is_file():  # refused before the lock creates a folder
+                raise CheckpointError(f"no checkpoint at {run_folder_checkpoint(out)}: there is no run to resume")
         elif distributed.main:
             clear = check_new_run(out, overwrite)  # deletes nothing: an error in the set-up must leave the old run
         with run_lock(out) if distributed.main else contextlib.nullcontext():
+            if resume:  # under the lock: a run still training owns its checkpoint and its temporary files
+                checkpoint = load_resumable(out, config)
+                if distributed.main:
+                    write_sidecar(run_folder_checkpoint(out), checkpoint[1])
+                    remove_temporaries(out)
             return _train(config, checkpoint, progress, out, device, distributed, clear)
     finally:
         distributed.close()

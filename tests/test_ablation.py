@@ -50,7 +50,7 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     assert {(row["n"], row["seed"]) for row in rows} == {(QUICK_N, 0)}
     assert [row["steps"] for row in rows[:len(SETTINGS)]] == [setting[2] or TINY_T for setting in SETTINGS]
     classifier = load_classifier()
-    reference = evaluate.test_statistics(classifier)
+    reference = evaluate.reference_statistics(classifier)
     assert len(drawn) == len(rows)
     for row, (sigma, images) in zip(rows, drawn):
         assert sigma == (row["sigma"] or "beta")  # DDIM ignores sigma
@@ -145,12 +145,15 @@ def test_row_names_are_stable():
 
 
 def test_bad_input_exits_with_a_message(tmp_path, capsys):
-    for argv in (["ablation", "--models", str(tmp_path / "missing")], ["ablation", "--n", "1"]):
-        argv += ["--out", str(tmp_path / "ablation")]  # a new report: the shipped one must not change
+    twins = [tmp_path / "a" / "mnist", tmp_path / "b" / "mnist"]  # rows and grids are named by the folder
+    for argv, message in ((["--models", str(tmp_path / "missing")], "no checkpoint"), (["--n", "1"], "n must be"),
+                          (["--models", *map(str, twins)], "--models names mnist more than once")):
+        argv = ["ablation", *argv, "--out", str(tmp_path / "ablation")]  # a new report: the shipped one stays
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
         assert exit_info.value.code == 2
-        assert capsys.readouterr().err.startswith("error:")
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and message in err, err
 
 
 def test_find_row_finds_the_row_of_a_setting():
@@ -174,6 +177,8 @@ def test_tables_name_the_device_only_when_rows_differ_in_it():
     assert "| 0.900 ± 0.030 |" in one_device[-1] and "| 10.00 |" in one_device[-1]  # share ± SE; ms per image
     both = markdown_table(report, rows).splitlines()
     assert both[0].endswith("| device |") and both[-1].endswith("| CPU |") and both[-2].endswith("| GPU |")
+    unrecorded = [rows[0], {key: value for key, value in rows[2].items() if key != "device"}]
+    assert markdown_table(report, unrecorded).splitlines()[-1].endswith("| unrecorded |")  # not guessed a GPU
     assert text_table(report).splitlines()[-1].rstrip().endswith("2 threads")  # the terminal names the device
     assert both[-1].startswith("| T1000 |") and text_table(report).splitlines()[-1].startswith("ddpm_mnist_T1000")
     assert text_table(report).splitlines()[0].rstrip().endswith("device")

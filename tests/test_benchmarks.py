@@ -59,3 +59,18 @@ def test_train_throughput_times_the_recipe_of_a_run(train_throughput, capsys, on
     assert exit_.value.code == 2 and "no config of `dgm train`" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_throughput.main(["--device", "cpu", "--run", str(run), "--depth", "2"])
+
+
+def test_sampling_benchmark_times_a_run_over_its_own_chain(capsys, one_thread, tmp_path):
+    """A model of T = 120 is timed over its 120 steps and respaced to 100 and 50, ratios against its full chain."""
+    spec = importlib.util.spec_from_file_location("sampling_benchmark", BENCHMARK.parent / "sampling.py")
+    sampling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sampling)
+    run = train(TrainConfig(T=120, channels=(4, 8, 8), batch_size=4, train_subset=8, steps=1, warmup_steps=1,
+                            sample_n=4, sample_steps=2, device="cpu", precision="fp32", out=str(tmp_path / "run")),
+                progress=False)
+    sampling.main(["--ckpt", str(run), "--n", "2", "--threads", "1"])
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith("2 images per batch, sampler ancestral")
+    assert [int(row.split()[0]) for row in rows] == [120, 100, 50]
+    assert all(row.endswith("faster than 120 steps") for row in rows)

@@ -120,10 +120,12 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     cases = [(["sample", "--ckpt", str(broken)], ""), (["evaluate", "--ckpt", str(broken), "--n", "2"], ""),
-             (["train", "--resume", "--out", str(tmp_path / "none")], ""), (["train", "--batch-size", "0"], ""),
+             (["train", "--resume", "--out", str(tmp_path / "none")], "no checkpoint at"),
+             (["train", "--batch-size", "0"], ""),
              # each of these is caught before anything is loaded, sampled or trained
              (["sample", "--ckpt", str(broken), "--n", "0"], "n must be a positive integer"),
-             (["sample", "--ckpt", str(broken), "--out", str(tmp_path / "grid")], "must name an image file"),
+             (["sample", "--ckpt", str(broken), "--out", str(tmp_path / "grid")], "must name a PNG file"),
+             (["sample", "--ckpt", str(broken), "--out", str(tmp_path / "grid.jpg")], "must name a PNG file"),
              (["sample", "--ckpt", str(broken), "--device", "mps"], "no float64"),
              (["evaluate", "--ckpt", str(broken), "--n", "1"], "n must be an integer >= 2"),
              (["export", "--ckpt", str(broken), "--out", str(a_file)], "is a file"),
@@ -140,6 +142,7 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and "Traceback" not in err and message in err, (argv, err)
+    assert not (tmp_path / "none").exists()  # a refused resume creates no folder
 
 
 def test_commands_refuse_options_they_would_ignore_or_misread(capsys):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from dgm import DDPM, cosine_schedule
+from dgm import DDPM, closed_forms, cosine_schedule
 from dgm.check.sampler_checks import SAMPLE_CHECKS
 
 
@@ -94,6 +94,21 @@ def test_weighted_loss_is_the_weighted_mean_of_per_sample_errors():
     assert not torch.isclose(weighted, uniform)
 
 
+def test_the_loss_builds_its_weights_once_per_device(monkeypatch):
+    """Building the P2 table copies its constants to the device, which waits for the device: once, not every step."""
+    model = DDPM(TinyEpsModel(), T=50, shape=(1, 4, 4))
+    built = []
+    p2_weight = closed_forms.p2_weight
+    monkeypatch.setattr(closed_forms, "p2_weight", lambda *args: built.append(args) or p2_weight(*args))
+    x0 = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    first = model.loss(x0, generator=torch.Generator().manual_seed(2), weighting="p2")
+    model.loss(x0, generator=torch.Generator().manual_seed(3), weighting="p2")
+    assert len(built) == 1
+    model.to("cpu")  # a move rebuilds the tables, and so the weights, on their new device
+    torch.testing.assert_close(model.loss(x0, generator=torch.Generator().manual_seed(2), weighting="p2"), first)
+    assert len(built) == 2
+
+
 class TimestepEpsModel(nn.Module):
     """Predicts t / T whatever x_t is, so the expected error at step t is (t / T)^2 + 1, known in closed form."""
 
@@ -177,6 +192,8 @@ def test_bad_sample_arguments():
     model = DDPM(TinyEpsModel(), T=20, shape=(2,))
     for kwargs, message in [({"steps": 0}, "steps must be an integer in 1..T=20"), ({"steps": 21}, "steps"),
                             ({"sigma": "large"}, "sigma must be one of"), ({"sampler": "euler"}, "sampler must be"),
+                            ({"sampler": "ddim", "sigma": "large"}, "sigma must be one of"),
+                            ({"sigma": None}, "sigma must be one of"),
                             ({"n": 0}, "n must be a positive integer"), ({"n": 2.0}, "n must be a positive"),
                             ({"dtype": "float32"}, "dtype must be a torch.dtype")]:
         with pytest.raises(ValueError, match=message):

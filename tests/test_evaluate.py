@@ -9,7 +9,7 @@ import scipy.linalg
 import torch
 
 from dgm import evaluate
-from dgm.classifier import DEFAULT_CLASSIFIER, load_classifier, predict
+from dgm.classifier import DEFAULT_CLASSIFIER, Classifier, load_classifier, predict, training_loss
 from dgm.data import load_mnist
 
 
@@ -92,3 +92,14 @@ def test_evaluate_samples_with_the_sampler_and_sigma_it_reports(monkeypatch, sam
                                    sigma=sigma)
     assert drawn == [(sampler, sigma)]
     assert (report["settings"]["sampler"], report["settings"]["sigma"]) == (sampler, sigma)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_the_classifier_loss_has_its_noise_term_in_every_batch(batch):
+    """A last batch smaller than 1 / OUTLIER_SHARE still gets a noise image: an empty one would average to NaN."""
+    torch.manual_seed(0)
+    classifier = Classifier()
+    images = torch.rand(batch, 1, 28, 28) * 2 - 1
+    labels = torch.arange(batch) % 10
+    assert torch.isfinite(training_loss(classifier, images, labels, torch.Generator().manual_seed(0)))
+

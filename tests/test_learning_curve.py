@@ -40,7 +40,7 @@ def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, mon
     assert minutes == pytest.approx([training_seconds(kept_run, 16, until_step=s) / 60 for s in (2, 4)])
     assert 0 < minutes[0] < minutes[1]
     classifier = load_classifier()
-    reference = evaluate.test_statistics(classifier)
+    reference = evaluate.reference_statistics(classifier)
     assert len(drawn) == len(report["rows"])
     for row, images in zip(report["rows"], drawn):
         expected = evaluate.score_images(images, classifier, reference)  # the row scores its snapshot's images
