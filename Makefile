@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book book-for-students test setup generate chapter clean exercises kernel
+.PHONY: book book-for-students test setup generate chapter clean exercises kernel lab
 
 # Re-install only when requirements.txt or pyproject.toml changed since the last install.
 $(STAMP): requirements.txt pyproject.toml
@@ -74,6 +74,17 @@ clean:
 # Register .venv as the Jupyter kernel "Python (dgm)" that exercises/ps4.ipynb asks for (dgm.check.exercises.KERNEL).
 kernel: setup
 	$(BIN)/python -m ipykernel install --user --name dgm --display-name "Python (dgm)"
+
+# JupyterLab in .venv, with the notebook's kernel registered there too (nothing in your home), opened on the notebook.
+LAB_STAMP := $(VENV)/.lab-installed
+$(LAB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check -q jupyterlab==4.6.6
+	$(BIN)/python -m ipykernel install --sys-prefix --name dgm --display-name "Python (dgm)"
+	touch $@
+
+LAB_OPTIONS ?=
+lab: $(LAB_STAMP) data
+	$(BIN)/jupyter lab --ServerApp.root_dir=. $(LAB_OPTIONS) exercises/ps4.ipynb
 
 # The student notebook and template (exercises/), from the handout's exercises; tests fail until they are up to date.
 exercises: setup

@@ -4,8 +4,10 @@
 options. Modules are imported only when their subcommand runs.
 """
 
+import difflib
 import importlib
 import sys
+import warnings
 
 COMMANDS = {
     "prepare-data": ("dgm.data", "main", "rebuild and verify MNIST offline (run by `make setup`)"),
@@ -27,6 +29,11 @@ def usage():
     return "usage: dgm COMMAND [options]   (dgm COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
 
 
+def command_line_warning(message, category, filename, lineno, line=None):
+    """A warning as one line for the person at the terminal, without the library's file and line."""
+    return f"warning: {message}\n"
+
+
 def main(argv=None):
     """Dispatch ``argv`` (default: the command line) to the subcommand's ``main(remaining arguments)``."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -35,7 +42,9 @@ def main(argv=None):
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"dgm: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"dgm: unknown command {command!r}{guess}\n\n{usage()}", file=sys.stderr)
         return 2
     module, function, _ = COMMANDS[command]
     try:
@@ -45,9 +54,12 @@ def main(argv=None):
             raise
         print(f"dgm: {command!r} needs {module}, which this checkout does not have", file=sys.stderr)
         return 2
+    formatwarning, warnings.formatwarning = warnings.formatwarning, command_line_warning
     try:
         entry(rest)
     except KeyboardInterrupt:  # `dgm train` says how to resume; ablation reports keep the rows they saved
         print(f"dgm {command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
     return 0

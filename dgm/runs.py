@@ -176,8 +176,10 @@ def check_new_run(out, overwrite=False):
 @contextmanager
 def run_lock(out):
     """Hold ``out`` for one ``dgm train`` at a time: a second one writing the same run would mix two runs'
-    checkpoints and loss logs. A lock whose process has ended (killed, say) is taken over."""
+    checkpoints and loss logs. A lock whose process has ended (killed, say) is taken over. A folder that the lock
+    created and that holds nothing when it is released (the run stopped before it wrote) is removed."""
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK
     while True:
@@ -196,6 +198,8 @@ def run_lock(out):
         yield
     finally:
         lock.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
 
 
 def lock_owner(lock):

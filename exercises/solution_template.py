@@ -1,7 +1,8 @@
 """Problem set 4: your solutions, one function per problem that `dgm check` checks.
 
-Check them with `dgm check all exercises/solution_template.py`, or one problem with `dgm check 1a ...`.
-Written by `make exercises` from the handout's exercises; exercises/ps4.ipynb holds the same functions in a notebook.
+Check them with `.venv/bin/dgm check all exercises/solution_template.py`, or one problem with
+`.venv/bin/dgm check 1a ...`. Written by `make exercises` from the handout's exercises;
+exercises/ps4.ipynb holds the same functions in a notebook.
 """
 
 import numpy as np
@@ -56,7 +57,7 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
     where alpha_bar[k-1] at k = 0 is 1 (the book's alpha_bar_0), not
     Python's alpha_bar[-1]. schedule is the dict of ddpm_schedules;
     draw all noise with torch.randn(..., generator=generator). Returns
-    x_0 of shape (n, *shape)."""
+    x_0, a tensor of shape (n, *shape)."""
     # TODO: your code
     raise NotImplementedError("Problem 1c: sample")
 
@@ -111,4 +112,4 @@ def score(x, t, weights, means, stds, beta_min, beta_max):
     raise NotImplementedError("Problem 3b: score")
 
 
-# Written by `make exercises`, which replaces this file only while it is unchanged: 6696885d0f669975
+# Written by `make exercises`, which replaces this file only while it is unchanged: 78a5a79bbc7689ad

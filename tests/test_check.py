@@ -68,6 +68,9 @@ def test_each_mistake_is_rejected_by_name(key, mistake, function, one_thread):
     ("1b", mutants.forward_for_images_only, "reshape it to (N, 1, ..., 1)"),
     ("1b", mutants.forward_in_float64, "alpha_bar[t].to(x0.dtype)"),
     ("1b", mutants.forward_in_float32, "return x_t in the dtype x0 comes in"),
+    ("2b", mutants.respace_without_the_first_beta, "(T = 1000, steps = 50): betas holds one beta' per kept step"),
+    ("2b", mutants.respace_with_timesteps(lambda T, steps: torch.linspace(0, T, steps).long()),
+     "the last kept timestep is T - 1"),
 ])
 def test_a_verdict_carries_the_hint_that_fixes_it(key, function, words, one_thread):
     verdict = command.run(key, solution_namespace(**{PROBLEMS[key].function: function}))[key][-1]
@@ -210,15 +213,22 @@ def test_usage_errors_exit_with_status_two(tmp_path, capsys):
     not_a_function.write_text("forward = 3\n")
     notes = tmp_path / "notes.txt"
     notes.write_text("def forward(x0, t, noise, alpha_bar):\n    return x0\n")
+    truncated = tmp_path / "truncated.ipynb"
+    truncated.write_text(NOTEBOOK.read_text()[:2000])
     for argv in (["1a", str(missing)], ["1b", str(missing)], ["1a", str(tmp_path / "absent.py")],
-                 ["1b", str(not_a_function)], ["1b", str(notes)]):
+                 ["1b", str(not_a_function)], ["1b", str(notes)], ["1a", str(tmp_path)], ["1a", str(truncated)]):
         with pytest.raises(SystemExit) as exit_:
             command.main(argv)
         assert exit_.value.code == 2, argv
     out, err = capsys.readouterr()
     assert "no function ddpm_schedules" in out and "cannot be called as forward(x0, t, noise, alpha_bar)" in out
     assert "forward is an object of type int, not a function" in out
-    assert "no file" in err and "neither a Python file nor a notebook" in err
+    assert "no file" in err and "neither a Python file nor a notebook" in err and f"{tmp_path} is a folder" in err
+    assert "truncated.ipynb is not a readable notebook" in err and "Traceback" not in err
+    for problem, message in (("1d", "problem 1d asks for a run or a figure"), ("4a", "no problem '4a'")):
+        with pytest.raises(SystemExit) as exit_:
+            command.main([problem, str(missing)])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):
@@ -240,10 +250,23 @@ def test_a_check_call_left_in_a_python_file_does_not_print_a_second_report(tmp_p
     solution = tmp_path / "mine.py"
     solution.write_text(f"import torch\nfrom dgm.check import check\n\n"
                         f"{inspect.getsource(reference_solution.ddpm_schedules)}\n\ncheck(\"1a\")\n"
+                        "result = check(\n    \"1a\",\n)\nassert result is None\n"
                         "tables = [\n    check(\"1a\"),\n]\n")  # not a statement of its own: it runs
     with pytest.raises(SystemExit) as exit_:
         command.main(["1a", str(solution)])
     assert exit_.value.code == 0 and capsys.readouterr().out.count("Problem 1a:") == 2
+
+
+def test_numpy_errors_the_student_raises_do_not_stop_the_checks(tmp_path, capsys, one_thread):
+    """np.seterr(all="raise"), set to hunt NaNs in their own code, must not turn the checks' underflows into errors."""
+    solution = tmp_path / "mine.py"
+    solution.write_text("import numpy as np\nnp.seterr(all='raise')\n\n"
+                        + "".join(inspect.getsource(function) + "\n\n" for function in (
+                            reference_solution.component_moments, reference_solution.log_terms,
+                            reference_solution.marginal_pdf)))
+    with np.errstate(), pytest.raises(SystemExit) as exit_:  # the file's setting ends with the test
+        command.main(["3a", str(solution)])
+    assert exit_.value.code == 0, capsys.readouterr()
 
 
 def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, untouched, capsys, one_thread):
@@ -259,7 +282,7 @@ def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, untouched,
     out, err = capsys.readouterr()
     cell = notebook.cells.index(broken) + 1
     assert exit_.value.code == 1 and f"mine.ipynb, cell {cell}" in err and "import not_a_module" in err
-    broken.source = "!ls\n" + stub
+    broken.source = "!ls\ntorch.cumprod?\n" + stub + "\ndisplay(torch.zeros(2))"  # Jupyter-only lines are skipped
     nbformat.write(notebook, path)
     with pytest.raises(SystemExit) as exit_:
         command.main(["all", str(path)])
@@ -358,13 +381,18 @@ def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(unt
 
 
 def test_make_kernel_registers_the_kernel_the_notebook_asks_for(tmp_path, untouched, monkeypatch):
-    line = next(line for line in (REPO / "Makefile").read_text().splitlines() if "ipykernel install" in line)
-    arguments = shlex.split(line.strip().replace("$(BIN)/python", sys.executable))
-    arguments[arguments.index("--user")] = f"--prefix={tmp_path}"  # not the user's own Jupyter
-    subprocess.run(arguments, check=True, capture_output=True)
     kernelspec = nbformat.read(untouched.notebook, as_version=4).metadata.kernelspec
-    installed = json.loads((tmp_path / "share" / "jupyter" / "kernels" / kernelspec.name / "kernel.json").read_text())
-    assert installed["display_name"] == kernelspec.display_name and installed["argv"][0] == sys.executable
+    lines = [line for line in (REPO / "Makefile").read_text().splitlines() if "ipykernel install" in line]
+    assert len(lines) == 2  # `make kernel` for the user's Jupyter, `make lab` for the one in .venv
+    for line, where in zip(lines, ("--user", "--sys-prefix")):
+        arguments = shlex.split(line.strip().replace("$(BIN)/python", sys.executable))
+        arguments[arguments.index(where)] = f"--prefix={tmp_path}"  # neither the user's Jupyter nor .venv's
+        subprocess.run(arguments, check=True, capture_output=True)
+        kernel = tmp_path / "share" / "jupyter" / "kernels" / kernelspec.name / "kernel.json"
+        installed = json.loads(kernel.read_text())
+        assert installed["display_name"] == kernelspec.display_name and installed["argv"][0] == sys.executable
+        kernel.unlink()
+    subprocess.run(arguments, check=True, capture_output=True)  # registered again for the run below
 
     # Jupyter, finding that kernel, runs the notebook top to bottom, and its check cells report.
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))

@@ -38,7 +38,7 @@ def test_python_dash_m_dgm_lists_the_commands():
 def test_no_or_unknown_command_is_an_error(capsys):
     assert cli.main([]) == 2
     assert cli.main(["trian"]) == 2
-    assert "unknown command 'trian'" in capsys.readouterr().err
+    assert "unknown command 'trian' (did you mean 'train'?)" in capsys.readouterr().err
 
 
 def test_toy_ablation_forwards_its_arguments(monkeypatch):
@@ -142,7 +142,7 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and "Traceback" not in err and message in err, (argv, err)
-    assert not (tmp_path / "none").exists()  # a refused resume creates no folder
+    assert not (tmp_path / "none").exists() and not (tmp_path / "big").exists()  # a refused run leaves no folder
 
 
 def test_commands_refuse_options_they_would_ignore_or_misread(capsys):

@@ -8,15 +8,17 @@ import argparse
 import ast
 import inspect
 import linecache
+import re
 import sys
 import textwrap
 import types
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import torch
 
-from dgm.check.book_sources import section_title
+from dgm.check.book_sources import exercises, section_title
 from dgm.check.problems import PROBLEMS, find_function, run_problem
 from dgm.check.verdicts import StudentError, UsageError, student_traceback
 
@@ -29,17 +31,20 @@ def load_solutions(path):
     magics and shell lines, left out). Its folder goes first on the import path and stays there, so that imports inside their
     functions find files beside it."""
     path = Path(path)
+    what = "a folder" if path.is_dir() else "neither a Python file nor a notebook"
+    if path.is_dir() or (path.exists() and path.suffix not in (".py", ".ipynb")):
+        raise UsageError(f"{path} is {what}: give the file that defines your functions "
+                         "(such as exercises/solution_template.py or exercises/ps4.ipynb)")
     if not path.is_file():
         raise UsageError(f"no file {path}")
-    if path.suffix not in (".py", ".ipynb"):
-        raise UsageError(f"{path} is neither a Python file nor a notebook: give the file that defines your functions "
-                         "(such as exercises/solution_template.py or exercises/ps4.ipynb)")
+    sources = module_sources(path)  # an unreadable notebook is a usage error, not the student's code's
     if str(path.resolve().parent) not in sys.path:
         sys.path.insert(0, str(path.resolve().parent))
     module = types.ModuleType(f"dgm_check_solution_{path.stem}")
     module.__file__ = str(path)
+    vars(module)["display"] = jupyter_display  # Jupyter's built-in, which a notebook's cells may call
     try:
-        for filename, source in module_sources(path):
+        for filename, source in sources:
             linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
             exec(compile(source, filename, "exec"), vars(module))
     except Exception as error:  # their file's error, shown with their traceback
@@ -64,28 +69,42 @@ def module_sources(path):
             for number, cell in enumerate(notebook.cells, start=1) if cell.cell_type == "code"]
 
 
+def jupyter_display(*objects, **options):
+    """Jupyter's ``display``, which shows nothing when the checker runs a notebook's cells."""
+
+
+def is_jupyter_only(line):
+    """A %magic, a !shell command or a ``name?`` help request: lines that only Jupyter runs."""
+    stripped = line.strip()
+    return stripped.startswith(("%", "!")) or re.fullmatch(r"\?{1,2}[\w.]+|[\w.]+\?{1,2}", stripped) is not None
+
+
 def without_magics(source):
-    """``source`` with each %magic and !shell line turned into ``pass``, so that line numbers stay."""
-    lines = [line if not line.lstrip().startswith(("%", "!")) else
+    """``source`` with each line that only Jupyter runs (``is_jupyter_only``) turned into ``pass``, so that line
+    numbers stay."""
+    lines = [line if not is_jupyter_only(line) else
              line[:len(line) - len(line.lstrip())] + "pass  # " + line.strip() for line in source.splitlines()]
     return "\n".join(lines) + "\n"
 
 
 def without_check_calls(source):
-    """``source`` with each top-level statement ``check("KEY")`` turned into ``pass``, line numbers kept; a source
-    that does not parse is left as it is, for its SyntaxError to be shown."""
+    """``source`` with each top-level statement ``check("KEY")`` turned into ``pass`` (and ``name = check("KEY")``
+    into ``name = None``), line numbers kept; a source that does not parse is left as it is, for its SyntaxError to be
+    shown."""
     try:
         statements = ast.parse(source).body
     except SyntaxError:
         return source
     lines = source.splitlines()
     for statement in statements:
-        call = statement.value if isinstance(statement, ast.Expr) else None
+        call = statement.value if isinstance(statement, (ast.Expr, ast.Assign)) else None
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "check" \
                 and call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
             first, last = statement.lineno - 1, statement.end_lineno - 1
             indent = lines[first][:len(lines[first]) - len(lines[first].lstrip())]
-            lines[first:last + 1] = [indent + "pass  # " + lines[first].strip()] + [""] * (last - first)
+            kept = "pass" if isinstance(statement, ast.Expr) else \
+                " = ".join(ast.get_source_segment(source, target) for target in statement.targets) + " = None"
+            lines[first:last + 1] = [f"{indent}{kept}  # {lines[first].strip()}"] + [""] * (last - first)
     return "\n".join(lines) + "\n"
 
 
@@ -98,21 +117,23 @@ def run(problem, namespace, show=None):
     """{key: list of verdicts, or the UsageError} for ``problem`` (a key or "all") on the functions of ``namespace``;
     ``show(key, result)`` is called as each problem finishes, so that a slow one does not hide the others.
 
-    Runs torch on one thread: the checks' tensors are small, and on a busy machine a second thread mostly waits.
+    Runs torch on one thread, as the checks' tensors are small, and NumPy with its default error handling whatever
+    the student's file set: np.seterr(all="raise") would stop the checks' own arithmetic.
     """
     results = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for key in problem_keys(problem):
-            try:
-                function = find_function(PROBLEMS[key], namespace)
-            except UsageError as error:
-                results[key] = error
-            else:
-                results[key] = run_problem(PROBLEMS[key], function)
-            if show is not None:
-                show(key, results[key])
+        with np.errstate(divide="warn", over="warn", under="ignore", invalid="warn"):
+            for key in problem_keys(problem):
+                try:
+                    function = find_function(PROBLEMS[key], namespace)
+                except UsageError as error:
+                    results[key] = error
+                else:
+                    results[key] = run_problem(PROBLEMS[key], function)
+                if show is not None:
+                    show(key, results[key])
     finally:
         torch.set_num_threads(threads)
     return results
@@ -202,10 +223,16 @@ def check(problem, namespace=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("problem", choices=[*PROBLEMS, "all"], help="the problem to check, or all")
+    parser.add_argument("problem", help=f"the problem to check ({', '.join(PROBLEMS)}), or all")
     parser.add_argument("file", type=Path, help="the .py file or notebook with your functions "
                         "(exercises/solution_template.py or exercises/ps4.ipynb)")
     args = parser.parse_args(argv)
+    if args.problem not in (*PROBLEMS, "all"):
+        checked = f"dgm check tests {', '.join(PROBLEMS)} and all"
+        if f"ex-{args.problem}" in exercises():
+            parser.error(f"problem {args.problem} asks for a run or a figure, which no automatic check can judge: "
+                         f"its solution in the handout shows one; {checked}")
+        parser.error(f"no problem {args.problem!r}: {checked}")
     try:
         namespace = load_solutions(args.file)
     except UsageError as error:

@@ -34,7 +34,7 @@ IMPORTS = "import numpy as np\nimport torch"
 # The template's last line: `make exercises` replaces the file only while the text above it has this digest.
 TEMPLATE_DIGEST_LINE = "\n\n# Written by `make exercises`, which replaces this file only while it is unchanged: {}\n"
 TEMPLATE_DIGEST = re.compile(re.escape(TEMPLATE_DIGEST_LINE).replace(r"\{\}", "([0-9a-f]{16})") + r"\Z")
-KERNEL = {"name": "dgm", "display_name": "Python (dgm)", "language": "python"}  # .venv, as `make kernel` registers it
+KERNEL = {"name": "dgm", "display_name": "Python (dgm)", "language": "python"}  # .venv, as `make lab`/`kernel` register it
 INTRODUCTION = """\
 # Problem set 4: diffusion models
 
@@ -42,8 +42,9 @@ The problems of the handout. Each that asks for a function is followed by it, wi
 cell to work in. Write your code there and run the cell below it: `check("1a")` runs that problem's checks on your function and names any mistake it
 finds, with the formula, the index and the handout section to read. The same checks run in a terminal, on this
 notebook or on `exercises/solution_template.py` (the same functions as plain Python):
-`dgm check all exercises/ps4.ipynb`. Run it with the kernel "Python (dgm)", the checkout's `.venv`, which
-`make kernel` registers with Jupyter.
+`.venv/bin/dgm check all exercises/ps4.ipynb`. Run it with the kernel "Python (dgm)", the checkout's `.venv`:
+`make lab` opens this notebook in JupyterLab with that kernel, and `make kernel` registers it with a Jupyter of your
+own.
 """
 
 
@@ -144,8 +145,9 @@ def comment(text):
 def render_template(book=BOOK):
     """The plain-Python template: every checkable problem's text as a comment above its function."""
     parts = ['"""Problem set 4: your solutions, one function per problem that `dgm check` checks.\n\n'
-             "Check them with `dgm check all exercises/solution_template.py`, or one problem with `dgm check 1a ...`.\n"
-             "Written by `make exercises` from the handout's exercises; exercises/ps4.ipynb holds the same functions "
+             "Check them with `.venv/bin/dgm check all exercises/solution_template.py`, or one problem with\n"
+             "`.venv/bin/dgm check 1a ...`. "
+             "Written by `make exercises` from the handout's exercises;\nexercises/ps4.ipynb holds the same functions "
              'in a notebook.\n"""\n\n' + IMPORTS + "\n"]
     for label in LABELS:
         problem = PROBLEM_BY_EXERCISE.get(label)

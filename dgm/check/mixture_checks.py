@@ -101,9 +101,21 @@ def score_variants(case, x):
     mean = closed_forms.diffused_mean(means[:, None], level)
     variance = closed_forms.diffused_variance(stds[:, None], level)
     component_scores = closed_forms.normal_score(x.ravel()[None], mean, variance)
-    responsibilities = scipy.special.softmax(np.log(weights)[:, None] + closed_forms.normal_log_pdf(
-        x.ravel()[None], mean, variance), axis=0)
+    log_pdfs = closed_forms.normal_log_pdf(x.ravel()[None], mean, variance)
+    responsibilities = scipy.special.softmax(np.log(weights)[:, None] + log_pdfs, axis=0)
+
+    def mixed_by(logits):
+        """The score with responsibilities softmax(logits) over the components."""
+        return (scipy.special.softmax(logits, axis=0) * component_scores).sum(0).reshape(x.shape)
+
     return [
+        (mixed_by(log_pdfs), "responsibilities without the weights",
+         "your responsibilities are softmax_i(log N_i(x)); they are r_i(x) = pi_i N_i(x) / p_t(x) = "
+         "softmax_i(log pi_i + log N_i(x)), the weights inside", SCORE_SECTION),
+        (mixed_by(np.log(weights)[:, None] - (x.ravel()[None] - mean) ** 2 / (2 * variance)),
+         "responsibilities without the normalising constant",
+         "your log N_i(x) leaves out -log(2 pi v_i) / 2, which differs between components of different variance: "
+         "log N_i(x) = -(x - m_i)^2 / (2 v_i) - log(2 pi v_i) / 2", SCORE_SECTION),
         ((weights[:, None] * component_scores).sum(0).reshape(x.shape), "prior weights instead of responsibilities",
          "your score weights each component's score by pi_i; grad log p_t = (sum_i pi_i grad N_i) / p_t weights it by "
          "the responsibility r_i(x) = pi_i N_i(x) / p_t(x), which depends on x", SCORE_SECTION),
@@ -130,7 +142,7 @@ def fitted_level_variant(got, method, case, x):
     fitted = scipy.optimize.minimize_scalar(misfit, bounds=(max(start - step, 0.0), start + step), method="bounded",
                                             options={"xatol": 1e-12}).x
     if abs(fitted - B) <= SAME_B_RTOL * B or not close(got, getattr(p0, method)(x, -fitted), FIT_RTOL, 1e-9):
-        return []  # the right B up to rounding (compare names float32 precision), or no B fits
+        return []  # the right B up to rounding (compare names too few correct digits), or no B fits
     return [(got, "wrong alpha_bar(t) = exp(-B(t))",
              f"your result is the exact one at the noise level alpha_bar = {np.exp(-fitted):.6g} (B = {fitted:.6g}), "
              f"where t = {t} has alpha_bar(t) = exp(-B(t)) = {np.exp(-B):.6g}, B(t) = int_0^t beta(u) du = beta_min t "

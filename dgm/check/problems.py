@@ -86,7 +86,7 @@ PROBLEMS = {problem.key: problem for problem in (
             "where alpha_bar[k-1] at k = 0 is 1 (the book's alpha_bar_0), not\n"
             "Python's alpha_bar[-1]. schedule is the dict of ddpm_schedules;\n"
             "draw all noise with torch.randn(..., generator=generator). Returns\n"
-            "x_0 of shape (n, *shape).",
+            "x_0, a tensor of shape (n, *shape).",
             SAMPLE_CHECKS),
     Problem("2b", "ex-2b", "respace", "alpha_bar, steps",
             "The kept timesteps, increasing array indices that include 0 and\n"

@@ -29,18 +29,31 @@ PROBE_N, PROBE_SHAPE = 4000, (2, 3)
 TOLERANCE_IN_STANDARD_ERRORS = 6
 END_TO_END_N, END_TO_END_P_VALUE = 2000, 1e-4
 VARIANCE_NAMES = {"beta": "beta[k]", "posterior": "beta_tilde[k]"}  # the noise's variance that each sigma asks for
+STALE_CORRELATION = 0.5  # fresh noise at two steps correlates within about 1 / sqrt(PROBE_N * 6) of 0
 CALLS_PER_STEP_LIMIT = 20  # a sampler calling eps_model more than this many times T is stopped: its loop never ends
 
 
-def limit_calls(network, T):
+def limit_calls(network, T, n):
     """``network`` that stops the sampler with a Mistake once it is called more than CALLS_PER_STEP_LIMIT * T times
-    (a loop that never ends would otherwise run, and fill memory, until killed)."""
-    count = 0
+    (a loop that never ends would otherwise run, and fill memory, until killed), or called as eps_model(t, x)."""
+    count, largest = 0, 0
 
     def eps_model(x, t):  # named as the student calls it, so that their TypeError reads right
-        nonlocal count
+        nonlocal count, largest
         count += 1
+        if isinstance(x, torch.Tensor) and not x.is_floating_point() \
+                and isinstance(t, torch.Tensor) and t.is_floating_point():
+            raise Stopped(Mistake("eps_model's arguments swapped", f"eps_model got an integer tensor of shape "
+                                  f"{tuple(x.shape)} as x and a float tensor of shape {tuple(t.shape)} as t: call it "
+                                  "as eps_model(x, t), the samples first", EPSILON_SECTION))
+        largest = max(largest, len(x) if getattr(x, "ndim", 0) else 1)
         if count > CALLS_PER_STEP_LIMIT * T:
+            if largest < n:
+                raise Stopped(Mistake("eps_model called on part of the batch", f"eps_model was called {count - 1} "
+                                      f"times on a chain of T = {T} steps, each time on at most {largest} of the "
+                                      f"n = {n} samples: run the chain on the whole batch at once, one call per step "
+                                      "with x of shape (n, *shape) and t = torch.full((n,), k, dtype=torch.long)",
+                                      EPSILON_SECTION))
             raise Stopped(Mistake("eps_model called without end", f"eps_model was called {count - 1} times on a chain "
                                   f"of T = {T} steps and the sampler had not returned: does the loop stop after "
                                   "k = 0?", EPSILON_SECTION))
@@ -87,8 +100,11 @@ def probe(sample, seed=0, sigma="beta"):
     network = RecordingNetwork()
     schedule = schedule_from_betas(torch.tensor(PROBE_BETAS, dtype=torch.float64))
     generator = torch.Generator().manual_seed(seed)
-    samples = call_sampler(sample, limit_calls(network, len(PROBE_BETAS)), PROBE_N, PROBE_SHAPE,
+    samples = call_sampler(sample, limit_calls(network, len(PROBE_BETAS), PROBE_N), PROBE_N, PROBE_SHAPE,
                            contract_schedule(schedule), sigma, generator)
+    if samples is not None and not isinstance(samples, (torch.Tensor, tuple)):
+        raise Mistake("samples are not a torch tensor", f"sample returned a {type(samples).__name__}; return x, the "
+                      "tensor of shape (n, *shape) that the last step computes", EPSILON_SECTION)
     samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(PROBE_N, *PROBE_SHAPE))
     if np.ptp(samples) == 0:
         raise Mistake("every sample is the same", f"every entry of every sample is {samples.flat[0]:.4g}: does the "
@@ -166,13 +182,18 @@ def fit_steps(network, samples):
     states = [x.double().numpy() for x, _, _ in network.calls] + [samples]
     fits = []
     for (_, _, eps), x_in, x_out in zip(network.calls, states[:-1], states[1:]):
-        design = np.stack([x_in.ravel(), eps.double().numpy().ravel()], axis=1)
-        coefficients, *_ = np.linalg.lstsq(design, x_out.ravel(), rcond=None)
-        residual = x_out.ravel() - design @ coefficients
+        design, coefficients, residual = fit_step(x_in, eps, x_out)
         noise_std = np.sqrt(residual @ residual / (len(residual) - 2))
         errors = noise_std * np.sqrt(np.diag(np.linalg.inv(design.T @ design)))
         fits.append((*coefficients, *errors, noise_std))
     return [np.array(column[::-1]) for column in zip(*fits)]  # reversed: index k
+
+
+def fit_step(x_in, eps, x_out):
+    """The least-squares fit x_out = a x_in + b eps + r of one step: (design matrix, (a, b), r), flattened."""
+    design = np.stack([x_in.ravel(), eps.double().numpy().ravel()], axis=1)
+    coefficients, *_ = np.linalg.lstsq(design, x_out.ravel(), rcond=None)
+    return design, coefficients, x_out.ravel() - design @ coefficients
 
 
 def within(got, expected, error):
@@ -236,15 +257,23 @@ def check_mean(sample, sigma):
 
 def stale_noise(network, samples, a_ref, b_ref):
     """The Mistake of a sampler whose steps k > 0 add, beside Algorithm 2's mean, noise that is the same for every
-    sample of the batch or not centred (torch.rand is uniform on [0, 1)); None if the added noise looks fresh. Such
-    noise also skews the least-squares fit of the mean, so it is named before the mean is blamed."""
+    sample of the batch, the same z at every step (drawn once, before the loop), or not centred (torch.rand is
+    uniform on [0, 1)); None if the added noise looks fresh. Such noise also skews the least-squares fit of the mean,
+    so it is named before the mean is blamed."""
     states = [x.double().numpy() for x, _, _ in network.calls] + [samples]
     steps = zip(network.calls[:-1], states[:-2], states[1:-1], range(len(network.calls) - 1, 0, -1))
+    previous = None  # what the fit of the step before (index k + 1) leaves unexplained: its noise
     for (_, _, eps), x_in, x_out, k in steps:
         added = (x_out - a_ref[k] * x_in - b_ref[k] * eps.double().numpy()).reshape(len(x_out), -1)
         spread, count = added.std(), added.size
         if spread == 0:
             continue  # no noise at all: the noise check names it
+        residual = fit_step(x_in, eps, x_out)[2]
+        if previous is not None and abs(np.corrcoef(previous, residual)[0, 1]) > STALE_CORRELATION:
+            return Mistake("the same noise at every step", f"the steps at indices k = {k + 1} and k = {k} add the "
+                           "same z, scaled: draw z afresh inside the loop, torch.randn((n, *shape), "
+                           "generator=generator) at every step", EPSILON_SECTION)
+        previous = residual
         if np.all(added.std(axis=0) < 1e-3 * spread + 1e-12) or np.all(added == added[:1]):
             return Mistake("the same noise for every sample", f"the step at index k = {k} adds the same z to every "
                            "sample of the batch: draw z of the batch's shape, torch.randn((n, *shape), "
@@ -357,8 +386,8 @@ def check_end_to_end(sample):
     predictor = exact_noise_predictor(mixture, schedule["alpha_bar"])
     for sigma in SIGMA_CHOICES:
         generator = torch.Generator().manual_seed(0)
-        samples = call_sampler(sample, limit_calls(predictor, PROBLEM_SET_CHAIN[2]), END_TO_END_N, (1,), schedule,
-                               sigma, generator)
+        samples = call_sampler(sample, limit_calls(predictor, PROBLEM_SET_CHAIN[2], END_TO_END_N), END_TO_END_N, (1,),
+                               schedule, sigma, generator)
         samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(END_TO_END_N, 1))[:, 0]
         test = scipy.stats.kstest(samples, mixture.cdf)
         if not np.isfinite(samples).all() or test.pvalue < END_TO_END_P_VALUE:
@@ -381,7 +410,10 @@ SAMPLE_CHECKS = (
 
 def respace_result(respace, alpha_bar, steps):
     """The student's (timesteps, betas) as integer and float arrays, or the Mistake that breaks the contract."""
-    result = call(respace, alpha_bar, steps)
+    T = len(alpha_bar)
+    with hint("out of bounds", f"alpha_bar has indices 0..T-1 = 0..{T - 1} (T = {T}, steps = {steps}): the last "
+              f"kept timestep is T - 1, as torch.linspace(0, T - 1, steps) ends"):
+        result = call(respace, alpha_bar, steps)
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise Mistake("not a pair", f"respace returned {type(result).__name__}; return (timesteps, betas)",
                       RESPACING_SECTION)
@@ -393,8 +425,16 @@ def respace_result(respace, alpha_bar, steps):
                       + (" whose values all lie below 1, like betas: return (timesteps, betas), in that order"
                          if swapped else "; the sampler indexes alpha_bar with them and passes them to eps_model as "
                          "integers: return a long tensor (dtype=torch.long)"), RESPACING_SECTION)
-    timesteps = as_float_array(kept, "timesteps", RESPACING_SECTION, shape=(steps,))
-    float_betas = as_float_array(betas, "betas", RESPACING_SECTION, shape=(steps,))
+    try:
+        timesteps = as_float_array(kept, "timesteps", RESPACING_SECTION, shape=(steps,))
+        float_betas = as_float_array(betas, "betas", RESPACING_SECTION, shape=(steps,))
+    except Mistake as mistake:
+        if not mistake.name.endswith("wrong shape"):
+            raise
+        one_short = mistake.name.startswith("betas") and np.shape(betas) == (steps - 1,)
+        raise Mistake(mistake.name, f"{mistake.explanation} (T = {T}, steps = {steps})" + (
+            ": betas holds one beta' per kept step, the first too, betas[0] = 1 - alpha_bar[timesteps[0]] (alpha_bar "
+            "is 1 before the first kept step)" if one_short else ""), RESPACING_SECTION) from None
     if not np.array_equal(timesteps, np.round(timesteps)):
         raise Mistake("timesteps are not integers", f"timesteps = {timesteps[:5]} ...", RESPACING_SECTION)
     if not (isinstance(kept, torch.Tensor) and kept.dtype == torch.long and isinstance(betas, torch.Tensor)

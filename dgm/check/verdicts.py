@@ -232,10 +232,10 @@ def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12, x=
     where = f" at x = {x[index]:g}" if x is not None else f"[{', '.join(map(str, index))}]" if index else ""
     inputs = f" ({context})" if context else ""
     if close(got, expected, SINGLE_PRECISION_RTOL, atol):
-        raise Mistake("float32 precision", f"{what} agrees only to about {SINGLE_PRECISION_DIGITS} significant "
+        raise Mistake("too few correct digits", f"{what} agrees only to about {SINGLE_PRECISION_DIGITS} significant "
                       f"digits, where the check asks a relative error under {rtol:g}: {what}{where} is "
-                      f"{got[index]:.10g}, expected {expected[index]:.10g}{inputs}. "
-                      "float32 arithmetic (or an approximation) loses the rest: compute in float64, as the "
-                      "arguments come", section)
+                      f"{got[index]:.10g}, expected {expected[index]:.10g}{inputs}. float32 or float16 arithmetic, "
+                      "or an approximation such as a finite difference, loses the rest: compute the exact formula in "
+                      "float64, as the arguments come", section)
     raise Mistake(f"wrong {what}", f"{what}{where} is {got[index]:.6g}, expected {expected[index]:.6g}{inputs}",
                   section)

@@ -96,6 +96,34 @@ def sample_seeding_its_own_generator(eps_model, n, shape, schedule, sigma="beta"
     return reference.sample(eps_model, n, shape, schedule, sigma, torch.Generator().manual_seed(0))
 
 
+def sample_one_at_a_time(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    return torch.cat([reference.sample(eps_model, 1, shape, schedule, sigma, generator) for _ in range(n)])
+
+
+def sample_reusing_one_z(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    beta, alpha, alpha_bar = schedule["beta"], schedule["alpha"], schedule["alpha_bar"]
+    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    variance = beta if sigma == "beta" else (1 - alpha_bar_prev) / (1 - alpha_bar) * beta
+    x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype)  # drawn once, before the loop
+    for k in reversed(range(len(beta))):
+        eps = eps_model(x, torch.full((n,), k, dtype=torch.long))
+        x = (x - beta[k] / (1 - alpha_bar[k]).sqrt() * eps) / alpha[k].sqrt()
+        if k > 0:
+            x = x + variance[k].sqrt() * z
+    return x
+
+
+def sample_returning_numpy(*args, **kwargs):
+    return reference.sample(*args, **kwargs).numpy()
+
+
+def respace_without_the_first_beta(alpha_bar, steps):
+    timesteps, betas = reference.respace(alpha_bar, steps)
+    kept = alpha_bar[timesteps]
+    return timesteps, 1 - kept[1:] / kept[:-1]
+
+
 def sample_left_as_zeros(eps_model, n, shape, schedule, sigma="beta", generator=None):
     reference.sample(eps_model, n, shape, schedule, sigma, generator)
     return torch.zeros((n, *shape), dtype=torch.float64)
@@ -311,6 +339,18 @@ def score_over_std(x, t, weights, means, stds, beta_min, beta_max):
     return (responsibilities * (m - x) / np.sqrt(v)).sum(-1)
 
 
+def score_with_responsibilities(drop):
+    """score() whose log terms leave out the log weights (``drop="weights"``) or -log(2 pi v) / 2 ("constant")."""
+    def score(x, t, weights, means, stds, beta_min, beta_max):
+        m, v = reference.component_moments(t, means, stds, beta_min, beta_max)
+        x = np.asarray(x)[..., None]
+        terms = -(x - m) ** 2 / (2 * v) + (np.log(weights) if drop == "constant" else -0.5 * np.log(2 * np.pi * v))
+        responsibilities = np.exp(terms - terms.max(-1, keepdims=True))
+        responsibilities /= responsibilities.sum(-1, keepdims=True)
+        return (responsibilities * (m - x) / v).sum(-1)
+    return score
+
+
 def schedule_in_numpy(beta_min, beta_max, T):
     return {name: table.numpy() for name, table in reference.ddpm_schedules(beta_min, beta_max, T).items()}
 
@@ -412,6 +452,13 @@ MUTANTS = [
     ("1c", "noise not centred", sampler(draw=lambda x, generator: torch.rand(x.shape, generator=generator,
                                                                             dtype=x.dtype))),
     ("1c", "every sample is the same", sample_left_as_zeros),
+    ("3b", "responsibilities without the weights", score_with_responsibilities(drop="weights")),
+    ("3b", "responsibilities without the normalising constant", score_with_responsibilities(drop="constant")),
+    ("2b", "betas has the wrong shape", respace_without_the_first_beta),
+    ("1c", "eps_model called on part of the batch", sample_one_at_a_time),
+    ("1c", "the same noise at every step", sample_reusing_one_z),
+    ("1c", "eps_model's arguments swapped", sampler(change_model=lambda m: lambda x, t: m(t, x))),
+    ("1c", "samples are not a torch tensor", sample_returning_numpy),
     ("1c", "noise not drawn from generator", sampler(own_noise=True)),
     ("1c", "samples clamped to [-1, 1]", sample_clamped),
     ("1c", "returned a tuple, not the samples", sample_with_trajectory),
@@ -444,15 +491,15 @@ MUTANTS = [
     ("2b", "timesteps in decreasing order", respace_decreasing),
     ("2b", "timesteps are floats", respace_float_timesteps),
     ("2b", "timesteps are floats", respace_swapped),
-    ("2b", "float32 precision", in_float32(reference.respace)),
+    ("2b", "too few correct digits", in_float32(reference.respace)),
     ("2b", "first beta' is 0", respace_first_beta_zero),
     ("2b", "not a long and a float tensor", respace_in_numpy),
     ("2b", "beta' ratio upside down", respace_ratio_upside_down),
     ("3a", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(integral_of_beta_as_rate_times_t)[0]),
     ("3a", "p_t(x) differs on a 2-D x", marginal_pdf_in_column_order),
     ("3a", "variance used as the standard deviation", marginal_pdf_variance_as_std),
-    ("3a", "float32 precision", mixture_functions(alpha_bar_in_float32)[0]),
-    ("3b", "float32 precision", mixture_functions(alpha_bar_in_float32)[1]),
+    ("3a", "too few correct digits", mixture_functions(alpha_bar_in_float32)[0]),
+    ("3b", "too few correct digits", mixture_functions(alpha_bar_in_float32)[1]),
     ("3a", "returned None", marginal_pdf_without_return),
     ("3b", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(integral_of_beta_as_rate_times_t)[1]),
     ("3b", "prior weights instead of responsibilities", score_with_prior_weights),
@@ -460,7 +507,7 @@ MUTANTS = [
     ("3a", "mixture stds used as variances", mixture_functions(stds_as_variances)[0]),
     ("3a", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[0]),
     ("3a", "B(t) without the 1/2", mixture_functions(integral_without_half)[0]),
-    ("3a", "float32 precision", in_float32(reference.marginal_pdf)),
+    ("3a", "too few correct digits", in_float32(reference.marginal_pdf)),
     ("3b", "mixture stds used as variances", mixture_functions(stds_as_variances)[1]),
     ("3b", "mean decaying as exp(-B) instead of exp(-B/2)", mixture_functions(mean_decays_fully)[1]),
     ("3b", "the score's sign", score_with_flipped_sign),
