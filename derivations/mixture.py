@@ -16,7 +16,7 @@ from derivations._check import holds
 x, x0, eps = sp.symbols("x x_0 epsilon", real=True)
 mu = sp.Symbol("mu", real=True)
 s = sp.Symbol("s", positive=True)  # standard deviation of a component of p_0
-log_alpha_bar = sp.Symbol("log_alphabar", negative=True)
+log_alpha_bar = sp.Symbol("log_alphabar", negative=True)  # t > 0; the forms are continuous at 0, where p_t is p_0
 alpha_bar = sp.exp(log_alpha_bar)
 mean, variance = sp.Symbol("m", real=True), sp.Symbol("v", positive=True)
 

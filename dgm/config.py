@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dgm.ddpm import LOSS_WEIGHTINGS, PREDICTIONS
 from dgm.device import PRECISIONS
-from dgm.schedules import NOISE_SCHEDULES
+from dgm.schedules import NOISE_SCHEDULES, PROBLEM_SET_BETA_MAX, PROBLEM_SET_BETA_MIN, PROBLEM_SET_T
 
 LR_SCHEDULES = ("constant", "cosine")
 # Config fields with a fixed set of values: TrainConfig checks them, `dgm train` lists them.
@@ -19,7 +19,7 @@ FIXED_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "noise_sc
                  "prediction": PREDICTIONS, "loss_weighting": LOSS_WEIGHTINGS}
 # Fields of options that the library does not have, each with the one value at which its code computes alike: a saved
 # config (the shipped checkpoints' does) may carry them at that value, which is dropped; any other value is refused.
-REMOVED_FIELDS = {"time_conditioning": "add", "timestep_sampling": "uniform", "p2_gamma": 1.0}
+FIXED_VALUE_FIELDS = {"time_conditioning": "add", "timestep_sampling": "uniform", "p2_gamma": 1.0}
 # The fields that define the model a checkpoint holds: a resumed run cannot change them.
 MODEL_FIELDS = ("T", "beta_min", "beta_max", "noise_schedule", "prediction", "channels", "attention", "depth")
 # The fields that set which images each step reads (dgm.train.epoch_order): a resumed run keeps them too, so that it
@@ -33,7 +33,7 @@ def option_flag(name):
     return "--" + name.replace("_", "-")
 
 
-def is_integer(value):
+def is_json_int(value):
     """A Python int that is not a bool; unlike ``dgm.schedules.is_integer``, no NumPy integer, which JSON (the
     checkpoint's config) cannot hold."""
     return isinstance(value, int) and not isinstance(value, bool)
@@ -47,9 +47,9 @@ def is_number(value):
 class TrainConfig:
     """Everything a run depends on; saved as JSON next to every checkpoint. ``batch_size`` is global (all ranks)."""
 
-    T: int = 1000
-    beta_min: float = 1e-4
-    beta_max: float = 0.02
+    T: int = PROBLEM_SET_T
+    beta_min: float = PROBLEM_SET_BETA_MIN
+    beta_max: float = PROBLEM_SET_BETA_MAX
     noise_schedule: str = "linear"  # "linear" from beta_min to beta_max, or "cosine" (dgm.schedules.cosine_schedule)
     prediction: str = "eps"  # what the U-Net predicts: the noise "eps" or the velocity "v" (DDPM.predict_eps)
     channels: tuple = (32, 64, 64)
@@ -93,25 +93,25 @@ class TrainConfig:
         found = []
         for name in ("T", "steps", "batch_size", "sample_every", "sample_n", "sample_steps", "checkpoint_every",
                      "depth"):
-            if not is_integer(getattr(self, name)) or getattr(self, name) < 1:
+            if not is_json_int(getattr(self, name)) or getattr(self, name) < 1:
                 found.append(bad(name, "a positive integer"))
-        if is_integer(self.T) and self.T < 2:
+        if is_json_int(self.T) and self.T < 2:
             found.append(bad("T", "an integer >= 2"))
         if not found and self.sample_steps > self.T:
             found.append(f"--sample-steps must be at most --T = {self.T} (the sample grids respace the chain), "
                          f"got {self.sample_steps}")
         for name in ("keep_every", "train_subset"):
-            if getattr(self, name) is not None and (not is_integer(getattr(self, name)) or getattr(self, name) < 1):
+            if getattr(self, name) is not None and (not is_json_int(getattr(self, name)) or getattr(self, name) < 1):
                 found.append(bad(name, "a positive integer or None"))
-        if not is_integer(self.seed) or self.seed < 0:
+        if not is_json_int(self.seed) or self.seed < 0:
             found.append(bad("seed", "a non-negative integer"))
-        if not is_integer(self.warmup_steps) or self.warmup_steps < 0:
+        if not is_json_int(self.warmup_steps) or self.warmup_steps < 0:
             found.append(bad("warmup_steps", "a non-negative integer"))
         if not (is_number(self.beta_min) and is_number(self.beta_max) and 0 < self.beta_min <= self.beta_max < 1):
             found.append(f"--beta-min and --beta-max need 0 < beta_min <= beta_max < 1, got {self.beta_min!r} and "
                          f"{self.beta_max!r}")
         if not (isinstance(self.channels, tuple) and len(self.channels) == 3
-                and all(is_integer(c) and c > 0 for c in self.channels) and self.channels[0] % 2 == 0):
+                and all(is_json_int(c) and c > 0 for c in self.channels) and self.channels[0] % 2 == 0):
             found.append(bad("channels", "three positive widths, the first even"))
         for name in ("lr", "grad_clip"):
             if not is_number(getattr(self, name)) or getattr(self, name) <= 0:
@@ -140,11 +140,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values):
         """The config from a dict (a checkpoint's JSON). Unknown keys are an error, not silently dropped; a field of
-        REMOVED_FIELDS is dropped at its one supported value and refused at any other."""
+        FIXED_VALUE_FIELDS is dropped at its one supported value and refused at any other."""
         if not isinstance(values, dict):
             raise ValueError(f"a config must be a JSON object, got {type(values).__name__}")
         values = dict(values)
-        for name, supported in REMOVED_FIELDS.items():
+        for name, supported in FIXED_VALUE_FIELDS.items():
             value = values.pop(name, supported)
             if value != supported:
                 raise ValueError(f"the config sets {name} = {value!r}, an option this library does not have "

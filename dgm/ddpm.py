@@ -10,7 +10,8 @@ from torch import nn
 from tqdm import tqdm
 
 from dgm import closed_forms
-from dgm.schedules import is_integer, noise_schedule_tables, respace, respaced_timesteps
+from dgm.schedules import (PROBLEM_SET_BETA_MAX, PROBLEM_SET_BETA_MIN, PROBLEM_SET_T, is_integer,
+                           noise_schedule_tables, respace, respaced_timesteps)
 
 SIGMA_CHOICES = ("beta", "posterior")
 # How the loss weighs its timesteps: Ho et al.'s uniform average, or P2 with offset = gamma = 1 (Choi et al. 2022).
@@ -85,8 +86,8 @@ class DDPM(nn.Module):
     ``prediction="v"`` the network predicts the velocity v instead of the noise; ``predict_eps`` converts.
     """
 
-    def __init__(self, eps_model, beta_min=1e-4, beta_max=0.02, T=1000, shape=(1, 28, 28), noise_schedule="linear",
-                 prediction="eps"):
+    def __init__(self, eps_model, beta_min=PROBLEM_SET_BETA_MIN, beta_max=PROBLEM_SET_BETA_MAX, T=PROBLEM_SET_T,
+                 shape=(1, 28, 28), noise_schedule="linear", prediction="eps"):
         super().__init__()
         if not callable(eps_model):
             raise ValueError("eps_model must be a module or callable eps_model(x_t, t)")

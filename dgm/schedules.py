@@ -11,6 +11,8 @@ import torch
 from dgm import closed_forms
 
 NOISE_SCHEDULES = ("linear", "cosine")
+# The problem set's linear schedule (Problem 1): the defaults of dgm.DDPM and `dgm train`, and what the checks use.
+PROBLEM_SET_BETA_MIN, PROBLEM_SET_BETA_MAX, PROBLEM_SET_T = 1e-4, 0.02, 1000
 
 
 def is_integer(value):

@@ -14,11 +14,13 @@ from dgm import closed_forms
 from dgm._array_namespace import as_arrays
 from dgm.schedules import is_integer
 
+PROBLEM_3_BETA_MIN, PROBLEM_3_BETA_MAX = 0.1, 20.0  # the VP-SDE of Problem 3, beta(t) over t in [0, 1]
+
 
 class VPSDE:
     """dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw on t in [0, 1] (Song et al. 2021, Appendix C; Problem 3)."""
 
-    def __init__(self, beta_min=0.1, beta_max=20.0):
+    def __init__(self, beta_min=PROBLEM_3_BETA_MIN, beta_max=PROBLEM_3_BETA_MAX):
         numbers_given = all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in (beta_min, beta_max))
         if not (numbers_given and np.isfinite(beta_min) and np.isfinite(beta_max) and 0 < beta_min <= beta_max):
             raise ValueError(f"need 0 < beta_min <= beta_max, got beta_min={beta_min!r}, beta_max={beta_max!r}")

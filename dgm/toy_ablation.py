@@ -24,7 +24,7 @@ from dgm.files import atomic_write_csv, atomic_write_text, check_replaceable, ch
 from dgm.labels import SIGMA_LABELS
 from dgm.mixture import exact_noise_predictor, toy_mixture
 from dgm.paths import RESULTS, RUNS
-from dgm.schedules import ddpm_schedules
+from dgm.schedules import PROBLEM_SET_BETA_MAX, PROBLEM_SET_BETA_MIN, ddpm_schedules
 from dgm.sde import VPSDE
 
 DEFAULT_OUT = RESULTS / "toy_ablation.json"
@@ -40,13 +40,12 @@ DDPM_SAMPLERS = {  # label: keyword arguments of DDPM.sample
 }
 SDE_SAMPLERS = ("reverse SDE", "probability-flow ODE")
 DETERMINISTIC_SAMPLERS = ("DDIM (eta = 0)", "probability-flow ODE")  # the rest draw fresh noise at every step
-BETA_MIN, BETA_MAX = 1e-4, 0.02  # the problem set's discrete schedule
 
 
 def equivalent_sde(T):
     """The VP-SDE that the problem set's chain approximates, to first order in beta, with N = T steps of 1/T:
     beta(t) = T beta_k (derivations/vp_sde.py, section 4)."""
-    return VPSDE(beta_min=T * BETA_MIN, beta_max=T * BETA_MAX)
+    return VPSDE(beta_min=T * PROBLEM_SET_BETA_MIN, beta_max=T * PROBLEM_SET_BETA_MAX)
 
 
 def draw(mixture, sampler, T, steps, n, seed, dtype=torch.float32):
@@ -55,8 +54,9 @@ def draw(mixture, sampler, T, steps, n, seed, dtype=torch.float32):
     float32 is faster than float64 (benchmarks/sde_paths.py), and its rounding is far below the Monte-Carlo floor.
     """
     if sampler in DDPM_SAMPLERS:
-        alpha_bar = ddpm_schedules(BETA_MIN, BETA_MAX, T)["alpha_bar"]
-        model = DDPM(exact_noise_predictor(mixture, alpha_bar), beta_min=BETA_MIN, beta_max=BETA_MAX, T=T, shape=(1,))
+        alpha_bar = ddpm_schedules(PROBLEM_SET_BETA_MIN, PROBLEM_SET_BETA_MAX, T)["alpha_bar"]
+        model = DDPM(exact_noise_predictor(mixture, alpha_bar), beta_min=PROBLEM_SET_BETA_MIN,
+                     beta_max=PROBLEM_SET_BETA_MAX, T=T, shape=(1,))
         generator = torch.Generator().manual_seed(seed)
         return model.sample(n, steps=steps, generator=generator, dtype=dtype, **DDPM_SAMPLERS[sampler])[:, 0].numpy()
     if sampler not in SDE_SAMPLERS:
@@ -89,7 +89,7 @@ def monte_carlo_floor(mixture, n, repeats, seed):
 
 def prior_mismatch(mixture, T):
     """Sup-distance between the true q(x_T) and the N(0, 1) the samplers start from: what a short chain costs."""
-    alpha_bar_T = float(ddpm_schedules(BETA_MIN, BETA_MAX, T)["alpha_bar"][-1])
+    alpha_bar_T = float(ddpm_schedules(PROBLEM_SET_BETA_MIN, PROBLEM_SET_BETA_MAX, T)["alpha_bar"][-1])
     grid = np.linspace(-6, 6, 4001)
     ks = float(np.abs(mixture.cdf(grid, np.log(alpha_bar_T)) - scipy.stats.norm.cdf(grid)).max())
     return {"T": T, "alpha_bar_T": alpha_bar_T, "ks_q_T_vs_prior": ks}
@@ -126,7 +126,7 @@ def run_toy_ablation(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=t
         "config": {"n": n, "seed": seed, "seeds": seeds,
                    "mixture": {"weights": mixture.weights.tolist(), "means": mixture.means.tolist(),
                                "stds": mixture.stds.tolist()},
-                   "beta_min": BETA_MIN, "beta_max": BETA_MAX, "floor_repeats": floor_repeats},
+                   "beta_min": PROBLEM_SET_BETA_MIN, "beta_max": PROBLEM_SET_BETA_MAX, "floor_repeats": floor_repeats},
         "floor": monte_carlo_floor(mixture, n, floor_repeats, seed + 2),
         "prior_mismatch": [prior_mismatch(mixture, T) for T in timesteps],
         "rows": rows,

@@ -7,7 +7,7 @@ import torch
 
 from dgm.ablation_report import find_row, load_report
 from dgm.classifier import load_classifier, predict
-from dgm.config import PRESETS, REMOVED_FIELDS, TrainConfig
+from dgm.config import PRESETS, FIXED_VALUE_FIELDS, TrainConfig
 from dgm.evaluate import CONFIDENT
 from dgm.paths import CHECKPOINTS, CPU_PRESET_MODEL, MODELS, RESCALED_MODELS, RESULTS
 from dgm.runs import load_run
@@ -32,9 +32,9 @@ def test_shipped_ddpm_samples_confident_digits_in_50_steps(folder, preset, class
     model, config, metadata = load_run(folder)
     # Every saved setting loads unchanged (fields added to TrainConfig since take their defaults); the fields of
     # removed options hold the one value that loads.
-    kept = {name: value for name, value in metadata["config"].items() if name not in REMOVED_FIELDS}
+    kept = {name: value for name, value in metadata["config"].items() if name not in FIXED_VALUE_FIELDS}
     assert metadata["weights"] == "ema" and {**config.to_dict(), **kept} == config.to_dict()
-    assert {name: metadata["config"][name] for name in REMOVED_FIELDS} == REMOVED_FIELDS
+    assert {name: metadata["config"][name] for name in FIXED_VALUE_FIELDS} == FIXED_VALUE_FIELDS
     recipe = {**PRESETS[preset], "precision": "bf16"}  # "auto" as it resolved on the bfloat16 CPU and GPU
     assert config.to_dict() == {**config.to_dict(), **recipe, "channels": list(recipe["channels"])}
     assert metadata["step"] == config.steps

@@ -20,7 +20,7 @@ import dgm.sampling
 import dgm.train
 import dgm.train_step
 from dgm.checkpoint import CheckpointError, save_checkpoint
-from dgm.config import PRESETS, REMOVED_FIELDS, TrainConfig, ema_initial_share
+from dgm.config import PRESETS, FIXED_VALUE_FIELDS, TrainConfig, ema_initial_share
 from dgm.data import load_mnist
 from dgm.device import autocast_context, resolve_precision, select_device
 from dgm.runs import CHECKPOINT_FORMAT, export_run, load_run, run_folder_checkpoint, snapshot_folder
@@ -53,7 +53,7 @@ def test_config_round_trips_through_json(tmp_path, one_thread):
 
 
 def test_fields_of_removed_options_load_only_at_their_one_supported_value():
-    saved = {**TrainConfig().to_dict(), **REMOVED_FIELDS}  # as the shipped checkpoints' JSON has them
+    saved = {**TrainConfig().to_dict(), **FIXED_VALUE_FIELDS}  # as the shipped checkpoints' JSON has them
     assert TrainConfig.from_dict(saved) == TrainConfig()
     for name, other in (("time_conditioning", "adagn"), ("timestep_sampling", "weighted"), ("p2_gamma", 2.0)):
         with pytest.raises(ValueError, match=f"{name} = {other!r}, an option this library does not have"):

@@ -34,7 +34,8 @@ IMPORTS = "import numpy as np\nimport torch"
 # The template's last line: `make exercises` replaces the file only while the text above it has this digest.
 TEMPLATE_DIGEST_LINE = "\n\n# Written by `make exercises`, which replaces this file only while it is unchanged: {}\n"
 TEMPLATE_DIGEST = re.compile(re.escape(TEMPLATE_DIGEST_LINE).replace(r"\{\}", "([0-9a-f]{16})") + r"\Z")
-KERNEL = {"name": "dgm", "display_name": "Python (dgm)", "language": "python"}  # .venv, as `make lab`/`kernel` register it
+# The checkout's .venv, as `make lab` and `make kernel` register it.
+KERNEL = {"name": "dgm", "display_name": "Python (dgm)", "language": "python"}
 INTRODUCTION = """\
 # Problem set 4: diffusion models
 

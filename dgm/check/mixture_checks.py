@@ -11,12 +11,12 @@ import scipy.special
 from dgm import closed_forms
 from dgm.check.verdicts import Mistake, as_float_array, call, close, compare, hint
 from dgm.mixture import GaussianMixture1D, toy_mixture
-from dgm.sde import VPSDE
+from dgm.sde import PROBLEM_3_BETA_MAX, PROBLEM_3_BETA_MIN, VPSDE
 
 KERNEL_SECTION = "continuous-time-kernel"
 MARGINAL_SECTION = "continuous-time-marginal"
 SCORE_SECTION = "continuous-time-score"
-BETA_RANGE = (0.1, 20.0)  # the VP-SDE of Problem 3
+BETA_RANGE = (PROBLEM_3_BETA_MIN, PROBLEM_3_BETA_MAX)
 TIMES = (0.0, 0.05, 0.2, 0.5)
 GRID = np.linspace(-5.0, 5.0, 201)
 FIT_RTOL = 1e-4  # a result this close to the exact one at another B is that one, up to the student's rounding

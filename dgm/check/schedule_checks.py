@@ -10,6 +10,7 @@ import torch
 
 from dgm import closed_forms
 from dgm.check.verdicts import Mistake, as_float_array, call, compare, hint
+from dgm.schedules import PROBLEM_SET_BETA_MAX, PROBLEM_SET_BETA_MIN, PROBLEM_SET_T
 from dgm.schedules import ddpm_schedules as reference_schedules
 
 SCHEDULE_SECTION = "forward-process-schedule"
@@ -17,7 +18,7 @@ MARGINAL_SECTION = "forward-process-marginal"
 NOTATION_SECTION = "preface-notation"
 TABLES = ("beta", "alpha", "alpha_bar")
 SHORT_CHAIN = (0.1, 0.5, 5)  # beta_min, beta_max, T: betas 0.1, 0.2, ..., 0.5
-PROBLEM_SET_CHAIN = (1e-4, 0.02, 1000)
+PROBLEM_SET_CHAIN = (PROBLEM_SET_BETA_MIN, PROBLEM_SET_BETA_MAX, PROBLEM_SET_T)
 FLOAT32_RTOL = 1e-4  # a float32 cumulative product over 1000 steps drifts by up to about 6e-5
 
 
