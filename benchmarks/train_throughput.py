@@ -20,7 +20,8 @@ import torch
 
 from dgm.config import PRESETS, TrainConfig
 from dgm.device import autocast_context, select_device
-from dgm.runs import build_model, ddpm_around, run_folder_checkpoint
+from dgm.config import build_model, ddpm_around
+from dgm.runs import run_folder_checkpoint
 from dgm.train_step import build_optimizer, compile_network, training_step
 from dgm.unet import training_flops
 

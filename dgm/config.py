@@ -1,4 +1,5 @@
-"""The training config of ``dgm train``: every setting a run depends on, its checks, and the presets.
+"""The training config of ``dgm train``: every setting a run depends on, its checks, the presets, and the model
+(U-Net and DDPM) that a config describes.
 
 Saved as JSON beside every checkpoint (dgm.runs) and read back with ``TrainConfig.from_dict``. README.md, "Presets",
 describes the presets.
@@ -9,9 +10,10 @@ import json
 import math
 from pathlib import Path
 
-from dgm.ddpm import LOSS_WEIGHTINGS, PREDICTIONS
+from dgm.ddpm import DDPM, LOSS_WEIGHTINGS, PREDICTIONS
 from dgm.device import PRECISIONS
 from dgm.schedules import NOISE_SCHEDULES, PROBLEM_SET_BETA_MAX, PROBLEM_SET_BETA_MIN, PROBLEM_SET_T
+from dgm.unet import UNet
 
 LR_SCHEDULES = ("constant", "cosine")
 # Config fields with a fixed set of values: TrainConfig checks them, `dgm train` lists them.
@@ -178,3 +180,15 @@ def ema_initial_share(ema_decay, steps):
     """The weight that the EMA, started as a copy of the network, still gives its random initial weights after
     ``steps`` updates: ema_decay ** steps."""
     return ema_decay ** steps
+
+
+def ddpm_around(network, config):
+    """The DDPM of the config (its schedule, T and prediction target) around a network or a wrapper of it."""
+    return DDPM(network, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T,
+                noise_schedule=config.noise_schedule, prediction=config.prediction)
+
+
+def build_model(config):
+    """The U-Net noise predictor and the DDPM around it, as the config describes."""
+    network = UNet(channels=config.channels, attention=config.attention, depth=config.depth)
+    return network, ddpm_around(network, config)

@@ -17,11 +17,9 @@ import torch
 
 from dgm.checkpoint import (CheckpointError, checkpoint_metadata, checkpoint_path, load_checkpoint, load_into,
                             save_checkpoint)
-from dgm.config import TrainConfig
-from dgm.ddpm import DDPM
+from dgm.config import TrainConfig, build_model
 from dgm.device import select_device
 from dgm.files import atomic_write_bytes, check_writable, timestamp
-from dgm.unet import UNet
 
 CHECKPOINT_FORMAT = "dgm-ddpm-mnist/1"
 CHECKPOINT_NAME = "checkpoint"
@@ -43,18 +41,6 @@ def run_folder_checkpoint(out):
 def snapshot_folder(out, step):
     """Where ``keep_every`` keeps the EMA weights of ``step`` (a folder that ``load_run`` and ``dgm sample`` read)."""
     return Path(out) / SNAPSHOTS / f"step_{step:07d}"
-
-
-def ddpm_around(network, config):
-    """The DDPM of the config (its schedule, T and prediction target) around a network or a wrapper of it."""
-    return DDPM(network, beta_min=config.beta_min, beta_max=config.beta_max, T=config.T,
-                noise_schedule=config.noise_schedule, prediction=config.prediction)
-
-
-def build_model(config):
-    """The U-Net noise predictor and the DDPM around it, as the config describes."""
-    network = UNet(channels=config.channels, attention=config.attention, depth=config.depth)
-    return network, ddpm_around(network, config)
 
 
 def config_of(metadata, path):

@@ -28,13 +28,13 @@ from tqdm.auto import tqdm
 
 from dgm.checkpoint import CheckpointError, checkpoint_metadata, load_checkpoint, load_into, write_sidecar
 from dgm.config import (DATA_ORDER_FIELDS, EMA_INITIAL_LIMIT, FIXED_CHOICES, MODEL_FIELDS, PRESETS, TrainConfig,
-                        ema_initial_share, option_flag)
+                        build_model, ddpm_around, ema_initial_share, option_flag)
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import autocast_context, hardware_name, resolve_precision, select_device
 from dgm.files import check_writable, remove_temporaries
-from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, build_model, check_new_run, clear_run,
-                      config_of, ddpm_around, load_optimizer, run_folder_checkpoint, run_lock, run_metadata,
-                      save_ema_weights, save_run, snapshot_folder, truncate_loss_log)
+from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, check_new_run, clear_run, config_of,
+                      load_optimizer, run_folder_checkpoint, run_lock, run_metadata, save_ema_weights, save_run,
+                      snapshot_folder, truncate_loss_log)
 from dgm.sampling import save_grid
 from dgm.schedules import rescaled_beta_range
 from dgm.train_step import build_optimizer, compile_network, seconds_per_step, steps_for_budget, training_step

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from dgm.runs import ddpm_around
+from dgm.config import ddpm_around
 
 
 @functools.cache

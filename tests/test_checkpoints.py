@@ -7,7 +7,7 @@ import torch
 
 from dgm.ablation_report import find_row, load_report
 from dgm.classifier import load_classifier, predict
-from dgm.config import PRESETS, FIXED_VALUE_FIELDS, TrainConfig
+from dgm.config import FIXED_VALUE_FIELDS, PRESETS, TrainConfig
 from dgm.evaluate import CONFIDENT
 from dgm.paths import CHECKPOINTS, CPU_PRESET_MODEL, MODELS, RESCALED_MODELS, RESULTS
 from dgm.runs import load_run

@@ -15,12 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 import dgm
+import dgm.config
 import dgm.runs
 import dgm.sampling
 import dgm.train
 import dgm.train_step
 from dgm.checkpoint import CheckpointError, save_checkpoint
-from dgm.config import PRESETS, FIXED_VALUE_FIELDS, TrainConfig, ema_initial_share
+from dgm.config import FIXED_VALUE_FIELDS, PRESETS, TrainConfig, ema_initial_share
 from dgm.data import load_mnist
 from dgm.device import autocast_context, resolve_precision, select_device
 from dgm.runs import CHECKPOINT_FORMAT, export_run, load_run, run_folder_checkpoint, snapshot_folder
@@ -230,7 +231,7 @@ def test_training_and_its_sample_grids_use_the_configured_schedule_and_target(tm
     """Same seed, so the same images, timesteps and noise: only the schedule or the target can change the first
     loss, and each must; every DDPM the run builds (training, EMA grids) carries the config's schedule and target."""
     built = []
-    monkeypatch.setattr(dgm.runs, "DDPM", lambda *args, **kwargs: built.append(kwargs) or dgm.DDPM(*args, **kwargs))
+    monkeypatch.setattr(dgm.config, "DDPM", lambda *args, **kwargs: built.append(kwargs) or dgm.DDPM(*args, **kwargs))
     first_losses = {}
     for schedule, prediction in (("linear", "eps"), ("cosine", "eps"), ("linear", "v")):
         built.clear()
@@ -328,7 +329,7 @@ def test_a_training_step_never_waits_for_the_device(one_thread, monkeypatch):
     config = tiny_config("unused", loss_weighting="p2")
     network = UNet(channels=(4, 8, 8))
     ema = UNet(channels=(4, 8, 8)).requires_grad_(False)
-    model = dgm.runs.ddpm_around(network, config)
+    model = dgm.config.ddpm_around(network, config)
     optimizer = build_optimizer(network, config)
     batch, noise = torch.rand(4, 1, 28, 28) * 2 - 1, torch.Generator().manual_seed(0)
 
@@ -450,7 +451,7 @@ def test_a_step_clips_the_gradient_norm_then_moves_the_ema_toward_the_stepped_we
     network = UNet(channels=(4, 8, 8))
     ema = UNet(channels=(4, 8, 8)).requires_grad_(False)
     before = [parameter.clone() for parameter in ema.parameters()]
-    model = dgm.runs.ddpm_around(network, config)
+    model = dgm.config.ddpm_around(network, config)
     optimizer = build_optimizer(network, config)
     batch, noise = torch.rand(8, 1, 28, 28) * 2 - 1, torch.Generator().manual_seed(0)
     dgm.train_step.training_step(model, network, ema, optimizer, batch, noise, 1e-3, config,

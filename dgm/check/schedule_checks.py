@@ -143,9 +143,11 @@ def forward_variants(x0, t, noise, alpha_bar):
         ((1 - level).sqrt() * x0 + level.sqrt() * noise, "signal and noise coefficients swapped",
          "your x = sqrt(1 - alpha_bar[t]) x0 + sqrt(alpha_bar[t]) noise: the signal keeps sqrt(alpha_bar[t]), which "
          "is near 1 for the first steps, and the noise gets sqrt(1 - alpha_bar[t])"),
-        (closed_forms.forward_sample(x0, noise, at(t - 1)), "alpha_bar indexed at t - 1",
-         "your draw uses alpha_bar[t - 1]; t is already the array index k = 0..T-1 of step k + 1 (t = 0 is noised "
-         "once), so its level is alpha_bar[t]"),
+        *[(closed_forms.forward_sample(x0, noise, level_before), "alpha_bar indexed at t - 1",
+           "your draw uses alpha_bar[t - 1]; t is already the array index k = 0..T-1 of step k + 1 (t = 0 is noised "
+           "once), so its level is alpha_bar[t]")
+          for level_before in (at(t - 1), at((t - 1).clamp(min=0)),  # wrapped to the last entry, or held at 0
+                               torch.where(t == 0, 1.0, at((t - 1).clamp(min=0)).flatten()).reshape(-1, 1, 1, 1))],
         (closed_forms.forward_sample(x0, noise, at(t[:1])), "one timestep for the whole batch",
          "your draw uses alpha_bar[t[0]] for every sample; each sample has its own timestep, so index alpha_bar with "
          "the whole tensor t and reshape the result to (N, 1, ..., 1)"),

@@ -30,6 +30,10 @@ def forward_with(signal, noise_coefficient, index_shift=0):
     return forward
 
 
+def forward_one_step_early(x0, t, noise, alpha_bar):
+    return reference.forward(x0, (t - 1).clamp(min=0), noise, alpha_bar)
+
+
 def forward_ignoring_noise(x0, t, noise, alpha_bar):
     return reference.forward(x0, t, torch.randn_like(x0), alpha_bar)
 
@@ -423,6 +427,7 @@ MUTANTS = [
     ("1b", "signal and noise coefficients swapped", forward_with(lambda a: (1 - a).sqrt(), lambda a: a.sqrt())),
     ("1b", "alpha_bar indexed at t - 1", forward_with(lambda a: a.sqrt(), lambda a: (1 - a).sqrt(), -1)),
     ("1b", "noise argument ignored", forward_ignoring_noise),
+    ("1b", "alpha_bar indexed at t - 1", forward_one_step_early),
     ("1c", "noise added at the last step", sampler(noise_from=0)),
     ("1c", "beta used as the noise's standard deviation",
      sampler(noise_std=correct_std(beta=lambda schedule, k: schedule["beta"][k]))),
