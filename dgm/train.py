@@ -231,9 +231,8 @@ def _train(config, checkpoint, progress, out, device, distributed, clear=False):
     memory_format = torch.channels_last if config.channels_last else torch.preserve_format
 
     torch.manual_seed(config.seed)
-    network, model = build_model(config)
+    network, _ = build_model(config)  # the DDPMs around it come below, around its wrappers and its EMA
     network.to(device, memory_format=memory_format)
-    model.to(device)
     ema = copy.deepcopy(network).requires_grad_(False)
     optimizer = build_optimizer(network, config)
     start = 0
