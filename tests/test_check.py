@@ -1,6 +1,7 @@
 """`dgm check`: the reference solution passes, every classic mistake is rejected by name, the student's errors stay
 theirs, and the student notebook and template are the handout's exercises as they are now."""
 
+import dataclasses
 import inspect
 import json
 import os
@@ -51,6 +52,25 @@ def test_reference_solution_passes_every_check(one_thread):
     assert all(len(results[key]) == len(problem.checks) for key, problem in PROBLEMS.items())
 
 
+@pytest.mark.parametrize("key, function", mutants.CORRECT_VARIANTS)
+def test_right_answers_written_otherwise_pass(key, function, one_thread):
+    results = command.run(key, solution_namespace(**{PROBLEMS[key].function: function}))
+    assert command.exit_status(results) == 0, command.format_report(results)
+
+
+def test_a_fault_of_the_checker_itself_is_reported_and_the_other_problems_still_run(monkeypatch, one_thread):
+    def broken_check(schedules):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setitem(PROBLEMS, "1a", dataclasses.replace(PROBLEMS["1a"],
+                                                            checks=(("a check that fails itself", broken_check),)))
+    results = command.run("all", solution_namespace())
+    verdict = results["1a"][-1]
+    assert verdict.status == "error" and "the checker itself failed" in verdict.explanation
+    assert "LinAlgError: SVD did not converge" in verdict.explanation
+    assert all(command.outcome(results[key]) == "ok" for key in PROBLEMS if key != "1a")
+
+
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the naive score's 0/0, which the check names
 @pytest.mark.parametrize("key, mistake, function", mutants.MUTANTS, ids=[f"{k}: {m}" for k, m, _ in mutants.MUTANTS])
 def test_each_mistake_is_rejected_by_name(key, mistake, function, one_thread):
@@ -68,6 +88,7 @@ def test_each_mistake_is_rejected_by_name(key, mistake, function, one_thread):
     ("1b", mutants.forward_for_images_only, "reshape it to (N, 1, ..., 1)"),
     ("1b", mutants.forward_in_float64, "alpha_bar[t].to(x0.dtype)"),
     ("1b", mutants.forward_in_float32, "return x_t in the dtype x0 comes in"),
+    ("1b", mutants.forward_for_4d_or_2d_only, "reshape it to (N, 1, ..., 1)"),
     ("2b", mutants.respace_without_the_first_beta, "(T = 1000, steps = 50): betas holds one beta' per kept step"),
     ("2b", mutants.respace_with_timesteps(lambda T, steps: torch.linspace(0, T, steps).long()),
      "the last kept timestep is T - 1"),
@@ -283,6 +304,7 @@ def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, untouched,
     cell = notebook.cells.index(broken) + 1
     assert exit_.value.code == 1 and f"mine.ipynb, cell {cell}" in err and "import not_a_module" in err
     broken.source = "!ls\ntorch.cumprod?\n" + stub + "\ndisplay(torch.zeros(2))"  # Jupyter-only lines are skipped
+    notebook.cells.append(nbformat.v4.new_code_cell("\n%%bash\n.venv/bin/dgm sample --ckpt run --out grid.png"))
     nbformat.write(notebook, path)
     with pytest.raises(SystemExit) as exit_:
         command.main(["all", str(path)])

@@ -80,8 +80,13 @@ def is_jupyter_only(line):
 
 
 def without_magics(source):
-    """``source`` with each line that only Jupyter runs (``is_jupyter_only``) turned into ``pass``, so that line
-    numbers stay."""
+    """``source`` with each line that only Jupyter runs (``is_jupyter_only``) turned into ``pass``, and a cell magic's
+    cell (%%bash, say) into comments, so that line numbers stay."""
+    lines = source.splitlines()
+    first = next((number for number, line in enumerate(lines) if line.strip()), 0)
+    if lines and lines[first].lstrip().startswith("%%"):
+        body = [f"# {line}" for line in lines[first + 1:]]
+        return "\n".join(lines[:first] + ["pass  # " + lines[first].strip()] + body) + "\n"
     lines = [line if not is_jupyter_only(line) else
              line[:len(line) - len(line.lstrip())] + "pass  # " + line.strip() for line in source.splitlines()]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ KERNEL_SECTION = "continuous-time-kernel"
 MARGINAL_SECTION = "continuous-time-marginal"
 SCORE_SECTION = "continuous-time-score"
 BETA_RANGE = (PROBLEM_3_BETA_MIN, PROBLEM_3_BETA_MAX)
-TIMES = (0.0, 0.05, 0.2, 0.5)
+TIMES = (0.0, 0.05, 0.2, 0.5, 1.0)  # t = 1: alpha_bar(1) = 4.3e-5, where Problem 3c's reverse SDE starts
 GRID = np.linspace(-5.0, 5.0, 201)
 FIT_RTOL = 1e-4  # a result this close to the exact one at another B is that one, up to the student's rounding
 SAME_B_RTOL = 1e-3  # a fitted B this close to the true one is rounding (float32), not a wrong integral
@@ -169,12 +169,14 @@ def check_shape(function, what, section):
     case = cases()[1]
     flat = student_values(function, GRID, case, what, section).reshape(GRID_2D.shape)
     grid = student_values(function, GRID_2D, case, what, section)
-    if not close(grid, flat, 1e-9, 1e-300):
-        index = np.unravel_index(np.argmax(np.abs(grid - flat)), GRID_2D.shape)
+    same = np.isclose(grid, flat, rtol=1e-9, atol=1e-300, equal_nan=True)  # NaN is the value check's to name
+    if not same.all():
+        index = np.unravel_index(np.argmin(same), GRID_2D.shape)
         raise Mistake(f"{what} differs on a 2-D x", f"at x = {GRID_2D[index]:g} your function gives "
                       f"{grid[index]:.6g} when x is a {GRID_2D.shape} grid and {flat[index]:.6g} "
-                      "when x is 1-D: compute elementwise over any shape of x, with the components on a new last "
-                      "axis (x[..., None]) rather than a fixed axis", section)
+                      "when x is 1-D: the value at a point must not depend on the other points of x. Put the "
+                      "components on a new last axis (x[..., None]) and reduce over that axis only (axis=-1 in "
+                      "every sum, max or softmax)", section)
 
 
 def check_marginal_shape(marginal_pdf):

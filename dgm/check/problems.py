@@ -7,6 +7,7 @@ cannot disagree.
 import ast
 import difflib
 import inspect
+import traceback
 from dataclasses import dataclass
 
 from dgm.check.mixture_checks import MARGINAL_CHECKS, SCORE_CHECKS
@@ -140,5 +141,8 @@ def run_problem(problem, function):
             return verdicts + [Verdict(description, "error", explanation=error.report)]
         except Mistake as mistake:
             return verdicts + [Verdict(description, "FAIL", mistake.name, mistake.explanation, mistake.section)]
+        except Exception:  # the checker's own fault, on an input it did not foresee: the other problems still run
+            return verdicts + [Verdict(description, "error", explanation="the checker itself failed on your function's "
+                                       "result; please report this, with your function:\n" + traceback.format_exc())]
         verdicts.append(Verdict(description, "ok"))
     return verdicts

@@ -92,7 +92,7 @@ class RecordingNetwork:
         dtype = x.dtype if x.is_floating_point() else torch.float64
         eps = torch.randn(x.shape, generator=self.generator, dtype=dtype)
         self.calls.append((x.detach().clone(), t.detach().clone() if isinstance(t, torch.Tensor) else t, eps))
-        return eps
+        return eps.clone()  # the student may scale it in place; the record keeps what the step was given
 
 
 def probe(sample, seed=0, sigma="beta"):
@@ -106,6 +106,14 @@ def probe(sample, seed=0, sigma="beta"):
         raise Mistake("samples are not a torch tensor", f"sample returned a {type(samples).__name__}; return x, the "
                       "tensor of shape (n, *shape) that the last step computes", EPSILON_SECTION)
     samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(PROBE_N, *PROBE_SHAPE))
+    states = [x for x, _, _ in network.calls[1:]] + [samples]  # x_(t-1) of the steps at index k = T-1, ..., 0
+    broken = next((k for k, x in zip(reversed(range(len(states))), states) if not np.isfinite(np.asarray(x)).all()),
+                  None)
+    if broken is not None:
+        raise Mistake("samples not finite", f'with sigma="{sigma}", the step at index k = {broken} (the book\'s t = '
+                      f"{broken + 1}) returns NaN or infinity: a square root of a negative number (a variance "
+                      "written upside down?) or a division by zero (1 - alpha_bar[k - 1] at k = 0 is 0)",
+                      EPSILON_SECTION)
     if np.ptp(samples) == 0:
         raise Mistake("every sample is the same", f"every entry of every sample is {samples.flat[0]:.4g}: does the "
                       "step leave a placeholder, or return something other than the x it computes?", EPSILON_SECTION)
@@ -167,6 +175,10 @@ def check_start(sample, sigma):
     """The first x the network sees (at k = T - 1, the book's x_T) is drawn from N(0, I)."""
     network, _, _ = probe(sample, sigma=sigma)
     x = network.calls[0][0].double()
+    if bool((x.reshape(len(x), -1).std(dim=1) == 0).all()):
+        raise Mistake("x_T is not drawn from N(0, I)", "every sample of the first x given to eps_model holds one "
+                      "number in all its entries: draw x_T = torch.randn((n, *shape), generator=generator), one "
+                      "standard normal per entry", EPSILON_SECTION)
     mean, std, count = float(x.mean()), float(x.std()), x.numel()
     if abs(mean) > 6 / np.sqrt(count) or abs(std - 1) > 6 / np.sqrt(2 * count):
         raise Mistake("x_T is not drawn from N(0, I)", f"the first x given to eps_model has mean {mean:.3g} and "
@@ -196,6 +208,19 @@ def fit_step(x_in, eps, x_out):
     return design, coefficients, x_out.ravel() - design @ coefficients
 
 
+def step_noises(network, samples):
+    """What the least-squares fit of each step k = T-1, ..., 1 leaves unexplained: the noise the step added."""
+    states = [x.double().numpy() for x, _, _ in network.calls] + [samples]
+    return [fit_step(x_in, eps, x_out)[2] for (_, _, eps), x_in, x_out in zip(network.calls[:-1], states[:-2],
+                                                                            states[1:-1])]
+
+
+def mean_coefficients(chain):
+    """Algorithm 2's coefficients a, b of x_t and eps in the mean of each step, on the probe's tables."""
+    return (closed_forms.reverse_mean_from_eps(1.0, 0.0, chain["beta"], chain["alpha_bar"]),
+            closed_forms.reverse_mean_from_eps(0.0, 1.0, chain["beta"], chain["alpha_bar"]))
+
+
 def within(got, expected, error):
     return bool(np.all(np.abs(got - expected) <= TOLERANCE_IN_STANDARD_ERRORS * error + 1e-5 * (1 + np.abs(expected))))
 
@@ -211,8 +236,7 @@ def check_mean(sample, sigma):
     network, samples, chain = probe(sample, sigma=sigma)
     a, b, a_error, b_error, _ = fit_steps(network, samples)
     beta, alpha, alpha_bar = chain["beta"], chain["alpha"], chain["alpha_bar"]
-    a_ref = closed_forms.reverse_mean_from_eps(1.0, 0.0, beta, alpha_bar)
-    b_ref = closed_forms.reverse_mean_from_eps(0.0, 1.0, beta, alpha_bar)
+    a_ref, b_ref = mean_coefficients(chain)
     if within(a, a_ref, a_error) and within(b, b_ref, b_error):
         return
     variants = (
@@ -257,23 +281,27 @@ def check_mean(sample, sigma):
 
 def stale_noise(network, samples, a_ref, b_ref):
     """The Mistake of a sampler whose steps k > 0 add, beside Algorithm 2's mean, noise that is the same for every
-    sample of the batch, the same z at every step (drawn once, before the loop), or not centred (torch.rand is
-    uniform on [0, 1)); None if the added noise looks fresh. Such noise also skews the least-squares fit of the mean,
-    so it is named before the mean is blamed."""
+    sample of the batch or for every entry of a sample, the same z at every step (drawn once, before the loop), or
+    not centred (torch.rand is uniform on [0, 1)); None if the added noise looks fresh. Such noise also skews the
+    least-squares fit of the mean, so it is named before the mean is blamed."""
     states = [x.double().numpy() for x, _, _ in network.calls] + [samples]
-    steps = zip(network.calls[:-1], states[:-2], states[1:-1], range(len(network.calls) - 1, 0, -1))
+    steps = zip(network.calls[:-1], states[:-2], states[1:-1], range(len(network.calls) - 1, 0, -1),
+                step_noises(network, samples))
     previous = None  # what the fit of the step before (index k + 1) leaves unexplained: its noise
-    for (_, _, eps), x_in, x_out, k in steps:
+    for (_, _, eps), x_in, x_out, k, residual in steps:
         added = (x_out - a_ref[k] * x_in - b_ref[k] * eps.double().numpy()).reshape(len(x_out), -1)
         spread, count = added.std(), added.size
-        if spread == 0:
-            continue  # no noise at all: the noise check names it
-        residual = fit_step(x_in, eps, x_out)[2]
+        if spread < 1e-9:
+            continue  # no noise, up to rounding: the noise check names it
         if previous is not None and abs(np.corrcoef(previous, residual)[0, 1]) > STALE_CORRELATION:
             return Mistake("the same noise at every step", f"the steps at indices k = {k + 1} and k = {k} add the "
                            "same z, scaled: draw z afresh inside the loop, torch.randn((n, *shape), "
                            "generator=generator) at every step", EPSILON_SECTION)
         previous = residual
+        if np.all(added.std(axis=1) < 1e-3 * spread + 1e-12):
+            return Mistake("the same noise for every entry of a sample", f"the step at index k = {k} adds one number "
+                           "z per sample to all its entries: draw z of the batch's shape, torch.randn((n, *shape), "
+                           "generator=generator), one standard normal per entry", EPSILON_SECTION)
         if np.all(added.std(axis=0) < 1e-3 * spread + 1e-12) or np.all(added == added[:1]):
             return Mistake("the same noise for every sample", f"the step at index k = {k} adds the same z to every "
                            "sample of the batch: draw z of the batch's shape, torch.randn((n, *shape), "
@@ -342,6 +370,9 @@ def check_noise(sample):
     inner = slice(1, None)
     for sigma in SIGMA_CHOICES:
         network, samples, chain = probe(sample, sigma=sigma)
+        stale = stale_noise(network, samples, *mean_coefficients(chain))
+        if stale is not None:
+            raise stale
         noise_std = fit_steps(network, samples)[-1]
         expected, variants = noise_variants(sigma, chain)
 
@@ -367,15 +398,23 @@ def check_noise(sample):
 def check_generator(sample, sigma):
     """The noise comes from ``generator``: generators seeded alike give the same samples, seeded otherwise other
     samples."""
-    first, second = probe(sample, seed=5, sigma=sigma)[1], probe(sample, seed=5, sigma=sigma)[1]
+    (network, first, _), second = probe(sample, seed=5, sigma=sigma), probe(sample, seed=5, sigma=sigma)[1]
     if not np.array_equal(first, second):
         raise Mistake("noise not drawn from generator", "two runs with generators seeded alike gave different "
                       "samples: draw x_T and every z with torch.randn(..., generator=generator) (torch.randn_like "
                       "takes no generator)", EPSILON_SECTION)
-    if np.array_equal(first, probe(sample, seed=6, sigma=sigma)[1]):
+    other_network, other, _ = probe(sample, seed=6, sigma=sigma)
+    if np.array_equal(first, other):
         raise Mistake("generator ignored", "generators seeded 5 and 6 gave the same samples: the sampler seeds its "
                       "own randomness (torch.manual_seed, or a generator of its own) instead of drawing x_T and every "
                       "z with the generator it is given", EPSILON_SECTION)
+    for k, noise, other_noise in zip(range(len(network.calls) - 1, 0, -1), step_noises(network, first),
+                                     step_noises(other_network, other)):
+        if abs(np.corrcoef(noise, other_noise)[0, 1]) > STALE_CORRELATION:
+            raise Mistake("generator ignored", f"the noise added at index k = {k} is the same for generators seeded "
+                          "5 and 6 (only x_T differs): the sampler seeds its own randomness for z (torch.manual_seed, "
+                          "or a generator of its own) instead of drawing it with the generator it is given",
+                          EPSILON_SECTION)
 
 
 def check_end_to_end(sample):

@@ -184,16 +184,17 @@ def forward_result(forward, x0, t, noise, alpha_bar):
 
 
 def check_forward_shape(forward):
-    """x_t has the shape of x0 (alpha_bar[t] broadcast over each sample), for images and for 1-D samples."""
+    """x_t has the shape of x0 (alpha_bar[t] broadcast over each sample), for images and for 1-D and 2-D samples."""
     x0, t, noise, alpha_bar = forward_inputs()
     forward_result(forward, x0, t, noise, alpha_bar)
-    forward_result(forward, x0.reshape(len(x0), -1), t, noise.reshape(len(x0), -1), alpha_bar)  # 1-D samples
+    for sample_shape in ((-1,), (2, 3)):  # 1-D samples; 2-D ones, such as channels by length
+        forward_result(forward, x0.reshape(len(x0), *sample_shape), t, noise.reshape(len(x0), *sample_shape), alpha_bar)
 
 
 def check_forward_uses_noise(forward):
     """The noise passed in is the noise used: two calls with the same arguments agree."""
     inputs = forward_inputs()
-    if not np.array_equal(forward_result(forward, *inputs), forward_result(forward, *inputs)):
+    if not np.array_equal(forward_result(forward, *inputs), forward_result(forward, *inputs), equal_nan=True):
         raise Mistake("noise argument ignored", "two calls with the same x0, t and noise returned different x_t: "
                       "use the noise passed in rather than drawing your own", MARGINAL_SECTION)
 

@@ -34,6 +34,17 @@ def forward_one_step_early(x0, t, noise, alpha_bar):
     return reference.forward(x0, (t - 1).clamp(min=0), noise, alpha_bar)
 
 
+def forward_under_a_negative_root(x0, t, noise, alpha_bar):
+    level = alpha_bar[t].to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+    return level.sqrt() * x0 + (level - 1).sqrt() * noise  # NaN: the square root of a negative variance
+
+
+def forward_for_4d_or_2d_only(x0, t, noise, alpha_bar):
+    level = alpha_bar[t].to(x0.dtype)
+    level = level[:, None, None, None] if x0.dim() == 4 else level[:, None]
+    return level.sqrt() * x0 + (1 - level).sqrt() * noise
+
+
 def forward_ignoring_noise(x0, t, noise, alpha_bar):
     return reference.forward(x0, t, torch.randn_like(x0), alpha_bar)
 
@@ -126,6 +137,30 @@ def respace_without_the_first_beta(alpha_bar, steps):
     timesteps, betas = reference.respace(alpha_bar, steps)
     kept = alpha_bar[timesteps]
     return timesteps, 1 - kept[1:] / kept[:-1]
+
+
+def sample_drawing(draw_start=None, draw_z=None, variance_of=None):
+    """The reference sampler with x_T drawn by ``draw_start(n, shape, generator)``, each z by ``draw_z(x, k,
+    generator)`` or beta_tilde replaced by ``variance_of(beta, alpha_bar, alpha_bar_prev)``."""
+    def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
+        beta, alpha, alpha_bar = schedule["beta"], schedule["alpha"], schedule["alpha_bar"]
+        alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+        variance = beta if sigma == "beta" else (variance_of or (lambda b, a, p: (1 - p) / (1 - a) * b))(
+            beta, alpha_bar, alpha_bar_prev)
+        x = (draw_start or (lambda n, shape, g: torch.randn((n, *shape), generator=g, dtype=torch.float64)))(
+            n, shape, generator)
+        for k in reversed(range(len(beta))):
+            eps = eps_model(x, torch.full((n,), k, dtype=torch.long))
+            x = (x - beta[k] / (1 - alpha_bar[k]).sqrt() * eps) / alpha[k].sqrt()
+            if k > 0:
+                z = draw_z(x, k, generator) if draw_z else torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                x = x + variance[k].sqrt() * z
+        return x
+    return sample
+
+
+def one_number_per_sample(n, shape, generator):
+    return torch.randn(n, generator=generator, dtype=torch.float64).reshape(n, *[1] * len(shape)).expand(n, *shape)
 
 
 def sample_left_as_zeros(eps_model, n, shape, schedule, sigma="beta", generator=None):
@@ -355,6 +390,21 @@ def score_with_responsibilities(drop):
     return score
 
 
+def alpha_bar_floored_at(floor):
+    """component_moments with alpha_bar(t) = exp(-B(t)) kept above ``floor``."""
+    def moments(t, means, stds, beta_min, beta_max):
+        decay = max(np.exp(-(beta_min * t + (beta_max - beta_min) * t**2 / 2)), floor)
+        return means * np.sqrt(decay), stds**2 * decay + 1 - decay
+    return moments
+
+
+def score_with_max_over_x(x, t, weights, means, stds, beta_min, beta_max):
+    terms, x, m, v = reference.log_terms(x, t, weights, means, stds, beta_min, beta_max)
+    responsibilities = np.exp(terms - terms.max(0, keepdims=True))  # the max over the points, not the components
+    responsibilities /= responsibilities.sum(-1, keepdims=True)
+    return (responsibilities * (m - x) / v).sum(-1)
+
+
 def schedule_in_numpy(beta_min, beta_max, T):
     return {name: table.numpy() for name, table in reference.ddpm_schedules(beta_min, beta_max, T).items()}
 
@@ -408,6 +458,12 @@ def marginal_pdf_without_the_sum(x, t, *args):
     return np.exp(terms)  # one column per component
 
 
+# Right answers written otherwise than the reference: `dgm check` must pass each.
+CORRECT_VARIANTS = [
+    ("1c", sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar:  # eps scaled in place, as a step may use it
+                   (x - eps.mul_(beta / (1 - alpha_bar).sqrt())) / alpha.sqrt())),
+]
+
 MUTANTS = [
     ("1a", "alpha_bar shifted by one step", alpha_bar_shifted),
     ("1a", "beta step over T instead of T - 1", beta_step_over_T),
@@ -457,6 +513,17 @@ MUTANTS = [
     ("1c", "noise not centred", sampler(draw=lambda x, generator: torch.rand(x.shape, generator=generator,
                                                                             dtype=x.dtype))),
     ("1c", "every sample is the same", sample_left_as_zeros),
+    ("1c", "samples not finite", sample_drawing(variance_of=lambda beta, alpha_bar, previous: 1 - previous / alpha_bar)),
+    ("1c", "the same noise for every entry of a sample",
+     sample_drawing(draw_z=lambda x, k, generator: one_number_per_sample(len(x), x.shape[1:], generator))),
+    ("1c", "x_T is not drawn from N(0, I)", sample_drawing(draw_start=one_number_per_sample)),
+    ("1c", "generator ignored",
+     sample_drawing(draw_z=lambda x, k, generator: torch.randn(x.shape, generator=torch.Generator().manual_seed(k),
+                                                               dtype=x.dtype))),
+    ("1b", "wrong x_t", forward_under_a_negative_root),
+    ("3a", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(alpha_bar_floored_at(0.01))[0]),
+    ("3b", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(alpha_bar_floored_at(0.01))[1]),
+    ("3b", "score differs on a 2-D x", score_with_max_over_x),
     ("3b", "responsibilities without the weights", score_with_responsibilities(drop="weights")),
     ("3b", "responsibilities without the normalising constant", score_with_responsibilities(drop="constant")),
     ("2b", "betas has the wrong shape", respace_without_the_first_beta),
