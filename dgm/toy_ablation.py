@@ -34,12 +34,13 @@ STEP_COUNTS = (10, 20, 50, 100, 200, 500)
 REPORT_KEYS = ("config", "prior_mismatch", "rows")  # what marks a report of dgm toy-ablation
 QUICK_N = 5_000  # samples per run with --quick
 SEEDS = 10  # draws per row: enough for a standard error that tells a sampler from the Monte-Carlo floor
+DDIM, REVERSE_SDE, PROBABILITY_FLOW = "DDIM (eta = 0)", "reverse SDE", "probability-flow ODE"  # labels in the report
 DDPM_SAMPLERS = {  # label: keyword arguments of DDPM.sample
     **{f"ancestral, {SIGMA_LABELS[sigma]}": {"sampler": "ancestral", "sigma": sigma} for sigma in SIGMA_LABELS},
-    "DDIM (eta = 0)": {"sampler": "ddim"},
+    DDIM: {"sampler": "ddim"},
 }
-SDE_SAMPLERS = ("reverse SDE", "probability-flow ODE")
-DETERMINISTIC_SAMPLERS = ("DDIM (eta = 0)", "probability-flow ODE")  # the rest draw fresh noise at every step
+SDE_SAMPLERS = (REVERSE_SDE, PROBABILITY_FLOW)
+DETERMINISTIC_SAMPLERS = (DDIM, PROBABILITY_FLOW)  # the rest draw fresh noise at every step
 
 
 def equivalent_sde(T):
@@ -67,7 +68,7 @@ def draw(mixture, sampler, T, steps, n, seed, dtype=torch.float32):
     def score(x, t):
         return sde.score(mixture, x, t)
 
-    if sampler == "reverse SDE":
+    if sampler == REVERSE_SDE:
         return sde.sample_reverse(x1, score, steps=steps, rng=seed + 1).numpy()
     return sde.sample_probability_flow(x1, score, steps=steps).numpy()
 
