@@ -57,7 +57,7 @@ def load_checkpoint(path, expected_format):
     try:
         data = path.read_bytes()
         tensors = load_safetensors(data)
-    except (SafetensorError, OSError) as error:
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:  # KeyError: a dtype torch lacks
         raise unreadable(path, error) from None
     metadata = checkpoint_metadata(path, data)
     if metadata.get("format") != expected_format:

@@ -8,6 +8,7 @@ import difflib
 import importlib
 import sys
 import warnings
+from pathlib import Path
 
 COMMANDS = {
     "prepare-data": ("dgm.data", "main", "rebuild and verify MNIST offline (run by `make setup`)"),
@@ -29,8 +30,15 @@ def usage():
     return "usage: dgm COMMAND [options]   (dgm COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
 
 
+PACKAGE = Path(__file__).resolve().parent
+DEFAULT_FORMAT = warnings.formatwarning
+
+
 def command_line_warning(message, category, filename, lineno, line=None):
-    """A warning as one line for the person at the terminal, without the library's file and line."""
+    """A warning of the library as one line for the person at the terminal; one from their own code (a solution
+    that ``dgm check`` runs) keeps its file and line."""
+    if not Path(filename).resolve().is_relative_to(PACKAGE):
+        return DEFAULT_FORMAT(message, category, filename, lineno, line)
     return f"warning: {message}\n"
 
 

@@ -10,7 +10,7 @@ import csv
 import io
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -162,16 +162,18 @@ def check_new_run(out, overwrite=False):
 @contextmanager
 def run_lock(out):
     """Hold ``out`` for one ``dgm train`` at a time: a second one writing the same run would mix two runs'
-    checkpoints and loss logs. A lock whose process has ended (killed, say) is taken over. A folder that the lock
-    created and that holds nothing when it is released (the run stopped before it wrote) is removed."""
+    checkpoints and loss logs. A lock whose process has ended (killed, say) is taken over. The run folder, if the
+    lock created it and it holds nothing when the lock is released (the run stopped before it wrote), is removed."""
     out = Path(out)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK
     while True:
+        out.mkdir(parents=True, exist_ok=True)
         try:
             handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
+        except FileNotFoundError:  # another dgm train removed the empty folder as it ended: make it again
+            continue
         except FileExistsError:
             owner = lock_owner(lock)
             if owner is not None:
@@ -184,8 +186,9 @@ def run_lock(out):
         yield
     finally:
         lock.unlink(missing_ok=True)
-        if created and not any(out.iterdir()):
-            out.rmdir()
+        if created:
+            with suppress(OSError):  # not empty, or already gone: another dgm train has it now
+                out.rmdir()
 
 
 def lock_owner(lock):

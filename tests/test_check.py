@@ -236,8 +236,11 @@ def test_usage_errors_exit_with_status_two(tmp_path, capsys):
     notes.write_text("def forward(x0, t, noise, alpha_bar):\n    return x0\n")
     truncated = tmp_path / "truncated.ipynb"
     truncated.write_text(NOTEBOOK.read_text()[:2000])
+    latin = tmp_path / "latin.py"
+    latin.write_bytes("# café\ndef forward(x0, t, noise, alpha_bar):\n    return x0\n".encode("latin-1"))
     for argv in (["1a", str(missing)], ["1b", str(missing)], ["1a", str(tmp_path / "absent.py")],
-                 ["1b", str(not_a_function)], ["1b", str(notes)], ["1a", str(tmp_path)], ["1a", str(truncated)]):
+                 ["1b", str(not_a_function)], ["1b", str(notes)], ["1a", str(tmp_path)], ["1a", str(truncated)],
+                 ["1b", str(latin)]):
         with pytest.raises(SystemExit) as exit_:
             command.main(argv)
         assert exit_.value.code == 2, argv
@@ -246,7 +249,8 @@ def test_usage_errors_exit_with_status_two(tmp_path, capsys):
     assert "forward is an object of type int, not a function" in out
     assert "no file" in err and "neither a Python file nor a notebook" in err and f"{tmp_path} is a folder" in err
     assert "truncated.ipynb is not a readable notebook" in err and "Traceback" not in err
-    for problem, message in (("1d", "problem 1d asks for a run or a figure"), ("4a", "no problem '4a'")):
+    assert "latin.py is not UTF-8 text" in err
+    for problem, message in (("1d", "problem 1d has no automatic check"), ("4a", "no problem '4a'")):
         with pytest.raises(SystemExit) as exit_:
             command.main([problem, str(missing)])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
@@ -293,7 +297,7 @@ def test_numpy_errors_the_student_raises_do_not_stop_the_checks(tmp_path, capsys
 def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, untouched, capsys, one_thread):
     notebook = nbformat.read(untouched.notebook, as_version=4)
     solution = next(cell for cell in notebook.cells if cell.get("id") == "ex-1a-solution")
-    solution.source = inspect.getsource(reference_solution.ddpm_schedules)
+    solution.source = "%%capture\n" + inspect.getsource(reference_solution.ddpm_schedules)  # Jupyter runs it
     broken = next(cell for cell in notebook.cells if cell.get("id") == "ex-1b-solution")
     stub, broken.source = broken.source, "%matplotlib inline\nimport not_a_module"  # magics are skipped; the error names its cell
     path = tmp_path / "mine.ipynb"

@@ -35,6 +35,12 @@ def test_python_dash_m_dgm_lists_the_commands():
         assert command in result.stdout
 
 
+def test_warnings_name_the_students_file_but_not_the_librarys():
+    library = cli.command_line_warning("blurs", UserWarning, str(Path(cli.__file__).parent / "train.py"), 10)
+    own = cli.command_line_warning("invalid value", RuntimeWarning, "/tmp/mine.py", 7, "x = np.sqrt(-1)")
+    assert library == "warning: blurs\n" and "/tmp/mine.py:7" in own and "invalid value" in own
+
+
 def test_no_or_unknown_command_is_an_error(capsys):
     assert cli.main([]) == 2
     assert cli.main(["trian"]) == 2

@@ -102,4 +102,3 @@ def test_the_classifier_loss_has_its_noise_term_in_every_batch(batch):
     images = torch.rand(batch, 1, 28, 28) * 2 - 1
     labels = torch.arange(batch) % 10
     assert torch.isfinite(training_loss(classifier, images, labels, torch.Generator().manual_seed(0)))
-

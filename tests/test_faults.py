@@ -5,6 +5,7 @@ changed models on resume and broken inputs, reports and interrupted runs, the li
 """
 
 import json
+import os
 import shutil
 import subprocess
 import zipfile
@@ -17,12 +18,13 @@ from safetensors.torch import load_file
 
 import dgm
 import dgm.checkpoint
+import dgm.runs
 import dgm.toy_ablation
 import dgm.train
 from dgm import cli
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import WHEEL_FILE, MNISTDataError, prepare
-from dgm.runs import LOCK, load_run, run_folder_checkpoint
+from dgm.runs import LOCK, load_run, run_folder_checkpoint, run_lock
 
 TINY_T = 20  # below the ablation's 100 respaced steps
 TINY = ["--T", str(TINY_T), "--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64",
@@ -122,6 +124,27 @@ def test_1e_one_dgm_train_at_a_time_writes_a_run(run, capsys, one_thread):
     (run / LOCK).write_text(str(writer.pid))  # its process has ended, as after a kill: the lock is taken over
     assert cli.main(["train", "--resume", "--out", str(run), "--steps", "3"]) == 0
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 3 and not (run / LOCK).exists()
+
+
+def test_1f_the_run_lock_survives_another_trainer_removing_or_filling_its_folder(tmp_path, monkeypatch):
+    out, removed = tmp_path / "run", []
+    real_open = os.open
+
+    def open_after_removal(path, *args):
+        if not removed:  # another dgm train ended between our mkdir and our lock, and removed the empty folder
+            removed.append(Path(path).parent)
+            Path(path).parent.rmdir()
+        return real_open(path, *args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(dgm.runs.os, "open", open_after_removal)
+        with run_lock(out):
+            assert removed == [out] and (out / LOCK).is_file()
+            (out / "notes.txt").write_text("another trainer's")  # the folder is not empty at release: it stays
+    assert (out / "notes.txt").is_file() and not (out / LOCK).exists()
+    with run_lock(tmp_path / "unused"):  # created by the lock and left empty: removed
+        pass
+    assert not (tmp_path / "unused").exists()
 
 
 def test_1d_no_command_writes_over_a_file_of_another_kind(run, trained, tmp_path, capsys):

@@ -411,8 +411,10 @@ def test_broken_checkpoints_give_clear_errors(tmp_path, one_thread):
     out = train(tiny_config(tmp_path / "run", steps=2), progress=False)
     path = run_folder_checkpoint(out)
     data = path.read_bytes()
+    header = json.dumps({"x": {"dtype": "F8_E8M0", "shape": [1], "data_offsets": [0, 1]}}).encode()
+    foreign_dtype = len(header).to_bytes(8, "little") + header + b"\x00"  # safetensors reads it, torch has no such dtype
     for label, broken in (("truncated", data[: len(data) // 2]), ("corrupt", b"\xff" * 16 + data[16:]),
-                          ("empty", b"")):
+                          ("empty", b""), ("foreign", foreign_dtype)):
         bad = tmp_path / f"{label}.safetensors"
         bad.write_bytes(broken)
         with pytest.raises(CheckpointError, match="corrupt or truncated"):

@@ -57,16 +57,22 @@ def load_solutions(path):
 
 def module_sources(path):
     """(file name for tracebacks, source) of a Python file, or of each code cell of a notebook ("ps4.ipynb, cell 5"),
-    without what the check must not run: top-level ``check("1a")`` calls (which would print a second report), and a
-    notebook's %magics and !shell commands."""
+    without what the check must not run: top-level ``check("1a")`` calls (which would print a second report), and
+    what only Jupyter runs (``without_magics``)."""
     if path.suffix == ".py":
-        return [(str(path), without_check_calls(path.read_text()))]
+        try:
+            return [(str(path), without_check_calls(path.read_text(encoding="utf-8")))]
+        except UnicodeDecodeError as error:
+            raise UsageError(f"{path} is not UTF-8 text ({error}): save it as UTF-8") from None
     try:
         notebook = nbformat.read(path, as_version=4)
     except Exception as error:  # nbformat raises several kinds for a file that is not a notebook
         raise UsageError(f"{path} is not a readable notebook ({type(error).__name__}: {error})") from None
     return [(f"{path}, cell {number}", without_check_calls(without_magics(cell.source)))
             for number, cell in enumerate(notebook.cells, start=1) if cell.cell_type == "code"]
+
+
+PYTHON_CELL_MAGICS = ("capture", "time", "timeit", "prun")  # cell magics whose body Jupyter runs as Python
 
 
 def jupyter_display(*objects, **options):
@@ -80,11 +86,12 @@ def is_jupyter_only(line):
 
 
 def without_magics(source):
-    """``source`` with each line that only Jupyter runs (``is_jupyter_only``) turned into ``pass``, and a cell magic's
-    cell (%%bash, say) into comments, so that line numbers stay."""
+    """``source`` with each line that only Jupyter runs (``is_jupyter_only``) turned into ``pass``, and the body of a
+    cell magic that is not Python (%%bash, %%writefile, ...) into comments, so that line numbers stay."""
     lines = source.splitlines()
     first = next((number for number, line in enumerate(lines) if line.strip()), 0)
-    if lines and lines[first].lstrip().startswith("%%"):
+    magic = lines[first].lstrip()[2:].split(" ")[0] if lines and lines[first].lstrip().startswith("%%") else None
+    if magic is not None and magic not in PYTHON_CELL_MAGICS:
         body = [f"# {line}" for line in lines[first + 1:]]
         return "\n".join(lines[:first] + ["pass  # " + lines[first].strip()] + body) + "\n"
     lines = [line if not is_jupyter_only(line) else
@@ -235,8 +242,8 @@ def main(argv=None):
     if args.problem not in (*PROBLEMS, "all"):
         checked = f"dgm check tests {', '.join(PROBLEMS)} and all"
         if f"ex-{args.problem}" in exercises():
-            parser.error(f"problem {args.problem} asks for a run or a figure, which no automatic check can judge: "
-                         f"its solution in the handout shows one; {checked}")
+            parser.error(f"problem {args.problem} has no automatic check: it asks for a run, a figure or a written "
+                         f"answer, which its solution in the handout shows; {checked}")
         parser.error(f"no problem {args.problem!r}: {checked}")
     try:
         namespace = load_solutions(args.file)

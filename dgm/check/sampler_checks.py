@@ -106,9 +106,14 @@ def probe(sample, seed=0, sigma="beta"):
         raise Mistake("samples are not a torch tensor", f"sample returned a {type(samples).__name__}; return x, the "
                       "tensor of shape (n, *shape) that the last step computes", EPSILON_SECTION)
     samples = as_float_array(samples, "the samples", EPSILON_SECTION, shape=(PROBE_N, *PROBE_SHAPE))
+    half = next((x.dtype for x, _, _ in network.calls if x.dtype in (torch.float16, torch.bfloat16)), None)
+    if half is not None:
+        raise Mistake("the chain in half precision", f"eps_model got x in {half}, which keeps about three significant "
+                      "digits: its rounding at every step reads as noise the step adds. Run the chain in float64, "
+                      "the schedule's dtype, or float32", EPSILON_SECTION)
     states = [x for x, _, _ in network.calls[1:]] + [samples]  # x_(t-1) of the steps at index k = T-1, ..., 0
-    broken = next((k for k, x in zip(reversed(range(len(states))), states) if not np.isfinite(np.asarray(x)).all()),
-                  None)
+    broken = next((k for k, x in zip(reversed(range(len(states))), states)
+                   if not torch.isfinite(torch.as_tensor(x)).all()), None)
     if broken is not None:
         raise Mistake("samples not finite", f'with sigma="{sigma}", the step at index k = {broken} (the book\'s t = '
                       f"{broken + 1}) returns NaN or infinity: a square root of a negative number (a variance "

@@ -165,7 +165,8 @@ def time_limit(seconds):
 
 @dataclass
 class Verdict:
-    """One check's outcome: ``status`` is "ok", "FAIL", "not implemented" or "error" (their code raised)."""
+    """One check's outcome: ``status`` is "ok", "FAIL", "not implemented" or "error" (their code raised, or, rarely,
+    the checker itself failed on their result)."""
 
     check: str
     status: str

@@ -513,7 +513,11 @@ MUTANTS = [
     ("1c", "noise not centred", sampler(draw=lambda x, generator: torch.rand(x.shape, generator=generator,
                                                                             dtype=x.dtype))),
     ("1c", "every sample is the same", sample_left_as_zeros),
-    ("1c", "samples not finite", sample_drawing(variance_of=lambda beta, alpha_bar, previous: 1 - previous / alpha_bar)),
+    ("1c", "the chain in half precision",
+     sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar:
+             ((x - beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt()).bfloat16())),
+    ("1c", "samples not finite",  # beta_tilde's ratio written as 1 - alpha_bar[k-1] / alpha_bar[k] < 0
+     sample_drawing(variance_of=lambda beta, alpha_bar, previous: 1 - previous / alpha_bar)),
     ("1c", "the same noise for every entry of a sample",
      sample_drawing(draw_z=lambda x, k, generator: one_number_per_sample(len(x), x.shape[1:], generator))),
     ("1c", "x_T is not drawn from N(0, I)", sample_drawing(draw_start=one_number_per_sample)),
