@@ -59,11 +59,18 @@ holds(sp.series(sp.log(1 - b), b, 0, 2).removeO(), -b, "log(1 - b) = -b + O(b^2)
 riemann_sum = -sp.summation(beta.subs(t, i / n_steps) / n_steps, (i, 0, n_done - 1))
 holds(sp.limit(riemann_sum.subs(n_done, t * n_steps), n_steps, sp.oo), log_alpha_bar,
       "discrete log alpha_bar converges to -int_0^t beta")
+# So a chain of N steps with betas beta_i discretises the VP-SDE whose rate at t = i/N is N beta_i.
+step_beta = sp.Symbol("beta_i", positive=True)
+rate_of_chain = n_steps * step_beta
+holds(rate_of_chain.subs(step_beta, beta.subs(t, i / n_steps) / n_steps), beta.subs(t, i / n_steps),
+      "beta(i/N) = N beta_i inverts beta_i = beta(i/N)/N")
 
 CLOSED_FORMS = {
     "vp_log_alpha_bar": ((t, beta_min, beta_max), sp.expand(log_alpha_bar),
                          "log alpha_bar(t) = -int_0^t beta(u) du of the VP-SDE (section 1)."),
     "vp_drift": ((x, t, beta_min, beta_max), drift, "Forward drift f(x, t) = -beta(t) x / 2."),
+    "vp_rate_of_chain": ((step_beta, n_steps), rate_of_chain,
+                         "The VP-SDE's rate N beta_i at t = i/N for a chain of N steps with betas beta_i (section 4)."),
     "vp_diffusion": ((t, beta_min, beta_max), diffusion, "Diffusion coefficient g(t) = sqrt(beta(t))."),
     "reverse_sde_drift": ((x, score, t, beta_min, beta_max), reverse_sde_drift,
                           "Drift f - g^2 score of the reverse-time SDE (Song et al. 2021, eq. 6)."),

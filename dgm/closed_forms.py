@@ -128,6 +128,12 @@ def vp_drift(x, t, beta_min, beta_max):
     return (1/2)*x*(-beta_min - t*(beta_max - beta_min))
 
 
+def vp_rate_of_chain(beta_i, N):
+    """The VP-SDE's rate N beta_i at t = i/N for a chain of N steps with betas beta_i (section 4). From derivations/vp_sde.py."""
+    xp, (beta_i, N,) = as_arrays(beta_i, N)
+    return N*beta_i
+
+
 def vp_diffusion(t, beta_min, beta_max):
     """Diffusion coefficient g(t) = sqrt(beta(t)). From derivations/vp_sde.py."""
     xp, (t, beta_min, beta_max,) = as_arrays(t, beta_min, beta_max)

@@ -19,6 +19,7 @@ import scipy.stats
 import torch
 from tqdm import tqdm
 
+from dgm import closed_forms
 from dgm.ddpm import DDPM
 from dgm.files import atomic_write_csv, atomic_write_text, check_replaceable, check_writable
 from dgm.labels import SIGMA_LABELS
@@ -46,7 +47,8 @@ DETERMINISTIC_SAMPLERS = (DDIM, PROBABILITY_FLOW)  # the rest draw fresh noise a
 def equivalent_sde(T):
     """The VP-SDE that the problem set's chain approximates, to first order in beta, with N = T steps of 1/T:
     beta(t) = T beta_k (derivations/vp_sde.py, section 4)."""
-    return VPSDE(beta_min=T * PROBLEM_SET_BETA_MIN, beta_max=T * PROBLEM_SET_BETA_MAX)
+    return VPSDE(beta_min=float(closed_forms.vp_rate_of_chain(PROBLEM_SET_BETA_MIN, T)),
+                 beta_max=float(closed_forms.vp_rate_of_chain(PROBLEM_SET_BETA_MAX, T)))
 
 
 def draw(mixture, sampler, T, steps, n, seed, dtype=torch.float32):

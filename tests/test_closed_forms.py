@@ -58,6 +58,8 @@ def test_hand_checked_values():
     assert closed_forms.posterior_variance(0.02, 0.5, 0.49) == pytest.approx(0.02 * 0.5 / 0.51, rel=1e-15)
     assert closed_forms.p2_weight(0.8, 1.0, 2.0) == pytest.approx(1 / (1 + 4) ** 2, rel=1e-15)  # SNR = 4
     assert closed_forms.vp_log_alpha_bar(1.0, 0.1, 20.0) == pytest.approx(-(0.1 + 19.9 / 2), rel=1e-15)
+    # the problem set's chain (1e-4 to 0.02 over T = 1000) discretises Problem 3's VP-SDE (beta from 0.1 to 20)
+    assert [closed_forms.vp_rate_of_chain(b, 1000) for b in (1e-4, 0.02)] == pytest.approx([0.1, 20.0], rel=1e-15)
     assert closed_forms.normal_log_pdf(0.0, 0.0, 1.0) == pytest.approx(-0.5 * math.log(2 * math.pi), rel=1e-15)
     assert closed_forms.normal_score(3.0, 1.0, 4.0) == pytest.approx(-0.5, rel=1e-15)
     # the stable variance keeps its digits where 1 - alpha_bar is tiny: 1 - exp(-1e-12) = 1e-12 - 5e-25
