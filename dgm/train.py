@@ -202,10 +202,7 @@ def train(config, resume=False, progress=True, overwrite=False):
     try:
         check_writable(out, folder=True)
         checkpoint, clear = None, False
-        if resume:
-            if not run_folder_checkpoint(out).is_file():  # refused before the lock creates a folder
-                raise CheckpointError(f"no checkpoint at {run_folder_checkpoint(out)}: there is no run to resume")
-        elif distributed.main:
+        if not resume and distributed.main:
             clear = check_new_run(out, overwrite)  # deletes nothing: an error in the set-up must leave the old run
         with run_lock(out) if distributed.main else contextlib.nullcontext():
             if resume:  # under the lock: a run still training owns its checkpoint and its temporary files

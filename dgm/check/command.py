@@ -95,7 +95,7 @@ def without_magics(source):
         body = [f"# {line}" for line in lines[first + 1:]]
         return "\n".join(lines[:first] + ["pass  # " + lines[first].strip()] + body) + "\n"
     lines = [line if not is_jupyter_only(line) else
-             line[:len(line) - len(line.lstrip())] + "pass  # " + line.strip() for line in source.splitlines()]
+             line[:len(line) - len(line.lstrip())] + "pass  # " + line.strip() for line in lines]
     return "\n".join(lines) + "\n"
 
 

@@ -111,9 +111,8 @@ def probe(sample, seed=0, sigma="beta"):
         raise Mistake("the chain in half precision", f"eps_model got x in {half}, which keeps about three significant "
                       "digits: its rounding at every step reads as noise the step adds. Run the chain in float64, "
                       "the schedule's dtype, or float32", EPSILON_SECTION)
-    states = [x for x, _, _ in network.calls[1:]] + [samples]  # x_(t-1) of the steps at index k = T-1, ..., 0
-    broken = next((k for k, x in zip(reversed(range(len(states))), states)
-                   if not torch.isfinite(torch.as_tensor(x)).all()), None)
+    states = chain_states(network, samples)[1:]  # x_(t-1) of the steps at index k = T-1, ..., 0
+    broken = next((k for k, x in zip(reversed(range(len(states))), states) if not np.isfinite(x).all()), None)
     if broken is not None:
         raise Mistake("samples not finite", f'with sigma="{sigma}", the step at index k = {broken} (the book\'s t = '
                       f"{broken + 1}) returns NaN or infinity: a square root of a negative number (a variance "
@@ -196,7 +195,7 @@ def fit_steps(network, samples):
 
     Returns arrays a, b, their standard errors, and the standard deviation of r (the noise the step added).
     """
-    states = [x.double().numpy() for x, _, _ in network.calls] + [samples]
+    states = chain_states(network, samples)
     fits = []
     for (_, _, eps), x_in, x_out in zip(network.calls, states[:-1], states[1:]):
         design, coefficients, residual = fit_step(x_in, eps, x_out)
@@ -213,9 +212,14 @@ def fit_step(x_in, eps, x_out):
     return design, coefficients, x_out.ravel() - design @ coefficients
 
 
+def chain_states(network, samples):
+    """x at every step of a probe, from x_T (the network's first input) to the samples, as float64 arrays."""
+    return [x.double().numpy() for x, _, _ in network.calls] + [samples]
+
+
 def step_noises(network, samples):
     """What the least-squares fit of each step k = T-1, ..., 1 leaves unexplained: the noise the step added."""
-    states = [x.double().numpy() for x, _, _ in network.calls] + [samples]
+    states = chain_states(network, samples)
     return [fit_step(x_in, eps, x_out)[2] for (_, _, eps), x_in, x_out in zip(network.calls[:-1], states[:-2],
                                                                             states[1:-1])]
 
@@ -289,15 +293,15 @@ def stale_noise(network, samples, a_ref, b_ref):
     sample of the batch or for every entry of a sample, the same z at every step (drawn once, before the loop), or
     not centred (torch.rand is uniform on [0, 1)); None if the added noise looks fresh. Such noise also skews the
     least-squares fit of the mean, so it is named before the mean is blamed."""
-    states = [x.double().numpy() for x, _, _ in network.calls] + [samples]
-    steps = zip(network.calls[:-1], states[:-2], states[1:-1], range(len(network.calls) - 1, 0, -1),
-                step_noises(network, samples))
+    states = chain_states(network, samples)
+    steps = zip(network.calls[:-1], states[:-2], states[1:-1], range(len(network.calls) - 1, 0, -1))
     previous = None  # what the fit of the step before (index k + 1) leaves unexplained: its noise
-    for (_, _, eps), x_in, x_out, k, residual in steps:
+    for (_, _, eps), x_in, x_out, k in steps:
         added = (x_out - a_ref[k] * x_in - b_ref[k] * eps.double().numpy()).reshape(len(x_out), -1)
         spread, count = added.std(), added.size
         if spread < 1e-9:
             continue  # no noise, up to rounding: the noise check names it
+        residual = fit_step(x_in, eps, x_out)[2]
         if previous is not None and abs(np.corrcoef(previous, residual)[0, 1]) > STALE_CORRELATION:
             return Mistake("the same noise at every step", f"the steps at indices k = {k + 1} and k = {k} add the "
                            "same z, scaled: draw z afresh inside the loop, torch.randn((n, *shape), "
