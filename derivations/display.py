@@ -4,6 +4,7 @@ handout's notation: the derivations' symbol names become the symbols of the pros
 import re
 
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 
 from derivations._check import expand_stable_functions
 
@@ -46,10 +47,23 @@ def textbook(expression):
     return expand_stable_functions(expression)
 
 
+class HandoutPrinter(LatexPrinter):
+    """SymPy's LaTeX with the subtracted terms of a sum last, as a textbook writes them: 1 - x, not -x + 1."""
+
+    def _print_Add(self, expr, order=None):
+        terms = self._as_ordered_terms(expr, order=order)
+        subtracted = [term for term in terms if term.could_extract_minus_sign()]
+        if not subtracted or len(subtracted) == len(terms):
+            return super()._print_Add(expr, order=order)
+        kept = [term for term in terms if term not in subtracted]
+        return super()._print_Add(sp.Add(*kept, *subtracted, evaluate=False), order="none")
+
+
 def latex(expression):
     """``expression`` as LaTeX in the handout's notation."""
     expression = sp.sympify(expression)
-    return sp.latex(expression, symbol_names={symbol: notation(symbol) for symbol in expression.free_symbols})
+    names = {symbol: notation(symbol) for symbol in expression.free_symbols}
+    return HandoutPrinter({"symbol_names": names}).doprint(expression)
 
 
 def show(lhs, expression):

@@ -6,6 +6,7 @@ import sympy as sp
 
 from derivations import ddpm, mixture, vp_sde
 from derivations._check import expand_stable_functions, holds
+from derivations.display import latex
 
 
 def test_marginal_density_integrates_to_one():
@@ -71,3 +72,11 @@ def test_ddpm_chain_approaches_the_vp_sde():
         errors.append(abs(np.log1p(-betas).sum() - float(vp_sde.log_alpha_bar.subs(
             {vp_sde.t: 1, vp_sde.beta_min: sp.Rational(1, 10), vp_sde.beta_max: 20}))))
     assert errors[0] > errors[1] > errors[2] and errors[2] < 0.01
+
+
+def test_displays_write_subtracted_terms_last_as_a_textbook_does():
+    """The chapters' equations read 1 - alpha_t alpha_bar_{t-1}, not SymPy's -alpha_t alpha_bar_{t-1} + 1."""
+    assert latex(sp.expand(ddpm.variance_t)) == r"1 - \alpha_t \bar\alpha_{t-1}"
+    assert latex(ddpm.predict_x0) == r"\frac{x_{t} - \varepsilon \sqrt{1 - \bar\alpha_t}}{\sqrt{\bar\alpha_t}}"
+    x, y = sp.symbols("x y")
+    assert latex(-x - y) == sp.latex(-x - y) and latex(x + y) == sp.latex(x + y)  # nothing to move: SymPy's own
