@@ -17,12 +17,12 @@ import dgm
 from dgm.ablation_report import find_row, load_report, markdown_table, select_models
 from dgm.check.exercises import declaration
 from dgm.check.problems import PROBLEMS
-from dgm.paths import CHECKPOINTS, FIGURES, MODELS, RESCALED_MODELS, RESULTS  # noqa: F401  (chapters use them)
+from dgm.paths import CHECKPOINTS, CPU_PRESET_MODEL, FIGURES, MODELS, RESCALED_MODELS, RESULTS  # noqa: F401  (chapters use them)
 
 DPI = 150
 COLUMN_PX = 720  # the width of the book's text column in CSS pixels (tests/test_book.py measures it)
-MIN_TEXT_PX = 10  # the smallest text a figure may show at that width
-plt.rcParams["font.size"] = 11  # legends at "small" stay legible in a figure of nine inches
+MIN_TEXT_PX = 10.5  # the smallest text a figure may show at that width: two thirds of the body text
+plt.rcParams["font.size"] = 12  # legends at "small" stay legible in a figure of nine inches
 
 
 def save_figure(figure, name, folder=FIGURES):

@@ -56,7 +56,7 @@ def share_change(before, n_before, after, n_after):
     return change, error, abs(change) > 2 * error
 
 
-TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", f"share >= {CONFIDENT} (± SE)",
+TABLE_COLUMNS = ("model", "sampler", "steps", "FID-MNIST", "mean confidence", f"share ≥ {CONFIDENT} (± SE)",
                  "label entropy / log 10", "ms per image")
 
 

@@ -150,8 +150,9 @@ class DDPM(nn.Module):
         return closed_forms.eps_from_velocity(x_t, output, self._per_sample(self.alpha_bar, t, x_t))
 
     def timestep_weights(self, weighting="uniform"):
-        """The loss weight of each timestep 0..T-1, scaled to mean 1 so that a learning rate means the same under
-        every weighting; "p2" is (1 + SNR)^(-1) = 1 - alpha_bar (derivations/ddpm.py, section 7)."""
+        """The loss weight of each timestep 0..T-1, scaled to mean 1 so that the loss keeps its scale, and gradient
+        clipping acts alike, under every weighting; "p2" is (1 + SNR)^(-1) = 1 - alpha_bar (derivations/ddpm.py,
+        section 7)."""
         if weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
         if weighting == "uniform":
