@@ -82,6 +82,14 @@ def test_each_mistake_is_rejected_by_name(key, mistake, function, one_thread):
     assert command.exit_status(results) == 1
 
 
+def test_a_sampler_ignoring_its_generator_is_sent_to_the_contract_that_asks_for_it(one_thread):
+    """Problem 1c's exercise, not the epsilon parameterisation, says to draw from ``generator``."""
+    results = command.run("1c", solution_namespace(sample=mutants.sample_seeding_its_own_generator))
+    (failed,) = [verdict for verdict in results["1c"] if verdict.status != "ok"]
+    assert failed.mistake == "generator ignored" and failed.section == sampler_checks.EXERCISE_SECTION
+    assert "Exercises" in book_sources.section_title(failed.section)
+
+
 @pytest.mark.parametrize("key, function, words", [
     ("1c", mutants.sampler(posterior_mean_step=mutants.posterior_mean_with_alpha_bar_t), 'with sigma="posterior", '),
     ("2b", mutants.respace_swapped, "return (timesteps, betas), in that order"),

@@ -22,6 +22,7 @@ from dgm.mixture import exact_noise_predictor, toy_mixture
 from dgm.schedules import ddpm_schedules, respace as reference_respace, schedule_from_betas
 
 EPSILON_SECTION = "reverse-process-epsilon"
+EXERCISE_SECTION = "reverse-process-exercises"  # Problem 1c's contract: the generator the sampler draws from
 POSTERIOR_SECTION = "reverse-process-posterior"
 RESPACING_SECTION = "respacing-formula"
 PROBE_BETAS = (0.1, 0.18, 0.26, 0.34, 0.42, 0.5)  # large and distinct: sigma = sqrt(beta) is far from beta
@@ -411,19 +412,19 @@ def check_generator(sample, sigma):
     if not np.array_equal(first, second):
         raise Mistake("noise not drawn from generator", "two runs with generators seeded alike gave different "
                       "samples: draw x_T and every z with torch.randn(..., generator=generator) (torch.randn_like "
-                      "takes no generator)", EPSILON_SECTION)
+                      "takes no generator)", EXERCISE_SECTION)
     other_network, other, _ = probe(sample, seed=6, sigma=sigma)
     if np.array_equal(first, other):
         raise Mistake("generator ignored", "generators seeded 5 and 6 gave the same samples: the sampler seeds its "
                       "own randomness (torch.manual_seed, or a generator of its own) instead of drawing x_T and every "
-                      "z with the generator it is given", EPSILON_SECTION)
+                      "z with the generator it is given", EXERCISE_SECTION)
     for k, noise, other_noise in zip(range(len(network.calls) - 1, 0, -1), step_noises(network, first),
                                      step_noises(other_network, other)):
         if abs(np.corrcoef(noise, other_noise)[0, 1]) > STALE_CORRELATION:
             raise Mistake("generator ignored", f"the noise added at index k = {k} is the same for generators seeded "
                           "5 and 6 (only x_T differs): the sampler seeds its own randomness for z (torch.manual_seed, "
                           "or a generator of its own) instead of drawing it with the generator it is given",
-                          EPSILON_SECTION)
+                          EXERCISE_SECTION)
 
 
 def check_end_to_end(sample):
