@@ -47,6 +47,17 @@ def textbook(expression):
     return expand_stable_functions(expression)
 
 
+def in_powers_of(expression, symbol):
+    """``expression``, or each exponent in it, collected in powers of ``symbol`` with factored coefficients, so that
+    the VP-SDE's kernel and log alpha_bar(t) read alike: -beta_min t - t^2 (beta_max - beta_min)/2."""
+    def collected(part):
+        return sp.collect(sp.expand(part), symbol, sp.factor)
+
+    if expression.is_polynomial(symbol):
+        return collected(expression)
+    return expression.replace(sp.exp, lambda exponent: sp.exp(collected(exponent)))
+
+
 class HandoutPrinter(LatexPrinter):
     """SymPy's LaTeX with the subtracted terms of a sum last, as a textbook writes them: 1 - x, not -x + 1."""
 

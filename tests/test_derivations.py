@@ -6,7 +6,7 @@ import sympy as sp
 
 from derivations import ddpm, mixture, vp_sde
 from derivations._check import expand_stable_functions, holds
-from derivations.display import latex
+from derivations.display import in_powers_of, latex
 
 
 def test_marginal_density_integrates_to_one():
@@ -80,3 +80,11 @@ def test_displays_write_subtracted_terms_last_as_a_textbook_does():
     assert latex(ddpm.predict_x0) == r"\frac{x_{t} - \varepsilon \sqrt{1 - \bar\alpha_t}}{\sqrt{\bar\alpha_t}}"
     x, y = sp.symbols("x y")
     assert latex(-x - y) == sp.latex(-x - y) and latex(x + y) == sp.latex(x + y)  # nothing to move: SymPy's own
+
+
+def test_the_vp_sde_kernel_and_its_integrated_rate_are_shown_in_one_form():
+    """m(t), P(t) and log alpha_bar(t) display -beta_min t - t^2 (beta_max - beta_min)/2 alike, unchanged in value."""
+    for expression in (vp_sde.mean_solution, vp_sde.variance_solution, vp_sde.log_alpha_bar):
+        shown = in_powers_of(expression, vp_sde.t)
+        assert sp.simplify(shown - expression) == 0
+        assert r"\frac{t^{2} \left(\beta_{\max} - \beta_{\min}\right)}" in latex(shown)
