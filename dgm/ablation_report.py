@@ -73,12 +73,15 @@ def table_lines(report, rows, book=False):
     ``rows``, each share with its binomial standard error. Rows sampled on more than one device add a column naming
     each row's, since their times compare only within one device and a device's random generator draws its own x_T
     from the same seed. ``book`` (its narrow pages) writes sigma^2 as MyST math (dgm.labels.typeset), models
-    without MODEL_PREFIX and devices by kind."""
+    without MODEL_PREFIX, devices by kind, the floor without its N (the text gives it) and each share's error
+    unbroken by a line break."""
     uniform = math.log(CLASSES)
     floor = report["floor"]
     by_device = len({row.get("device") for row in rows}) > 1
+    plus_minus = " ±\u00a0" if book else " ± "  # a no-break space: wrapped, the cell reads 0.850 / ± 0.016
+    real = "real MNIST" if book else f"real MNIST ({report['n']} training images)"
     lines = [list(TABLE_COLUMNS) + ["device"] * by_device,
-             [f"real MNIST ({report['n']} training images)", "", "", f"{floor['fid_mnist']:.1f}",
+             [real, "", "", f"{floor['fid_mnist']:.1f}",
               f"{floor['mean_confidence']:.3f}", f"{floor['share_confident']:.3f}",
               f"{floor['label_entropy'] / uniform:.3f}", ""] + [""] * by_device]
     for row in rows:
@@ -87,8 +90,9 @@ def table_lines(report, rows, book=False):
         if book:  # "T500_rescaled", "GPU"
             sampler, model, device = typeset(sampler), model.removeprefix(MODEL_PREFIX), device_kind(row.get("device"))
         share = row["share_confident"]
+        error = share_standard_error(share, row["n"])
         lines.append([model, sampler, str(row["steps"]), f"{row['fid_mnist']:.1f}",
-                      f"{row['mean_confidence']:.3f}", f"{share:.3f} ± {share_standard_error(share, row['n']):.3f}",
+                      f"{row['mean_confidence']:.3f}", f"{share:.3f}{plus_minus}{error:.3f}",
                       f"{row['label_entropy'] / uniform:.3f}", f"{1000 * row['seconds_per_sample']:.2f}"]
                      + [device] * by_device)
     return lines
