@@ -17,7 +17,8 @@ import dgm
 from dgm.ablation_report import find_row, load_report, markdown_table, select_models
 from dgm.check.exercises import declaration
 from dgm.check.problems import PROBLEMS
-from dgm.paths import CHECKPOINTS, CPU_PRESET_MODEL, FIGURES, MODELS, RESCALED_MODELS, RESULTS  # noqa: F401  (chapters use them)
+# The chapters use these paths through the module.
+from dgm.paths import CHECKPOINTS, CPU_PRESET_MODEL, FIGURES, MODELS, RESCALED_MODELS, RESULTS  # noqa: F401
 
 DPI = 150
 COLUMN_PX = 720  # the width of the book's text column in CSS pixels (tests/test_book.py measures it)
