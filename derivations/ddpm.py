@@ -28,15 +28,16 @@ holds(linear_beta.subs(k, T - 1), beta_max, "the schedule ends at beta_max")
 
 # One step of the forward chain: q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t), alpha_t = 1 - beta_t.
 beta = sp.Symbol("beta", positive=True)  # beta_t
-alpha = 1 - beta
 
 # --- 2. Composing the one-step kernels gives q(x_t | x_0) (Problem 1b) ----------------------------------------
 # Induction on t. Suppose x_{t-1} | x_0 ~ N(sqrt(alpha_bar_{t-1}) x_0, 1 - alpha_bar_{t-1}); it holds at the start,
 # where alpha_bar = 1 and x_{t-1} is the data. Then x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps with
 # independent eps ~ N(0, 1), so means scale by sqrt(alpha_t) and independent variances add.
 x0, xt, x_prev, eps = sp.symbols("x_0 x_t x_prev epsilon", real=True)
-a_t, alpha_bar_prev = sp.symbols("alpha_t alphabar_prev", positive=True)  # alpha_t as a symbol for square roots
-alpha_bar = sp.Symbol("alphabar", positive=True)  # alpha_bar_t = alpha_t * alpha_bar_{t-1}
+# alpha_t is a positive symbol of its own, so that sqrt(alpha_t) simplifies; beta_t = 1 - alpha_t and
+# alpha_bar_t = alpha_t alpha_bar_{t-1} enter through the substitution bar_in_terms_of_prev.
+a_t, alpha_bar_prev = sp.symbols("alpha_t alphabar_prev", positive=True)
+alpha_bar = sp.Symbol("alphabar", positive=True)
 bar_in_terms_of_prev = {alpha_bar: a_t * alpha_bar_prev, beta: 1 - a_t}
 
 mean_t = sp.sqrt(a_t) * sp.sqrt(alpha_bar_prev) * x0
@@ -146,8 +147,9 @@ holds(cosine_alpha_bar.subs(k, T - 1), 0, "cosine schedule: no signal is left at
 
 
 # --- 9. Predicting v instead of epsilon (Salimans and Ho 2022, "v-prediction") --------------------------------
-# The network may predict the velocity v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 instead of the noise: a
-# target of unit variance at every level, which neither vanishes nor explodes at the ends of the chain. Given x_t,
+# The network may predict the velocity v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 instead of the noise:
+# Var v = alpha_bar + (1 - alpha_bar) Var x_0, so for data of unit variance a target of unit variance at every level,
+# which neither vanishes nor explodes at the ends of the chain. Given x_t,
 # eps follows from v, so the samplers stay as they are:
 v = sp.Symbol("v", real=True)
 velocity = sp.sqrt(alpha_bar) * eps - sp.sqrt(1 - alpha_bar) * x0
@@ -166,19 +168,17 @@ CLOSED_FORMS = {
     "linear_beta": ((k, beta_min, beta_max, T), linear_beta,
                     "beta at step k = 0..T-1 of the problem set's linear schedule (Problem 1a)."),
     "cosine_alpha_bar": ((k, cosine_offset, T), cosine_alpha_bar,
-                         "alpha_bar at step k = 0..T-1 of the cosine schedule (Nichol and Dhariwal 2021, eq. 17)."),
+                         "alpha_bar at step k = 0..T-1 of the cosine schedule, and 1 at k = -1 "
+                         "(Nichol and Dhariwal 2021, eq. 17)."),
     "forward_sample": ((x0, eps, alpha_bar), forward_sample,
-                       "x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, a draw of q(x_t | x_0) (Problem 1b)."),
+                       "x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, a draw of q(x_t | x_0) "
+                       "(Ho et al. 2020, eq. 4)."),
     "signal_to_noise": ((alpha_bar,), signal_to_noise,
                         "Signal-to-noise ratio alpha_bar / (1 - alpha_bar) of q(x_t | x_0) (Problem 1b)."),
     "predict_x0": ((xt, eps, alpha_bar), predict_x0,
                    "The clean image x_0 that noise eps explains at level alpha_bar (inverse of forward_sample)."),
-    "posterior_mean_coef_x0": ((beta, alpha_bar_prev, alpha_bar), posterior_mean_coef_x0,
-                               "Coefficient of x_0 in the mean of q(x_{t-1} | x_t, x_0) (Problem 1c)."),
-    "posterior_mean_coef_xt": ((beta, alpha_bar_prev, alpha_bar), posterior_mean_coef_xt,
-                               "Coefficient of x_t in the mean of q(x_{t-1} | x_t, x_0) (Problem 1c)."),
     "posterior_variance": ((beta, alpha_bar_prev, alpha_bar), posterior_variance,
-                           "beta_tilde_t, the variance of q(x_{t-1} | x_t, x_0) (Problem 1c)."),
+                           "beta_tilde_t, the variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eq. 7)."),
     "reverse_mean_from_eps": ((xt, eps, beta, alpha_bar), reverse_mean_from_eps,
                               "Mean of p(x_{t-1} | x_t) given predicted noise eps (Ho et al. 2020, eq. 11)."),
     "respaced_beta": ((alpha_bar_kept, alpha_bar_kept_prev), respaced_beta,

@@ -15,13 +15,13 @@ def linear_beta(k, beta_min, beta_max, T):
 
 
 def cosine_alpha_bar(k, s, T):
-    """alpha_bar at step k = 0..T-1 of the cosine schedule (Nichol and Dhariwal 2021, eq. 17). From derivations/ddpm.py."""
+    """alpha_bar at step k = 0..T-1 of the cosine schedule, and 1 at k = -1 (Nichol and Dhariwal 2021, eq. 17). From derivations/ddpm.py."""
     xp, (k, s, T,) = as_arrays(k, s, T)
     return xp.cos((1/2)*xp.pi*(s + (k + 1)/T)/(s + 1))**2/xp.cos((1/2)*xp.pi*s/(s + 1))**2
 
 
 def forward_sample(x0, eps, alpha_bar):
-    """x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, a draw of q(x_t | x_0) (Problem 1b). From derivations/ddpm.py."""
+    """x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps, a draw of q(x_t | x_0) (Ho et al. 2020, eq. 4). From derivations/ddpm.py."""
     xp, (x0, eps, alpha_bar,) = as_arrays(x0, eps, alpha_bar)
     return xp.sqrt(alpha_bar)*x0 + eps*xp.sqrt(1 - alpha_bar)
 
@@ -38,20 +38,8 @@ def predict_x0(x_t, eps, alpha_bar):
     return (-eps*xp.sqrt(1 - alpha_bar) + x_t)/xp.sqrt(alpha_bar)
 
 
-def posterior_mean_coef_x0(beta, alpha_bar_prev, alpha_bar):
-    """Coefficient of x_0 in the mean of q(x_{t-1} | x_t, x_0) (Problem 1c). From derivations/ddpm.py."""
-    xp, (beta, alpha_bar_prev, alpha_bar,) = as_arrays(beta, alpha_bar_prev, alpha_bar)
-    return xp.sqrt(alpha_bar_prev)*beta/(1 - alpha_bar)
-
-
-def posterior_mean_coef_xt(beta, alpha_bar_prev, alpha_bar):
-    """Coefficient of x_t in the mean of q(x_{t-1} | x_t, x_0) (Problem 1c). From derivations/ddpm.py."""
-    xp, (beta, alpha_bar_prev, alpha_bar,) = as_arrays(beta, alpha_bar_prev, alpha_bar)
-    return (1 - alpha_bar_prev)*xp.sqrt(1 - beta)/(1 - alpha_bar)
-
-
 def posterior_variance(beta, alpha_bar_prev, alpha_bar):
-    """beta_tilde_t, the variance of q(x_{t-1} | x_t, x_0) (Problem 1c). From derivations/ddpm.py."""
+    """beta_tilde_t, the variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eq. 7). From derivations/ddpm.py."""
     xp, (beta, alpha_bar_prev, alpha_bar,) = as_arrays(beta, alpha_bar_prev, alpha_bar)
     return beta*(1 - alpha_bar_prev)/(1 - alpha_bar)
 

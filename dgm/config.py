@@ -36,7 +36,7 @@ def option_flag(name):
 
 
 def is_json_int(value):
-    """A Python int that is not a bool; unlike ``dgm.schedules.is_integer``, no NumPy integer, which JSON (the
+    """A Python int that is not a bool; unlike ``dgm._arguments.is_integer``, no NumPy integer, which JSON (the
     checkpoint's config) cannot hold."""
     return isinstance(value, int) and not isinstance(value, bool)
 

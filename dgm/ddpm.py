@@ -10,27 +10,16 @@ from torch import nn
 from tqdm import tqdm
 
 from dgm import closed_forms
-from dgm.schedules import (PROBLEM_SET_BETA_MAX, PROBLEM_SET_BETA_MIN, PROBLEM_SET_T, is_integer,
-                           noise_schedule_tables, respace, respaced_timesteps)
+from dgm._arguments import (check_batch, check_prediction, check_shaped_like, checked_sample_shape,
+                            checked_step_indices, is_integer)
+from dgm.schedules import (PROBLEM_SET_BETA_MAX, PROBLEM_SET_BETA_MIN, PROBLEM_SET_T, noise_schedule_tables, respace,
+                           respaced_timesteps)
 
 SIGMA_CHOICES = ("beta", "posterior")
 # How the loss weighs its timesteps: Ho et al.'s uniform average, or P2 with offset = gamma = 1 (Choi et al. 2022).
 LOSS_WEIGHTINGS = ("uniform", "p2")
 # What the network predicts: the noise (Ho et al.) or the velocity v (Salimans and Ho 2022; DDPM.predict_eps).
 PREDICTIONS = ("eps", "v")
-
-
-def check_shaped_like(value, like, requirement):
-    """Refuse ``value`` unless it is a tensor of ``like``'s shape, which would otherwise broadcast silently;
-    ``requirement`` begins the message."""
-    if not isinstance(value, torch.Tensor) or value.shape != like.shape:
-        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(f"{requirement} {tuple(like.shape)}, got {got}")
-
-
-def check_prediction(output, x_t):
-    """Refuse a network output that is not one prediction per entry of x_t."""
-    check_shaped_like(output, x_t, "eps_model(x_t, t) must return a tensor of x_t's shape")
 
 
 def reverse_steps(schedule, x, progress):
@@ -49,21 +38,22 @@ def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=
         raise ValueError(f"sigma must be one of {SIGMA_CHOICES}, got {sigma!r}")
     variance = schedule["beta"] if sigma == "beta" else schedule["posterior_variance"]
     for i, t in reverse_steps(schedule, x, progress):
-        # float64 scalars: a long respaced jump has beta' within 1e-8 of 1, which float32 would round to 1.
+        # Kept in float64 (no .to(x.dtype)): a long respaced jump has beta' within 1e-8 of 1, which float32 rounds to 1.
         beta, alpha_bar = (schedule[name][i] for name in ("beta", "alpha_bar"))
         eps = model(x, t)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "x0_pred": closed_forms.predict_x0(x, eps, alpha_bar)})
         x = closed_forms.reverse_mean_from_eps(x, eps, beta, alpha_bar)  # eq. 11
-        if i > 0:
+        if i > 0:  # Algorithm 2, line 3: no noise at the last step (the paper's t = 1)
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + variance[i].to(x.dtype).sqrt() * noise  # Algorithm 2, line 4
     return x
 
 
 def sample_ddim(model, x, schedule, sigma=None, generator=None, callback=None, progress=False):
-    """Deterministic DDIM sampling, eta = 0 (Song, Meng and Ermon 2021, eq. 12); adds no noise, ignores sigma."""
-    for i, t in reverse_steps(schedule, x, progress):
+    """Deterministic DDIM sampling, eta = 0 (Song, Meng and Ermon 2021, eq. 12, whose alpha_t is our alpha_bar); adds no
+    noise, ignores sigma."""
+    for i, t in reverse_steps(schedule, x, progress):  # x's dtype suffices here: DDIM never forms 1 - beta
         alpha_bar, alpha_bar_prev = (schedule[name][i].to(x.dtype) for name in ("alpha_bar", "alpha_bar_prev"))
         eps = model(x, t)
         x0_pred = closed_forms.predict_x0(x, eps, alpha_bar)
@@ -93,49 +83,22 @@ class DDPM(nn.Module):
             raise ValueError("eps_model must be a module or callable eps_model(x_t, t)")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-        try:
-            sizes = () if is_integer(shape) else tuple(shape)
-        except TypeError:
-            sizes = ()
-        if not sizes or not all(is_integer(size) and size > 0 for size in sizes):
-            raise ValueError(f"shape must be one sample's positive sizes such as (1, 28, 28) or (1,), got {shape!r}")
         self.eps_model = eps_model
-        self.beta_min, self.beta_max, self.shape = beta_min, beta_max, tuple(int(size) for size in sizes)
+        self.beta_min, self.beta_max, self.shape = beta_min, beta_max, checked_sample_shape(shape)
         self.noise_schedule, self.prediction = noise_schedule, prediction
         for name, table in noise_schedule_tables(noise_schedule, beta_min, beta_max, T).items():
             self.register_buffer(name, table, persistent=False)
         self.T = int(T)
         self._loss_weights = {}  # timestep_weights by name, on the tables' device
 
-    def _apply(self, fn, recurse=True):
-        """Move the schedule tables with the module but keep them float64, so ``.float()`` or ``.half()`` casts only
-        the network: a long respaced jump needs float64's digits (see sample_ancestral)."""
-        super()._apply(fn, recurse)
-        device = self.alpha_bar.device
-        for name, table in noise_schedule_tables(self.noise_schedule, self.beta_min, self.beta_max, self.T).items():
-            setattr(self, name, table.to(device))
-        self._loss_weights = {}
-        return self
-
-    def _check_data(self, x0):
-        if not isinstance(x0, torch.Tensor) or tuple(x0.shape[1:]) != self.shape:
-            got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
-            raise ValueError(f"x0 must be a tensor of shape (batch, *{self.shape}), got {got}")
-
     def _per_sample(self, table, t, like):
         """table[t] shaped to broadcast against a batch ``like``, in its dtype."""
         return table[t].to(like.dtype).reshape(-1, *([1] * len(self.shape)))
 
     def forward(self, x0, t, noise=None):
-        """A draw of q(x_{k+1} | x_0) for 0-based step indices ``t`` = k in 0..T-1 (Problem 1b; book preface)."""
-        self._check_data(x0)
-        t = torch.as_tensor(t, device=x0.device)
-        if t.dtype.is_floating_point or t.ndim > 1 or (t.ndim == 1 and len(t) != len(x0)):
-            raise ValueError("t must be an integer or a 1-D integer tensor with one timestep per sample")
-        if bool(((t < 0) | (t >= self.T)).any()):
-            raise ValueError(f"t must lie in 0..T-1 = 0..{self.T - 1}, got values in "
-                             f"{int(t.min())}..{int(t.max())}")
-        t = t.expand(len(x0))
+        """A draw of q(x_{t+1} | x_0) at 0-based step indices ``t`` in 0..T-1, the book's steps t + 1 (Problem 1b)."""
+        check_batch(x0, self.shape)
+        t = checked_step_indices(t, x0, self.T)
         noise = torch.randn_like(x0) if noise is None else noise
         check_shaped_like(noise, x0, "noise must be a tensor of x0's shape")
         return closed_forms.forward_sample(x0, noise, self._per_sample(self.alpha_bar, t, x0))
@@ -164,7 +127,7 @@ class DDPM(nn.Module):
         """Epsilon-prediction MSE with t uniform over 0..T-1 (Ho et al. 2020, Algorithm 1), or v's MSE if the network
         predicts v (section 9 of derivations/ddpm.py), each sample's term multiplied by its timestep's weight
         (``timestep_weights``)."""
-        self._check_data(x0)
+        check_batch(x0, self.shape)
         if len(x0) == 0:
             raise ValueError("x0 must hold at least one sample: the loss of an empty batch is undefined")
         if weighting not in self._loss_weights:  # built once per device: copying its constants there waits for it
@@ -227,3 +190,12 @@ class DDPM(nn.Module):
             return sample, torch.stack(trajectory + [sample])
         return sample
 
+    def _apply(self, fn, recurse=True):
+        """Move the schedule tables with the module but keep them float64, so ``.float()`` or ``.half()`` casts only
+        the network: a long respaced jump needs float64's digits (see sample_ancestral)."""
+        super()._apply(fn, recurse)
+        device = self.alpha_bar.device
+        for name, table in noise_schedule_tables(self.noise_schedule, self.beta_min, self.beta_max, self.T).items():
+            setattr(self, name, table.to(device))
+        self._loss_weights = {}
+        return self

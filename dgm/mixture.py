@@ -11,10 +11,10 @@ import torch
 
 from dgm import closed_forms
 from dgm._array_namespace import as_arrays
-from dgm.schedules import is_integer
+from dgm._arguments import is_integer
 
 
-def _normalise(xp, log_terms):
+def _log_sum_exp_and_softmax(xp, log_terms):
     """log sum_i exp(log_terms_i) and the softmax over the first axis, stable by subtracting the maximum."""
     top = torch.amax(log_terms, dim=0) if xp is torch else log_terms.max(axis=0)
     shifted = xp.exp(log_terms - top)
@@ -70,17 +70,20 @@ class GaussianMixture1D:
     def log_pdf(self, x, log_alpha_bar=0.0):
         """log p(x), by log-sum-exp over components: finite where every component density underflows."""
         xp, _, log_terms, _, _ = self._component_terms(x, log_alpha_bar)
-        return _normalise(xp, log_terms)[0]
+        log_p, _ = _log_sum_exp_and_softmax(xp, log_terms)
+        return log_p
 
     def pdf(self, x, log_alpha_bar=0.0):
         """p(x)."""
         xp, _, log_terms, _, _ = self._component_terms(x, log_alpha_bar)
-        return xp.exp(_normalise(xp, log_terms)[0])
+        log_p, _ = _log_sum_exp_and_softmax(xp, log_terms)
+        return xp.exp(log_p)
 
     def score(self, x, log_alpha_bar=0.0):
         """d/dx log p(x) as the responsibility-weighted mean of component scores (derivations/mixture.py, sec. 3)."""
         xp, x, log_terms, mean, variance = self._component_terms(x, log_alpha_bar)
-        return (_normalise(xp, log_terms)[1] * closed_forms.normal_score(x, mean, variance)).sum(0)
+        _, responsibilities = _log_sum_exp_and_softmax(xp, log_terms)
+        return (responsibilities * closed_forms.normal_score(x, mean, variance)).sum(0)
 
     def cdf(self, x, log_alpha_bar=0.0):
         """P(X <= x) for NumPy input, for goodness-of-fit tests."""

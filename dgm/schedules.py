@@ -4,26 +4,14 @@ A schedule is a dict of float64 tensors indexed by timestep k = 0..T-1 (the inde
 ``derivations.ddpm``); ``dgm.DDPM`` registers each entry as a buffer so ``.to(device)`` moves it.
 """
 
-import numbers
-
 import torch
 
 from dgm import closed_forms
+from dgm._arguments import check_chain_length, checked_timesteps, is_integer
 
 NOISE_SCHEDULES = ("linear", "cosine")
 # The problem set's linear schedule (Problem 1): the defaults of dgm.DDPM and `dgm train`, and what the checks use.
 PROBLEM_SET_BETA_MIN, PROBLEM_SET_BETA_MAX, PROBLEM_SET_T = 1e-4, 0.02, 1000
-
-
-def is_integer(value):
-    """A Python or NumPy integer that is not a bool: what T, step counts, sample counts and sizes accept."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_chain_length(T):
-    """Refuse a number of timesteps T that is not an integer >= 2 (the linear schedule divides by T - 1)."""
-    if not is_integer(T) or T < 2:
-        raise ValueError(f"T must be an integer >= 2, got {T!r}")
 
 
 def linear_betas(beta_min, beta_max, T):
@@ -57,16 +45,13 @@ def schedule_from_betas(beta):
         "alpha_bar": alpha_bar,
         "alpha_bar_prev": alpha_bar_prev,
         "posterior_variance": closed_forms.posterior_variance(beta, alpha_bar_prev, alpha_bar),
-        "posterior_mean_coef_x0": closed_forms.posterior_mean_coef_x0(beta, alpha_bar_prev, alpha_bar),
-        "posterior_mean_coef_xt": closed_forms.posterior_mean_coef_xt(beta, alpha_bar_prev, alpha_bar),
     }
 
 
 def ddpm_schedules(beta_min, beta_max, T):
     """The DDPM schedule of the problem set (Problem 1a): named float64 tensors of length T, indexed k = 0..T-1.
 
-    Keys: beta, alpha, alpha_bar, alpha_bar_prev, posterior_variance (beta_tilde), posterior_mean_coef_x0,
-    posterior_mean_coef_xt.
+    Keys: beta, alpha, alpha_bar, alpha_bar_prev (1 before the first step) and posterior_variance (beta_tilde).
     """
     return schedule_from_betas(linear_betas(beta_min, beta_max, T))
 
@@ -108,24 +93,7 @@ def respace(alpha_bar, timesteps):
     beta'_i = 1 - alpha_bar[tau_i] / alpha_bar[tau_{i-1}] (derivations/ddpm.py, section 5); the result also holds
     ``timesteps``, the original index the network is given at each respaced step.
     """
-    if not isinstance(alpha_bar, torch.Tensor) or alpha_bar.ndim != 1 or not alpha_bar.is_floating_point():
-        raise ValueError("alpha_bar must be a 1-D floating tensor, such as ddpm_schedules(...)['alpha_bar']")
-    if isinstance(timesteps, numbers.Integral):
-        raise ValueError(f"timesteps are the kept steps, not their number: pass respaced_timesteps(T, {timesteps})")
-    timesteps = torch.as_tensor(timesteps, device=alpha_bar.device)
-    if timesteps.ndim != 1 or len(timesteps) == 0:
-        raise ValueError(f"timesteps must be a non-empty 1-D sequence, got shape {tuple(timesteps.shape)}")
-    if timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dtype == torch.bool:
-        raise ValueError(f"timesteps must be integers, got {timesteps.dtype} values")
-    timesteps = timesteps.long()
-    not_increasing = (timesteps[1:] <= timesteps[:-1]).nonzero()
-    if len(not_increasing):
-        first = int(not_increasing[0])
-        raise ValueError(f"timesteps must be strictly increasing, got timesteps[{first}] = {int(timesteps[first])} "
-                         f"then timesteps[{first + 1}] = {int(timesteps[first + 1])}")
-    if int(timesteps[0]) < 0 or int(timesteps[-1]) >= len(alpha_bar):
-        raise ValueError(f"timesteps must lie in 0..{len(alpha_bar) - 1}, got {int(timesteps[0])}.."
-                         f"{int(timesteps[-1])}")
+    timesteps = checked_timesteps(alpha_bar, timesteps)
     kept = alpha_bar[timesteps]
     kept_prev = torch.cat([kept.new_ones(1), kept[:-1]])
     schedule = schedule_from_betas(closed_forms.respaced_beta(kept, kept_prev))

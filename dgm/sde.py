@@ -12,7 +12,7 @@ import torch
 
 from dgm import closed_forms
 from dgm._array_namespace import as_arrays
-from dgm.schedules import is_integer
+from dgm._arguments import is_integer
 
 PROBLEM_3_BETA_MIN, PROBLEM_3_BETA_MAX = 0.1, 20.0  # the VP-SDE of Problem 3, beta(t) over t in [0, 1]
 
@@ -102,37 +102,36 @@ class VPSDE:
     def _integrate(self, x, t_start, t_end, steps, rng, return_path, drift, noisy):
         """x_{n+1} = x_n + drift dt (+ g(t_n) sqrt(|dt|) z) on a uniform grid, in either direction of time.
 
-        Works in the input's array type: NumPy float64, or torch in the tensor's dtype and device (float32 torch is
-        the fastest; benchmarks/sde_paths.py measures it). ``rng`` is a seed, a numpy Generator or a torch Generator
-        to match.
+        Works in the input's array type: NumPy float64, or torch in the tensor's dtype and device. ``rng`` is a seed,
+        a numpy Generator or a torch Generator to match.
         """
         self._check_steps(steps)
         xp, (x,) = as_arrays(x)
-        if xp is torch:
-            if isinstance(rng, np.random.Generator):
-                raise ValueError("torch input needs rng as a seed or a torch.Generator, not a numpy Generator")
-            generator = rng if isinstance(rng, torch.Generator) or rng is None else (
-                torch.Generator(device=x.device).manual_seed(int(rng)))
-
-            def noise():
-                return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        else:
-            if isinstance(rng, torch.Generator):
-                raise ValueError("NumPy input needs rng as a seed or a numpy Generator, not a torch.Generator")
-            generator = np.random.default_rng(rng)
-
-            def noise():
-                return generator.standard_normal(x.shape)
-
+        normal = standard_normal_draws(x, rng)
         times = np.linspace(t_start, t_end, int(steps) + 1)
         path = [x]
         for t, t_next in zip(times[:-1], times[1:]):
-            step = drift(x, float(t)) * (t_next - t)
+            step = drift(x, float(t)) * (t_next - t)  # dt < 0 in reverse time
             if noisy:
-                step = step + self.diffusion(float(t)).item() * np.sqrt(abs(t_next - t)) * noise()
+                step = step + self.diffusion(float(t)).item() * np.sqrt(abs(t_next - t)) * normal()
             x = x + step
             if return_path:
                 path.append(x)
         if not bool(xp.isfinite(x).all()):
             raise FloatingPointError("the paths reached non-finite values; check the score and the step count")
         return xp.stack(path) if return_path else x
+
+
+def standard_normal_draws(x, rng):
+    """A function that draws a standard normal array of x's shape and array type each call, from ``rng``: a seed or
+    None, or a generator of x's kind (numpy Generator for NumPy, torch.Generator for torch)."""
+    if isinstance(x, torch.Tensor):
+        if isinstance(rng, np.random.Generator):
+            raise ValueError("torch input needs rng as a seed or a torch.Generator, not a numpy Generator")
+        generator = rng if isinstance(rng, torch.Generator) or rng is None else (
+            torch.Generator(device=x.device).manual_seed(int(rng)))
+        return lambda: torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if isinstance(rng, torch.Generator):
+        raise ValueError("NumPy input needs rng as a seed or a numpy Generator, not a torch.Generator")
+    generator = np.random.default_rng(rng)
+    return lambda: generator.standard_normal(x.shape)

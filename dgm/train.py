@@ -267,7 +267,7 @@ def _train(config, checkpoint, progress, out, device, distributed, clear=False):
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"training ({config.precision})", unit="step",
                disable=not (progress and distributed.main), dynamic_ncols=True)
-    noise = torch.Generator(device)
+    noise_generator = torch.Generator(device)
     order, order_epoch = None, None
     saved, done = start, start
     window, window_began = [], time.perf_counter()  # (step, epoch, rate, loss on the device) since the last write
@@ -278,11 +278,11 @@ def _train(config, checkpoint, progress, out, device, distributed, clear=False):
                 order, order_epoch = epoch_order(config.seed, epoch, len(images)).to(device), epoch
             first = position * config.batch_size + distributed.rank * local_batch
             batch = images[order[first:first + local_batch]].contiguous(memory_format=memory_format)
-            noise.manual_seed(seed_for(config.seed, STREAM_NOISE, step, distributed.rank))
+            noise_generator.manual_seed(seed_for(config.seed, STREAM_NOISE, step, distributed.rank))
             if config.compile:
                 torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are no longer read
             lr = learning_rate(config, step, steps)
-            loss = training_step(training_model, network, ema, optimizer, batch, noise, lr, config, autocast)
+            loss = training_step(training_model, network, ema, optimizer, batch, noise_generator, lr, config, autocast)
             done = step + 1
             window.append((done, epoch, lr, loss.detach()))
             saving = done % config.checkpoint_every == 0 or done == steps

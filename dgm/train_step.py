@@ -18,7 +18,7 @@ from dgm.config import ddpm_around
 
 @functools.cache
 def fused_adamw_supported(device):
-    """Whether AdamW's fused kernel runs on ``device`` (CUDA, and the CPU in recent torch), tried on one tensor."""
+    """Whether AdamW's fused kernel runs on ``device`` (CUDA, and the CPU in the pinned torch), tried on one tensor."""
     parameter = torch.zeros(1, device=device, requires_grad=True)
     try:
         optimizer = torch.optim.AdamW([parameter], fused=True)
@@ -49,13 +49,17 @@ def update_ema(ema, network, decay):
         torch._foreach_lerp_(list(ema.parameters()), list(network.parameters()), 1 - decay)
 
 
-def training_step(training_model, network, ema, optimizer, batch, noise, lr, config, autocast):
-    """One AdamW step on ``batch`` at rate ``lr`` with clipped gradients, then the EMA update; returns the loss."""
+def training_step(training_model, network, ema, optimizer, batch, noise_generator, lr, config, autocast):
+    """One AdamW step on ``batch`` at rate ``lr`` with clipped gradients, then the EMA update; returns the loss.
+
+    ``training_model`` is the DDPM whose loss is minimised (around the compiled or DDP-wrapped network), ``network``
+    the module whose gradients are clipped and averaged into ``ema``; ``lr`` is this step's rate
+    (``dgm.train.learning_rate``); ``noise_generator`` draws the step's timesteps and noise."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     with autocast:
-        loss = training_model.loss(batch, generator=noise, weighting=config.loss_weighting)
+        loss = training_model.loss(batch, generator=noise_generator, weighting=config.loss_weighting)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
     optimizer.step()
@@ -82,7 +86,7 @@ def seconds_per_step(network, config, batch, autocast):
     ema = copy.deepcopy(network).requires_grad_(False)
     optimizer = build_optimizer(network, config)
     model = ddpm_around(compile_network(network, batch.device) if config.compile else network, config).to(batch.device)
-    noise = torch.Generator(batch.device).manual_seed(0)
+    noise_generator = torch.Generator(batch.device).manual_seed(0)
     duration = min(PROBE_SECONDS, config.minutes * 60 / 50)
     with torch.random.fork_rng(devices=[batch.device] if batch.device.type == "cuda" else []):
         timed, began = -PROBE_WARMUP_STEPS, None
@@ -91,6 +95,7 @@ def seconds_per_step(network, config, batch, autocast):
                 began = time.perf_counter()
             if config.compile:
                 torch.compiler.cudagraph_mark_step_begin()
-            training_step(model, network, ema, optimizer, batch, noise, config.lr, config, autocast).item()  # waits
+            loss = training_step(model, network, ema, optimizer, batch, noise_generator, config.lr, config, autocast)
+            loss.item()  # waits for the step
             timed += 1
     return (time.perf_counter() - began) / timed

@@ -30,7 +30,8 @@ def timestep_embedding(t, dim):
 
 class ResidualBlock(nn.Module):
     """norm -> SiLU -> conv, SiLU -> conv, plus a (1 x 1 if needed) skip connection; the time embedding is added
-    after the first conv, as in Ho et al. (2020)."""
+    after the first conv, as in Ho et al. (2020), through a linear map (theirs has a SiLU before it; without one, the
+    map composes with the embedding MLP's last layer)."""
 
     def __init__(self, in_channels, out_channels, embedding_dim, groups):
         super().__init__()
