@@ -55,14 +55,11 @@ book-for-students: book
 		--keep-going
 	@echo "Open the students' edition: $(CURDIR)/_build/students/_build/html/index.html"
 
-# Re-run one chapter on its own (its figures under figures/ and its printed numbers come out again):
+# Re-run one chapter on its own (its figures under figures/ and its printed numbers come out again), into a notebook
+# that Jupyter can change and re-run (book/run_chapter.py):
 #   make chapter NAME=continuous_time     -> _build/chapters/continuous_time.ipynb
 chapter: setup
-	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<file in book/ without .md>"; exit 2; }
-	mkdir -p _build/chapters
-	$(BIN)/jupytext --to ipynb book/$(NAME).md -o _build/chapters/$(NAME).ipynb
-	PYTHONPATH=$(CURDIR)/book $(BIN)/jupyter-execute --inplace --timeout=600 _build/chapters/$(NAME).ipynb  # imports book/handout.py
-	@echo "Executed: $(CURDIR)/_build/chapters/$(NAME).ipynb"
+	$(BIN)/python book/run_chapter.py $(NAME)
 
 # Regenerate dgm/closed_forms.py after editing derivations/ (tests fail until you do).
 generate: setup

@@ -1,6 +1,6 @@
 """The handout's plumbing, kept out of the reader's way: where results live, their loading, tables and the checks that
-the chapters' written claims hold for the numbers they glue. Chapters import it as ``handout`` (the book runs from
-book/; ``make chapter`` puts book/ on the path)."""
+the chapters' written claims hold for the numbers they glue. Chapters import it as ``handout`` (the book, and
+``make chapter``, run them from book/)."""
 
 import json
 import math

@@ -1,0 +1,75 @@
+"""``make chapter NAME=...``: one chapter run on its own into _build/chapters/NAME.ipynb, a notebook to change and
+re-run in Jupyter (book/NAME.md stays the source). Every cell runs even when one fails, so that a changed parameter
+that breaks a check of the text's claims still leaves the rest of the chapter's figures and numbers; the notebook
+replaces the previous one only once it has run."""
+
+import os
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+from tqdm import tqdm
+
+from dgm.paths import FIGURES
+
+BOOK = Path(__file__).resolve().parent
+OUT = BOOK.parent / "_build" / "chapters"
+TIMEOUT = 600  # seconds a cell may run
+
+
+def chapter_source(name):
+    """book/NAME.md for NAME given as "respacing", "respacing.md" or "book/respacing.md"."""
+    source = BOOK / f"{Path(name).stem}.md"
+    if not name or not source.is_file():
+        chapters = ", ".join(sorted(path.stem for path in BOOK.glob("*.md")))
+        sys.exit(f"usage: make chapter NAME=<chapter>, one of: {chapters}")
+    return source
+
+
+def runnable_anywhere(notebook):
+    """The notebook with a first cell that moves the kernel to book/, where the book runs its chapters: Jupyter
+    opening the copy in _build/chapters/ still imports book/handout.py and finds the chapter's files."""
+    setup = nbformat.v4.new_code_cell(
+        "# Run from book/, as the handout is built: `import handout` and the chapter's relative paths work.\n"
+        f"import os, sys\nos.chdir({str(BOOK)!r})\nsys.path.insert(0, {str(BOOK)!r})",
+        metadata={"tags": ["remove-cell"]})
+    notebook.cells.insert(0, setup)
+    return notebook
+
+
+def errors(notebook):
+    """(cell number, "Name: message") of every cell whose run raised, numbered as in the notebook."""
+    return [(number, f"{output.ename}: {output.evalue}")
+            for number, cell in enumerate(notebook.cells, start=1) if cell.cell_type == "code"
+            for output in cell.get("outputs", []) if output.output_type == "error"]
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    source = chapter_source(argv[0] if argv else "")
+    notebook = runnable_anywhere(jupytext.read(source))
+    cells = sum(cell.cell_type == "code" for cell in notebook.cells)
+    with tqdm(total=cells, desc=source.stem, unit="cell") as progress:
+        NotebookClient(notebook, timeout=TIMEOUT, allow_errors=True, resources={"metadata": {"path": str(BOOK)}},
+                       on_cell_executed=lambda **_: progress.update()).execute()
+    OUT.mkdir(parents=True, exist_ok=True)
+    target = OUT / f"{source.stem}.ipynb"
+    partial = target.with_suffix(".ipynb.tmp")
+    nbformat.write(notebook, partial)
+    os.replace(partial, target)
+    failed = errors(notebook)
+    for number, error in failed:
+        print(f"cell {number}: {error.splitlines()[0] if error.strip() else error}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} cell(s) failed; {target} holds every cell's output, theirs with the error. A failed "
+              "check whose message begins \"the text:\" means that the chapter's prose no longer describes what "
+              "your change computed.", file=sys.stderr)
+        return 1
+    print(f"Executed: {target} (figures under {FIGURES})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
