@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -130,6 +132,32 @@ def write_report(report, out):
     return out.with_suffix(".json")
 
 
+def replaced_copies(out, grids):
+    """Where ``--replace`` keeps the report it replaces, and its grids, until the new report holds every row."""
+    return Path(f"{out}.replaced.json"), Path(f"{out}.replaced.csv"), Path(f"{grids}.replaced")
+
+
+def keep_replaced(out, grids):
+    """Copy the report at ``out`` and its grids aside (``replaced_copies``), unless an unfinished replacement already
+    kept an earlier one there; returns the copies."""
+    copies = replaced_copies(out, grids)
+    if not any(copy.exists() for copy in copies):
+        for source, copy in zip((out.with_suffix(".json"), out.with_suffix(".csv")), copies):
+            if source.is_file():
+                shutil.copy2(source, copy)
+        if grids.is_dir():
+            shutil.copytree(grids, copies[2])
+    return copies
+
+
+def discard_replaced(out, grids):
+    """Remove the copies of a replaced report once the new one is complete."""
+    json_copy, csv_copy, grids_copy = replaced_copies(out, grids)
+    json_copy.unlink(missing_ok=True)
+    csv_copy.unlink(missing_ok=True)
+    shutil.rmtree(grids_copy, ignore_errors=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=[str(m) for m in MODELS + RESCALED_MODELS],
@@ -155,6 +183,7 @@ def main(argv=None):
     shipped = {Path(model).resolve() for model in MODELS + RESCALED_MODELS}
     own = not all(Path(model).resolve() in shipped for model in args.models)
     out = args.out or (RUNS / "ablation_quick" / "ablation" if args.quick else OWN_MODELS_OUT if own else DEFAULT_OUT)
+    out = out.with_suffix("") if out.suffix in (".json", ".csv") else out
     grids = out.parent / f"{out.name}_grids"
     try:
         for path in (out.with_suffix(".json"), out.with_suffix(".csv")):
@@ -179,12 +208,24 @@ def main(argv=None):
         parser.exit(2, f"error: {out.with_suffix('.json')} holds rows of {', '.join(dropped)}, which --models leaves "
                     "out and the new report would drop: name them too, pass --replace to drop them, or --out for a "
                     "new report\n")
+    if previous is not None and (changed or dropped):  # --replace: the report stays in a copy until this one ends
+        json_copy, _, grids_copy = keep_replaced(out, grids)
+        print(f"dgm ablation: the report it replaces stays in {json_copy} (.csv, grids {grids_copy}) until this "
+              "one holds every row", file=sys.stderr)
     try:
         report = run_ablation(args.models, settings["n"], settings["seed"], args.device, grids, args.data,
                               previous=previous, save=lambda partial: write_report(partial, out),
                               batch_size=settings["batch_size"])
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
+    except KeyboardInterrupt:
+        json_copy, csv_copy, grids_copy = replaced_copies(out, grids)
+        if json_copy.exists():
+            print(f"dgm ablation: the same command finishes this report; the one it replaces is {json_copy}: to "
+                  f"restore it, move it and {csv_copy.name} back to {out.name}.json and .csv, and {grids_copy.name} "
+                  f"to {grids.name}", file=sys.stderr)
+        raise
+    discard_replaced(out, grids)
     print(text_table(report))
     if report is previous:
         print(f"report: {out.with_suffix('.json')} already holds every row (unchanged); grids: {grids}")

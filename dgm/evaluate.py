@@ -133,10 +133,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="run folder or checkpoint .safetensors file")
     parser.add_argument("--steps", type=int, default=None, help="respaced sampling steps (default: all T)")
-    parser.add_argument("--n", type=int, default=1000, help="number of samples (FID-MNIST depends on it)")
+    parser.add_argument("--n", type=int, default=1000,
+                        help="number of samples (FID-MNIST depends on it; default %(default)s)")
     add_sampler_options(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="seed of x_T and the noise (default %(default)s)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")
     parser.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER)
     parser.add_argument("--data", default=None)
     parser.add_argument("--json", type=Path, default=None,

@@ -19,7 +19,8 @@ from dgm.data import MNISTDataError
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
 from dgm.evaluate import CONFIDENT, check_sample_count, real_data_floor, score_images, reference_statistics
 from dgm.files import atomic_write_text, check_replaceable, check_writable, read_report
-from dgm.runs import CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_folder_checkpoint, snapshot_folder, training_seconds
+from dgm.runs import (CHECKPOINT_FORMAT, SNAPSHOTS, config_of, holds_run, run_folder_checkpoint, snapshot_folder,
+                      training_seconds)
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
 
 CURVE_NAME = "learning_curve.json"  # the report's default name, in the run folder
@@ -45,6 +46,9 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     if not run.is_dir():
         raise ValueError(f"no run folder {run}")
     kept_steps = snapshot_steps(run)
+    if not kept_steps and holds_run(run) == "export":
+        raise ValueError(f"{run} is an export, which keeps no snapshots: score the run folder that "
+                         "`dgm train --keep-every K` wrote")
     if not kept_steps:
         raise ValueError(f"{run} kept no snapshots: train it with `dgm train --keep-every K`, or continue it with "
                          f"`dgm train --resume --out {run} --keep-every K --steps N`")

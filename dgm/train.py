@@ -237,8 +237,10 @@ def _train(config, checkpoint, progress, out, device, distributed, clear=False):
         start = checkpoint[1]["step"]
         if start >= steps:  # a finished run, even one kept as its EMA weights alone, has nothing left to train
             if progress and distributed.main:
-                tqdm.write(f"{out} finished its {steps:,} steps; extend it with `dgm train --resume --out {out} "
-                           f"--steps N`")
+                extend = ("it samples but cannot train further: extend the run folder it was exported from"
+                          if checkpoint[1].get("weights") == "ema" else
+                          f"extend it with `dgm train --resume --out {out} --steps N`")
+                tqdm.write(f"{out} finished its {steps:,} steps; {extend}")
             return out
         restore(checkpoint, run_folder_checkpoint(out), network, ema, optimizer)
 
@@ -386,7 +388,9 @@ def main(argv=None):
                         help="continue the run in --out from its checkpoint (its saved config, plus explicit options); "
                              "a finished run is left as it is")
     parser.add_argument("--overwrite", action="store_true",
-                        help="delete the run in --out (checkpoint, loss log, samples, snapshots) and start over")
+                        help="delete the run in --out (checkpoint, loss log, samples, snapshots, and the eval_*.json "
+                             "and learning_curve.json reports of it) once the new run's set-up has passed, and "
+                             "start over")
     parser.add_argument("--rescale-betas", action="store_true",
                         help="scale beta_min and beta_max by 1000 / T, as improved DDPM does (a new run only)")
     types = {"channels": parse_channels, "epochs": float, "minutes": float, "data": str, "train_subset": int,

@@ -138,6 +138,32 @@ def test_an_interrupted_ablation_keeps_its_rows_and_resumes_with_the_rest(tiny_r
     assert len(calls) == 2 * len(SETTINGS) - 2
 
 
+def test_a_replaced_report_is_kept_until_the_new_one_is_complete(tiny_runs, tmp_path, monkeypatch, capsys,
+                                                                 one_thread):
+    out, calls = tmp_path / "ablation", []
+
+    def sample_run(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == len(SETTINGS) + 2:  # Ctrl-C on the replacing run's second row
+            raise KeyboardInterrupt
+        return ablation.torch.rand(QUICK_N, 1, 28, 28) * 2 - 1, 1e-3
+
+    monkeypatch.setattr(ablation, "sample_run", sample_run)
+    assert cli.main(["ablation", "--quick", "--models", str(tiny_runs[0]), "--out", str(out) + ".json"]) == 0
+    first = {path: path.read_bytes() for path in (out.with_suffix(".json"), out.with_suffix(".csv"))}
+    replace = ["ablation", "--quick", "--seed", "1", "--replace", "--models", str(tiny_runs[0]), "--out", str(out)]
+    assert cli.main(replace) == 130
+    kept_json, kept_csv, kept_grids = ablation.replaced_copies(out, tmp_path / "ablation_grids")
+    assert kept_json.read_bytes() == first[out.with_suffix(".json")] and kept_csv.read_bytes() == first[
+        out.with_suffix(".csv")]
+    assert len(list(kept_grids.iterdir())) == len(SETTINGS)
+    assert f"the one it replaces is {kept_json}" in capsys.readouterr().err
+    assert len(json.loads(out.with_suffix(".json").read_text())["rows"]) == 1  # the new report's finished row
+    assert cli.main(replace) == 0  # finishes the new report, and only then drops the copies
+    assert json.loads(out.with_suffix(".json").read_text())["seed"] == 1
+    assert not kept_json.exists() and not kept_csv.exists() and not kept_grids.exists()
+
+
 def test_row_names_are_stable():
     assert row_name("ddpm_mnist_T1000", "ancestral", "beta", None) == "T1000_ancestral-beta_all"
     assert row_name("ddpm_mnist_T500_rescaled", "ddim", None, 50) == "T500_rescaled_ddim_50"

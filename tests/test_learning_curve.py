@@ -8,7 +8,7 @@ from dgm import cli, evaluate, learning_curve
 from dgm.classifier import load_classifier
 from dgm.checkpoint import load_checkpoint
 from dgm.config import TrainConfig
-from dgm.runs import CHECKPOINT_FORMAT, run_folder_checkpoint, snapshot_folder, training_seconds
+from dgm.runs import CHECKPOINT_FORMAT, export_run, run_folder_checkpoint, snapshot_folder, training_seconds
 from dgm.train import train
 
 
@@ -73,7 +73,9 @@ def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thre
     run = train(TrainConfig(T=20, channels=(4, 8, 8), batch_size=16, train_subset=64, steps=1, warmup_steps=1,
                             sample_every=100, sample_n=4, sample_steps=2, device="cpu", out=str(tmp_path / "run")),
                 progress=False)
+    export_run(run, tmp_path / "export")
     for argv, message in ((["learning-curve", "--run", str(run)], "kept no snapshots"),
+                          (["learning-curve", "--run", str(tmp_path / "export")], "is an export, which keeps no"),
                           (["learning-curve", "--run", str(run), "--n", "1"], "n must be an integer >= 2"),
                           (["learning-curve", "--run", str(tmp_path / "none")], "no run folder")):
         with pytest.raises(SystemExit) as exit_info:

@@ -250,7 +250,7 @@ def test_a_cosine_v_prediction_run_loads_with_its_schedule_and_target(tmp_path, 
     torch.testing.assert_close(model.alpha_bar, cosine_schedule(config.T)["alpha_bar"], rtol=0, atol=0)
 
 
-def test_export_keeps_the_ema_weights_and_refuses_to_train_on(tmp_path, one_thread):
+def test_export_keeps_the_ema_weights_and_refuses_to_train_on(tmp_path, capsys, one_thread):
     out = train(tiny_config(tmp_path / "run"), progress=False)
     shipped = export_run(out, tmp_path / "shipped")
     saved = load_file(run_folder_checkpoint(shipped))
@@ -266,7 +266,9 @@ def test_export_keeps_the_ema_weights_and_refuses_to_train_on(tmp_path, one_thre
         load_run(shipped, weights="model")
     assert load_run(shipped / "checkpoint.json")[2] == metadata  # the sidecar names its checkpoint
     before = {path.name: path.read_bytes() for path in shipped.iterdir()}
-    assert train(tiny_config(shipped), resume=True, progress=False) == shipped  # finished: nothing to resume
+    capsys.readouterr()
+    assert train(tiny_config(shipped), resume=True, progress=True) == shipped  # finished: nothing to resume
+    assert "cannot train further: extend the run folder it was exported from" in capsys.readouterr().out
     assert {path.name: path.read_bytes() for path in shipped.iterdir()} == before
 
 
