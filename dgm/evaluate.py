@@ -18,7 +18,7 @@ from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier, predict
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import select_device
-from dgm.files import atomic_write_text, check_replaceable, check_writable, timestamp
+from dgm.files import atomic_write_text, check_replaceable, check_writable, read_report, timestamp
 from dgm.paths import CHECKPOINTS, RUNS
 from dgm.runs import CHECKPOINT_FORMAT, config_of, run_folder_checkpoint
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
@@ -129,6 +129,19 @@ def format_table(report):
     return "\n".join(lines)
 
 
+def check_same_settings(report, path, settings):
+    """Refuse to replace the report at ``path`` unless it was made with ``settings``: another measurement, such as
+    the book's results/cpu_preset_eval.json, would be lost."""
+    def same(key, value):
+        before = report["settings"].get(key)
+        return Path(before).resolve() == Path(value).resolve() if key == "ckpt" and before else before == value
+    changed = [f"{key} {report['settings'].get(key)} -> {value}" for key, value in settings.items()
+               if not same(key, value)]
+    if changed:
+        raise ValueError(f"{path} holds a report made with other settings ({', '.join(changed)}): pass --replace to "
+                         "replace it, or --json for a new report")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="dgm evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="run folder or checkpoint .safetensors file")
@@ -143,6 +156,8 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, default=None,
                         help="report path (default: RUN/eval_SAMPLER[-SIGMA]_steps-K_n-N_seed-S.json; for a shipped "
                         "model under checkpoints/, runs/eval/MODEL/eval_...json)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace a --json report made with another checkpoint or settings")
     args = parser.parse_args(argv)
     args.sigma = chosen_sigma(parser, args)
     run_folder = Path(args.ckpt) if Path(args.ckpt).is_dir() else Path(args.ckpt).parent
@@ -153,6 +168,10 @@ def main(argv=None):
     try:
         check_writable(path, option="--json")
         check_replaceable(path, "an evaluation report", REPORT_KEYS, option="--json")
+        if path.is_file() and not args.replace:
+            check_same_settings(read_report(path, "an evaluation report", REPORT_KEYS), path,
+                                {"ckpt": str(args.ckpt), "steps": args.steps, "n": args.n, "sampler": args.sampler,
+                                 "sigma": args.sigma, "seed": args.seed})
         report = evaluate_run(args.ckpt, args.steps, args.n, args.sampler, args.sigma, args.seed, args.device,
                               args.classifier, args.data)
     except (ValueError, CheckpointError, MNISTDataError) as error:

@@ -56,8 +56,7 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     _, metadata = load_checkpoint(last, CHECKPOINT_FORMAT)
     config = config_of(metadata, last)
     check_steps(steps, config.T)
-    setting = {"steps": steps, "sampler": sampler, "sigma": sigma if sampler == "ancestral" else None, "n": n,
-               "seed": seed}  # DDIM adds no noise: its curve has no sigma
+    setting = curve_setting(steps, sampler, sigma, n, seed)
     same = previous is not None and previous.get("run") == run.name and previous.get("setting") == setting
     kept = {row["step"]: row for row in previous["rows"]} if same else {}
     classifier = load_classifier(classifier_path)
@@ -78,6 +77,12 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
         if save is not None:
             save(report)
     return report
+
+
+def curve_setting(steps, sampler, sigma, n, seed):
+    """What a curve's rows are measured at; DDIM adds no noise, so its curve has no sigma."""
+    return {"steps": steps, "sampler": sampler, "sigma": sigma if sampler == "ancestral" else None, "n": n,
+            "seed": seed}
 
 
 def load_curve(path):
@@ -111,6 +116,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help=f"report path (default: RUN/{CURVE_NAME})")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace a curve of the run at another setting, whose rows would all be scored anew")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
     args.sigma = chosen_sigma(parser, args)
@@ -123,6 +130,12 @@ def main(argv=None):
         check_writable(out)
         check_replaceable(out, "a learning curve", REPORT_KEYS)
         previous = load_curve(out) if out.is_file() else None
+        setting = curve_setting(args.steps, args.sampler, args.sigma, args.n, args.seed)
+        changed = [f"{key} {previous['setting'].get(key)} -> {value}" for key, value in setting.items()
+                   if previous is not None and previous.get("setting", {}).get(key) != value]
+        if changed and not args.replace:
+            raise ValueError(f"{out} holds a curve at another setting ({', '.join(changed)}), which this one would "
+                             "replace: pass --replace to do so, or --out for a new report")
         report = learning_curve(args.run, args.steps, args.sampler, args.sigma, args.n, args.seed, args.device,
                                 data=args.data, previous=previous, save=save)
     except (ValueError, CheckpointError, MNISTDataError) as error:

@@ -84,6 +84,19 @@ def test_train_sample_evaluate_and_resume(tmp_path, capsys, monkeypatch, one_thr
     assert (tmp_path / "runs" / "eval" / "run" / "eval_ancestral-beta_steps-2_n-8_seed-1.json").is_file()
     assert not list(run.glob("*seed-1.json"))
 
+    # An explicit --json that holds another measurement is replaced only with --replace; the same one is made again.
+    kept = tmp_path / "kept.json"
+    assert cli.main(["evaluate", "--ckpt", str(run), "--steps", "2", "--n", "8", "--json", str(kept)]) == 0
+    before = kept.read_text()
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["evaluate", "--ckpt", str(run), "--steps", "3", "--n", "8", "--json", str(kept)])
+    assert refused.value.code == 2 and "other settings (steps 2 -> 3)" in capsys.readouterr().err
+    assert kept.read_text() == before
+    assert cli.main(["evaluate", "--ckpt", str(run) + "/", "--steps", "2", "--n", "8", "--json", str(kept)]) == 0
+    assert cli.main(["evaluate", "--ckpt", str(run), "--steps", "3", "--n", "8", "--json", str(kept),
+                     "--replace"]) == 0
+    assert json.loads(kept.read_text())["settings"]["steps"] == 3
+
     assert cli.main(["train", "--resume", "--out", str(run), "--steps", "3"]) == 0
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 3
 

@@ -59,6 +59,11 @@ def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, mon
     assert sampled == [snapshot_folder(kept_run, 6)] and [row["step"] for row in again["rows"]] == [4, 6]
     assert again["rows"][0] == report["rows"][1]
     reseeded = [*argv[:-2], "--seed", "1", "--out", str(out)]
+    with pytest.raises(SystemExit) as refused:  # another setting would replace every row: only on request
+        cli.main(reseeded)
+    assert refused.value.code == 2 and "another setting (seed 0 -> 1)" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == again and len(sampled) == 1
+    reseeded.append("--replace")
     assert cli.main(reseeded) == 0
     assert len(sampled) == 3
     # A row whose snapshot was saved again (the run trained anew into the same folder) is scored again.
