@@ -12,6 +12,7 @@ import nbformat
 from nbclient import NotebookClient
 from tqdm import tqdm
 
+from dgm.check.exercises import KERNEL
 from dgm.paths import FIGURES
 
 BOOK = Path(__file__).resolve().parent
@@ -54,6 +55,7 @@ def main(argv=None):
     with tqdm(total=cells, desc=source.stem, unit="cell") as progress:
         NotebookClient(notebook, timeout=TIMEOUT, allow_errors=True, resources={"metadata": {"path": str(BOOK)}},
                        on_cell_executed=lambda **_: progress.update()).execute()
+    notebook.metadata["kernelspec"] = KERNEL  # the kernel `make lab` and `make kernel` register, as ps4.ipynb's
     OUT.mkdir(parents=True, exist_ok=True)
     target = OUT / f"{source.stem}.ipynb"
     partial = target.with_suffix(".ipynb.tmp")

@@ -24,8 +24,10 @@ def test_make_chapter_writes_a_notebook_that_reruns_from_its_own_folder():
     code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
     assert any("import handout" in "".join(cell["source"]) for cell in code)
     assert all(cell["execution_count"] for cell in code) and any(cell["outputs"] for cell in code)
+    assert notebook["metadata"]["kernelspec"]["name"] == "dgm"  # .venv's kernel, which `make lab` registers
     again = nbformat.read(path, as_version=4)  # as Jupyter opens it: the kernel starts in _build/chapters/
-    NotebookClient(again, timeout=600, resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(again, timeout=600, kernel_name="python3",  # .venv's own kernel: `make test` registers none
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
     assert not run_chapter.errors(again)
 
 
