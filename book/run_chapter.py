@@ -1,7 +1,7 @@
 """``make chapter NAME=...``: one chapter run on its own into _build/chapters/NAME.ipynb, a notebook to change and
-re-run in Jupyter (book/NAME.md stays the source). Every cell runs even when one fails, so that a changed parameter
-that breaks a check of the text's claims still leaves the rest of the chapter's figures and numbers; the notebook
-replaces the previous one only once it has run."""
+re-run in Jupyter (book/NAME.md stays the source). Every cell runs even when one fails or runs over its time, so that a
+changed parameter that breaks a check of the text's claims still leaves the rest of the chapter's figures and numbers;
+the notebook replaces the previous one only once it has run, and never one that you have changed."""
 
 import os
 import sys
@@ -10,9 +10,10 @@ from pathlib import Path
 import jupytext
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
 from tqdm import tqdm
 
-from dgm.check.exercises import KERNEL
+from dgm.check.exercises import KERNEL, cells_digest, untouched
 from dgm.paths import FIGURES
 
 BOOK = Path(__file__).resolve().parent
@@ -41,29 +42,47 @@ def runnable_anywhere(notebook):
 
 
 def errors(notebook):
-    """(cell number, "Name: message") of every cell whose run raised, numbered as in the notebook."""
-    return [(number, f"{output.ename}: {output.evalue}")
-            for number, cell in enumerate(notebook.cells, start=1) if cell.cell_type == "code"
+    """(execution count, "Name: first line of the message") of every cell whose run raised or ran over TIMEOUT (which
+    interrupts the kernel: a KeyboardInterrupt)."""
+    def message(output):
+        if output.ename == "KeyboardInterrupt":
+            return f"ran over {TIMEOUT} s and was interrupted"
+        return f"{output.ename}: {(output.evalue.splitlines() or [''])[0]}"
+    return [(cell.execution_count, message(output)) for cell in notebook.cells if cell.cell_type == "code"
             for output in cell.get("outputs", []) if output.output_type == "error"]
+
+
+def execute(notebook, name):
+    """Run every cell of ``notebook`` in place from book/, going on past errors and cells over TIMEOUT; a kernel that
+    dies leaves the cells run before it."""
+    cells = sum(cell.cell_type == "code" for cell in notebook.cells)
+    with tqdm(total=cells, desc=name, unit="cell") as progress:
+        client = NotebookClient(notebook, timeout=TIMEOUT, allow_errors=True, interrupt_on_timeout=True,
+                                resources={"metadata": {"path": str(BOOK)}},
+                                on_cell_executed=lambda **_: progress.update())
+        try:
+            client.execute()
+        except DeadKernelError as error:
+            print(f"the kernel died ({error}); the notebook keeps the cells run before", file=sys.stderr)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     source = chapter_source(argv[0] if argv else "")
-    notebook = runnable_anywhere(jupytext.read(source))
-    cells = sum(cell.cell_type == "code" for cell in notebook.cells)
-    with tqdm(total=cells, desc=source.stem, unit="cell") as progress:
-        NotebookClient(notebook, timeout=TIMEOUT, allow_errors=True, resources={"metadata": {"path": str(BOOK)}},
-                       on_cell_executed=lambda **_: progress.update()).execute()
-    notebook.metadata["kernelspec"] = KERNEL  # the kernel `make lab` and `make kernel` register, as ps4.ipynb's
-    OUT.mkdir(parents=True, exist_ok=True)
     target = OUT / f"{source.stem}.ipynb"
+    if target.exists() and not untouched(target):
+        sys.exit(f"{target} holds changes of yours: move it elsewhere (or delete it) and run again")
+    notebook = runnable_anywhere(jupytext.read(source))
+    execute(notebook, source.stem)
+    notebook.metadata["kernelspec"] = KERNEL  # the kernel `make lab` and `make kernel` register, as ps4.ipynb's
+    notebook.metadata["dgm"] = {"cells": cells_digest(notebook.cells)}  # how it is told from an edited copy
+    OUT.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".ipynb.tmp")
     nbformat.write(notebook, partial)
     os.replace(partial, target)
     failed = errors(notebook)
-    for number, error in failed:
-        print(f"cell {number}: {error.splitlines()[0] if error.strip() else error}", file=sys.stderr)
+    for count, error in failed:
+        print(f"cell [{count}]: {error}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} cell(s) failed; {target} holds every cell's output, theirs with the error. A failed "
               "check whose message begins \"the text:\" means that the chapter's prose no longer describes what "

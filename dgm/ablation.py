@@ -57,15 +57,8 @@ def describe_model(run):
             "training_seconds": training_seconds(run, config.batch_size), "config": config.to_dict()}
 
 
-def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="auto", grids=RESULTS / "ablation_grids",
-                 data=None, classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None, batch_size=BATCH_SIZE):
-    """Every model x every setting of SETTINGS at ``n`` samples from ``seed``, sampled ``batch_size`` at a time;
-    returns the report (a dict).
-
-    Rows of a ``previous`` report with the same model checkpoint, setting, n, seed and batch size are kept, not
-    sampled again; ``save(report)`` is called after every row, so an interrupted run resumes where it stopped. A
-    complete ``previous`` report that holds every row is returned as it is.
-    """
+def described_models(models, n, seed, batch_size):
+    """``describe_model`` of each model, once the ablation's arguments are checked: a ValueError says what is wrong."""
     check_sample_count(n)
     for name, value, least in (("seed", seed, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -80,6 +73,19 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
         if model["T"] < longest:
             raise ValueError(f"model {model['name']} has T = {model['T']}, fewer timesteps than the {longest} "
                              "respaced steps of the ablation's settings")
+    return described
+
+
+def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="auto", grids=RESULTS / "ablation_grids",
+                 data=None, classifier_path=DEFAULT_CLASSIFIER, previous=None, save=None, batch_size=BATCH_SIZE):
+    """Every model x every setting of SETTINGS at ``n`` samples from ``seed``, sampled ``batch_size`` at a time;
+    returns the report (a dict).
+
+    Rows of a ``previous`` report with the same model checkpoint, setting, n, seed and batch size are kept, not
+    sampled again; ``save(report)`` is called after every row, so an interrupted run resumes where it stopped. A
+    complete ``previous`` report that holds every row is returned as it is.
+    """
+    described = described_models(models, n, seed, batch_size)
     runs = {model["name"]: run for model, run in zip(described, models)}
     if (previous or {}).get("batch_size", BATCH_SIZE) != batch_size:  # other batches draw other samples: keep no rows
         previous = None
@@ -139,15 +145,27 @@ def replaced_copies(out, grids):
 
 def keep_replaced(out, grids):
     """Copy the report at ``out`` and its grids aside (``replaced_copies``), unless an unfinished replacement already
-    kept an earlier one there; returns the copies."""
-    copies = replaced_copies(out, grids)
-    if not any(copy.exists() for copy in copies):
-        for source, copy in zip((out.with_suffix(".json"), out.with_suffix(".csv")), copies):
-            if source.is_file():
-                shutil.copy2(source, copy)
-        if grids.is_dir():
-            shutil.copytree(grids, copies[2])
-    return copies
+    kept an earlier one there. The JSON copy comes last, so that it exists only beside complete copies of the rest."""
+    json_copy, csv_copy, grids_copy = replaced_copies(out, grids)
+    if json_copy.exists():
+        return
+    shutil.rmtree(grids_copy, ignore_errors=True)  # left by a copy that was cut short
+    if grids.is_dir():
+        shutil.copytree(grids, grids_copy)
+    for source, copy in ((out.with_suffix(".csv"), csv_copy), (out.with_suffix(".json"), json_copy)):
+        if source.is_file():
+            shutil.copy2(source, copy.with_name(copy.name + ".tmp"))
+            os.replace(copy.with_name(copy.name + ".tmp"), copy)
+
+
+def restore_hint(out, grids):
+    """How to put back the report that an unfinished ``--replace`` keeps aside; None if it keeps none."""
+    json_copy, csv_copy, grids_copy = replaced_copies(out, grids)
+    if not json_copy.exists():
+        return None
+    return (f"dgm ablation: the same command finishes the new report; the one it replaces is {json_copy}. To restore "
+            f"it instead: rm -r {grids} && mv {grids_copy} {grids} && mv {csv_copy} {out.with_suffix('.csv')} && "
+            f"mv {json_copy} {out.with_suffix('.json')}")
 
 
 def discard_replaced(out, grids):
@@ -183,7 +201,9 @@ def main(argv=None):
     shipped = {Path(model).resolve() for model in MODELS + RESCALED_MODELS}
     own = not all(Path(model).resolve() in shipped for model in args.models)
     out = args.out or (RUNS / "ablation_quick" / "ablation" if args.quick else OWN_MODELS_OUT if own else DEFAULT_OUT)
-    out = out.with_suffix("") if out.suffix in (".json", ".csv") else out
+    if out.suffix in (".json", ".csv"):
+        parser.exit(2, f"error: --out is the report's path without suffix ({out.with_suffix('')}): the .json, the "
+                    ".csv and the grids' folder are named after it\n")
     grids = out.parent / f"{out.name}_grids"
     try:
         for path in (out.with_suffix(".json"), out.with_suffix(".csv")):
@@ -208,22 +228,23 @@ def main(argv=None):
         parser.exit(2, f"error: {out.with_suffix('.json')} holds rows of {', '.join(dropped)}, which --models leaves "
                     "out and the new report would drop: name them too, pass --replace to drop them, or --out for a "
                     "new report\n")
+    try:
+        described_models(args.models, settings["n"], settings["seed"], settings["batch_size"])
+    except (ValueError, CheckpointError) as error:  # refused before anything is replaced
+        parser.exit(2, f"error: {error}\n")
     if previous is not None and (changed or dropped):  # --replace: the report stays in a copy until this one ends
-        json_copy, _, grids_copy = keep_replaced(out, grids)
-        print(f"dgm ablation: the report it replaces stays in {json_copy} (.csv, grids {grids_copy}) until this "
-              "one holds every row", file=sys.stderr)
+        keep_replaced(out, grids)
+        print(f"dgm ablation: the report it replaces stays in {replaced_copies(out, grids)[0]} (and its .csv and "
+              "grids) until this one holds every row", file=sys.stderr)
     try:
         report = run_ablation(args.models, settings["n"], settings["seed"], args.device, grids, args.data,
                               previous=previous, save=lambda partial: write_report(partial, out),
                               batch_size=settings["batch_size"])
-    except (ValueError, CheckpointError, MNISTDataError) as error:
-        parser.exit(2, f"error: {error}\n")
-    except KeyboardInterrupt:
-        json_copy, csv_copy, grids_copy = replaced_copies(out, grids)
-        if json_copy.exists():
-            print(f"dgm ablation: the same command finishes this report; the one it replaces is {json_copy}: to "
-                  f"restore it, move it and {csv_copy.name} back to {out.name}.json and .csv, and {grids_copy.name} "
-                  f"to {grids.name}", file=sys.stderr)
+    except BaseException as error:  # Ctrl-C, missing data, a device error: say where the replaced report is
+        if restore_hint(out, grids):
+            print(restore_hint(out, grids), file=sys.stderr)
+        if isinstance(error, (ValueError, CheckpointError, MNISTDataError)):
+            parser.exit(2, f"error: {error}\n")
         raise
     discard_replaced(out, grids)
     print(text_table(report))

@@ -130,20 +130,24 @@ class DDPM(nn.Module):
         check_batch(x0, self.shape)
         if len(x0) == 0:
             raise ValueError("x0 must hold at least one sample: the loss of an empty batch is undefined")
-        if weighting not in self._loss_weights:  # built once per device: copying its constants there waits for it
-            self._loss_weights[weighting] = self.timestep_weights(weighting)  # also checks the name
-        weights = self._loss_weights[weighting]
-        t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)
-        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        weights = self._timestep_weights_on_device(weighting)  # also checks the name
+        t = torch.randint(0, self.T, (len(x0),), device=x0.device, generator=generator)  # Algorithm 1, line 3
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)  # line 4
         alpha_bar = self._per_sample(self.alpha_bar, t, x0)
-        # x_t ~ q(x_t | x_0) in one jump; t is in range by construction, so forward()'s checks are skipped.
+        # x_t ~ q(x_t | x_0) in one jump, as forward() draws it (t is in range by construction: no checks).
         x_t = closed_forms.forward_sample(x0, noise, alpha_bar)
         predicted = self.eps_model(x_t, t)
         check_prediction(predicted, x_t)
         target = noise if self.prediction == "eps" else closed_forms.velocity(x0, noise, alpha_bar)
-        if weighting == "uniform":
+        if weighting == "uniform":  # line 5: the squared error to the target (eps, or v), averaged
             return F.mse_loss(predicted, target)
         return (weights[t].to(x0.dtype) * (predicted - target).square().flatten(1).mean(dim=1)).mean()
+
+    def _timestep_weights_on_device(self, weighting):
+        """``timestep_weights(weighting)`` on the tables' device, built once: copying its constants there waits."""
+        if weighting not in self._loss_weights:
+            self._loss_weights[weighting] = self.timestep_weights(weighting)
+        return self._loss_weights[weighting]
 
     def sampling_schedule(self, steps=None):
         """The full schedule (steps=None or T) or the one respaced to ``steps`` timesteps (Problem 2b)."""

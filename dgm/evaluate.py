@@ -129,14 +129,17 @@ def format_table(report):
     return "\n".join(lines)
 
 
+def model_name(ckpt):
+    """The folder name of a run, an export or the checkpoint file in one: what tells two models apart in a report."""
+    ckpt = Path(ckpt)
+    return (ckpt.parent if ckpt.suffix in (".safetensors", ".json") else ckpt).name
+
+
 def check_same_settings(report, path, settings):
-    """Refuse to replace the report at ``path`` unless it was made with ``settings``: another measurement, such as
-    the book's results/cpu_preset_eval.json, would be lost."""
-    def same(key, value):
-        before = report["settings"].get(key)
-        return Path(before).resolve() == Path(value).resolve() if key == "ckpt" and before else before == value
-    changed = [f"{key} {report['settings'].get(key)} -> {value}" for key, value in settings.items()
-               if not same(key, value)]
+    """Refuse to replace the report at ``path`` unless it was made with ``settings`` and a model of the same name:
+    another measurement, such as the book's results/cpu_preset_eval.json, would be lost."""
+    before = {**report["settings"], "ckpt": model_name(report["settings"].get("ckpt", ""))}
+    changed = [f"{key} {before.get(key)} -> {value}" for key, value in settings.items() if before.get(key) != value]
     if changed:
         raise ValueError(f"{path} holds a report made with other settings ({', '.join(changed)}): pass --replace to "
                          "replace it, or --json for a new report")
@@ -168,10 +171,12 @@ def main(argv=None):
     try:
         check_writable(path, option="--json")
         check_replaceable(path, "an evaluation report", REPORT_KEYS, option="--json")
+        check_sample_count(args.n)
         if path.is_file() and not args.replace:
             check_same_settings(read_report(path, "an evaluation report", REPORT_KEYS), path,
-                                {"ckpt": str(args.ckpt), "steps": args.steps, "n": args.n, "sampler": args.sampler,
-                                 "sigma": args.sigma, "seed": args.seed})
+                                {"ckpt": model_name(args.ckpt), "steps": args.steps, "n": args.n,
+                                 "sampler": args.sampler, "sigma": args.sigma, "seed": args.seed,
+                                 "classifier": Path(args.classifier).name})
         report = evaluate_run(args.ckpt, args.steps, args.n, args.sampler, args.sigma, args.seed, args.device,
                               args.classifier, args.data)
     except (ValueError, CheckpointError, MNISTDataError) as error:

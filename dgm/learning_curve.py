@@ -35,11 +35,11 @@ def snapshot_steps(run):
 
 
 def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256, seed=0, device="auto",
-                   classifier_path=DEFAULT_CLASSIFIER, data=None, previous=None, save=None):
+                   classifier_path=DEFAULT_CLASSIFIER, data=None, previous=None, save=None, replace=True):
     """Scores of every snapshot of ``run`` at one setting, ``n`` samples from ``seed``; returns the report (a dict).
 
     Rows of a ``previous`` report of the same run, setting, n, seed and snapshot are kept; ``save(report)`` follows
-    every row.
+    every row. A ``previous`` report of another run or setting is replaced only with ``replace``.
     """
     check_sample_count(n)
     run = Path(run)
@@ -58,6 +58,12 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     check_steps(steps, config.T)
     setting = curve_setting(steps, sampler, sigma, n, seed)
     same = previous is not None and previous.get("run") == run.name and previous.get("setting") == setting
+    if previous is not None and not same and not replace:
+        before = {"run": previous.get("run"), **previous.get("setting", {})}
+        changed = [f"{key} {before.get(key)} -> {value}" for key, value in {"run": run.name, **setting}.items()
+                   if before.get(key) != value]
+        raise ValueError(f"the report at --out holds a curve of another run or setting ({', '.join(changed)}), "
+                         "which this one would replace: pass --replace to do so, or --out for a new report")
     kept = {row["step"]: row for row in previous["rows"]} if same else {}
     classifier = load_classifier(classifier_path)
     reference = reference_statistics(classifier, data)
@@ -130,14 +136,8 @@ def main(argv=None):
         check_writable(out)
         check_replaceable(out, "a learning curve", REPORT_KEYS)
         previous = load_curve(out) if out.is_file() else None
-        setting = curve_setting(args.steps, args.sampler, args.sigma, args.n, args.seed)
-        changed = [f"{key} {previous['setting'].get(key)} -> {value}" for key, value in setting.items()
-                   if previous is not None and previous.get("setting", {}).get(key) != value]
-        if changed and not args.replace:
-            raise ValueError(f"{out} holds a curve at another setting ({', '.join(changed)}), which this one would "
-                             "replace: pass --replace to do so, or --out for a new report")
         report = learning_curve(args.run, args.steps, args.sampler, args.sigma, args.n, args.seed, args.device,
-                                data=args.data, previous=previous, save=save)
+                                data=args.data, previous=previous, save=save, replace=args.replace)
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
     print(text_table(report))

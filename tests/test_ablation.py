@@ -149,15 +149,22 @@ def test_a_replaced_report_is_kept_until_the_new_one_is_complete(tiny_runs, tmp_
         return ablation.torch.rand(QUICK_N, 1, 28, 28) * 2 - 1, 1e-3
 
     monkeypatch.setattr(ablation, "sample_run", sample_run)
-    assert cli.main(["ablation", "--quick", "--models", str(tiny_runs[0]), "--out", str(out) + ".json"]) == 0
+    assert cli.main(["ablation", "--quick", "--models", str(tiny_runs[0]), "--out", str(out)]) == 0
     first = {path: path.read_bytes() for path in (out.with_suffix(".json"), out.with_suffix(".csv"))}
-    replace = ["ablation", "--quick", "--seed", "1", "--replace", "--models", str(tiny_runs[0]), "--out", str(out)]
-    assert cli.main(replace) == 130
     kept_json, kept_csv, kept_grids = ablation.replaced_copies(out, tmp_path / "ablation_grids")
+    replace = ["ablation", "--quick", "--seed", "1", "--replace", "--models", str(tiny_runs[0]), "--out", str(out)]
+    with pytest.raises(SystemExit) as refused:
+        cli.main([*replace[:-1], str(out) + ".json"])
+    assert refused.value.code == 2 and "without suffix" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # refused before anything is replaced: no copies
+        cli.main([*replace[:-4], str(tiny_runs[0]), str(tmp_path / "no_such_run"), "--out", str(out)])
+    assert refused.value.code == 2 and not kept_json.exists() and not kept_grids.exists()
+    assert cli.main(replace) == 130
     assert kept_json.read_bytes() == first[out.with_suffix(".json")] and kept_csv.read_bytes() == first[
         out.with_suffix(".csv")]
     assert len(list(kept_grids.iterdir())) == len(SETTINGS)
-    assert f"the one it replaces is {kept_json}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"the one it replaces is {kept_json}" in err and f"mv {kept_grids} {tmp_path / 'ablation_grids'}" in err
     assert len(json.loads(out.with_suffix(".json").read_text())["rows"]) == 1  # the new report's finished row
     assert cli.main(replace) == 0  # finishes the new report, and only then drops the copies
     assert json.loads(out.with_suffix(".json").read_text())["seed"] == 1
@@ -255,6 +262,7 @@ def test_own_models_report_under_runs_not_over_the_shipped_one(monkeypatch, caps
         raise ValueError("stopped before sampling")
 
     monkeypatch.setattr(ablation, "run_ablation", stop)
+    monkeypatch.setattr(ablation, "described_models", lambda *args: [])  # the runs need not exist
     for models in ([], ["runs/T500", "runs/T1000"]):
         with pytest.raises(SystemExit):
             cli.main(["ablation", *(["--models", *models] if models else [])])

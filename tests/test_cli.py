@@ -92,7 +92,8 @@ def test_train_sample_evaluate_and_resume(tmp_path, capsys, monkeypatch, one_thr
         cli.main(["evaluate", "--ckpt", str(run), "--steps", "3", "--n", "8", "--json", str(kept)])
     assert refused.value.code == 2 and "other settings (steps 2 -> 3)" in capsys.readouterr().err
     assert kept.read_text() == before
-    assert cli.main(["evaluate", "--ckpt", str(run) + "/", "--steps", "2", "--n", "8", "--json", str(kept)]) == 0
+    for same_model in (str(run) + "/", str(run / "checkpoint.safetensors")):
+        assert cli.main(["evaluate", "--ckpt", same_model, "--steps", "2", "--n", "8", "--json", str(kept)]) == 0
     assert cli.main(["evaluate", "--ckpt", str(run), "--steps", "3", "--n", "8", "--json", str(kept),
                      "--replace"]) == 0
     assert json.loads(kept.read_text())["settings"]["steps"] == 3

@@ -61,7 +61,7 @@ def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, mon
     reseeded = [*argv[:-2], "--seed", "1", "--out", str(out)]
     with pytest.raises(SystemExit) as refused:  # another setting would replace every row: only on request
         cli.main(reseeded)
-    assert refused.value.code == 2 and "another setting (seed 0 -> 1)" in capsys.readouterr().err
+    assert refused.value.code == 2 and "another run or setting (seed 0 -> 1)" in capsys.readouterr().err
     assert json.loads(out.read_text()) == again and len(sampled) == 1
     reseeded.append("--replace")
     assert cli.main(reseeded) == 0
@@ -96,3 +96,10 @@ def test_training_seconds_sums_the_rows_up_to_and_including_a_step(tmp_path):
     assert training_seconds(tmp_path, 16, until_step=2) == pytest.approx(1 + 2)
     assert training_seconds(tmp_path, 16) == pytest.approx(1 + 2 + 4)
     assert training_seconds(tmp_path / "missing", 16) is None
+
+
+def test_a_curve_of_another_run_is_replaced_only_on_request(kept_run):
+    setting = learning_curve.curve_setting(5, "ancestral", "posterior", 8, 0)
+    other = {"run": "another_run", "setting": setting, "rows": []}
+    with pytest.raises(ValueError, match=f"another run or setting \\(run another_run -> {kept_run.name}\\)"):
+        learning_curve.learning_curve(kept_run, 5, n=8, previous=other, replace=False)

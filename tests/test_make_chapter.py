@@ -1,7 +1,7 @@
-"""`make chapter NAME=...` (README, "The handout"): one chapter re-run on its own, outside the book build, into a
-notebook that Jupyter re-runs from its own folder; a failing cell leaves the others' outputs (book/run_chapter.py)."""
+"""`make chapter NAME=...` (README, "The handout"; book/run_chapter.py): one chapter re-run on its own, outside the book
+build, into a notebook that Jupyter re-runs from its own folder; a failing or slow cell leaves the others' outputs, and
+a notebook the reader changed is never replaced."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,37 +15,58 @@ sys.path.insert(0, str(REPO / "book"))
 import run_chapter  # noqa: E402
 
 
-def test_make_chapter_writes_a_notebook_that_reruns_from_its_own_folder():
-    done = subprocess.run(["make", "chapter", "NAME=book/respacing.md"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    path = REPO / "_build" / "chapters" / "respacing.ipynb"
-    notebook = json.loads(path.read_text())
-    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
-    assert any("import handout" in "".join(cell["source"]) for cell in code)
-    assert all(cell["execution_count"] for cell in code) and any(cell["outputs"] for cell in code)
-    assert notebook["metadata"]["kernelspec"]["name"] == "dgm"  # .venv's kernel, which `make lab` registers
-    again = nbformat.read(path, as_version=4)  # as Jupyter opens it: the kernel starts in _build/chapters/
-    NotebookClient(again, timeout=600, kernel_name="python3",  # .venv's own kernel: `make test` registers none
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    assert not run_chapter.errors(again)
+def small_chapter(folder, *cells):
+    folder.mkdir()
+    (folder / "claims.md").write_text("\n\n".join(f"```{{code-cell}} ipython3\n{cell}\n```" for cell in cells) + "\n")
 
 
-def test_a_failing_cell_is_reported_and_the_later_cells_still_run(tmp_path, monkeypatch, capsys):
-    book, out = tmp_path / "book", tmp_path / "chapters"
-    book.mkdir()
-    (book / "claims.md").write_text("```{code-cell} ipython3\nx = 1\n```\n\n"
-                                    "```{code-cell} ipython3\nassert x == 2, \"the text: x is 2\"\n```\n\n"
-                                    "```{code-cell} ipython3\nprint(x + 41)\n```\n")
-    monkeypatch.setattr(run_chapter, "BOOK", book)
-    monkeypatch.setattr(run_chapter, "OUT", out)
+def test_a_chapter_runs_into_a_notebook_that_reruns_from_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_chapter, "OUT", tmp_path)
+    assert run_chapter.main(["book/respacing.md"]) == 0
+    path = tmp_path / "respacing.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert any("import handout" in cell.source for cell in code)
+    assert all(cell.execution_count for cell in code) and any(cell.outputs for cell in code)
+    assert notebook.metadata["kernelspec"]["name"] == "dgm"  # .venv's kernel, which `make lab` registers
+    # As Jupyter opens it, the kernel starting in the notebook's own folder (.venv's own kernel: tests register none).
+    NotebookClient(notebook, timeout=run_chapter.TIMEOUT, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert not run_chapter.errors(notebook)
+
+
+def test_a_failing_or_slow_cell_is_reported_and_the_later_cells_still_run(tmp_path, monkeypatch, capsys):
+    small_chapter(tmp_path / "book", "x = 1", 'assert x == 2, "the text: x is 2"', "import time\ntime.sleep(60)",
+                  "print(x + 41)")
+    monkeypatch.setattr(run_chapter, "BOOK", tmp_path / "book")
+    monkeypatch.setattr(run_chapter, "OUT", tmp_path / "chapters")
+    monkeypatch.setattr(run_chapter, "TIMEOUT", 5)
     assert run_chapter.main(["claims"]) == 1
-    assert "AssertionError: the text: x is 2" in capsys.readouterr().err
-    notebook = nbformat.read(out / "claims.ipynb", as_version=4)
+    err = capsys.readouterr().err
+    assert "cell [3]: AssertionError: the text: x is 2" in err and "cell [4]: ran over 5 s and was interrupted" in err
+    notebook = nbformat.read(tmp_path / "chapters" / "claims.ipynb", as_version=4)
     assert notebook.cells[-1].outputs[0]["text"] == "42\n"
 
 
-def test_an_unknown_chapter_lists_the_chapters(capsys):
-    with pytest.raises(SystemExit) as stop:
-        run_chapter.main(["no_such_chapter"])
-    assert "respacing" in str(stop.value) and "continuous_time" in str(stop.value)
+def test_a_notebook_the_reader_changed_is_not_replaced(tmp_path, monkeypatch):
+    small_chapter(tmp_path / "book", "x = 1")
+    monkeypatch.setattr(run_chapter, "BOOK", tmp_path / "book")
+    monkeypatch.setattr(run_chapter, "OUT", tmp_path / "chapters")
+    assert run_chapter.main(["claims"]) == 0
+    path = tmp_path / "chapters" / "claims.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[-1].outputs = []  # run again in Jupyter: outputs change, the cells do not
+    nbformat.write(notebook, path)
+    assert run_chapter.main(["claims"]) == 0
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[-1].source = "x = 2  # the reader's change"
+    nbformat.write(notebook, path)
+    with pytest.raises(SystemExit, match="holds changes of yours"):
+        run_chapter.main(["claims"])
+    assert nbformat.read(path, as_version=4).cells[-1].source == "x = 2  # the reader's change"
+
+
+def test_make_chapter_with_an_unknown_name_lists_the_chapters():
+    done = subprocess.run(["make", "chapter", "NAME=no_such_chapter"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode != 0 and "respacing" in done.stderr and "continuous_time" in done.stderr
