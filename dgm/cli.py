@@ -65,7 +65,7 @@ def main(argv=None):
     formatwarning, warnings.formatwarning = warnings.formatwarning, command_line_warning
     try:
         entry(rest)
-    except KeyboardInterrupt:  # `dgm train` says how to resume; ablation reports keep the rows they saved
+    except KeyboardInterrupt:  # `dgm train` says how to resume; both ablations keep the rows they finished
         print(f"dgm {command}: interrupted", file=sys.stderr)
         return 130
     finally:

@@ -6,7 +6,8 @@ probability-flow ODE run on the VP-SDE that the same T discretises (beta(t) = T 
 section 4). Each is scored against p_0 by the 1-Wasserstein distance and the KS statistic, beside the Monte-Carlo
 floor of two independent samples of p_0. Book chapters "Ground truth for the ablation" and "The number of timesteps".
 
-Run: ``dgm toy-ablation`` (or ``python -m dgm.toy_ablation``); ``--quick`` runs a small N into ``runs/``.
+Run: ``dgm toy-ablation`` (or ``python -m dgm.toy_ablation``); ``--quick`` runs a small N into ``runs/``. A run keeps
+its finished rows beside the report (``partial_path``) until it ends, so the same command resumes an interrupted one.
 """
 
 import argparse
@@ -100,11 +101,13 @@ def prior_mismatch(mixture, T):
 
 
 def run_toy_ablation(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=tuple(DDPM_SAMPLERS) + SDE_SAMPLERS,
-                     seed=0, seeds=SEEDS, floor_repeats=FLOOR_REPEATS, progress=True):
+                     seed=0, seeds=SEEDS, floor_repeats=FLOOR_REPEATS, progress=True, done=(), save_rows=None):
     """The grid as a dict ready for JSON: config, floor, per-T prior mismatch and one row per run.
 
     With ``seeds`` > 1 each row is drawn ``seeds`` times, each with its own reference sample of p_0, and gives the
-    mean distance and its standard deviation over the draws; the first draw is the one ``seeds`` = 1 makes.
+    mean distance and its standard deviation over the draws; the first draw is the one ``seeds`` = 1 makes. Rows in
+    ``done`` (of an interrupted run with the same n, seed and seeds) are kept, not drawn again: each row's draws have
+    their own seeds. ``save_rows(rows)`` follows every row.
     """
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
@@ -115,8 +118,11 @@ def run_toy_ablation(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=t
     references = [mixture.sample(n, rng=np.random.default_rng(base)) for base in bases]
     grid = [(T, sampler, steps) for T in timesteps for sampler in samplers
             for steps in sorted({s for s in step_counts if s < T} | {T})]
-    rows = []
+    rows, kept = [], {(row["T"], row["sampler"], row["steps"]): row for row in done}
     for T, sampler, steps in tqdm(grid, desc="toy ablation", disable=not progress):
+        if (T, sampler, steps) in kept:
+            rows.append(kept[T, sampler, steps])
+            continue
         start = time.perf_counter()
         draws = [distances(draw(mixture, sampler, T, steps, n, base + 1), reference)
                  for base, reference in zip(bases, references)]
@@ -126,6 +132,8 @@ def run_toy_ablation(n, timesteps=TIMESTEPS, step_counts=STEP_COUNTS, samplers=t
             if seeds > 1:
                 row[f"{name}_std"] = float(np.std([values[name] for values in draws], ddof=1))
         rows.append({**row, "seconds": (time.perf_counter() - start) / seeds})
+        if save_rows is not None:
+            save_rows(rows)
     return {
         "config": {"n": n, "seed": seed, "seeds": seeds,
                    "mixture": {"weights": mixture.weights.tolist(), "means": mixture.means.tolist(),
@@ -142,6 +150,20 @@ def write_report(result, out):
     out = Path(out)
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     atomic_write_csv(out.with_suffix(".csv"), result["rows"])
+
+
+def partial_path(out):
+    """Where a run writing ``out`` keeps its finished rows until it ends: a Ctrl-C loses none of them."""
+    return Path(out).with_suffix(".partial.json")
+
+
+def finished_rows(out, settings):
+    """The rows an interrupted run into ``out`` finished with these settings (n, seed, seeds); none otherwise."""
+    try:
+        partial = json.loads(partial_path(out).read_text())
+    except (OSError, ValueError):
+        return []
+    return partial.get("rows", []) if isinstance(partial, dict) and partial.get("settings") == settings else []
 
 
 def without_timings(result):
@@ -210,7 +232,13 @@ def main(argv=None):
         if changed and not args.replace:
             parser.error(f"{args.out} was made with other settings ({', '.join(changed)}), and the book's text rests "
                          "on its numbers: pass --replace to replace it, or --out for a new report")
-    result = run_toy_ablation(n, seed=args.seed, seeds=args.seeds)
+    settings = {"n": n, "seed": args.seed, "seeds": args.seeds}
+    done = finished_rows(args.out, settings)
+    if done:
+        print(f"resuming from {partial_path(args.out)}: {len(done)} rows already drawn")
+    result = run_toy_ablation(n, seed=args.seed, seeds=args.seeds, done=done, save_rows=lambda rows: atomic_write_text(
+        partial_path(args.out), json.dumps({"settings": settings, "rows": rows}) + "\n"))
+    partial_path(args.out).unlink(missing_ok=True)
     if holds_the_same_numbers(args.out, result) and args.out.with_suffix(".csv").is_file():
         print(f"{args.out} already holds these numbers (unchanged; only the timings differ)")
         return

@@ -46,10 +46,10 @@ def test_short_chains_start_further_from_the_prior():
 def test_cli_quick_run_writes_json_and_csv(tmp_path, monkeypatch):
     calls, full_run = {}, toy_ablation.run_toy_ablation
 
-    def small_run(n, seed, seeds):
+    def small_run(n, seed, seeds, **resume):
         calls["n"] = n
         return full_run(n, timesteps=(500,), step_counts=(10,), samplers=("DDIM (eta = 0)",),
-                        seed=seed, seeds=seeds, floor_repeats=2, progress=False)
+                        seed=seed, seeds=seeds, floor_repeats=2, progress=False, **resume)
 
     monkeypatch.setattr(toy_ablation, "run_toy_ablation", small_run)
     out = tmp_path / "toy.json"
@@ -64,7 +64,7 @@ def test_cli_quick_run_writes_json_and_csv(tmp_path, monkeypatch):
     written = {path: path.read_bytes() for path in (out, out.with_suffix(".csv"))}
     timed = {**toy_ablation.json.loads(out.read_text())}
     timed["rows"] = [{**row, "seconds": row["seconds"] + 1} for row in timed["rows"]]
-    monkeypatch.setattr(toy_ablation, "run_toy_ablation", lambda n, seed, seeds: timed)
+    monkeypatch.setattr(toy_ablation, "run_toy_ablation", lambda n, seed, seeds, **resume: timed)
     toy_ablation.main(["--quick", "--out", str(out)])
     assert {path: path.read_bytes() for path in written} == written
 
@@ -77,7 +77,7 @@ def test_the_deterministic_samplers_are_samplers_of_the_grid():
 
 def test_seeds_give_mean_and_spread(tmp_path, monkeypatch):
     full_run = toy_ablation.run_toy_ablation
-    monkeypatch.setattr(toy_ablation, "run_toy_ablation", lambda n, seed, seeds: full_run(
+    monkeypatch.setattr(toy_ablation, "run_toy_ablation", lambda n, seed, seeds, **resume: full_run(
         200, timesteps=(500,), step_counts=(), samplers=("DDIM (eta = 0)",), seed=seed, seeds=seeds,
         floor_repeats=2, progress=False))
     out = tmp_path / "seeds.json"
@@ -119,7 +119,7 @@ def test_shipped_report_is_what_the_current_code_writes():
 
 def test_the_books_report_is_replaced_with_other_settings_only_on_request(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(toy_ablation, "run_toy_ablation",
-                        lambda n, seed, seeds: {"config": {"n": n, "seed": seed, "seeds": seeds},
+                        lambda n, seed, seeds, **resume: {"config": {"n": n, "seed": seed, "seeds": seeds},
                                                 "prior_mismatch": [], "rows": [{"T": 500, "wasserstein": 0.1}]})
     out = tmp_path / "toy.json"
     monkeypatch.setattr(toy_ablation, "DEFAULT_OUT", out)
@@ -134,3 +134,34 @@ def test_the_books_report_is_replaced_with_other_settings_only_on_request(tmp_pa
     toy_ablation.main(["--n", "200", "--replace"])
     assert toy_ablation.json.loads(out.read_text())["config"]["n"] == 200
     toy_ablation.main(["--n", "300", "--seeds", "1", "--out", str(tmp_path / "scratch.json")])  # any other report
+
+
+def test_an_interrupted_run_keeps_its_rows_and_resumes_with_the_rest(tmp_path, monkeypatch):
+    full_run, real_draw, drawn, interrupted = toy_ablation.run_toy_ablation, toy_ablation.draw, [], []
+
+    def small_run(n, seed, seeds, **resume):
+        return full_run(n, timesteps=(500,), step_counts=(10, 20), samplers=("DDIM (eta = 0)",), seed=seed,
+                        seeds=seeds, floor_repeats=2, progress=False, **resume)
+
+    def draw(*args, **kwargs):
+        drawn.append(args[2:4])  # (T, steps)
+        if len(drawn) == 3 and not interrupted:  # Ctrl-C in the second row's first draw (two draws a row)
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return real_draw(*args, **kwargs)
+
+    monkeypatch.setattr(toy_ablation, "run_toy_ablation", small_run)
+    monkeypatch.setattr(toy_ablation, "draw", draw)
+    out = tmp_path / "toy.json"
+    with pytest.raises(KeyboardInterrupt):
+        toy_ablation.main(["--quick", "--seeds", "2", "--out", str(out)])
+    assert not out.exists() and len(toy_ablation.json.loads(toy_ablation.partial_path(out).read_text())["rows"]) == 1
+    drawn.clear()
+    toy_ablation.main(["--quick", "--seeds", "2", "--out", str(out)])
+    assert drawn == [(500, 20), (500, 20), (500, 500), (500, 500)]  # the first row is not drawn again
+    assert not toy_ablation.partial_path(out).exists()
+    resumed = toy_ablation.json.loads(out.read_text())
+    monkeypatch.setattr(toy_ablation, "draw", real_draw)
+    toy_ablation.main(["--quick", "--seeds", "2", "--out", str(tmp_path / "whole.json")])
+    whole = toy_ablation.json.loads((tmp_path / "whole.json").read_text())
+    assert toy_ablation.without_timings(resumed) == toy_ablation.without_timings(whole)
