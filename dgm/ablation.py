@@ -26,7 +26,7 @@ from dgm.classifier import DEFAULT_CLASSIFIER, load_classifier
 from dgm.data import MNISTDataError
 from dgm.device import hardware_name, select_device
 from dgm.evaluate import check_sample_count, real_data_floor, score_images, reference_statistics
-from dgm.files import atomic_write_csv, atomic_write_text, check_replaceable, check_writable, timestamp
+from dgm.files import atomic_write_csv, atomic_write_text, changed_values, check_replaceable, check_writable, timestamp
 from dgm.paths import MODELS, RESCALED_MODELS, RESULTS, RUNS
 from dgm.runs import load_run, training_seconds
 from dgm.sampling import sample_run, save_grid
@@ -218,7 +218,7 @@ def main(argv=None):
                 ("n", "seed", "batch_size") if key in (previous or {})}}
     chosen = {"n": QUICK_N if args.quick else args.n, "seed": args.seed, "batch_size": args.batch_size}
     settings = {key: existing[key] if value is None else value for key, value in chosen.items()}
-    changed = [f"{key} {existing[key]} -> {settings[key]}" for key in settings if settings[key] != existing[key]]
+    changed = changed_values(existing, settings)
     if previous is not None and changed and not args.replace:
         parser.exit(2, f"error: {out.with_suffix('.json')} holds {len(previous['rows'])} rows that these settings "
                     f"would sample anew ({', '.join(changed)}): pass --replace to do so, or --out for a new report\n")
@@ -241,8 +241,9 @@ def main(argv=None):
                               previous=previous, save=lambda partial: write_report(partial, out),
                               batch_size=settings["batch_size"])
     except BaseException as error:  # Ctrl-C, missing data, a device error: say where the replaced report is
-        if restore_hint(out, grids):
-            print(restore_hint(out, grids), file=sys.stderr)
+        hint = restore_hint(out, grids)
+        if hint:
+            print(hint, file=sys.stderr)
         if isinstance(error, (ValueError, CheckpointError, MNISTDataError)):
             parser.exit(2, f"error: {error}\n")
         raise

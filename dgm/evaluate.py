@@ -18,7 +18,7 @@ from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier, predict
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import select_device
-from dgm.files import atomic_write_text, check_replaceable, check_writable, read_report, timestamp
+from dgm.files import atomic_write_text, changed_values, check_replaceable, check_writable, read_report, timestamp
 from dgm.paths import CHECKPOINTS, RUNS
 from dgm.runs import CHECKPOINT_FORMAT, config_of, run_folder_checkpoint
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
@@ -139,7 +139,7 @@ def check_same_settings(report, path, settings):
     """Refuse to replace the report at ``path`` unless it was made with ``settings`` and a model of the same name:
     another measurement, such as the book's results/cpu_preset_eval.json, would be lost."""
     before = {**report["settings"], "ckpt": model_name(report["settings"].get("ckpt", ""))}
-    changed = [f"{key} {before.get(key)} -> {value}" for key, value in settings.items() if before.get(key) != value]
+    changed = changed_values(before, settings)
     if changed:
         raise ValueError(f"{path} holds a report made with other settings ({', '.join(changed)}): pass --replace to "
                          "replace it, or --json for a new report")

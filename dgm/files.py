@@ -77,6 +77,12 @@ def is_report(report, keys):
     return isinstance(report, dict) and set(keys) <= report.keys() and isinstance(report.get("rows", []), list)
 
 
+def changed_values(before, after):
+    """"key old -> new" for each key of ``after`` whose value ``before`` does not hold: what a command would measure
+    differently from the report it replaces, for its refusal to say."""
+    return [f"{key} {before.get(key)} -> {value}" for key, value in after.items() if before.get(key) != value]
+
+
 def check_replaceable(path, kind, keys, option="--out", table=False):
     """Refuse, before any work, an existing ``path`` that is not a JSON report of ``kind`` (a dict holding ``keys``),
     and with ``table`` an existing CSV beside it unless ``path`` is such a report: a command replaces only its own

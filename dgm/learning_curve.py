@@ -18,7 +18,7 @@ from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.data import MNISTDataError
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
 from dgm.evaluate import CONFIDENT, check_sample_count, real_data_floor, score_images, reference_statistics
-from dgm.files import atomic_write_text, check_replaceable, check_writable, read_report
+from dgm.files import atomic_write_text, changed_values, check_replaceable, check_writable, read_report
 from dgm.runs import (CHECKPOINT_FORMAT, SNAPSHOTS, config_of, holds_run, run_folder_checkpoint, snapshot_folder,
                       training_seconds)
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
@@ -60,8 +60,7 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     same = previous is not None and previous.get("run") == run.name and previous.get("setting") == setting
     if previous is not None and not same and not replace:
         before = {"run": previous.get("run"), **previous.get("setting", {})}
-        changed = [f"{key} {before.get(key)} -> {value}" for key, value in {"run": run.name, **setting}.items()
-                   if before.get(key) != value]
+        changed = changed_values(before, {"run": run.name, **setting})
         raise ValueError(f"the report at --out holds a curve of another run or setting ({', '.join(changed)}), "
                          "which this one would replace: pass --replace to do so, or --out for a new report")
     kept = {row["step"]: row for row in previous["rows"]} if same else {}

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from dgm import closed_forms
 from dgm.ddpm import DDPM
-from dgm.files import atomic_write_csv, atomic_write_text, check_replaceable, check_writable
+from dgm.files import atomic_write_csv, atomic_write_text, changed_values, check_replaceable, check_writable
 from dgm.labels import SIGMA_LABELS
 from dgm.mixture import exact_noise_predictor, toy_mixture
 from dgm.paths import RESULTS, RUNS
@@ -189,7 +189,7 @@ def changed_settings(out, settings):
         previous = json.loads(Path(out).read_text())["config"]
     except (ValueError, KeyError, TypeError):
         previous = {}
-    return [f"{key} {previous.get(key)} -> {value}" for key, value in settings.items() if previous.get(key) != value]
+    return changed_values(previous, settings)
 
 
 def main(argv=None):
@@ -224,15 +224,15 @@ def main(argv=None):
         check_replaceable(args.out, "a toy-ablation report", REPORT_KEYS, table=True)
     except ValueError as error:
         parser.error(str(error))
+    settings = {"n": n, "seed": args.seed, "seeds": args.seeds}
     if args.out.resolve() == DEFAULT_OUT:  # the report the book reads
         if args.seeds < 2:
             parser.error(f"{DEFAULT_OUT} needs --seeds 2 or more: the book compares each row with the floor by the "
                          "standard error over its seeds")
-        changed = changed_settings(args.out, {"n": n, "seed": args.seed, "seeds": args.seeds})
+        changed = changed_settings(args.out, settings)
         if changed and not args.replace:
             parser.error(f"{args.out} was made with other settings ({', '.join(changed)}), and the book's text rests "
                          "on its numbers: pass --replace to replace it, or --out for a new report")
-    settings = {"n": n, "seed": args.seed, "seeds": args.seeds}
     done = finished_rows(args.out, settings)
     if done:
         print(f"resuming from {partial_path(args.out)}: {len(done)} rows already drawn")
