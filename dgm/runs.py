@@ -139,11 +139,16 @@ def holds_run(out):
 
 
 def check_new_run(out, overwrite=False):
-    """Whether a new run in ``out`` must first delete an old one (``clear_run``), deleting nothing itself: an empty
-    or new folder needs nothing, a training run is replaced only with ``overwrite``, and an export or a folder that
-    holds no run is refused."""
+    """Whether a new run in ``out`` must first replace an old one (``replacing_run``), changing nothing itself: an
+    empty or new folder needs nothing, a training run is replaced only with ``overwrite``, and an export or a folder
+    that holds no run is refused."""
     out = Path(out)
     check_writable(out, folder=True)
+    aside = replaced_run_folder(out)
+    if aside.exists():
+        raise ValueError(f"{aside} holds the run that a `dgm train --overwrite --out {out}` stopped before its first "
+                         f"checkpoint set aside: to keep it, move what it holds back into {out}; to drop it, delete "
+                         f"{aside}; then run again")
     if not out.is_dir() or not any(path.name != LOCK for path in out.iterdir()):
         return False
     held = holds_run(out)
@@ -207,13 +212,47 @@ def lock_owner(lock):
 
 
 def clear_run(out):
-    """Delete the run in ``out`` that ``check_new_run`` found: its checkpoint, loss log, samples, snapshots, the
-    reports scored on it and temporary files; other files stay."""
+    """Delete the run in ``out``: its checkpoint, loss log, samples, snapshots, the reports scored on it and
+    temporary files; other files stay."""
     for path in run_files(out):
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+def replaced_run_folder(out):
+    """Where ``replacing_run`` keeps the run that ``--overwrite`` replaces: ``<out>.replaced``, beside ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.replaced")
+
+
+@contextmanager
+def replacing_run(out, replace=True):
+    """Move the run in ``out`` (``run_files``) aside while a new run starts there, and yield a function that drops it:
+    the new run calls it once it has saved its first checkpoint. Until then any stop, Ctrl-C included, puts the old
+    run back as it was, so that ``dgm train --overwrite`` never leaves neither run."""
+    if not replace:
+        yield lambda: None
+        return
+    out, aside = Path(out), replaced_run_folder(out)
+    aside.mkdir()
+    for path in run_files(out):
+        path.rename(aside / path.name)
+
+    def drop():
+        if aside.exists():
+            shutil.rmtree(aside)
+
+    try:
+        yield drop
+    except BaseException:
+        if aside.exists():
+            clear_run(out)  # what the new run wrote
+            for path in aside.iterdir():
+                path.rename(out / path.name)
+            aside.rmdir()
+        raise
 
 
 def check_export_target(source, out, overwrite=False):

@@ -32,9 +32,9 @@ from dgm.config import (DATA_ORDER_FIELDS, EMA_INITIAL_LIMIT, FIXED_CHOICES, MOD
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import autocast_context, hardware_name, resolve_precision, select_device
 from dgm.files import check_writable, remove_temporaries
-from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, check_new_run, clear_run, config_of,
-                      load_optimizer, run_folder_checkpoint, run_lock, run_metadata, save_ema_weights, save_run,
-                      snapshot_folder, truncate_loss_log)
+from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, check_new_run, config_of,
+                      load_optimizer, replacing_run, run_folder_checkpoint, run_lock, run_metadata, save_ema_weights,
+                      save_run, snapshot_folder, truncate_loss_log)
 from dgm.sampling import save_grid
 from dgm.schedules import rescaled_beta_range
 from dgm.train_step import build_optimizer, compile_network, seconds_per_step, steps_for_budget, training_step
@@ -191,8 +191,8 @@ def open_loss_log(path, start):
 def train(config, resume=False, progress=True, overwrite=False):
     """Train as ``config`` says and return the run folder; ``resume`` continues from its last checkpoint (a finished
     run is left as it is, and a checkpoint.json or temporary files that a kill left are repaired). A new run needs an
-    empty or new folder, or ``overwrite`` to replace the run there, which is deleted only once the set-up has passed
-    every check."""
+    empty or new folder, or ``overwrite`` to replace the run there, which is deleted only once the new run has saved
+    its first checkpoint (``replacing_run``)."""
     out = Path(config.out)
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
@@ -201,28 +201,27 @@ def train(config, resume=False, progress=True, overwrite=False):
     config = dataclasses.replace(config, precision=resolve_precision(config.precision, device))  # saved as it ran
     try:
         check_writable(out, folder=True)
-        checkpoint, clear = None, False
+        checkpoint, replace = None, False
         if not resume and distributed.main:
-            clear = check_new_run(out, overwrite)  # deletes nothing: an error in the set-up must leave the old run
+            replace = check_new_run(out, overwrite)
         with run_lock(out) if distributed.main else contextlib.nullcontext():
             if resume:  # under the lock: a run still training owns its checkpoint and its temporary files
                 checkpoint = load_resumable(out, config)
                 if distributed.main:
                     write_sidecar(run_folder_checkpoint(out), checkpoint[1])
                     remove_temporaries(out)
-            return _train(config, checkpoint, progress, out, device, distributed, clear)
+            with replacing_run(out, replace) as drop_replaced:
+                return _train(config, checkpoint, progress, out, device, distributed, replace, drop_replaced)
     finally:
         distributed.close()
 
 
-def _train(config, checkpoint, progress, out, device, distributed, clear=False):
+def _train(config, checkpoint, progress, out, device, distributed, replacing=False, drop_replaced=lambda: None):
     if config.batch_size % distributed.world_size:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of processes "
                          f"{distributed.world_size}")
     local_batch = config.batch_size // distributed.world_size
     images = training_images(config, device)
-    if clear and distributed.main:  # every check has passed: the run that --overwrite replaces goes now
-        clear_run(out)
     steps_per_epoch = len(images) // config.batch_size
     steps = total_steps(config, len(images))
     memory_format = torch.channels_last if config.channels_last else torch.preserve_format
@@ -298,7 +297,7 @@ def _train(config, checkpoint, progress, out, device, distributed, clear=False):
                 healthy = healthy & all_finite(network, ema)
             if not distributed.all_true(healthy):  # the window's one wait for the device
                 raise TrainingStopped(f"training diverged {diverged_at(window, losses)}: "
-                                      f"{kept_checkpoint(out, saved)}; lower --lr and "
+                                      f"{kept_checkpoint(out, saved, replacing)}; lower --lr and "
                                       f"{how_to_continue(out, saved, '--lr ...')}")
             if distributed.main:
                 rate = config.batch_size * len(window) / (time.perf_counter() - window_began)
@@ -313,6 +312,7 @@ def _train(config, checkpoint, progress, out, device, distributed, clear=False):
                         saved = step_on_disk(out, saved)
                         raise
                     saved = done
+                    drop_replaced()  # the new run holds a checkpoint: the run it replaces goes now
                 if keeping:
                     save_ema_weights(snapshot_folder(out, done), {f"ema.{k}": v for k, v in ema.state_dict().items()},
                                      run_metadata(config, done, network, distributed.world_size, hardware))
@@ -324,7 +324,7 @@ def _train(config, checkpoint, progress, out, device, distributed, clear=False):
             raise TrainingStopped(f"interrupted while drawing the final samples: {out} finished its {steps:,} steps "
                                   f"and keeps its checkpoint; draw them with `dgm sample --ckpt {out}`",
                                   exit_code=130) from None
-        raise TrainingStopped(f"interrupted after step {done}: {kept_checkpoint(out, saved)}; "
+        raise TrainingStopped(f"interrupted after step {done}: {kept_checkpoint(out, saved, replacing)}; "
                               f"{how_to_continue(out, saved)}", exit_code=130) from None
     finally:
         if log is not None:
@@ -351,9 +351,11 @@ def diverged_at(window, losses):
     return f"at step {window[first][0]} (loss {losses[first]:.4g})"
 
 
-def kept_checkpoint(out, step):
-    """What a stopped run leaves: the checkpoint of ``step``, or none."""
-    return f"{out} keeps its checkpoint of step {step}" if step else f"{out} holds no checkpoint yet"
+def kept_checkpoint(out, step, replacing=False):
+    """What a stopped run leaves: the checkpoint of ``step``; else the run it was replacing, put back; else none."""
+    if step:
+        return f"{out} keeps its checkpoint of step {step}"
+    return f"{out} holds the run it was replacing again, as it was" if replacing else f"{out} holds no checkpoint yet"
 
 
 def how_to_continue(out, step, options=""):
@@ -388,9 +390,10 @@ def main(argv=None):
                         help="continue the run in --out from its checkpoint (its saved config, plus explicit options); "
                              "a finished run is left as it is")
     parser.add_argument("--overwrite", action="store_true",
-                        help="delete the run in --out (checkpoint, loss log, samples, snapshots, and the eval_*.json "
-                             "and learning_curve.json reports of it) once the new run's set-up has passed, and "
-                             "start over")
+                        help="start over, replacing the run in --out (checkpoint, loss log, samples, snapshots, and "
+                             "the eval_*.json and learning_curve.json reports of it): it moves to --out's name plus "
+                             ".replaced, is deleted once the new run saves its first checkpoint, and comes back if "
+                             "the new run stops before")
     parser.add_argument("--rescale-betas", action="store_true",
                         help="scale beta_min and beta_max by 1000 / T, as improved DDPM does (a new run only)")
     types = {"channels": parse_channels, "epochs": float, "minutes": float, "data": str, "train_subset": int,

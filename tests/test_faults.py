@@ -74,7 +74,7 @@ def test_1_a_new_run_into_a_run_folder_is_refused_or_started_over_on_request(run
     assert snapshot(run) == before
     (run / "notes.txt").write_text("mine")
     (run / "eval_ancestral-beta_steps-2_n-2_seed-0.json").write_text("{}")  # scored on the old run
-    # --overwrite deletes the old run only once every check has passed: a refused option leaves it whole.
+    # --overwrite puts the old run back when the new one stops before its first checkpoint: a refused option too.
     before = snapshot(run)
     refused(capsys, ["train", *TINY, "--steps", "1", "--batch-size", "128", "--overwrite", "--out", str(run)],
             "--batch-size 128 exceeds the 64 training images")
@@ -84,6 +84,38 @@ def test_1_a_new_run_into_a_run_folder_is_refused_or_started_over_on_request(run
     assert sorted(path.name for path in (run / "samples").iterdir()) == ["step_0000001.png"]  # no old grids
     assert (run / "notes.txt").read_text() == "mine"  # only what dgm train writes is deleted
     assert not list(run.glob("eval_*.json"))  # the old run's scores went with it
+
+
+def test_1a_an_overwrite_stopped_before_its_first_checkpoint_puts_the_old_run_back(run, capsys, monkeypatch,
+                                                                                   one_thread):
+    (run / "eval_ancestral-beta_steps-2_n-2_seed-0.json").write_text("{}")
+    before = snapshot(run)
+    aside = run.with_name("run.replaced")
+    real_step = dgm.train.training_step
+    seen = []
+
+    def interrupted_step(*args, **kwargs):  # Ctrl-C at the new run's step 2, before its first checkpoint at 4
+        seen.append(aside.is_dir() and not (run / "checkpoint.json").exists())
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(dgm.train, "training_step", interrupted_step)
+    argv = ["train", *TINY, "--steps", "6", "--checkpoint-every", "4", "--overwrite", "--out", str(run)]
+    err = refused(capsys, argv, "interrupted after step 1", code=130)
+    assert seen == [True, True]  # the old run was aside while the new one trained
+    assert f"{run} holds the run it was replacing again" in err and f"dgm train --overwrite --out {run}" in err
+    assert snapshot(run) == before and not aside.exists()
+    # A kill leaves the old run aside: the next run says where it is, and changes nothing.
+    aside.mkdir()
+    refused(capsys, argv, f"{aside} holds the run that a `dgm train --overwrite --out {run}` stopped")
+    assert snapshot(run) == before
+    aside.rmdir()
+    # Once the new run has saved its first checkpoint, the old run is gone.
+    monkeypatch.setattr(dgm.train, "training_step", real_step)
+    assert cli.main(argv) == 0
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 6
+    assert not aside.exists() and not list(run.glob("eval_*.json"))
 
 
 def test_1b_overwrite_replaces_only_a_training_run(run, tmp_path, capsys, one_thread):
