@@ -144,11 +144,7 @@ def check_new_run(out, overwrite=False):
     that holds no run is refused."""
     out = Path(out)
     check_writable(out, folder=True)
-    aside = replaced_run_folder(out)
-    if aside.exists():
-        raise ValueError(f"{aside} holds the run that a `dgm train --overwrite --out {out}` stopped before its first "
-                         f"checkpoint set aside: to keep it, move what it holds back into {out}; to drop it, delete "
-                         f"{aside}; then run again")
+    check_nothing_set_aside(out)
     if not out.is_dir() or not any(path.name != LOCK for path in out.iterdir()):
         return False
     held = holds_run(out)
@@ -225,6 +221,15 @@ def replaced_run_folder(out):
     """Where ``replacing_run`` keeps the run that ``--overwrite`` replaces: ``<out>.replaced``, beside ``out``."""
     out = Path(out)
     return out.with_name(f"{out.name}.replaced")
+
+
+def check_nothing_set_aside(out):
+    """Refuse to train in ``out`` while ``<out>.replaced`` holds a run that a killed ``--overwrite`` set aside."""
+    aside = replaced_run_folder(out)
+    if aside.exists():
+        raise ValueError(f"{aside} holds the run that `dgm train --overwrite --out {out}` set aside and, killed "
+                         f"before its first checkpoint, could not put back: to keep it, move what it holds back into "
+                         f"{out}; to drop it, delete {aside}; then run again")
 
 
 @contextmanager

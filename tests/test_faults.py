@@ -108,7 +108,8 @@ def test_1a_an_overwrite_stopped_before_its_first_checkpoint_puts_the_old_run_ba
     assert snapshot(run) == before and not aside.exists()
     # A kill leaves the old run aside: the next run says where it is, and changes nothing.
     aside.mkdir()
-    refused(capsys, argv, f"{aside} holds the run that a `dgm train --overwrite --out {run}` stopped")
+    for command in (argv, ["train", "--resume", "--out", str(run)]):
+        refused(capsys, command, f"{aside} holds the run that `dgm train --overwrite --out {run}` set aside")
     assert snapshot(run) == before
     aside.rmdir()
     # Once the new run has saved its first checkpoint, the old run is gone.
