@@ -234,7 +234,8 @@ def check(problem, namespace=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dgm check", description=__doc__.split("\n\n")[0])
+    summary, statuses = (" ".join(part.replace("``", "").split()) for part in __doc__.split("\n\n")[:2])
+    parser = argparse.ArgumentParser(prog="dgm check", description=summary, epilog=statuses)
     parser.add_argument("problem", help=f"the problem to check ({', '.join(PROBLEMS)}), or all")
     parser.add_argument("file", type=Path, help="the .py file or notebook with your functions "
                         "(exercises/solution_template.py or exercises/ps4.ipynb)")
