@@ -144,7 +144,6 @@ def check_new_run(out, overwrite=False):
     that holds no run is refused."""
     out = Path(out)
     check_writable(out, folder=True)
-    check_nothing_set_aside(out)
     if not out.is_dir() or not any(path.name != LOCK for path in out.iterdir()):
         return False
     held = holds_run(out)
@@ -176,10 +175,7 @@ def run_lock(out):
         except FileNotFoundError:  # another dgm train removed the empty folder as it ended: make it again
             continue
         except FileExistsError:
-            owner = lock_owner(lock)
-            if owner is not None:
-                raise ValueError(f"--out {out} is being written by another dgm train (process {owner}): wait for it "
-                                 "to end, or choose another --out") from None
+            check_not_training(out)
             lock.unlink(missing_ok=True)
     with os.fdopen(handle, "w") as file:
         file.write(str(os.getpid()))
@@ -190,6 +186,15 @@ def run_lock(out):
         if created:
             with suppress(OSError):  # not empty, or already gone: another dgm train has it now
                 out.rmdir()
+
+
+def check_not_training(out):
+    """Refuse ``out`` while another ``dgm train`` holds its lock."""
+    lock = Path(out) / LOCK
+    owner = lock_owner(lock)
+    if owner is not None:
+        raise ValueError(f"--out {out} is being written by another dgm train (process {owner}): wait for it to end, "
+                         f"or choose another --out (if no dgm train runs, delete {lock})")
 
 
 def lock_owner(lock):
@@ -223,20 +228,35 @@ def replaced_run_folder(out):
     return out.with_name(f"{out.name}.replaced")
 
 
-def check_nothing_set_aside(out):
-    """Refuse to train in ``out`` while ``<out>.replaced`` holds a run that a killed ``--overwrite`` set aside."""
-    aside = replaced_run_folder(out)
-    if aside.exists():
-        raise ValueError(f"{aside} holds the run that `dgm train --overwrite --out {out}` set aside and, killed "
-                         f"before its first checkpoint, could not put back: to keep it, move what it holds back into "
-                         f"{out}; to drop it, delete {aside}; then run again")
+def recover_set_aside(out):
+    """Finish what a killed ``--overwrite`` left in ``<out>.replaced``: the new run stays if it saved a checkpoint,
+    else the old run is put back. Returns what was done, or None; refuses while a dgm train still writes ``out``."""
+    out, aside = Path(out), replaced_run_folder(out)
+    check_not_training(out)
+    if not aside.is_dir():
+        return None
+    if holds_run(out) == "run":
+        shutil.rmtree(aside)
+        return f"deleted {aside}, the run that the checkpointed run in {out} replaced"
+    put_back(out, aside)
+    return f"put back into {out} the run that an `--overwrite` killed before its first checkpoint had set aside"
+
+
+def put_back(out, aside):
+    """Replace what a new run wrote in ``out`` with the run that ``replacing_run`` moved into ``aside``."""
+    out.mkdir(parents=True, exist_ok=True)
+    clear_run(out)
+    for path in aside.iterdir():
+        path.rename(out / path.name)
+    aside.rmdir()
 
 
 @contextmanager
 def replacing_run(out, replace=True):
     """Move the run in ``out`` (``run_files``) aside while a new run starts there, and yield a function that drops it:
     the new run calls it once it has saved its first checkpoint. Until then any stop, Ctrl-C included, puts the old
-    run back as it was, so that ``dgm train --overwrite`` never leaves neither run."""
+    run back as it was, so that ``dgm train --overwrite`` never leaves neither run (``recover_set_aside`` finishes
+    after a kill)."""
     if not replace:
         yield lambda: None
         return
@@ -246,17 +266,15 @@ def replacing_run(out, replace=True):
         path.rename(aside / path.name)
 
     def drop():
-        if aside.exists():
-            shutil.rmtree(aside)
+        shutil.rmtree(aside, ignore_errors=True)
 
     try:
         yield drop
     except BaseException:
-        if aside.exists():
-            clear_run(out)  # what the new run wrote
-            for path in aside.iterdir():
-                path.rename(out / path.name)
-            aside.rmdir()
+        if holds_run(out) == "run":  # the new run saved a checkpoint, whatever stopped it: it stays
+            drop()
+        elif aside.is_dir():
+            put_back(out, aside)
         raise
 
 

@@ -32,8 +32,8 @@ from dgm.config import (DATA_ORDER_FIELDS, EMA_INITIAL_LIMIT, FIXED_CHOICES, MOD
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import autocast_context, hardware_name, resolve_precision, select_device
 from dgm.files import check_writable, remove_temporaries
-from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, check_new_run, check_nothing_set_aside,
-                      config_of, load_optimizer, replacing_run, run_folder_checkpoint, run_lock, run_metadata,
+from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, check_new_run, config_of, load_optimizer,
+                      recover_set_aside, replacing_run, run_folder_checkpoint, run_lock, run_metadata,
                       save_ema_weights, save_run, snapshot_folder, truncate_loss_log)
 from dgm.sampling import save_grid
 from dgm.schedules import rescaled_beta_range
@@ -202,6 +202,7 @@ def train(config, resume=False, progress=True, overwrite=False):
     try:
         check_writable(out, folder=True)
         checkpoint, replace = None, False
+        recovered(out, progress)
         if not resume and distributed.main:
             replace = check_new_run(out, overwrite)
         with run_lock(out) if distributed.main else contextlib.nullcontext():
@@ -214,6 +215,14 @@ def train(config, resume=False, progress=True, overwrite=False):
                 return _train(config, checkpoint, progress, out, device, distributed, replace, drop_replaced)
     finally:
         distributed.close()
+
+
+def recovered(out, progress=True):
+    """``recover_set_aside``, saying what it did; only the first of several processes changes files."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        done = recover_set_aside(out)
+        if done and progress:
+            tqdm.write(f"dgm train: {done}")
 
 
 def _train(config, checkpoint, progress, out, device, distributed, replacing=False, drop_replaced=lambda: None):
@@ -421,7 +430,7 @@ def main(argv=None):
             parser.exit(2, f"error: {flag} applies when a run starts; {reason}\n")
     try:
         if resume:
-            check_nothing_set_aside(args.get("out", TrainConfig.out))
+            recovered(args.get("out", TrainConfig.out))
             path = run_folder_checkpoint(args.get("out", TrainConfig.out))
             _, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
             values = config_of(metadata, path).to_dict()

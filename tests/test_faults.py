@@ -106,17 +106,62 @@ def test_1a_an_overwrite_stopped_before_its_first_checkpoint_puts_the_old_run_ba
     assert seen == [True, True]  # the old run was aside while the new one trained
     assert f"{run} holds the run it was replacing again" in err and f"dgm train --overwrite --out {run}" in err
     assert snapshot(run) == before and not aside.exists()
-    # A kill leaves the old run aside: the next run says where it is, and changes nothing.
-    aside.mkdir()
-    for command in (argv, ["train", "--resume", "--out", str(run)]):
-        refused(capsys, command, f"{aside} holds the run that `dgm train --overwrite --out {run}` set aside")
-    assert snapshot(run) == before
-    aside.rmdir()
+    # A kill before the first checkpoint leaves the old run aside and the new one's log and grids in the folder.
+    # While a dgm train still writes the folder, nothing is touched; after it, the next command puts the old run back.
+    shutil.copytree(run, aside)
+    shutil.rmtree(run / "samples")
+    for name in ("checkpoint.json", "checkpoint.safetensors", "eval_ancestral-beta_steps-2_n-2_seed-0.json"):
+        (run / name).unlink()
+    (run / "loss.csv").write_text("step,epoch,loss,lr,images_per_s\n1,0,0.9,1e-3,50\n")
+    writer = subprocess.Popen(["sleep", "60"])  # stands for the dgm train still writing the run
+    try:
+        (run / LOCK).write_text(str(writer.pid))
+        killed = snapshot(run), snapshot(aside)
+        refused(capsys, ["train", *TINY, "--steps", "2", "--out", str(run)], "is being written by another dgm train")
+        assert (snapshot(run), snapshot(aside)) == killed
+    finally:
+        writer.kill()
+        writer.wait()
+    assert cli.main(["train", "--resume", "--out", str(run)]) == 0
+    assert f"put back into {run} the run that an `--overwrite` killed" in capsys.readouterr().out
+    assert snapshot(run) == before and not aside.exists()
+    # Killed after its first checkpoint, the new run stays and the old one goes.
+    shutil.copytree(run, aside)
+    assert cli.main(["train", "--resume", "--out", str(run)]) == 0
+    assert f"deleted {aside}" in capsys.readouterr().out and snapshot(run) == before and not aside.exists()
     # Once the new run has saved its first checkpoint, the old run is gone.
     monkeypatch.setattr(dgm.train, "training_step", real_step)
     assert cli.main(argv) == 0
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 6
     assert not aside.exists() and not list(run.glob("eval_*.json"))
+
+
+def test_1a_an_overwrite_stopped_as_it_saves_its_first_checkpoint_keeps_the_new_run(run, capsys, monkeypatch,
+                                                                                    one_thread):
+    aside = run.with_name("run.replaced")
+    argv = ["train", *TINY, "--steps", "6", "--checkpoint-every", "2", "--seed", "1", "--overwrite", "--out", str(run)]
+    real_sidecar, real_rmtree = dgm.checkpoint.write_sidecar, shutil.rmtree
+    # Ctrl-C after the first checkpoint's tensors, before its JSON: the tensors are the checkpoint the message names.
+    monkeypatch.setattr(dgm.checkpoint, "write_sidecar", lambda path, metadata: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    err = refused(capsys, argv, "interrupted after step 2", code=130)
+    assert "keeps its checkpoint of step 2" in err and not aside.exists()
+    assert load_run(run)[2]["step"] == 2 and load_run(run)[1].seed == 1
+    # Ctrl-C while the old run is being deleted: the deletion is finished, and the new checkpoint stays.
+    monkeypatch.setattr(dgm.checkpoint, "write_sidecar", real_sidecar)
+    deletions = []
+
+    def interrupted_rmtree(path, *args, **kwargs):
+        deletions.append(path)
+        if len(deletions) == 1:
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(dgm.runs.shutil, "rmtree", interrupted_rmtree)
+    err = refused(capsys, [*argv[:-5], "--seed", "2", "--overwrite", "--out", str(run)], "interrupted after step 2",
+                  code=130)
+    assert "keeps its checkpoint of step 2" in err and not aside.exists()
+    assert load_run(run)[2]["step"] == 2 and load_run(run)[1].seed == 2
 
 
 def test_1b_overwrite_replaces_only_a_training_run(run, tmp_path, capsys, one_thread):
