@@ -96,9 +96,9 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
                                               "sigma": sigma, "steps": steps or model["T"],
                                               "respaced": steps is not None, "n": n, "seed": seed})
             for model in described for sampler, sigma, steps in SETTINGS]
-    wanted = {row_key(row, model["saved_at"]) for model, _, row in jobs}
-    if previous is not None and previous.get("complete") and wanted <= kept.keys() \
-            and len(previous["rows"]) == len(wanted):
+    keys = [row_key(row, model["saved_at"]) for model, _, row in jobs]
+    if previous is not None and previous.get("complete") and set(keys) <= kept.keys() \
+            and len(previous["rows"]) == len(keys):
         return previous  # every row is measured already, in whatever order: the report stands as it was written
     classifier = load_classifier(classifier_path)
     reference = reference_statistics(classifier, data)
@@ -108,9 +108,9 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
               "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                           "device": hardware_name(select_device(device))}}
-    for model, (sampler, sigma, steps), row in tqdm(jobs, desc="ablation rows", unit="row"):
-        if row_key(row, model["saved_at"]) in kept:
-            report["rows"].append(kept[row_key(row, model["saved_at"])])
+    for index, (model, (sampler, sigma, steps), row) in enumerate(tqdm(jobs, desc="ablation rows", unit="row")):
+        if keys[index] in kept:
+            report["rows"].append(kept[keys[index]])
             continue
         name = row_name(model["name"], sampler, sigma, steps)
         images, seconds = sample_run(runs[model["name"]], n, steps, sampler, sigma or "beta", seed, device,
@@ -119,8 +119,8 @@ def run_ablation(models=MODELS + RESCALED_MODELS, n=DEFAULT_N, seed=0, device="a
         report["rows"].append({**row, **score_images(images, classifier, reference), "fid_floor": floor["fid_mnist"],
                                "seconds_per_sample": seconds, "device": report["machine"]["device"],
                                "grid": f"{name}.png"})
-        if save is not None:
-            save(report)
+        if save is not None:  # with the kept rows still ahead, so that a stop here loses none of them
+            save({**report, "rows": report["rows"] + [kept[key] for key in keys[index + 1:] if key in kept]})
     report.update(complete=True, finished_at=timestamp())
     return report
 
@@ -240,8 +240,11 @@ def main(argv=None):
         report = run_ablation(args.models, settings["n"], settings["seed"], args.device, grids, args.data,
                               previous=previous, save=lambda partial: write_report(partial, out),
                               batch_size=settings["batch_size"])
-    except BaseException as error:  # Ctrl-C, missing data, a device error: say where the replaced report is
+    except BaseException as error:  # Ctrl-C, missing data, a device error: say where the rows are
         hint = restore_hint(out, grids)
+        if hint is None and out.with_suffix(".json").is_file():
+            hint = f"dgm ablation: {out.with_suffix('.json')} keeps every row measured so far; the same command " \
+                   "samples the rest"
         if hint:
             print(hint, file=sys.stderr)
         if isinstance(error, (ValueError, CheckpointError, MNISTDataError)):

@@ -12,6 +12,7 @@ its finished rows beside the report (``partial_path``) until it ends, so the sam
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -157,13 +158,15 @@ def partial_path(out):
     return Path(out).with_suffix(".partial.json")
 
 
-def finished_rows(out, settings):
-    """The rows an interrupted run into ``out`` finished with these settings (n, seed, seeds); none otherwise."""
+def partial_run(out):
+    """The settings (n, seed, seeds) and finished rows of an interrupted run into ``out``: ``(None, [])`` if none."""
     try:
         partial = json.loads(partial_path(out).read_text())
     except (OSError, ValueError):
-        return []
-    return partial.get("rows", []) if isinstance(partial, dict) and partial.get("settings") == settings else []
+        return None, []
+    if not isinstance(partial, dict) or not isinstance(partial.get("rows"), list):
+        return None, []
+    return partial.get("settings"), partial["rows"]
 
 
 def without_timings(result):
@@ -204,7 +207,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None,
                         help=f"JSON path; the CSV goes beside it (default {DEFAULT_OUT}, {QUICK_OUT} with --quick)")
     parser.add_argument("--replace", action="store_true",
-                        help=f"replace {DEFAULT_OUT} though it was made with another n, seed or seeds")
+                        help=f"replace {DEFAULT_OUT} though it was made with another n, seed or seeds, and drop "
+                        "the rows an interrupted run with other settings left")
     args = parser.parse_args(argv)
     args.out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     if args.out.suffix != ".json":
@@ -233,12 +237,31 @@ def main(argv=None):
         if changed and not args.replace:
             parser.error(f"{args.out} was made with other settings ({', '.join(changed)}), and the book's text rests "
                          "on its numbers: pass --replace to replace it, or --out for a new report")
-    done = finished_rows(args.out, settings)
+    partial = partial_path(args.out)
+    kept, done = partial_run(args.out)
+    if done and kept != settings and not args.replace:
+        parser.error(f"{partial} holds {len(done)} rows that an interrupted run drew with other settings "
+                     f"({', '.join(changed_values(kept or {}, settings))}): run with those to finish it, pass "
+                     "--replace to drop them, or --out for a new report")
+    done = done if kept == settings else []
     if done:
-        print(f"resuming from {partial_path(args.out)}: {len(done)} rows already drawn")
-    result = run_toy_ablation(n, seed=args.seed, seeds=args.seeds, done=done, save_rows=lambda rows: atomic_write_text(
-        partial_path(args.out), json.dumps({"settings": settings, "rows": rows}) + "\n"))
-    partial_path(args.out).unlink(missing_ok=True)
+        print(f"resuming from {partial}: {len(done)} rows already drawn")
+    drawn = len(done)
+
+    def save_rows(rows):
+        nonlocal drawn
+        atomic_write_text(partial, json.dumps({"settings": settings, "rows": rows}) + "\n")
+        drawn = len(rows)
+
+    try:
+        result = run_toy_ablation(n, seed=args.seed, seeds=args.seeds, done=done, save_rows=save_rows)
+    except KeyboardInterrupt:
+        if drawn:
+            rows = f"{drawn} row{'s' * (drawn != 1)}"
+            print(f"dgm toy-ablation: {partial} keeps the {rows} drawn so far; the same command resumes from there",
+                  file=sys.stderr)
+        raise
+    partial.unlink(missing_ok=True)
     if holds_the_same_numbers(args.out, result) and args.out.with_suffix(".csv").is_file():
         print(f"{args.out} already holds these numbers (unchanged; only the timings differ)")
         return

@@ -114,7 +114,16 @@ def test_quick_ablation_writes_every_row_and_resumes(tiny_runs, tmp_path, capsys
     retrained = {**reseeded, "models": [{**reseeded["models"][0], "saved_at": "an earlier save"},
                                         *reseeded["models"][1:]]}
     out.with_suffix(".json").write_text(json.dumps(retrained))
-    assert cli.main(["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]) == 0
+    command = ["ablation", "--quick", "--models", *map(str, tiny_runs), "--out", str(out)]
+    recording = ablation.sample_run
+    monkeypatch.setattr(ablation, "sample_run", lambda *args, **kwargs: recording(*args, **kwargs) if len(
+        sampled) < 2 else (_ for _ in ()).throw(KeyboardInterrupt))  # Ctrl-C as the model's third row is sampled
+    assert cli.main(command) == 130
+    assert "keeps every row measured so far; the same command samples the rest" in capsys.readouterr().err
+    stopped = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert len(stopped) == 2 + len(SETTINGS)  # its two new rows, and every row of the other model
+    monkeypatch.setattr(ablation, "sample_run", recording)
+    assert cli.main(command) == 0
     assert [str(args[0]) for args in sampled] == [str(tiny_runs[0])] * len(SETTINGS)
 
 

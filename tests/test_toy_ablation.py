@@ -136,7 +136,7 @@ def test_the_books_report_is_replaced_with_other_settings_only_on_request(tmp_pa
     toy_ablation.main(["--n", "300", "--seeds", "1", "--out", str(tmp_path / "scratch.json")])  # any other report
 
 
-def test_an_interrupted_run_keeps_its_rows_and_resumes_with_the_rest(tmp_path, monkeypatch):
+def test_an_interrupted_run_keeps_its_rows_and_resumes_with_the_rest(tmp_path, monkeypatch, capsys):
     full_run, real_draw, drawn, interrupted = toy_ablation.run_toy_ablation, toy_ablation.draw, [], []
 
     def small_run(n, seed, seeds, **resume):
@@ -156,6 +156,13 @@ def test_an_interrupted_run_keeps_its_rows_and_resumes_with_the_rest(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         toy_ablation.main(["--quick", "--seeds", "2", "--out", str(out)])
     assert not out.exists() and len(toy_ablation.json.loads(toy_ablation.partial_path(out).read_text())["rows"]) == 1
+    kept = toy_ablation.partial_path(out).read_bytes()
+    assert f"{toy_ablation.partial_path(out)} keeps the 1 row drawn so far" in capsys.readouterr().err
+    # Other settings would drop those rows: refused without --replace, and the rows stay.
+    with pytest.raises(SystemExit) as refused:
+        toy_ablation.main(["--quick", "--seeds", "3", "--out", str(out)])
+    assert refused.value.code == 2 and "(seeds 2 -> 3)" in capsys.readouterr().err
+    assert toy_ablation.partial_path(out).read_bytes() == kept
     drawn.clear()
     toy_ablation.main(["--quick", "--seeds", "2", "--out", str(out)])
     assert drawn == [(500, 20), (500, 20), (500, 500), (500, 500)]  # the first row is not drawn again
