@@ -39,7 +39,8 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     """Scores of every snapshot of ``run`` at one setting, ``n`` samples from ``seed``; returns the report (a dict).
 
     Rows of a ``previous`` report of the same run, setting, n, seed and snapshot are kept; ``save(report)`` follows
-    every row. A ``previous`` report of another run or setting is replaced only with ``replace``.
+    every row. A ``previous`` report of another run or setting is replaced only with ``replace``, and then only at
+    the end: an interrupted run leaves it whole.
     """
     check_sample_count(n)
     run = Path(run)
@@ -79,8 +80,10 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
                           "training_minutes": None if minutes is None else minutes / 60,
                           **score_images(images, classifier, reference), "seconds_per_sample": seconds}
         report["rows"].append(kept[step])
-        if save is not None:
+        if save is not None and (same or previous is None):
             save(report)
+    if save is not None:
+        save(report)
     return report
 
 

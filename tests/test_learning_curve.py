@@ -64,6 +64,13 @@ def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, mon
     assert refused.value.code == 2 and "another run or setting (seed 0 -> 1)" in capsys.readouterr().err
     assert json.loads(out.read_text()) == again and len(sampled) == 1
     reseeded.append("--replace")
+    recording = learning_curve.sample_run  # Ctrl-C as the replacing curve's second snapshot is sampled
+    monkeypatch.setattr(learning_curve, "sample_run", lambda *args, **kwargs: recording(*args, **kwargs) if len(
+        sampled) < 2 else (_ for _ in ()).throw(KeyboardInterrupt))
+    assert cli.main(reseeded) == 130
+    assert json.loads(out.read_text()) == again  # the curve it replaces stays whole until the new one ends
+    monkeypatch.setattr(learning_curve, "sample_run", recording)
+    sampled.pop()
     assert cli.main(reseeded) == 0
     assert len(sampled) == 3
     # A row whose snapshot was saved again (the run trained anew into the same folder) is scored again.
