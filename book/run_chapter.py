@@ -77,6 +77,10 @@ def main(argv=None):
     notebook.metadata["kernelspec"] = KERNEL  # the kernel `make lab` and `make kernel` register, as ps4.ipynb's
     notebook.metadata["dgm"] = {"cells": cells_digest(notebook.cells)}  # how it is told from an edited copy
     OUT.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not untouched(target):  # changed in Jupyter while the chapter ran: left as it is
+        edited, target = target, target.with_name(f"{source.stem}.rerun.ipynb")
+        print(f"{edited} changed while the chapter ran and stays as you left it; this run goes to {target}",
+              file=sys.stderr)
     partial = target.with_suffix(".ipynb.tmp")
     nbformat.write(notebook, partial)
     os.replace(partial, target)

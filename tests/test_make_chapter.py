@@ -66,6 +66,27 @@ def test_a_notebook_the_reader_changed_is_not_replaced(tmp_path, monkeypatch):
     assert nbformat.read(path, as_version=4).cells[-1].source == "x = 2  # the reader's change"
 
 
+def test_a_notebook_changed_while_the_chapter_runs_is_kept(tmp_path, monkeypatch, capsys):
+    small_chapter(tmp_path / "book", "x = 1")
+    monkeypatch.setattr(run_chapter, "BOOK", tmp_path / "book")
+    monkeypatch.setattr(run_chapter, "OUT", tmp_path / "chapters")
+    assert run_chapter.main(["claims"]) == 0
+    path, real_execute = tmp_path / "chapters" / "claims.ipynb", run_chapter.execute
+
+    def edited_meanwhile(notebook, name):  # the reader edits the last run's notebook in Jupyter meanwhile
+        real_execute(notebook, name)
+        mine = nbformat.read(path, as_version=4)
+        mine.cells[-1].source = "x = 3  # the reader's change"
+        nbformat.write(mine, path)
+
+    monkeypatch.setattr(run_chapter, "execute", edited_meanwhile)
+    assert run_chapter.main(["claims"]) == 0
+    assert nbformat.read(path, as_version=4).cells[-1].source == "x = 3  # the reader's change"
+    rerun = tmp_path / "chapters" / "claims.rerun.ipynb"
+    assert f"this run goes to {rerun}" in capsys.readouterr().err
+    assert nbformat.read(rerun, as_version=4).cells[-1].source == "x = 1"
+
+
 def test_make_chapter_with_an_unknown_name_lists_the_chapters():
     done = subprocess.run(["make", "chapter", "NAME=no_such_chapter"], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
