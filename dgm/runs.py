@@ -283,14 +283,14 @@ def check_export_target(source, out, overwrite=False):
     ``overwrite``."""
     out = Path(out)
     check_writable(out, folder=True)
+    inside = next((folder for folder in out.resolve().parents if holds_run(folder) == "run"), None)
+    if inside is not None:  # even as a new folder: `dgm train --overwrite` of that run would delete its samples/
+        raise ValueError(f"--out {out} lies inside the run {inside}, whose snapshots and samples it would replace: "
+                         "export into a folder of its own")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if out.resolve() == run_folder_checkpoint(source).parent.resolve():
         raise ValueError(f"--out {out} is the run being exported: export into another folder")
-    inside = next((folder for folder in out.resolve().parents if holds_run(folder) == "run"), None)
-    if inside is not None:
-        raise ValueError(f"--out {out} lies inside the run {inside}, whose snapshots and samples it would replace: "
-                         "export into a folder of its own")
     try:
         _, metadata = load_checkpoint(run_folder_checkpoint(out), CHECKPOINT_FORMAT)
         exported = metadata.get("weights") == "ema"

@@ -246,7 +246,8 @@ def test_2_export_refuses_its_own_run_another_run_and_an_export_without_overwrit
     before, other = snapshot(run), snapshot(trained)
     refused(capsys, ["export", "--ckpt", str(run), "--out", str(run)], "is the run being exported")
     refused(capsys, ["export", "--ckpt", str(run), "--out", str(trained)], "holds no export")
-    assert snapshot(run) == before and snapshot(trained) == other
+    refused(capsys, ["export", "--ckpt", str(run), "--out", str(run / "exports" / "ema")], f"lies inside the run {run}")
+    assert snapshot(run) == before and snapshot(trained) == other and not (run / "exports").exists()
     shipped = tmp_path / "shipped"
     assert cli.main(["export", "--ckpt", str(run), "--out", str(shipped)]) == 0
     exported = snapshot(shipped)
