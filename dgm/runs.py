@@ -133,8 +133,9 @@ def holds_run(out):
     if metadata is not None and metadata.get("format") == CHECKPOINT_FORMAT:
         return "export" if metadata.get("weights") == "ema" else "run"
     log = Path(out) / LOSS_LOG
-    if log.is_file() and log.read_text(errors="replace").split("\n", 1)[0] == ",".join(LOSS_LOG_COLUMNS):
-        return "log"
+    text = log.read_text(errors="replace") if log.is_file() else None
+    if text == "" or text is not None and text.split("\n", 1)[0] == ",".join(LOSS_LOG_COLUMNS):
+        return "log"  # an empty one too: a run killed as it opened its log
     return None
 
 

@@ -180,11 +180,12 @@ def open_loss_log(path, start):
     appending, and its CSV writer; a new log gets its header."""
     path.parent.mkdir(parents=True, exist_ok=True)
     truncate_loss_log(path, start)
-    new_log = not path.is_file()
+    new_log = not path.is_file() or path.stat().st_size == 0
     log = open(path, "a", newline="")
     writer = csv.writer(log)
     if new_log:
         writer.writerow(LOSS_LOG_COLUMNS)
+        log.flush()  # a run killed before its first write still leaves a log that marks the folder as its own
     return log, writer
 
 
@@ -335,6 +336,9 @@ def _train(config, checkpoint, progress, out, device, distributed, replacing=Fal
                                   exit_code=130) from None
         raise TrainingStopped(f"interrupted after step {done}: {kept_checkpoint(out, saved, replacing)}; "
                               f"{how_to_continue(out, saved)}", exit_code=130) from None
+    except OSError as error:  # a full disk, say, as a checkpoint, the log or a grid is written
+        raise TrainingStopped(f"stopped after step {done}: {error}; {kept_checkpoint(out, saved, replacing)}; once "
+                              f"that is fixed, {how_to_continue(out, saved)}") from error
     finally:
         if log is not None:
             log.close()

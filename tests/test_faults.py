@@ -176,6 +176,12 @@ def test_1b_overwrite_replaces_only_a_training_run(run, tmp_path, capsys, one_th
         for overwrite in ([], ["--overwrite"]):
             refused(capsys, ["train", *TINY, "--steps", "1", *overwrite, "--out", str(folder)], message)
         assert snapshot(folder) == before
+    killed = tmp_path / "killed"  # a run killed as it opened its loss log: its own, so --overwrite starts over
+    killed.mkdir()
+    (killed / "loss.csv").write_text("")
+    refused(capsys, ["train", *TINY, "--steps", "1", "--out", str(killed)], "holds a run")
+    assert cli.main(["train", *TINY, "--steps", "1", "--overwrite", "--out", str(killed)]) == 0
+    assert (killed / "loss.csv").read_text().startswith("step,epoch,loss")
 
 
 def test_1c_resume_trains_the_folder_it_reads(run, tmp_path, capsys, monkeypatch, one_thread):
@@ -393,6 +399,15 @@ def test_7_reports_and_runs_stay_consistent_through_faults_and_interrupts(run, t
     assert "keeps its checkpoint of step 3" in err and f"dgm train --resume --out {run}" in err
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 3
     assert [line.split(",")[0] for line in (run / "loss.csv").read_text().splitlines()] == ["step", "1", "2", "3"]
+    # A full disk as step 4's checkpoint is written: one line with the error; the checkpoint of step 3 stays.
+    monkeypatch.setattr(dgm.train, "training_step", real_step)
+    real_save = dgm.train.save_run
+    monkeypatch.setattr(dgm.train, "save_run", lambda *args: (_ for _ in ()).throw(
+        OSError(28, "No space left on device")))
+    err = refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "6", "--checkpoint-every", "1"],
+                  "stopped after step 4: [Errno 28] No space left on device", code=1)
+    assert "keeps its checkpoint of step 3" in err and json.loads((run / "checkpoint.json").read_text())["step"] == 3
+    monkeypatch.setattr(dgm.train, "save_run", real_save)
     # Ctrl-C while the finished run draws its last grid: the run is complete, and the line says how to draw it.
     monkeypatch.setattr(dgm.train, "training_step", real_step)
     monkeypatch.setattr(dgm.train, "save_sample_grid", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
