@@ -20,6 +20,7 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
+import dgm.files
 from dgm.check import book_sources, command, exercises, mixture_checks, problems, sampler_checks, schedule_checks
 from dgm.check.problems import PROBLEMS
 from dgm.check.verdicts import Mistake, UsageError
@@ -397,6 +398,16 @@ def test_a_students_work_is_never_overwritten_by_make_exercises(untouched):
     exercises.write(folder, overwrite=True)
     assert untouched.notebook.read_text() == exercises.render_notebook()
     exercises.write(folder)  # untouched files are simply rewritten
+
+
+def test_make_exercises_that_fails_to_write_leaves_the_files_as_they_were(untouched, monkeypatch):
+    folder, before = untouched.template.parent, untouched.notebook.read_bytes()
+    monkeypatch.setattr(dgm.files.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError, match="No space left"):  # a full disk as the notebook is written
+        exercises.write(folder, overwrite=True)
+    assert untouched.notebook.read_bytes() == before and exercises.untouched(untouched.notebook)
+    assert sorted(path.name for path in folder.iterdir()) == sorted([untouched.notebook.name,
+                                                                     untouched.template.name])
 
 
 def test_notebook_runs_top_to_bottom_and_its_check_cells_check_its_functions(untouched, capsys):

@@ -17,7 +17,7 @@ import nbformat
 
 from dgm.check.book_sources import exercise, section_titles
 from dgm.check.problems import PROBLEMS
-from dgm.files import check_writable
+from dgm.files import atomic_write_text, check_writable
 from dgm.paths import BOOK, EXERCISES
 
 LABELS = ("ex-1a", "ex-1b", "ex-1c", "ex-1d", "ex-2a", "ex-2b", "ex-3a", "ex-3b", "ex-3c")
@@ -176,7 +176,7 @@ def write(out=EXERCISES, book=BOOK, overwrite=False):
                              "elsewhere first, or replace it with `.venv/bin/python -m dgm.check.exercises --overwrite`")
     out.mkdir(parents=True, exist_ok=True)
     for path, text in zip(paths, texts):
-        path.write_text(text)
+        atomic_write_text(path, text)  # a full disk leaves the old file, not a truncated one that looks edited
     return paths
 
 
