@@ -320,12 +320,11 @@ def export_run(run, out, dtype="float32", overwrite=False):
         raise CheckpointError(f"{source} has no EMA weights")
     log = source.parent / LOSS_LOG
     log_bytes = log.read_bytes() if log.is_file() else None
+    (Path(out) / LOSS_LOG).unlink(missing_ok=True)  # an earlier export's log, gone before its weights: never mixed
     out = save_ema_weights(out, ema, {**metadata, "exported_from": metadata.get("exported_from", str(run)),
                                       "weights_dtype": dtype})
     if log_bytes is not None:
         atomic_write_bytes(out / LOSS_LOG, log_bytes)
-    else:
-        (out / LOSS_LOG).unlink(missing_ok=True)  # an earlier export's log belongs to other weights
     return out
 
 

@@ -248,7 +248,8 @@ def test_1d_no_command_writes_over_a_file_of_another_kind(run, trained, tmp_path
     assert snapshot(run) == before and json.loads(toy.read_text())["prior_mismatch"] == []
 
 
-def test_2_export_refuses_its_own_run_another_run_and_an_export_without_overwrite(run, trained, tmp_path, capsys):
+def test_2_export_refuses_its_own_run_another_run_and_an_export_without_overwrite(run, trained, tmp_path, capsys,
+                                                                                   monkeypatch):
     before, other = snapshot(run), snapshot(trained)
     refused(capsys, ["export", "--ckpt", str(run), "--out", str(run)], "is the run being exported")
     refused(capsys, ["export", "--ckpt", str(run), "--out", str(trained)], "holds no export")
@@ -261,6 +262,10 @@ def test_2_export_refuses_its_own_run_another_run_and_an_export_without_overwrit
     assert snapshot(shipped) == exported
     assert cli.main(["export", "--ckpt", str(run), "--out", str(shipped), "--dtype", "float16", "--overwrite"]) == 0
     assert load_run(shipped)[2]["weights_dtype"] == "float16"
+    # Ctrl-C after the new weights, before their log: the folder never pairs them with the earlier export's log.
+    monkeypatch.setattr(dgm.runs, "atomic_write_bytes", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert cli.main(["export", "--ckpt", str(run), "--out", str(shipped), "--overwrite"]) == 130
+    assert load_run(shipped)[2]["weights_dtype"] == "float32" and not (shipped / "loss.csv").exists()
 
 
 def test_3_divergence_stops_and_keeps_the_last_good_checkpoint(run, capsys, one_thread):
