@@ -17,6 +17,7 @@ from dgm.checkpoint import CheckpointError
 from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
 from dgm.device import select_device
 from dgm.files import atomic_write_bytes, check_writable
+from dgm.paths import CHECKPOINTS, RESULTS
 from dgm.runs import load_run
 
 
@@ -55,6 +56,10 @@ def check_image_path(path):
     not after."""
     if Path(path).suffix.lower() != ".png":
         raise ValueError(f"--out must name a PNG file such as grid.png, got {str(path)!r}")
+    shipped = next((folder for folder in (CHECKPOINTS, RESULTS) if Path(path).resolve().is_relative_to(folder)), None)
+    if shipped is not None:  # a grid there would pass for one of the shipped reports' (dgm ablation keeps its rows)
+        raise ValueError(f"--out {path} lies in {shipped.name}/, which holds the shipped files the book reads: write "
+                         "the grid elsewhere, such as runs/")
     check_writable(path)
 
 
@@ -88,7 +93,8 @@ def main(argv=None):
     parser.add_argument("--ckpt", required=True, help="run folder or checkpoint .safetensors file")
     parser.add_argument("--steps", type=int, default=None, help="respaced sampling steps (default: all T)")
     parser.add_argument("--n", type=int, default=64, help="samples in the grid (default %(default)s)")
-    parser.add_argument("--out", default="grid.png", help="the grid, a .png file (default %(default)s)")
+    parser.add_argument("--out", default="grid.png",
+                        help="the grid, a .png file outside checkpoints/ and results/ (default %(default)s)")
     add_sampler_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of x_T and the noise (default %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default %(default)s)")

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 import dgm
 import dgm.checkpoint
+import dgm.paths
 import dgm.runs
 import dgm.toy_ablation
 import dgm.train
@@ -307,8 +308,8 @@ def test_4_an_unwritable_output_is_refused_before_any_work(command, trained, tmp
                "toy-ablation": ["--quick", "--out"], "train-classifier": ["--out"],
                "prepare-data": ["--data"]}[command]
     targets = [under_a_file.with_suffix({"sample": ".png", "toy-ablation": ".json"}.get(command, ""))]
-    if command == "sample":
-        targets += [tmp_path / "folder.png", Path("/proc/x.png")]
+    if command == "sample":  # and a shipped grid, which dgm ablation would take for its own
+        targets += [tmp_path / "folder.png", Path("/proc/x.png"), dgm.paths.RESULTS / "ablation_grids" / "x.png"]
     for target in targets:
         argv = [command, *options, str(target)]
         if command == "toy-ablation":
