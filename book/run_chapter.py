@@ -3,6 +3,7 @@ re-run in Jupyter (book/NAME.md stays the source). Every cell runs even when one
 changed parameter that breaks a check of the text's claims still leaves the rest of the chapter's figures and numbers;
 the notebook replaces the previous one only once it has run, and never one that you have changed."""
 
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -78,7 +79,9 @@ def main(argv=None):
     notebook.metadata["dgm"] = {"cells": cells_digest(notebook.cells)}  # how it is told from an edited copy
     OUT.mkdir(parents=True, exist_ok=True)
     if target.exists() and not untouched(target):  # changed in Jupyter while the chapter ran: left as it is
-        edited, target = target, target.with_name(f"{source.stem}.rerun.ipynb")
+        edited = target
+        target = next(path for path in (OUT / f"{source.stem}.rerun-{k}.ipynb" for k in itertools.count(1))
+                      if not path.exists() or untouched(path))
         print(f"{edited} changed while the chapter ran and stays as you left it; this run goes to {target}",
               file=sys.stderr)
     partial = target.with_suffix(".ipynb.tmp")

@@ -242,7 +242,7 @@ def main(argv=None):
                               batch_size=settings["batch_size"])
     except BaseException as error:  # Ctrl-C, missing data, a device error: say where the rows are
         hint = restore_hint(out, grids)
-        if hint is None and out.with_suffix(".json").is_file():
+        if hint is None and isinstance(error, KeyboardInterrupt) and out.with_suffix(".json").is_file():
             hint = f"dgm ablation: {out.with_suffix('.json')} keeps every row measured so far; the same command " \
                    "samples the rest"
         if hint:

@@ -69,7 +69,8 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     reference = reference_statistics(classifier, data)
     report = {"run": run.name, "config": config.to_dict(), "hardware": metadata.get("hardware"), "setting": setting,
               "floor": real_data_floor(n, classifier, reference, data, seed), "rows": []}
-    for step in tqdm(kept_steps, desc="snapshots", unit="snapshot"):
+    saving_rows = save is not None and (same or previous is None)
+    for index, step in enumerate(tqdm(kept_steps, desc="snapshots", unit="snapshot")):
         # Like the ablation's rows, a row stands for one saved snapshot: a run trained again into the same folder
         # writes snapshots with new save times, and those are scored again.
         _, snapshot = load_checkpoint(run_folder_checkpoint(snapshot_folder(run, step)), CHECKPOINT_FORMAT)
@@ -80,9 +81,10 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
                           "training_minutes": None if minutes is None else minutes / 60,
                           **score_images(images, classifier, reference), "seconds_per_sample": seconds}
         report["rows"].append(kept[step])
-        if save is not None and (same or previous is None):
-            save(report)
-    if save is not None:
+        if saving_rows:  # with the kept rows still ahead, so that a stop here loses none of them
+            ahead = [kept[later] for later in kept_steps[index + 1:] if later in kept]
+            save({**report, "rows": report["rows"] + ahead})
+    if save is not None and not saving_rows:
         save(report)
     return report
 
@@ -125,7 +127,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help=f"report path (default: RUN/{CURVE_NAME})")
     parser.add_argument("--replace", action="store_true",
-                        help="replace a curve of the run at another setting, whose rows would all be scored anew")
+                        help="replace a curve of the run at another setting, whose rows would all be scored anew; "
+                        "it stays until the new curve is complete")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
     args.sigma = chosen_sigma(parser, args)

@@ -223,59 +223,71 @@ def clear_run(out):
             path.unlink(missing_ok=True)
 
 
-def replaced_run_folder(out):
-    """Where ``replacing_run`` keeps the run that ``--overwrite`` replaces: ``<out>.replaced``, beside ``out``."""
+# While `dgm train --overwrite` replaces a run, the old run's files wait in a hidden folder of the run itself, whose
+# name says how far the replacement got, so that the next `dgm train` can finish one cut short (recover_set_aside).
+SETTING_ASIDE = ".dgm-setting-aside"  # the old run's files move in: none of the new run's exist yet
+SET_ASIDE = ".dgm-set-aside"  # all moved: the new run trains; it is dropped at the new run's first checkpoint
+PUTTING_BACK = ".dgm-putting-back"  # the new run wrote no checkpoint and its files are gone: the old ones move back
+
+
+def move_entries(source, target):
+    """Move every entry of ``source`` into ``target`` (renames within one folder tree), then remove ``source``."""
+    for path in source.iterdir():
+        path.rename(target / path.name)
+    source.rmdir()
+
+
+def put_back(out):
+    """Replace what the new run wrote in ``out`` with the old run set aside in it."""
     out = Path(out)
-    return out.with_name(f"{out.name}.replaced")
+    clear_run(out)
+    (out / SET_ASIDE).rename(out / PUTTING_BACK)
+    move_entries(out / PUTTING_BACK, out)
 
 
 def recover_set_aside(out):
-    """Finish what a killed ``--overwrite`` left in ``<out>.replaced``: the new run stays if it saved a checkpoint,
-    else the old run is put back. Returns what was done, or None; refuses while a dgm train still writes ``out``."""
-    out, aside = Path(out), replaced_run_folder(out)
-    check_not_training(out)
-    if not aside.is_dir():
+    """Finish an ``--overwrite`` that a kill cut short: the new run stays if it saved a checkpoint, else the old run
+    comes back. Returns what was done, or None. Call it holding ``run_lock(out)``."""
+    out = Path(out)
+    if (out / SETTING_ASIDE).is_dir() or (out / PUTTING_BACK).is_dir():  # cut while moving: finish moving back
+        move_entries(out / SETTING_ASIDE if (out / SETTING_ASIDE).is_dir() else out / PUTTING_BACK, out)
+    elif not (out / SET_ASIDE).is_dir():
         return None
-    if holds_run(out) == "run":
-        shutil.rmtree(aside)
-        return f"deleted {aside}, the run that the checkpointed run in {out} replaced"
-    put_back(out, aside)
-    return f"put back into {out} the run that an `--overwrite` killed before its first checkpoint had set aside"
-
-
-def put_back(out, aside):
-    """Replace what a new run wrote in ``out`` with the run that ``replacing_run`` moved into ``aside``."""
-    out.mkdir(parents=True, exist_ok=True)
-    clear_run(out)
-    for path in aside.iterdir():
-        path.rename(out / path.name)
-    aside.rmdir()
+    elif holds_run(out) == "run":
+        shutil.rmtree(out / SET_ASIDE)
+        return f"deleted the run that the run in {out} replaced, which a kill had left in {out / SET_ASIDE}"
+    else:
+        put_back(out)
+    return f"put back the run in {out} that an `--overwrite` killed before its first checkpoint had set aside"
 
 
 @contextmanager
 def replacing_run(out, replace=True):
-    """Move the run in ``out`` (``run_files``) aside while a new run starts there, and yield a function that drops it:
-    the new run calls it once it has saved its first checkpoint. Until then any stop, Ctrl-C included, puts the old
-    run back as it was, so that ``dgm train --overwrite`` never leaves neither run (``recover_set_aside`` finishes
-    after a kill)."""
+    """Set the run in ``out`` aside while a new run starts there, yielding the function that drops it at the new run's
+    first checkpoint; a stop before that puts it back, so that ``--overwrite`` never leaves neither run."""
     if not replace:
         yield lambda: None
         return
-    out, aside = Path(out), replaced_run_folder(out)
-    aside.mkdir()
-    for path in run_files(out):
-        path.rename(aside / path.name)
+    out = Path(out)
+    (out / SETTING_ASIDE).mkdir()
+    try:
+        for path in run_files(out):
+            path.rename(out / SETTING_ASIDE / path.name)
+        (out / SETTING_ASIDE).rename(out / SET_ASIDE)
+    except BaseException:
+        move_entries(out / SETTING_ASIDE, out)
+        raise
 
     def drop():
-        shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(out / SET_ASIDE, ignore_errors=True)
 
     try:
         yield drop
     except BaseException:
         if holds_run(out) == "run":  # the new run saved a checkpoint, whatever stopped it: it stays
             drop()
-        elif aside.is_dir():
-            put_back(out, aside)
+        elif (out / SET_ASIDE).is_dir():
+            put_back(out)
         raise
 
 

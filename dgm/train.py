@@ -203,10 +203,10 @@ def train(config, resume=False, progress=True, overwrite=False):
     try:
         check_writable(out, folder=True)
         checkpoint, replace = None, False
-        recovered(out, progress)
-        if not resume and distributed.main:
-            replace = check_new_run(out, overwrite)
         with run_lock(out) if distributed.main else contextlib.nullcontext():
+            if distributed.main:  # under the lock, which removes a folder it made if a refusal leaves it empty
+                recovered(out, progress)
+                replace = not resume and check_new_run(out, overwrite)
             if resume:  # under the lock: a run still training owns its checkpoint and its temporary files
                 checkpoint = load_resumable(out, config)
                 if distributed.main:
@@ -219,11 +219,10 @@ def train(config, resume=False, progress=True, overwrite=False):
 
 
 def recovered(out, progress=True):
-    """``recover_set_aside``, saying what it did; only the first of several processes changes files."""
-    if int(os.environ.get("RANK", 0)) == 0:
-        done = recover_set_aside(out)
-        if done and progress:
-            tqdm.write(f"dgm train: {done}")
+    """``recover_set_aside``, saying what it did."""
+    done = recover_set_aside(out)
+    if done and progress:
+        tqdm.write(f"dgm train: {done}")
 
 
 def _train(config, checkpoint, progress, out, device, distributed, replacing=False, drop_replaced=lambda: None):
@@ -318,7 +317,7 @@ def _train(config, checkpoint, progress, out, device, distributed, replacing=Fal
                     log.flush()
                     try:
                         save_run(out, config, done, network, ema, optimizer, distributed.world_size, hardware)
-                    except KeyboardInterrupt:  # the tensors may be written and only their sidecar cut short
+                    except (KeyboardInterrupt, OSError):  # the tensors may be written and only their sidecar cut
                         saved = step_on_disk(out, saved)
                         raise
                     saved = done
@@ -404,9 +403,9 @@ def main(argv=None):
                              "a finished run is left as it is")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over, replacing the run in --out (checkpoint, loss log, samples, snapshots, and "
-                             "the eval_*.json and learning_curve.json reports of it): it moves to --out's name plus "
-                             ".replaced, is deleted once the new run saves its first checkpoint, and comes back if "
-                             "the new run stops before")
+                             "the eval_*.json and learning_curve.json reports of it): it waits in a hidden folder "
+                             "there, is deleted once the new run saves its first checkpoint, and comes back if the "
+                             "new run stops before (after a kill, at the next dgm train)")
     parser.add_argument("--rescale-betas", action="store_true",
                         help="scale beta_min and beta_max by 1000 / T, as improved DDPM does (a new run only)")
     types = {"channels": parse_channels, "epochs": float, "minutes": float, "data": str, "train_subset": int,
@@ -434,7 +433,9 @@ def main(argv=None):
             parser.exit(2, f"error: {flag} applies when a run starts; {reason}\n")
     try:
         if resume:
-            recovered(args.get("out", TrainConfig.out))
+            if int(os.environ.get("RANK", 0)) == 0:  # before the checkpoint is read
+                with run_lock(args.get("out", TrainConfig.out)):
+                    recovered(args.get("out", TrainConfig.out))
             path = run_folder_checkpoint(args.get("out", TrainConfig.out))
             _, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
             values = config_of(metadata, path).to_dict()
@@ -450,6 +451,8 @@ def main(argv=None):
         out = train(config, resume=resume, overwrite=overwrite)
     except (ValueError, CheckpointError, MNISTDataError) as error:
         parser.exit(2, f"error: {error}\n")
+    except OSError as error:  # a full disk or a folder that refuses a move, outside the training loop
+        parser.exit(1, f"error: {error}\n")
     except TrainingStopped as stopped:
         parser.exit(stopped.exit_code, f"{stopped}\n")
     print(f"checkpoint: {run_folder_checkpoint(out)}")

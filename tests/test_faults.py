@@ -90,8 +90,8 @@ def test_1_a_new_run_into_a_run_folder_is_refused_or_started_over_on_request(run
 def test_1a_an_overwrite_stopped_before_its_first_checkpoint_puts_the_old_run_back(run, capsys, monkeypatch,
                                                                                    one_thread):
     (run / "eval_ancestral-beta_steps-2_n-2_seed-0.json").write_text("{}")
-    before = snapshot(run)
-    aside = run.with_name("run.replaced")
+    (run.parent / "run.replaced").mkdir()  # the user's own folder beside the run: never touched
+    before, aside = snapshot(run), run / dgm.runs.SET_ASIDE
     real_step = dgm.train.training_step
     seen = []
 
@@ -106,30 +106,7 @@ def test_1a_an_overwrite_stopped_before_its_first_checkpoint_puts_the_old_run_ba
     err = refused(capsys, argv, "interrupted after step 1", code=130)
     assert seen == [True, True]  # the old run was aside while the new one trained
     assert f"{run} holds the run it was replacing again" in err and f"dgm train --overwrite --out {run}" in err
-    assert snapshot(run) == before and not aside.exists()
-    # A kill before the first checkpoint leaves the old run aside and the new one's log and grids in the folder.
-    # While a dgm train still writes the folder, nothing is touched; after it, the next command puts the old run back.
-    shutil.copytree(run, aside)
-    shutil.rmtree(run / "samples")
-    for name in ("checkpoint.json", "checkpoint.safetensors", "eval_ancestral-beta_steps-2_n-2_seed-0.json"):
-        (run / name).unlink()
-    (run / "loss.csv").write_text("step,epoch,loss,lr,images_per_s\n1,0,0.9,1e-3,50\n")
-    writer = subprocess.Popen(["sleep", "60"])  # stands for the dgm train still writing the run
-    try:
-        (run / LOCK).write_text(str(writer.pid))
-        killed = snapshot(run), snapshot(aside)
-        refused(capsys, ["train", *TINY, "--steps", "2", "--out", str(run)], "is being written by another dgm train")
-        assert (snapshot(run), snapshot(aside)) == killed
-    finally:
-        writer.kill()
-        writer.wait()
-    assert cli.main(["train", "--resume", "--out", str(run)]) == 0
-    assert f"put back into {run} the run that an `--overwrite` killed" in capsys.readouterr().out
-    assert snapshot(run) == before and not aside.exists()
-    # Killed after its first checkpoint, the new run stays and the old one goes.
-    shutil.copytree(run, aside)
-    assert cli.main(["train", "--resume", "--out", str(run)]) == 0
-    assert f"deleted {aside}" in capsys.readouterr().out and snapshot(run) == before and not aside.exists()
+    assert snapshot(run) == before and (run.parent / "run.replaced").is_dir()
     # Once the new run has saved its first checkpoint, the old run is gone.
     monkeypatch.setattr(dgm.train, "training_step", real_step)
     assert cli.main(argv) == 0
@@ -137,17 +114,57 @@ def test_1a_an_overwrite_stopped_before_its_first_checkpoint_puts_the_old_run_ba
     assert not aside.exists() and not list(run.glob("eval_*.json"))
 
 
+def killed_overwrite(run, state, moved_back=0):
+    """``run`` as a kill leaves it in ``state`` of an ``--overwrite``: the old run's files (less ``moved_back`` of
+    them) in the hidden folder of that state, and, once the old run is wholly aside, a new run's first log line."""
+    (run / state).mkdir()
+    for path in sorted(dgm.runs.run_files(run))[moved_back:]:
+        path.rename(run / state / path.name)
+    if state == dgm.runs.SET_ASIDE:
+        (run / "loss.csv").write_text("step,epoch,loss,lr,images_per_s\n1,0,0.9,1e-3,50\n")
+
+
+def test_1a_the_next_dgm_train_finishes_an_overwrite_that_a_kill_cut_short(run, trained, capsys, monkeypatch,
+                                                                           one_thread):
+    before = snapshot(run)
+    killed_overwrite(run, dgm.runs.SET_ASIDE)
+    writer = subprocess.Popen(["sleep", "60"])  # stands for the dgm train still writing the run
+    try:
+        (run / LOCK).write_text(str(writer.pid))
+        killed = snapshot(run)
+        refused(capsys, ["train", *TINY, "--steps", "2", "--out", str(run)], "is being written by another dgm train")
+        assert snapshot(run) == killed
+    finally:
+        writer.kill()
+        writer.wait()
+    # Whichever state the kill left, the next command puts the old run back as it was, from any relative --out.
+    monkeypatch.chdir(run)
+    for state, moved_back in ((dgm.runs.SET_ASIDE, 0), (dgm.runs.SETTING_ASIDE, 2), (dgm.runs.PUTTING_BACK, 2)):
+        if state != dgm.runs.SET_ASIDE:
+            killed_overwrite(run, state, moved_back)
+        assert cli.main(["train", "--resume", "--out", "."]) == 0
+        assert "put back the run in . that an `--overwrite` killed" in capsys.readouterr().out, state
+        assert snapshot(run) == before, state
+    # Killed after the new run's first checkpoint: the new run stays and the old one goes.
+    shutil.copytree(trained, run / dgm.runs.SET_ASIDE)
+    assert cli.main(["train", "--resume", "--out", str(run)]) == 0
+    assert "deleted the run that the run in" in capsys.readouterr().out and snapshot(run) == before
+
+
 def test_1a_an_overwrite_stopped_as_it_saves_its_first_checkpoint_keeps_the_new_run(run, capsys, monkeypatch,
                                                                                     one_thread):
-    aside = run.with_name("run.replaced")
+    aside = run / dgm.runs.SET_ASIDE
     argv = ["train", *TINY, "--steps", "6", "--checkpoint-every", "2", "--seed", "1", "--overwrite", "--out", str(run)]
     real_sidecar, real_rmtree = dgm.checkpoint.write_sidecar, shutil.rmtree
-    # Ctrl-C after the first checkpoint's tensors, before its JSON: the tensors are the checkpoint the message names.
-    monkeypatch.setattr(dgm.checkpoint, "write_sidecar", lambda path, metadata: (_ for _ in ()).throw(
-        KeyboardInterrupt))
-    err = refused(capsys, argv, "interrupted after step 2", code=130)
-    assert "keeps its checkpoint of step 2" in err and not aside.exists()
-    assert load_run(run)[2]["step"] == 2 and load_run(run)[1].seed == 1
+    # Ctrl-C, or a full disk, after the first checkpoint's tensors, before its JSON: the tensors are the checkpoint
+    # that the message names and that the run keeps.
+    for seed, fault, message, code in (("1", KeyboardInterrupt, "interrupted after step 2", 130),
+                                       ("2", OSError(28, "No space left on device"), "stopped after step 2", 1)):
+        monkeypatch.setattr(dgm.checkpoint, "write_sidecar", lambda path, metadata: (_ for _ in ()).throw(fault))
+        err = refused(capsys, [*argv[:-5], "--seed", seed, "--overwrite", "--out", str(run)], message, code=code)
+        assert "keeps its checkpoint of step 2" in err and not aside.exists()
+        assert load_run(run)[2]["step"] == 2 and load_run(run)[1].seed == int(seed)
+        assert (run / "loss.csv").read_text().splitlines()[-1].split(",")[0] == "2"
     # Ctrl-C while the old run is being deleted: the deletion is finished, and the new checkpoint stays.
     monkeypatch.setattr(dgm.checkpoint, "write_sidecar", real_sidecar)
     deletions = []
@@ -159,10 +176,10 @@ def test_1a_an_overwrite_stopped_as_it_saves_its_first_checkpoint_keeps_the_new_
         return real_rmtree(path, *args, **kwargs)
 
     monkeypatch.setattr(dgm.runs.shutil, "rmtree", interrupted_rmtree)
-    err = refused(capsys, [*argv[:-5], "--seed", "2", "--overwrite", "--out", str(run)], "interrupted after step 2",
+    err = refused(capsys, [*argv[:-5], "--seed", "3", "--overwrite", "--out", str(run)], "interrupted after step 2",
                   code=130)
     assert "keeps its checkpoint of step 2" in err and not aside.exists()
-    assert load_run(run)[2]["step"] == 2 and load_run(run)[1].seed == 2
+    assert load_run(run)[2]["step"] == 2 and load_run(run)[1].seed == 3
 
 
 def test_1b_overwrite_replaces_only_a_training_run(run, tmp_path, capsys, one_thread):

@@ -79,6 +79,19 @@ def test_curve_scores_every_snapshot_and_resumes(kept_run, tmp_path, capsys, mon
     out.write_text(json.dumps(stale))
     assert cli.main(reseeded) == 0
     assert sampled[3:] == [snapshot_folder(kept_run, 4)]
+    # A stop right after the first of them is scored again keeps the rows after it.
+    stale = json.loads(out.read_text())
+    stale["rows"][0]["saved_at"] = "an earlier run"
+    out.write_text(json.dumps(stale))
+    real_write = learning_curve.atomic_write_text
+
+    def write_then_stop(path, text):
+        real_write(path, text)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(learning_curve, "atomic_write_text", write_then_stop)
+    assert cli.main(reseeded) == 130
+    assert [row["step"] for row in json.loads(out.read_text())["rows"]] == [2, 4]
 
 
 def test_a_run_without_snapshots_exits_with_a_message(tmp_path, capsys, one_thread):

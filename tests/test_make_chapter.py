@@ -82,7 +82,7 @@ def test_a_notebook_changed_while_the_chapter_runs_is_kept(tmp_path, monkeypatch
     monkeypatch.setattr(run_chapter, "execute", edited_meanwhile)
     assert run_chapter.main(["claims"]) == 0
     assert nbformat.read(path, as_version=4).cells[-1].source == "x = 3  # the reader's change"
-    rerun = tmp_path / "chapters" / "claims.rerun.ipynb"
+    rerun = tmp_path / "chapters" / "claims.rerun-1.ipynb"
     assert f"this run goes to {rerun}" in capsys.readouterr().err
     assert nbformat.read(rerun, as_version=4).cells[-1].source == "x = 1"
 
