@@ -10,6 +10,7 @@ import csv
 import io
 import os
 import shutil
+import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -228,6 +229,21 @@ def clear_run(out):
 SETTING_ASIDE = ".dgm-setting-aside"  # the old run's files move in: none of the new run's exist yet
 SET_ASIDE = ".dgm-set-aside"  # all moved: the new run trains; it is dropped at the new run's first checkpoint
 PUTTING_BACK = ".dgm-putting-back"  # the new run wrote no checkpoint and its files are gone: the old ones move back
+
+
+def replacement_pending(out):
+    """Whether ``out`` holds a run set aside by an ``--overwrite`` that has not ended."""
+    return any((Path(out) / name).is_dir() for name in (SETTING_ASIDE, SET_ASIDE, PUTTING_BACK))
+
+
+def wait_for_recovery(out, seconds=600):
+    """For every process of a run but the first: wait while the first one finishes a cut ``--overwrite``
+    (``recover_set_aside``), so that none reads the run folder half moved."""
+    deadline = time.monotonic() + seconds
+    while replacement_pending(out):
+        if time.monotonic() > deadline:
+            raise CheckpointError(f"{out} still holds a run set aside by `dgm train --overwrite` after {seconds} s")
+        time.sleep(0.1)
 
 
 def move_entries(source, target):

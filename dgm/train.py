@@ -34,7 +34,7 @@ from dgm.device import autocast_context, hardware_name, resolve_precision, selec
 from dgm.files import check_writable, remove_temporaries
 from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, check_new_run, config_of, load_optimizer,
                       recover_set_aside, replacing_run, run_folder_checkpoint, run_lock, run_metadata,
-                      save_ema_weights, save_run, snapshot_folder, truncate_loss_log)
+                      save_ema_weights, save_run, snapshot_folder, truncate_loss_log, wait_for_recovery)
 from dgm.sampling import save_grid
 from dgm.schedules import rescaled_beta_range
 from dgm.train_step import build_optimizer, compile_network, seconds_per_step, steps_for_budget, training_step
@@ -207,6 +207,8 @@ def train(config, resume=False, progress=True, overwrite=False):
             if distributed.main:  # under the lock, which removes a folder it made if a refusal leaves it empty
                 recovered(out, progress)
                 replace = not resume and check_new_run(out, overwrite)
+            elif resume:
+                wait_for_recovery(out)
             if resume:  # under the lock: a run still training owns its checkpoint and its temporary files
                 checkpoint = load_resumable(out, config)
                 if distributed.main:
@@ -436,6 +438,8 @@ def main(argv=None):
             if int(os.environ.get("RANK", 0)) == 0:  # before the checkpoint is read
                 with run_lock(args.get("out", TrainConfig.out)):
                     recovered(args.get("out", TrainConfig.out))
+            else:
+                wait_for_recovery(args.get("out", TrainConfig.out))
             path = run_folder_checkpoint(args.get("out", TrainConfig.out))
             _, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
             values = config_of(metadata, path).to_dict()

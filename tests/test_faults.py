@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import zipfile
 from pathlib import Path
 
@@ -149,6 +150,20 @@ def test_1a_the_next_dgm_train_finishes_an_overwrite_that_a_kill_cut_short(run, 
     shutil.copytree(trained, run / dgm.runs.SET_ASIDE)
     assert cli.main(["train", "--resume", "--out", str(run)]) == 0
     assert "deleted the run that the run in" in capsys.readouterr().out and snapshot(run) == before
+
+
+def test_1a_the_other_processes_of_a_resumed_run_wait_for_the_first_to_finish_a_cut_overwrite(run, monkeypatch,
+                                                                                              one_thread):
+    before = snapshot(run)
+    killed_overwrite(run, dgm.runs.SET_ASIDE)
+    monkeypatch.setenv("RANK", "1")  # torchrun's second process: the first one, below, puts the old run back
+    first = threading.Timer(0.5, lambda: dgm.runs.recover_set_aside(run))
+    first.start()
+    try:
+        assert cli.main(["train", "--resume", "--out", str(run)]) == 0
+    finally:
+        first.join()
+    assert snapshot(run) == before
 
 
 def test_1a_an_overwrite_stopped_as_it_saves_its_first_checkpoint_keeps_the_new_run(run, capsys, monkeypatch,
