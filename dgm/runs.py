@@ -30,6 +30,7 @@ SNAPSHOTS = "snapshots"  # RUN/snapshots/step_0001000: the EMA weights that keep
 RUN_ENTRIES = (f"{CHECKPOINT_NAME}.safetensors", f"{CHECKPOINT_NAME}.json", LOSS_LOG, SAMPLES, SNAPSHOTS)
 RUN_REPORTS = ("eval_*.json", "learning_curve.json")  # what dgm evaluate and dgm learning-curve write into a run
 LOCK = ".dgm-train.lock"  # RUN/.dgm-train.lock: the process id of the dgm train writing the run
+LOCK_GRACE = 10  # seconds for which an empty lock is its creator's, who writes its process id next
 LOSS_LOG_COLUMNS = ("step", "epoch", "loss", "lr", "images_per_s")
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -178,7 +179,11 @@ def run_lock(out):
             continue
         except FileExistsError:
             check_not_training(out)
-            lock.unlink(missing_ok=True)
+            with suppress(FileNotFoundError):
+                if time.time() - lock.stat().st_mtime < LOCK_GRACE and not lock.read_text().strip():
+                    time.sleep(0.1)  # just created, its process id not yet written: look again
+                    continue
+                lock.unlink()
     with os.fdopen(handle, "w") as file:
         file.write(str(os.getpid()))
     try:
@@ -290,8 +295,8 @@ def replacing_run(out, replace=True):
         for path in run_files(out):
             path.rename(out / SETTING_ASIDE / path.name)
         (out / SETTING_ASIDE).rename(out / SET_ASIDE)
-    except BaseException:
-        move_entries(out / SETTING_ASIDE, out)
+    except BaseException:  # before or after the folder's rename: no file of the new run exists yet
+        move_entries(next(folder for folder in (out / SETTING_ASIDE, out / SET_ASIDE) if folder.is_dir()), out)
         raise
 
     def drop():

@@ -108,6 +108,19 @@ def test_1a_an_overwrite_stopped_before_its_first_checkpoint_puts_the_old_run_ba
     assert seen == [True, True]  # the old run was aside while the new one trained
     assert f"{run} holds the run it was replacing again" in err and f"dgm train --overwrite --out {run}" in err
     assert snapshot(run) == before and (run.parent / "run.replaced").is_dir()
+    # Ctrl-C just as the set-aside folder is renamed complete, before the new run starts: the old run comes back.
+    real_rename = Path.rename
+
+    def interrupted_rename(self, target):
+        moved = real_rename(self, target)
+        if Path(target).name == dgm.runs.SET_ASIDE:
+            raise KeyboardInterrupt
+        return moved
+
+    monkeypatch.setattr(Path, "rename", interrupted_rename)
+    assert cli.main(argv) == 130
+    monkeypatch.setattr(Path, "rename", real_rename)
+    assert snapshot(run) == before
     # Once the new run has saved its first checkpoint, the old run is gone.
     monkeypatch.setattr(dgm.train, "training_step", real_step)
     assert cli.main(argv) == 0
@@ -241,6 +254,20 @@ def test_1e_one_dgm_train_at_a_time_writes_a_run(run, capsys, one_thread):
     (run / LOCK).write_text(str(writer.pid))  # its process has ended, as after a kill: the lock is taken over
     assert cli.main(["train", "--resume", "--out", str(run), "--steps", "3"]) == 0
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 3 and not (run / LOCK).exists()
+    # A lock just made, whose process id is not yet written, is its maker's; one left empty long ago is taken over.
+    writer = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / LOCK).write_text("")
+        maker = threading.Timer(0.3, lambda: (run / LOCK).write_text(str(writer.pid)))
+        maker.start()
+        refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "4"], "is being written by another")
+        maker.join()
+    finally:
+        writer.kill()
+        writer.wait()
+    (run / LOCK).write_text("")
+    os.utime(run / LOCK, (0, 0))
+    assert cli.main(["train", "--resume", "--out", str(run), "--steps", "4"]) == 0
 
 
 def test_1f_the_run_lock_survives_another_trainer_removing_or_filling_its_folder(tmp_path, monkeypatch):
