@@ -20,7 +20,7 @@ from dgm.data import MNISTDataError, load_mnist
 from dgm.device import select_device
 from dgm.files import atomic_write_text, changed_values, check_replaceable, check_writable, read_report, timestamp
 from dgm.paths import CHECKPOINTS, RUNS
-from dgm.runs import CHECKPOINT_FORMAT, config_of, run_folder_checkpoint
+from dgm.runs import CHECKPOINT_FORMAT, check_not_set_aside, config_of, run_folder_checkpoint
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
 
 REPORT_KEYS = ("settings", "samples", "real_floor")  # what marks a report of dgm evaluate
@@ -98,6 +98,7 @@ def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", se
     run's training step and T."""
     check_sample_count(n)
     path = run_folder_checkpoint(ckpt)
+    check_not_set_aside(path)
     _, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
     check_steps(steps, config_of(metadata, path).T)
     # the classifier and the test set first: a bad path or missing data should stop the run before it samples

@@ -108,6 +108,7 @@ def load_run(path, device="cpu", weights="ema"):
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     path = run_folder_checkpoint(path)
+    check_not_set_aside(path)
     tensors, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
     config = config_of(metadata, path)
     if not any(name.startswith(f"{weights}.") for name in tensors):
@@ -249,6 +250,15 @@ def wait_for_recovery(out, seconds=600):
         if time.monotonic() > deadline:
             raise CheckpointError(f"{out} still holds a run set aside by `dgm train --overwrite` after {seconds} s")
         time.sleep(0.1)
+
+
+def check_not_set_aside(path):
+    """Say where a run is whose checkpoint ``path`` is missing because a killed ``--overwrite`` set it aside."""
+    path = Path(path)
+    if not path.is_file() and replacement_pending(path.parent):
+        raise CheckpointError(f"no checkpoint at {path}: a killed `dgm train --overwrite` set the run aside in its "
+                              f"folder, and `dgm train --resume --out {path.parent}` puts it back (and trains it on "
+                              "if it is unfinished)")
 
 
 def move_entries(source, target):

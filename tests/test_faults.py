@@ -141,6 +141,8 @@ def test_1a_the_next_dgm_train_finishes_an_overwrite_that_a_kill_cut_short(run, 
                                                                            one_thread):
     before = snapshot(run)
     killed_overwrite(run, dgm.runs.SET_ASIDE)
+    for command in (["sample", "--out", str(run.parent / "grid.png")], ["evaluate", "--n", "2"]):
+        refused(capsys, [*command, "--ckpt", str(run)], f"`dgm train --resume --out {run}` puts it back")
     writer = subprocess.Popen(["sleep", "60"])  # stands for the dgm train still writing the run
     try:
         (run / LOCK).write_text(str(writer.pid))
