@@ -435,19 +435,20 @@ def main(argv=None):
             parser.exit(2, f"error: {flag} applies when a run starts; {reason}\n")
     try:
         if resume:
+            out = args.get("out", TrainConfig.out)
             if int(os.environ.get("RANK", 0)) == 0:  # before the checkpoint is read
-                with run_lock(args.get("out", TrainConfig.out)):
-                    recovered(args.get("out", TrainConfig.out))
+                with run_lock(out):
+                    recovered(out)
             else:
-                wait_for_recovery(args.get("out", TrainConfig.out))
-            path = run_folder_checkpoint(args.get("out", TrainConfig.out))
+                wait_for_recovery(out)
+            path = run_folder_checkpoint(out)
             _, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
             values = config_of(metadata, path).to_dict()
         if lengths:  # an explicit length replaces the one of a preset or a resumed run
             values.update(epochs=None, minutes=None)
         values.update(args)
         if resume:  # the folder read, wherever the run was when it was saved
-            values["out"] = str(args.get("out", TrainConfig.out))
+            values["out"] = str(out)
         if rescale:
             values["beta_min"], values["beta_max"] = rescaled_beta_range(
                 *(values.get(name, getattr(TrainConfig, name)) for name in ("beta_min", "beta_max", "T")))
