@@ -65,8 +65,9 @@ chapter: setup
 generate: setup
 	$(BIN)/python -m derivations.generate
 
+# Remove the built handouts and caches, but not _build/chapters/, whose notebooks (make chapter) you may have changed.
 clean:
-	rm -rf _build
+	find _build -mindepth 1 -maxdepth 1 ! -name chapters -exec rm -rf {} + 2>/dev/null || true
 
 # Register .venv as the Jupyter kernel "Python (dgm)" that exercises/ps4.ipynb asks for (dgm.check.exercises.KERNEL).
 kernel: setup

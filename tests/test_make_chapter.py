@@ -87,6 +87,18 @@ def test_a_notebook_changed_while_the_chapter_runs_is_kept(tmp_path, monkeypatch
     assert nbformat.read(rerun, as_version=4).cells[-1].source == "x = 1"
 
 
+def test_make_clean_keeps_the_chapter_notebooks(tmp_path):
+    (tmp_path / "_build" / "chapters").mkdir(parents=True)
+    (tmp_path / "_build" / "html").mkdir()
+    (tmp_path / "_build" / ".jupyter_cache").mkdir()
+    (tmp_path / "_build" / "chapters" / "respacing.ipynb").write_text("{}")  # the reader's changes
+    subprocess.run(["make", "-f", str(REPO / "Makefile"), "clean"], cwd=tmp_path, check=True, capture_output=True)
+    assert [path.name for path in (tmp_path / "_build").iterdir()] == ["chapters"]
+    assert (tmp_path / "_build" / "chapters" / "respacing.ipynb").read_text() == "{}"
+    subprocess.run(["make", "-f", str(REPO / "Makefile"), "clean"], cwd=tmp_path / "_build" / "chapters", check=True,
+                   capture_output=True)  # where there is no _build, nothing to do
+
+
 def test_make_chapter_with_an_unknown_name_lists_the_chapters():
     done = subprocess.run(["make", "chapter", "NAME=no_such_chapter"], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
