@@ -261,11 +261,16 @@ def check_not_set_aside(path):
                               "if it is unfinished)")
 
 
-def move_entries(source, target):
-    """Move every entry of ``source`` into ``target`` (renames within one folder tree), then remove ``source``."""
-    for path in source.iterdir():
-        path.rename(target / path.name)
-    source.rmdir()
+def move_back(out, *stages):
+    """Move the old run's files into ``out`` from the first of the ``stages`` folders there that exists, and remove
+    that folder; False if none exists."""
+    folder = next((Path(out) / stage for stage in stages if (Path(out) / stage).is_dir()), None)
+    if folder is None:
+        return False
+    for path in folder.iterdir():
+        path.rename(Path(out) / path.name)
+    folder.rmdir()
+    return True
 
 
 def put_back(out):
@@ -273,21 +278,19 @@ def put_back(out):
     out = Path(out)
     clear_run(out)
     (out / SET_ASIDE).rename(out / PUTTING_BACK)
-    move_entries(out / PUTTING_BACK, out)
+    move_back(out, PUTTING_BACK)
 
 
 def recover_set_aside(out):
     """Finish an ``--overwrite`` that a kill cut short: the new run stays if it saved a checkpoint, else the old run
     comes back. Returns what was done, or None. Call it holding ``run_lock(out)``."""
     out = Path(out)
-    if (out / SETTING_ASIDE).is_dir() or (out / PUTTING_BACK).is_dir():  # cut while moving: finish moving back
-        move_entries(out / SETTING_ASIDE if (out / SETTING_ASIDE).is_dir() else out / PUTTING_BACK, out)
-    elif not (out / SET_ASIDE).is_dir():
-        return None
-    elif holds_run(out) == "run":
-        shutil.rmtree(out / SET_ASIDE)
-        return f"deleted the run that the run in {out} replaced, which a kill had left in {out / SET_ASIDE}"
-    else:
+    if not move_back(out, SETTING_ASIDE, PUTTING_BACK):  # a kill cut a move short: it is finished above
+        if not (out / SET_ASIDE).is_dir():
+            return None
+        if holds_run(out) == "run":
+            shutil.rmtree(out / SET_ASIDE)
+            return f"deleted the run that the run in {out} replaced, which a kill had left in {out / SET_ASIDE}"
         put_back(out)
     return f"put back the run in {out} that an `--overwrite` killed before its first checkpoint had set aside"
 
@@ -306,7 +309,7 @@ def replacing_run(out, replace=True):
             path.rename(out / SETTING_ASIDE / path.name)
         (out / SETTING_ASIDE).rename(out / SET_ASIDE)
     except BaseException:  # before or after the folder's rename: no file of the new run exists yet
-        move_entries(next(folder for folder in (out / SETTING_ASIDE, out / SET_ASIDE) if folder.is_dir()), out)
+        move_back(out, SETTING_ASIDE, SET_ASIDE)
         raise
 
     def drop():
