@@ -246,19 +246,14 @@ def main(argv=None):
     done = done if kept == settings else []
     if done:
         print(f"resuming from {partial}: {len(done)} rows already drawn")
-    drawn = len(done)
-
-    def save_rows(rows):
-        nonlocal drawn
-        atomic_write_text(partial, json.dumps({"settings": settings, "rows": rows}) + "\n")
-        drawn = len(rows)
-
     try:
-        result = run_toy_ablation(n, seed=args.seed, seeds=args.seeds, done=done, save_rows=save_rows)
+        result = run_toy_ablation(n, seed=args.seed, seeds=args.seeds, done=done, save_rows=lambda rows: (
+            atomic_write_text(partial, json.dumps({"settings": settings, "rows": rows}) + "\n")))
     except KeyboardInterrupt:
-        if drawn:
-            rows = f"{drawn} row{'s' * (drawn != 1)}"
-            print(f"dgm toy-ablation: {partial} keeps the {rows} drawn so far; the same command resumes from there",
+        kept, rows = partial_run(args.out)
+        if rows and kept == settings:
+            count = f"{len(rows)} row{'s' * (len(rows) != 1)}"
+            print(f"dgm toy-ablation: {partial} keeps the {count} drawn so far; the same command resumes from there",
                   file=sys.stderr)
         raise
     partial.unlink(missing_ok=True)
