@@ -13,7 +13,7 @@ from pathlib import Path
 COMMANDS = {
     "prepare-data": ("dgm.data", "main", "rebuild and verify MNIST offline (run by `make setup`)"),
     "train": ("dgm.train", "main", "train a DDPM on MNIST (Problem 1d)"),
-    "export": ("dgm.runs", "export_main", "copy a run's EMA weights and loss log into a small folder to ship"),
+    "export": ("dgm.export", "main", "copy a run's EMA weights and loss log into a small folder to ship"),
     "sample": ("dgm.sampling", "main", "sample a trained run into a PNG grid"),
     "evaluate": ("dgm.evaluate", "main", "FID-MNIST, confidence and label entropy of a run's samples"),
     "train-classifier": ("dgm.classifier", "main", "train the evaluation classifier"),

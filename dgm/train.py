@@ -32,9 +32,10 @@ from dgm.config import (DATA_ORDER_FIELDS, EMA_INITIAL_LIMIT, FIXED_CHOICES, MOD
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import autocast_context, hardware_name, resolve_precision, select_device
 from dgm.files import check_writable, remove_temporaries
-from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, check_new_run, config_of, load_optimizer,
-                      recover_set_aside, replacing_run, run_folder_checkpoint, run_lock, run_metadata,
-                      save_ema_weights, save_run, snapshot_folder, truncate_loss_log, wait_for_recovery)
+from dgm.run_guard import check_new_run, recover_set_aside, replacing_run, run_lock, wait_for_recovery
+from dgm.runs import (CHECKPOINT_FORMAT, LOSS_LOG, LOSS_LOG_COLUMNS, SAMPLES, config_of, load_optimizer,
+                      run_folder_checkpoint, run_metadata, save_ema_weights, save_run, snapshot_folder,
+                      truncate_loss_log)
 from dgm.sampling import save_grid
 from dgm.schedules import rescaled_beta_range
 from dgm.train_step import build_optimizer, compile_network, seconds_per_step, steps_for_budget, training_step

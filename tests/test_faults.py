@@ -19,14 +19,17 @@ from safetensors.torch import load_file
 
 import dgm
 import dgm.checkpoint
+import dgm.export
 import dgm.paths
+import dgm.run_guard
 import dgm.runs
 import dgm.toy_ablation
 import dgm.train
 from dgm import cli
 from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.data import WHEEL_FILE, MNISTDataError, prepare
-from dgm.runs import LOCK, load_run, run_folder_checkpoint, run_lock
+from dgm.run_guard import LOCK, run_lock
+from dgm.runs import load_run, run_folder_checkpoint
 
 TINY_T = 20  # below the ablation's 100 respaced steps
 TINY = ["--T", str(TINY_T), "--channels", "4,8,8", "--batch-size", "16", "--train-subset", "64",
@@ -171,7 +174,7 @@ def test_1a_the_other_processes_of_a_resumed_run_wait_for_the_first_to_finish_a_
     before = snapshot(run)
     killed_overwrite(run, dgm.runs.SET_ASIDE)
     monkeypatch.setenv("RANK", "1")  # torchrun's second process: the first one, below, puts the old run back
-    first = threading.Timer(0.5, lambda: dgm.runs.recover_set_aside(run))
+    first = threading.Timer(0.5, lambda: dgm.run_guard.recover_set_aside(run))
     first.start()
     try:
         assert cli.main(["train", "--resume", "--out", str(run)]) == 0
@@ -204,7 +207,7 @@ def test_1a_an_overwrite_stopped_as_it_saves_its_first_checkpoint_keeps_the_new_
             raise KeyboardInterrupt
         return real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(dgm.runs.shutil, "rmtree", interrupted_rmtree)
+    monkeypatch.setattr(dgm.run_guard.shutil, "rmtree", interrupted_rmtree)
     err = refused(capsys, [*argv[:-5], "--seed", "3", "--overwrite", "--out", str(run)], "interrupted after step 2",
                   code=130)
     assert "keeps its checkpoint of step 2" in err and not aside.exists()
@@ -282,7 +285,7 @@ def test_1f_the_run_lock_survives_another_trainer_removing_or_filling_its_folder
         return real_open(path, *args)
 
     with monkeypatch.context() as patched:
-        patched.setattr(dgm.runs.os, "open", open_after_removal)
+        patched.setattr(dgm.run_guard.os, "open", open_after_removal)
         with run_lock(out):
             assert removed == [out] and (out / LOCK).is_file()
             (out / "notes.txt").write_text("another trainer's")  # the folder is not empty at release: it stays
@@ -324,7 +327,7 @@ def test_2_export_refuses_its_own_run_another_run_and_an_export_without_overwrit
     assert cli.main(["export", "--ckpt", str(run), "--out", str(shipped), "--dtype", "float16", "--overwrite"]) == 0
     assert load_run(shipped)[2]["weights_dtype"] == "float16"
     # Ctrl-C after the new weights, before their log: the folder never pairs them with the earlier export's log.
-    monkeypatch.setattr(dgm.runs, "atomic_write_bytes", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(dgm.export, "atomic_write_bytes", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
     assert cli.main(["export", "--ckpt", str(run), "--out", str(shipped), "--overwrite"]) == 130
     assert load_run(shipped)[2]["weights_dtype"] == "float32" and not (shipped / "loss.csv").exists()
 

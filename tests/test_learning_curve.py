@@ -8,7 +8,8 @@ from dgm import cli, evaluate, learning_curve
 from dgm.classifier import load_classifier
 from dgm.checkpoint import load_checkpoint
 from dgm.config import TrainConfig
-from dgm.runs import CHECKPOINT_FORMAT, export_run, run_folder_checkpoint, snapshot_folder, training_seconds
+from dgm.export import export_run
+from dgm.runs import CHECKPOINT_FORMAT, run_folder_checkpoint, snapshot_folder, training_seconds
 from dgm.train import train
 
 

@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 
 import dgm
 import dgm.config
-import dgm.runs
 import dgm.sampling
 import dgm.train
 import dgm.train_step
@@ -24,7 +23,8 @@ from dgm.checkpoint import CheckpointError, save_checkpoint
 from dgm.config import FIXED_VALUE_FIELDS, PRESETS, TrainConfig, ema_initial_share
 from dgm.data import load_mnist
 from dgm.device import autocast_context, resolve_precision, select_device
-from dgm.runs import CHECKPOINT_FORMAT, export_run, load_run, run_folder_checkpoint, snapshot_folder
+from dgm.export import export_run
+from dgm.runs import CHECKPOINT_FORMAT, load_run, run_folder_checkpoint, snapshot_folder
 from dgm.train import learning_rate, total_steps, train
 from dgm.train_step import BUDGET_SHARE, build_optimizer, seconds_per_step, steps_for_budget, update_ema
 from dgm.schedules import cosine_schedule
