@@ -164,7 +164,7 @@ def restore(checkpoint, path, network, ema, optimizer):
     load_optimizer(optimizer, tensors, metadata, path)
 
 
-def within_budget(config, network, batch, autocast, distributed, progress):
+def budgeted_config(config, network, batch, autocast, distributed, progress):
     """``config`` with ``steps`` set to as many as fit ``config.minutes``, timed on ``batch``; every process takes
     the first one's count."""
     pace = seconds_per_step(network, config, batch, autocast)
@@ -206,7 +206,7 @@ def train(config, resume=False, progress=True, overwrite=False):
         checkpoint, replace = None, False
         with run_lock(out) if distributed.main else contextlib.nullcontext():
             if distributed.main:  # under the lock, which removes a folder it made if a refusal leaves it empty
-                recovered(out, progress)
+                report_recovery(out, progress)
                 replace = not resume and check_new_run(out, overwrite)
             elif resume:
                 wait_for_recovery(out)
@@ -216,57 +216,42 @@ def train(config, resume=False, progress=True, overwrite=False):
                     write_sidecar(run_folder_checkpoint(out), checkpoint[1])
                     remove_temporaries(out)
             with replacing_run(out, replace) as drop_replaced:
-                return _train(config, checkpoint, progress, out, device, distributed, replace, drop_replaced)
+                return training_loop(config, checkpoint, progress, out, device, distributed, replace, drop_replaced)
     finally:
         distributed.close()
 
 
-def recovered(out, progress=True):
+def report_recovery(out, progress=True):
     """``recover_set_aside``, saying what it did."""
     done = recover_set_aside(out)
     if done and progress:
         tqdm.write(f"dgm train: {done}")
 
 
-def _train(config, checkpoint, progress, out, device, distributed, replacing=False, drop_replaced=lambda: None):
+def training_loop(config, checkpoint, progress, out, device, distributed, replacing=False,
+                  drop_replaced=lambda: None):
+    """Train from ``checkpoint`` (None: from step 0) to the run's last step, saving into ``out`` as ``config`` says;
+    ``replacing``: a run set aside in ``out`` waits for the first checkpoint, when ``drop_replaced`` deletes it."""
     if config.batch_size % distributed.world_size:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of processes "
                          f"{distributed.world_size}")
-    local_batch = config.batch_size // distributed.world_size
     images = training_images(config, device)
-    steps_per_epoch = len(images) // config.batch_size
     steps = total_steps(config, len(images))
+    start = 0 if checkpoint is None else checkpoint[1]["step"]
+    if start >= steps:  # a finished run, even one kept as its EMA weights alone, has nothing left to train
+        if progress and distributed.main:
+            tqdm.write(f"{out} finished its {steps:,} steps; {how_to_extend(out, checkpoint[1])}")
+        return out
     memory_format = torch.channels_last if config.channels_last else torch.preserve_format
-
-    torch.manual_seed(config.seed)
-    network, _ = build_model(config)  # the DDPMs around it come below, around its wrappers and its EMA
-    network.to(device, memory_format=memory_format)
-    ema = copy.deepcopy(network).requires_grad_(False)
-    optimizer = build_optimizer(network, config)
-    start = 0
+    network, ema, optimizer = new_training_state(config, device, memory_format)
     if checkpoint is not None:
-        start = checkpoint[1]["step"]
-        if start >= steps:  # a finished run, even one kept as its EMA weights alone, has nothing left to train
-            if progress and distributed.main:
-                extend = ("it samples but cannot train further: extend the run folder it was exported from"
-                          if checkpoint[1].get("weights") == "ema" else
-                          f"extend it with `dgm train --resume --out {out} --steps N`")
-                tqdm.write(f"{out} finished its {steps:,} steps; {extend}")
-            return out
         restore(checkpoint, run_folder_checkpoint(out), network, ema, optimizer)
-
-    trained = network
-    if distributed.active:
-        trained = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        trained = compile_network(trained, device)
-    training_model = ddpm_around(trained, config).to(device)
-    ema_model = ddpm_around(ema, config).to(device).eval()
+    training_model, ema_model = ddpms(network, ema, config, device, distributed)
     autocast = autocast_context(config.precision, device)
     hardware = hardware_name(device)
     if config.minutes is not None and checkpoint is None:
-        batch = images[:local_batch].contiguous(memory_format=memory_format)
-        config = within_budget(config, network, batch, autocast, distributed, progress)
+        batch = images[:config.batch_size // distributed.world_size].contiguous(memory_format=memory_format)
+        config = budgeted_config(config, network, batch, autocast, distributed, progress)
         steps = config.steps  # saved so: a resumed run ends at the same step
 
     initial_share = ema_initial_share(config.ema_decay, steps)
@@ -278,19 +263,14 @@ def _train(config, checkpoint, progress, out, device, distributed, replacing=Fal
     if distributed.main:
         log, writer = open_loss_log(log_path, start)
 
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"training ({config.precision})", unit="step",
-               disable=not (progress and distributed.main), dynamic_ncols=True)
+    bar = tqdm(batches(images, config, distributed, start, steps, memory_format), initial=start, total=steps,
+               desc=f"training ({config.precision})", unit="step", disable=not (progress and distributed.main),
+               dynamic_ncols=True)
     noise_generator = torch.Generator(device)
-    order, order_epoch = None, None
     saved, done = start, start
-    window, window_began = [], time.perf_counter()  # (step, epoch, rate, loss on the device) since the last write
+    window, window_began = [], time.perf_counter()  # (step, epoch, lr, loss on the device) since the last write
     try:
-        for step in bar:
-            epoch, position = divmod(step, steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = epoch_order(config.seed, epoch, len(images)).to(device), epoch
-            first = position * config.batch_size + distributed.rank * local_batch
-            batch = images[order[first:first + local_batch]].contiguous(memory_format=memory_format)
+        for step, epoch, batch in bar:
             noise_generator.manual_seed(seed_for(config.seed, STREAM_NOISE, step, distributed.rank))
             if config.compile:
                 torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are no longer read
@@ -312,9 +292,7 @@ def _train(config, checkpoint, progress, out, device, distributed, replacing=Fal
                                       f"{kept_checkpoint(out, saved, replacing)}; lower --lr and "
                                       f"{how_to_continue(out, saved, '--lr ...')}")
             if distributed.main:
-                rate = config.batch_size * len(window) / (time.perf_counter() - window_began)
-                for (row_step, row_epoch, row_lr, _), value in zip(window, losses.tolist()):
-                    writer.writerow([row_step, row_epoch, f"{value:.6f}", f"{row_lr:.3e}", f"{rate:.1f}"])
+                rate = write_window(writer, window, losses, config.batch_size, time.perf_counter() - window_began)
                 bar.set_postfix(loss=f"{losses.mean():.4f}", img_s=f"{rate:.0f}")
                 if saving:
                     log.flush()
@@ -347,6 +325,54 @@ def _train(config, checkpoint, progress, out, device, distributed, replacing=Fal
             truncate_loss_log(log_path, saved)  # the log ends where the checkpoint does
         bar.close()
     return out
+
+
+def new_training_state(config, device, memory_format):
+    """The network that ``config`` describes, seeded by ``config.seed``, its EMA and their optimizer."""
+    torch.manual_seed(config.seed)
+    network, _ = build_model(config)  # the DDPMs around it come from ``ddpms``, around its wrappers and its EMA
+    network.to(device, memory_format=memory_format)
+    return network, copy.deepcopy(network).requires_grad_(False), build_optimizer(network, config)
+
+
+def ddpms(network, ema, config, device, distributed):
+    """The DDPM that trains ``network`` (wrapped for DDP and compiled as ``config`` says) and the EMA's, which
+    samples."""
+    trained = network
+    if distributed.active:
+        trained = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        trained = compile_network(trained, device)
+    return ddpm_around(trained, config).to(device), ddpm_around(ema, config).to(device).eval()
+
+
+def batches(images, config, distributed, start, steps, memory_format):
+    """(step, epoch, batch) for each step from ``start``: each epoch reads the images in its ``epoch_order``, and each
+    process takes its share of the global batch."""
+    local_batch = config.batch_size // distributed.world_size
+    steps_per_epoch = len(images) // config.batch_size
+    order, order_epoch = None, None
+    for step in range(start, steps):
+        epoch, position = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = epoch_order(config.seed, epoch, len(images)).to(images.device), epoch
+        first = position * config.batch_size + distributed.rank * local_batch
+        yield step, epoch, images[order[first:first + local_batch]].contiguous(memory_format=memory_format)
+
+
+def write_window(writer, window, losses, batch_size, seconds):
+    """The loss log's rows of a window of steps (``losses`` read from the device); returns its images per second."""
+    rate = batch_size * len(window) / seconds
+    for (step, epoch, lr, _), value in zip(window, losses.tolist()):
+        writer.writerow([step, epoch, f"{value:.6f}", f"{lr:.3e}", f"{rate:.1f}"])
+    return rate
+
+
+def how_to_extend(out, metadata):
+    """What a finished run can do next: train on with more steps, unless it is an export."""
+    if metadata.get("weights") == "ema":
+        return "it samples but cannot train further: extend the run folder it was exported from"
+    return f"extend it with `dgm train --resume --out {out} --steps N`"
 
 
 def step_on_disk(out, fallback):
@@ -439,7 +465,7 @@ def main(argv=None):
             out = args.get("out", TrainConfig.out)
             if int(os.environ.get("RANK", 0)) == 0:  # before the checkpoint is read
                 with run_lock(out):
-                    recovered(out)
+                    report_recovery(out)
             else:
                 wait_for_recovery(out)
             path = run_folder_checkpoint(out)
