@@ -11,22 +11,22 @@ import warnings
 from pathlib import Path
 
 COMMANDS = {
-    "prepare-data": ("dgm.data", "main", "rebuild and verify MNIST offline (run by `make setup`)"),
-    "train": ("dgm.train", "main", "train a DDPM on MNIST (Problem 1d)"),
-    "export": ("dgm.export", "main", "copy a run's EMA weights and loss log into a small folder to ship"),
-    "sample": ("dgm.sampling", "main", "sample a trained run into a PNG grid"),
-    "evaluate": ("dgm.evaluate", "main", "FID-MNIST, confidence and label entropy of a run's samples"),
-    "train-classifier": ("dgm.classifier", "main", "train the evaluation classifier"),
-    "learning-curve": ("dgm.learning_curve", "main", "sample quality of a run's kept snapshots over training"),
-    "ablation": ("dgm.ablation", "main", "the MNIST ablation over T, respacing and DDIM (Problem 2)"),
-    "toy-ablation": ("dgm.toy_ablation", "main", "the 1-D toy's ablations (Problems 2-3)"),
-    "check": ("dgm.check", "main", "check your solutions to the problem set (exercises/), naming each mistake"),
+    "prepare-data": ("dgm.data", "rebuild and verify MNIST offline (run by `make setup`)"),
+    "train": ("dgm.train", "train a DDPM on MNIST (Problem 1d)"),
+    "export": ("dgm.export", "copy a run's EMA weights and loss log into a small folder to ship"),
+    "sample": ("dgm.sampling", "sample a trained run into a PNG grid"),
+    "evaluate": ("dgm.evaluate", "FID-MNIST, confidence and label entropy of a run's samples"),
+    "train-classifier": ("dgm.classifier", "train the evaluation classifier"),
+    "learning-curve": ("dgm.learning_curve", "sample quality of a run's kept snapshots over training"),
+    "ablation": ("dgm.ablation", "the MNIST ablation over T, respacing and DDIM (Problem 2)"),
+    "toy-ablation": ("dgm.toy_ablation", "the 1-D toy's ablations (Problems 2-3)"),
+    "check": ("dgm.check", "check your solutions to the problem set (exercises/), naming each mistake"),
 }
 
 
 def usage():
     width = max(map(len, COMMANDS))
-    lines = [f"  {name:{width}s}  {help_text}" for name, (_, _, help_text) in COMMANDS.items()]
+    lines = [f"  {name:{width}s}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
     return "usage: dgm COMMAND [options]   (dgm COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
 
 
@@ -54,9 +54,9 @@ def main(argv=None):
         guess = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"dgm: unknown command {command!r}{guess}\n\n{usage()}", file=sys.stderr)
         return 2
-    module, function, _ = COMMANDS[command]
+    module, _ = COMMANDS[command]
     try:
-        entry = getattr(importlib.import_module(module), function)
+        entry = importlib.import_module(module).main
     except ModuleNotFoundError as error:
         if error.name != module:
             raise

@@ -59,7 +59,7 @@ class TrainConfig:
     depth: int = 1  # residual blocks per path at the U-Net's half and quarter resolutions (dgm.unet.UNet)
     steps: int = 10_000
     epochs: float | None = None  # if set, overrides steps: that many passes over the training set
-    minutes: float | None = None  # if set, a new run sets steps to as many as fit that many minutes (steps_for_budget)
+    minutes: float | None = None  # if set, a new run sets steps to as many as fit that many minutes (dgm.train_step)
     batch_size: int = 128
     lr: float = 2e-4
     warmup_steps: int = 500

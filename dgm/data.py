@@ -178,8 +178,9 @@ def prepare(root=None, cache=None, quiet=False):
     return raw_folder(root)
 
 
-def load_mnist(split="train", root=None, verify=True):
-    """MNIST ``split`` ("train": 60,000, "test": 10,000) as float32 images (N, 1, 28, 28) in [-1, 1] and labels.
+def load_mnist(split="train", root=None):
+    """MNIST ``split`` ("train": 60,000, "test": 10,000) as float32 images (N, 1, 28, 28) in [-1, 1] and labels,
+    from the files in ``root`` (default: $DGM_DATA, else data/), checked against the official digests.
 
     Reads the IDX files with ``torchvision.datasets.MNIST`` once and scales the whole tensor, instead of going
     through PIL per item (the training loop indexes batches directly).
@@ -189,8 +190,7 @@ def load_mnist(split="train", root=None, verify=True):
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = default_root() if root is None else Path(root)
-    if verify:
-        check(root)
+    check(root)
     dataset = MNIST(str(root), train=split == "train", download=False)
     images = dataset.data.unsqueeze(1).to(torch.float32) / ((PIXEL_LEVELS - 1) / 2) - 1
     return images, dataset.targets.clone()

@@ -29,10 +29,11 @@ def reverse_steps(schedule, x, progress):
         yield i, x.new_full((len(x),), int(schedule["timesteps"][i]), dtype=torch.long)
 
 
-def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=None, progress=False):
+def sample_ancestral(eps_model, x, schedule, sigma="beta", generator=None, callback=None, progress=False):
     """Ancestral sampling of DDPM (Ho et al. 2020, Algorithm 2) on a possibly respaced schedule.
 
-    ``sigma="beta"`` draws with sigma^2 = beta_t, ``"posterior"`` with beta_tilde_t; no noise at the last step.
+    ``eps_model(x_t, t)`` predicts the noise (``DDPM.predict_eps``); ``sigma="beta"`` draws with sigma^2 = beta_t,
+    ``"posterior"`` with beta_tilde_t; no noise at the last step.
     """
     if sigma not in SIGMA_CHOICES:
         raise ValueError(f"sigma must be one of {SIGMA_CHOICES}, got {sigma!r}")
@@ -40,7 +41,7 @@ def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=
     for i, t in reverse_steps(schedule, x, progress):
         # Kept in float64 (no .to(x.dtype)): a long respaced jump has beta' within 1e-8 of 1, which float32 rounds to 1.
         beta, alpha_bar = (schedule[name][i] for name in ("beta", "alpha_bar"))
-        eps = model(x, t)
+        eps = eps_model(x, t)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "x0_pred": closed_forms.predict_x0(x, eps, alpha_bar)})
         x = closed_forms.reverse_mean_from_eps(x, eps, beta, alpha_bar)  # eq. 11
@@ -50,12 +51,12 @@ def sample_ancestral(model, x, schedule, sigma="beta", generator=None, callback=
     return x
 
 
-def sample_ddim(model, x, schedule, sigma=None, generator=None, callback=None, progress=False):
+def sample_ddim(eps_model, x, schedule, sigma=None, generator=None, callback=None, progress=False):
     """Deterministic DDIM sampling, eta = 0 (Song, Meng and Ermon 2021, eq. 12, whose alpha_t is our alpha_bar); adds no
-    noise, ignores sigma."""
+    noise, ignores sigma. ``eps_model(x_t, t)`` predicts the noise (``DDPM.predict_eps``)."""
     for i, t in reverse_steps(schedule, x, progress):  # x's dtype suffices here: DDIM never forms 1 - beta
         alpha_bar, alpha_bar_prev = (schedule[name][i].to(x.dtype) for name in ("alpha_bar", "alpha_bar_prev"))
-        eps = model(x, t)
+        eps = eps_model(x, t)
         x0_pred = closed_forms.predict_x0(x, eps, alpha_bar)
         if callback is not None:
             callback({"x": x, "i": i, "t": t, "x0_pred": x0_pred})

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dgm._arguments import is_integer
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier, predict
 from dgm.data import MNISTDataError, load_mnist
-from dgm.device import select_device
 from dgm.files import atomic_write_text, changed_values, check_replaceable, check_writable, read_report, timestamp
 from dgm.paths import CHECKPOINTS, RUNS
 from dgm.runs import CHECKPOINT_FORMAT, check_not_set_aside, config_of, run_folder_checkpoint
@@ -65,7 +65,7 @@ def score_images(images, classifier, reference):
 
 def check_sample_count(n):
     """Refuse an n that FID-MNIST cannot score: it needs a covariance, so two samples at least."""
-    if not isinstance(n, int) or n < 2:
+    if not is_integer(n) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
 
 
@@ -102,7 +102,7 @@ def evaluate_run(ckpt, steps=None, n=1000, sampler="ancestral", sigma="beta", se
     _, metadata = load_checkpoint(path, CHECKPOINT_FORMAT)
     check_steps(steps, config_of(metadata, path).T)
     # the classifier and the test set first: a bad path or missing data should stop the run before it samples
-    classifier = load_classifier(classifier_path, device=select_device(device))
+    classifier = load_classifier(classifier_path)  # on the CPU, as every report's: no score depends on the device
     reference = reference_statistics(classifier, data)
     images, seconds = sample_run(ckpt, n, steps, sampler, sigma, seed, device, progress=True)
     report = evaluate_images(images, classifier=classifier, data=data, seed=seed, reference=reference)

@@ -8,7 +8,7 @@ import torch
 
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.files import atomic_write_bytes, check_writable
-from dgm.runs import CHECKPOINT_FORMAT, LOSS_LOG, config_of, holds_run, run_folder_checkpoint, save_ema_weights
+from dgm.runs import CHECKPOINT_FORMAT, LOSS_LOG, config_of, run_kind, run_folder_checkpoint, save_ema_weights
 
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -18,7 +18,7 @@ def check_export_target(source, out, overwrite=False):
     ``overwrite``."""
     out = Path(out)
     check_writable(out, folder=True)
-    inside = next((folder for folder in out.resolve().parents if holds_run(folder) == "run"), None)
+    inside = next((folder for folder in out.resolve().parents if run_kind(folder) == "run"), None)
     if inside is not None:  # even as a new folder: `dgm train --overwrite` of that run would delete its samples/
         raise ValueError(f"--out {out} lies inside the run {inside}, whose snapshots and samples it would replace: "
                          "export into a folder of its own")
@@ -26,12 +26,7 @@ def check_export_target(source, out, overwrite=False):
         return
     if out.resolve() == run_folder_checkpoint(source).parent.resolve():
         raise ValueError(f"--out {out} is the run being exported: export into another folder")
-    try:
-        _, metadata = load_checkpoint(run_folder_checkpoint(out), CHECKPOINT_FORMAT)
-        exported = metadata.get("weights") == "ema"
-    except CheckpointError:
-        exported = False
-    if not exported:
+    if run_kind(out) != "export":
         raise ValueError(f"--out {out} is not empty and holds no export (a training run, or other files): export "
                          "into a new folder")
     if not overwrite:

@@ -19,7 +19,7 @@ from dgm.data import MNISTDataError
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
 from dgm.evaluate import CONFIDENT, check_sample_count, real_data_floor, score_images, reference_statistics
 from dgm.files import atomic_write_text, changed_values, check_replaceable, check_writable, read_report
-from dgm.runs import (CHECKPOINT_FORMAT, SNAPSHOTS, config_of, holds_run, run_folder_checkpoint, snapshot_folder,
+from dgm.runs import (CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_kind, run_folder_checkpoint, snapshot_folder,
                       training_seconds)
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
 
@@ -47,7 +47,7 @@ def learning_curve(run, steps=100, sampler="ancestral", sigma="posterior", n=256
     if not run.is_dir():
         raise ValueError(f"no run folder {run}")
     kept_steps = snapshot_steps(run)
-    if not kept_steps and holds_run(run) == "export":
+    if not kept_steps and run_kind(run) == "export":
         raise ValueError(f"{run} is an export, which keeps no snapshots: score the run folder that "
                          "`dgm train --keep-every K` wrote")
     if not kept_steps:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dgm.checkpoint import CheckpointError
 from dgm.files import check_writable
-from dgm.runs import PUTTING_BACK, SET_ASIDE, SETTING_ASIDE, holds_run, replacement_pending, run_files
+from dgm.runs import PUTTING_BACK, SET_ASIDE, SETTING_ASIDE, run_kind, replacement_pending, run_files
 
 LOCK = ".dgm-train.lock"  # RUN/.dgm-train.lock: the process id of the dgm train writing the run
 LOCK_GRACE = 10  # seconds for which an empty lock is its creator's, who writes its process id next
@@ -82,7 +82,7 @@ def check_new_run(out, overwrite=False):
     check_writable(out, folder=True)
     if not out.is_dir() or not any(path.name != LOCK for path in out.iterdir()):
         return False
-    held = holds_run(out)
+    held = run_kind(out)
     if held == "export":
         raise ValueError(f"--out {out} holds an export (made by `dgm export` for sampling), which a training run "
                          "never replaces: choose a new --out")
@@ -142,7 +142,7 @@ def recover_set_aside(out):
     if not move_back(out, SETTING_ASIDE, PUTTING_BACK):  # a kill cut a move short: it is finished above
         if not (out / SET_ASIDE).is_dir():
             return None
-        if holds_run(out) == "run":
+        if run_kind(out) == "run":
             shutil.rmtree(out / SET_ASIDE)
             return f"deleted the run that the run in {out} replaced, which a kill had left in {out / SET_ASIDE}"
         put_back(out)
@@ -172,7 +172,7 @@ def replacing_run(out, replace=True):
     try:
         yield drop
     except BaseException:
-        if holds_run(out) == "run":  # the new run saved a checkpoint, whatever stopped it: it stays
+        if run_kind(out) == "run":  # the new run saved a checkpoint, whatever stopped it: it stays
             drop()
         elif (out / SET_ASIDE).is_dir():
             put_back(out)

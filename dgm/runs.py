@@ -119,7 +119,7 @@ def run_files(out):
             or any(path.match(pattern) for pattern in (*RUN_REPORTS, ".*.tmp"))]
 
 
-def holds_run(out):
+def run_kind(out):
     """"run" if ``out`` holds a training run's checkpoint, "export" if an export's, "log" if only a training run's
     loss log (a run stopped before its first checkpoint), else None."""
     try:

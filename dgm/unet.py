@@ -2,9 +2,8 @@
 
 Problem 1(d). Two resolutions below 28 x 28 (14, 7), one residual block per level (optionally more at 14 x 14 and
 7 x 7), a sinusoidal embedding of the timestep added inside every block, and optionally self-attention at 7 x 7.
-Each residual block normalises once (not twice, as in Ho et al. 2020): on a CPU normalisation passes cost memory
-bandwidth, not FLOPs, so fewer of them bring a training step closer to the machine's matmul rate
-(benchmarks/train_throughput.py).
+Each residual block normalises once (not twice, as in Ho et al. 2020): on a CPU a normalisation pass costs memory
+bandwidth, not FLOPs, so fewer of them bring a training step closer to the machine's matmul rate.
 """
 
 import math
