@@ -29,12 +29,20 @@ def reverse_steps(schedule, x, progress):
         yield i, x.new_full((len(x),), int(schedule["timesteps"][i]), dtype=torch.long)
 
 
+def check_noise_predictor(eps_model):
+    """Refuse a DDPM where its noise predictor belongs: its forward() noises x_0, and sampling with it would return
+    noise without an error."""
+    if isinstance(eps_model, DDPM):
+        raise ValueError("eps_model(x_t, t) predicts the noise: pass ddpm.predict_eps, or call ddpm.sample(...)")
+
+
 def sample_ancestral(eps_model, x, schedule, sigma="beta", generator=None, callback=None, progress=False):
     """Ancestral sampling of DDPM (Ho et al. 2020, Algorithm 2) on a possibly respaced schedule.
 
     ``eps_model(x_t, t)`` predicts the noise (``DDPM.predict_eps``); ``sigma="beta"`` draws with sigma^2 = beta_t,
     ``"posterior"`` with beta_tilde_t; no noise at the last step.
     """
+    check_noise_predictor(eps_model)
     if sigma not in SIGMA_CHOICES:
         raise ValueError(f"sigma must be one of {SIGMA_CHOICES}, got {sigma!r}")
     variance = schedule["beta"] if sigma == "beta" else schedule["posterior_variance"]
@@ -54,6 +62,7 @@ def sample_ancestral(eps_model, x, schedule, sigma="beta", generator=None, callb
 def sample_ddim(eps_model, x, schedule, sigma=None, generator=None, callback=None, progress=False):
     """Deterministic DDIM sampling, eta = 0 (Song, Meng and Ermon 2021, eq. 12, whose alpha_t is our alpha_bar); adds no
     noise, ignores sigma. ``eps_model(x_t, t)`` predicts the noise (``DDPM.predict_eps``)."""
+    check_noise_predictor(eps_model)
     for i, t in reverse_steps(schedule, x, progress):  # x's dtype suffices here: DDIM never forms 1 - beta
         alpha_bar, alpha_bar_prev = (schedule[name][i].to(x.dtype) for name in ("alpha_bar", "alpha_bar_prev"))
         eps = eps_model(x, t)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from dgm import DDPM, closed_forms, cosine_schedule
+from dgm import DDPM, SAMPLERS, closed_forms, cosine_schedule
 from dgm.check.sampler_checks import SAMPLE_CHECKS
 
 
@@ -198,6 +198,14 @@ def test_bad_sample_arguments():
                             ({"dtype": "float32"}, "dtype must be a torch.dtype")]:
         with pytest.raises(ValueError, match=message):
             model.sample(**{"n": 2, **kwargs})
+
+
+def test_samplers_refuse_a_ddpm_in_place_of_its_noise_predictor():
+    model = DDPM(TinyEpsModel(), T=20, shape=(2,))
+    for sampler in SAMPLERS.values():
+        with pytest.raises(ValueError, match="pass ddpm.predict_eps"):
+            sampler(model, torch.zeros(3, 2), model.sampling_schedule())
+        assert sampler(model.predict_eps, torch.zeros(3, 2), model.sampling_schedule()).shape == (3, 2)
 
 
 def test_sampling_shapes_determinism_and_trajectory():
