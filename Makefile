@@ -25,9 +25,10 @@ test: setup
 	$(BIN)/python -m pytest
 
 # The execution cache keys only a chapter's code cells, and Sphinx re-reads only chapters whose text changed; so when
-# the library, the derivations or the shipped results change, both caches are cleared and every chapter runs again.
-BOOK_INPUTS := $(shell find dgm derivations results checkpoints -type f \( -name '*.py' -o -name '*.json' \
-	-o -name '*.csv' -o -name '*.safetensors' -o -name '*.png' \) 2>/dev/null)
+# the library, the derivations, the chapters' plumbing or the shipped results change, both caches are cleared and
+# every chapter runs again.
+BOOK_INPUTS := book/handout.py $(shell find dgm derivations results checkpoints -type f \( -name '*.py' -o -name \
+	'*.json' -o -name '*.csv' -o -name '*.safetensors' -o -name '*.png' \) 2>/dev/null)
 
 _build/.executed-inputs: $(BOOK_INPUTS)
 	rm -rf _build/.jupyter_cache _build/.doctrees
