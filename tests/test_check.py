@@ -23,7 +23,7 @@ from nbclient import NotebookClient
 import dgm.files
 from dgm.check import book_sources, command, exercises, mixture_checks, problems, sampler_checks, schedule_checks
 from dgm.check.problems import PROBLEMS
-from dgm.check.verdicts import Mistake, UsageError
+from dgm.check.verdicts import Mistake, UsageError, compare
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = Path(__file__).resolve().parent / "check_solutions"
@@ -89,6 +89,22 @@ def test_a_sampler_ignoring_its_generator_is_sent_to_the_contract_that_asks_for_
     (failed,) = [verdict for verdict in results["1c"] if verdict.status != "ok"]
     assert failed.mistake == "generator ignored" and failed.section == sampler_checks.EXERCISE_SECTION
     assert "Exercises" in book_sources.section_title(failed.section)
+
+
+def test_too_few_digits_says_how_many_agree():
+    expected = np.array([1.0, 2.0])
+    for error, digits in ((3e-4, 4), (2e-5, 5)):  # relative errors that round to 10^-4 and 10^-5
+        with pytest.raises(Mistake) as raised:
+            compare(expected * (1 + error), expected, "x", "section")
+        assert f"about {digits} significant digits" in raised.value.explanation
+
+
+def test_a_mistake_of_the_posterior_branch_names_its_sigma_once(one_thread):
+    not_finite = next(function for key, mistake, function in mutants.MUTANTS if mistake == "samples not finite")
+    results = command.run("1c", solution_namespace(sample=not_finite))
+    (failed,) = [verdict for verdict in results["1c"] if verdict.status != "ok"]
+    assert failed.explanation.startswith('with sigma="posterior", the step') \
+        and failed.explanation.count("sigma=") == 1, failed.explanation
 
 
 @pytest.mark.parametrize("key, function, words", [
@@ -457,6 +473,16 @@ def test_student_files_hold_no_solution(untouched):
         lines = [line for line in body.splitlines() if len(line) > 30]
         assert not any(line in sources or line in template for line in lines), body
     assert "import dgm" not in template and "from dgm" not in template
+
+
+def test_a_new_part_of_the_problem_set_reaches_the_notebook(tmp_path):
+    book = tmp_path / "book"
+    book.mkdir()
+    for chapter in exercises.BOOK.glob("*.md"):
+        (book / chapter.name).write_text(chapter.read_text())
+    (book / "more.md").write_text("# More\n\n```{exercise} Problem 4a\n:label: ex-4a\n\nDraw one sample.\n```\n")
+    notebook = exercises.render_notebook(book)
+    assert "## Problem 4a" in notebook and "Draw one sample." in notebook
 
 
 def test_a_missing_or_unsafe_exercise_is_a_clear_error(tmp_path):

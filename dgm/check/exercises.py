@@ -15,12 +15,12 @@ from pathlib import Path
 
 import nbformat
 
-from dgm.check.book_sources import exercise, section_titles
+from dgm.check.book_sources import exercise, exercises, section_titles
 from dgm.check.problems import PROBLEMS
 from dgm.files import atomic_write_text, check_writable
 from dgm.paths import BOOK, EXERCISES
 
-LABELS = ("ex-1a", "ex-1b", "ex-1c", "ex-1d", "ex-2a", "ex-2b", "ex-3a", "ex-3b", "ex-3c")
+PROBLEM_SET_LABEL = re.compile(r"ex-\d[a-z]")  # ex-1a ... ex-3c; the handout's other exercises stay in the book
 NOTEBOOK, TEMPLATE = "ps4.ipynb", "solution_template.py"
 # What must never reach the student's files: solutions, and code pulled in from the library.
 FORBIDDEN = ("{solution", "literalinclude", "{code-cell", "{include", "{glue")
@@ -110,6 +110,16 @@ def untouched(path):
     return bool(match) and digest(text[:match.start()]) == match.group(1)
 
 
+def problem_set_labels(book=BOOK):
+    """The labels of the handout's exercises that are parts of the problem set, in the problem set's order; each
+    problem that ``dgm check`` checks must have one."""
+    labels = sorted(label for label in exercises(book) if PROBLEM_SET_LABEL.fullmatch(label))
+    for label in PROBLEM_BY_EXERCISE:
+        if label not in labels:
+            exercise(label, book)  # a ValueError that names the labels the handout has
+    return labels
+
+
 def render_notebook(book=BOOK):
     """The student notebook as JSON text, with cell ids derived from the labels so that it renders the same twice."""
     def markdown(source, cell_id):
@@ -119,7 +129,7 @@ def render_notebook(book=BOOK):
         return nbformat.v4.new_code_cell(source, id=cell_id)
 
     cells = [markdown(INTRODUCTION.strip(), "introduction"), code(f"{IMPORTS}\n\nfrom dgm.check import check", "setup")]
-    for label in LABELS:
+    for label in problem_set_labels(book):
         text = TERMINAL_CHECK.sub(lambda match: "Write your function in the cell below and run "
                                   f'`check("{match.group(1)}")` in the cell after it.', jupyter_markdown(label, book))
         cells.append(markdown(f"## {exercise(label, book).title}\n\n{text}", label))
@@ -150,7 +160,7 @@ def render_template(book=BOOK):
              "`.venv/bin/dgm check 1a ...`. "
              "Written by `make exercises` from the handout's exercises;\nexercises/ps4.ipynb holds the same functions "
              'in a notebook.\n"""\n\n' + IMPORTS + "\n"]
-    for label in LABELS:
+    for label in problem_set_labels(book):
         problem = PROBLEM_BY_EXERCISE.get(label)
         if problem:
             title = exercise(label, book).title

@@ -197,7 +197,6 @@ def as_float_array(value, what, section, shape=None):
 
 
 SINGLE_PRECISION_RTOL = 1e-3  # float32 results of these closed forms agree with float64 well within it
-SINGLE_PRECISION_DIGITS = 4
 
 
 def close(got, expected, rtol, atol):
@@ -233,7 +232,8 @@ def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12, x=
     where = f" at x = {x[index]:g}" if x is not None else f"[{', '.join(map(str, index))}]" if index else ""
     inputs = f" ({context})" if context else ""
     if close(got, expected, SINGLE_PRECISION_RTOL, atol):
-        raise Mistake("too few correct digits", f"{what} agrees only to about {SINGLE_PRECISION_DIGITS} significant "
+        digits = round(-np.log10(np.max(np.abs(got - expected) / np.maximum(np.abs(expected), atol))))
+        raise Mistake("too few correct digits", f"{what} agrees only to about {digits} significant "
                       f"digits, where the check asks a relative error under {rtol:g}: {what}{where} is "
                       f"{got[index]:.10g}, expected {expected[index]:.10g}{inputs}. float32 or float16 arithmetic, "
                       "or an approximation such as a finite difference, loses the rest: compute the exact formula in "

@@ -168,6 +168,12 @@ def sample_left_as_zeros(eps_model, n, shape, schedule, sigma="beta", generator=
     return torch.zeros((n, *shape), dtype=torch.float64)
 
 
+def sample_without_posterior(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    if sigma == "posterior":  # the template's TODO left in one branch
+        raise NotImplementedError
+    return reference.sample(eps_model, n, shape, schedule, sigma, generator)
+
+
 def posterior_mean_with_alpha_bar_t(x, eps, beta, alpha, alpha_bar):
     """mu_tilde(x_t, x0_hat) with sqrt(alpha_bar_t) where sqrt(alpha_bar_(t-1)) multiplies x0_hat."""
     alpha_bar_prev = alpha_bar / alpha
@@ -513,6 +519,7 @@ MUTANTS = [
     ("1c", "noise not centred", sampler(draw=lambda x, generator: torch.rand(x.shape, generator=generator,
                                                                             dtype=x.dtype))),
     ("1c", "every sample is the same", sample_left_as_zeros),
+    ("1c", 'sigma="posterior" not implemented', sample_without_posterior),
     ("1c", "the chain in half precision",
      sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar:
              ((x - beta / (1 - alpha_bar).sqrt() * eps) / alpha.sqrt()).bfloat16())),
