@@ -13,16 +13,14 @@ batch, precision and `--compile`), as checkpoints/retrain_on_gpu.sh does for the
 """
 
 import argparse
-import copy
 import time
 
 import torch
 
-from dgm.config import PRESETS, TrainConfig
+from dgm.config import PRESETS, TrainConfig, build_model
 from dgm.device import autocast_context, select_device
-from dgm.config import build_model, ddpm_around
 from dgm.runs import run_folder_checkpoint
-from dgm.train_step import build_optimizer, compile_network, training_step
+from dgm.train_step import standalone_step
 from dgm.unet import training_flops
 
 # The reference matmul per device type: (its dtype, its size n of an n x n by n x n product, products per timing).
@@ -44,23 +42,13 @@ def elapsed(work, device, repeats):
     return (time.perf_counter() - start) / repeats
 
 
-def prepare_step(config, device, memory_format, compiled, batch):
+def prepare_step(config, device, memory_format, batch):
     """A closure running one `dgm train` step of a fresh network of ``config`` on ``batch`` (seeded, warmed up)."""
     torch.manual_seed(0)
     network, _ = build_model(config)
     network.to(device, memory_format=memory_format)
-    ema = copy.deepcopy(network).requires_grad_(False)
-    optimizer = build_optimizer(network, config)
-    model = ddpm_around(compile_network(network, device) if compiled else network, config).to(device)
-    noise = torch.Generator(device).manual_seed(0)
-    batch = batch.contiguous(memory_format=memory_format)
-    autocast = autocast_context(config.precision, device)
-
-    def step():
-        if compiled:
-            torch.compiler.cudagraph_mark_step_begin()
-        training_step(model, network, ema, optimizer, batch, noise, config.lr, config, autocast)
-
+    step = standalone_step(network, config, batch.contiguous(memory_format=memory_format),
+                           autocast_context(config.precision, device))
     elapsed(step, device, WARMUP_STEPS)
     return step
 
@@ -124,8 +112,9 @@ def main(argv=None):
         torch.manual_seed(0)
         batch = torch.rand(batch_size, 1, 28, 28, device=device) * 2 - 1
         for label, memory_format, compiled, precision in variants:
-            config = TrainConfig(**{**base.to_dict(), "batch_size": batch_size, "precision": precision})
-            steps.append(((label, batch_size), prepare_step(config, device, memory_format, compiled, batch)))
+            config = TrainConfig(**{**base.to_dict(), "batch_size": batch_size, "precision": precision,
+                                    "compile": compiled})
+            steps.append(((label, batch_size), prepare_step(config, device, memory_format, batch)))
     # Interleave the variants and the matmul over several rounds and keep each one's best: on a shared machine
     # this compares them under the same load.
     dtype, size, products = MATMUL[device.type]

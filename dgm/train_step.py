@@ -78,24 +78,33 @@ def steps_for_budget(minutes, seconds_per_step):
     return max(1, math.floor(minutes * 60 * BUDGET_SHARE / seconds_per_step))
 
 
-def seconds_per_step(network, config, batch, autocast):
-    """The pace of this process's training steps on ``batch``, timed on copies of the network (compiled if the config
-    compiles), its EMA and a new optimizer under a forked random state, so the run itself is untouched (without DDP's
-    traffic)."""
-    network = copy.deepcopy(network)
+def standalone_step(network, config, batch, autocast):
+    """A closure running one training step of ``network`` on ``batch`` as ``dgm train`` does (compiled if the config
+    compiles), with an EMA, an optimizer and a noise generator of its own: what the pace and the benchmark time."""
     ema = copy.deepcopy(network).requires_grad_(False)
     optimizer = build_optimizer(network, config)
     model = ddpm_around(compile_network(network, batch.device) if config.compile else network, config).to(batch.device)
     noise_generator = torch.Generator(batch.device).manual_seed(0)
+
+    def step():
+        if config.compile:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are no longer read
+        return training_step(model, network, ema, optimizer, batch, noise_generator, config.lr, config, autocast)
+
+    return step
+
+
+def seconds_per_step(network, config, batch, autocast):
+    """The pace of this process's training steps on ``batch``, timed on copies of the network (compiled if the config
+    compiles), its EMA and a new optimizer under a forked random state, so the run itself is untouched (without DDP's
+    traffic)."""
+    step = standalone_step(copy.deepcopy(network), config, batch, autocast)
     duration = min(PROBE_SECONDS, config.minutes * 60 / 50)
     with torch.random.fork_rng(devices=[batch.device] if batch.device.type == "cuda" else []):
         timed, began = -PROBE_WARMUP_STEPS, None
         while timed < PROBE_MIN_STEPS or time.perf_counter() - began < duration:
             if timed == 0:
                 began = time.perf_counter()
-            if config.compile:
-                torch.compiler.cudagraph_mark_step_begin()
-            loss = training_step(model, network, ema, optimizer, batch, noise_generator, config.lr, config, autocast)
-            loss.item()  # waits for the step
+            step().item()  # waits for the step
             timed += 1
     return (time.perf_counter() - began) / timed

@@ -200,9 +200,10 @@ def check_start(sample, sigma):
 
 
 def fit_steps(network, samples):
-    """Least squares x_(t-1) = a x_t + b eps + r at each step, in the order t = T..1 (index k = t - 1 = T-1..0).
+    """Least squares x_(t-1) = a x_t + b eps + r at each step of the chain, which runs t = T..1.
 
-    Returns arrays a, b, their standard errors, and the standard deviation of r (the noise the step added).
+    Returns arrays indexed by k = t - 1 (0..T-1): a, b, their standard errors, and the standard deviation of r (the
+    noise the step added).
     """
     states = chain_states(network, samples)
     fits = []
