@@ -23,7 +23,9 @@ FIT_RTOL = 1e-4  # a result this close to the exact one at another B is that one
 SAME_B_RTOL = 1e-3  # a fitted B this close to the true one is rounding (float32), not a wrong integral
 GRID_2D = GRID.reshape(3, 67)  # a heat map's grid, as Problem 3c evaluates it
 TAILS = np.array([-100.0, -40.0, 40.0, 100.0])
-OTHER_MIXTURE = ((0.2, 0.5, 0.3), (-3.0, 0.5, 4.0), (0.4, 1.5, 0.7), (0.5, 10.0), 0.25)  # three components
+# A case unlike the handout's: three components, another chain and another time.
+OTHER_CASE = {"weights": (0.2, 0.5, 0.3), "means": (-3.0, 0.5, 4.0), "stds": (0.4, 1.5, 0.7), "t": 0.25,
+              "beta_min": 0.5, "beta_max": 10.0}
 
 
 def problem_mixture():
@@ -76,8 +78,9 @@ def exact(method, case, x):
 def cases():
     """(weights, means, stds, t, beta_min, beta_max) for the handout's mixture at several times, and another one."""
     weights, means, stds = problem_mixture()
-    other = [np.array(v) for v in OTHER_MIXTURE[:3]]
-    return [(weights, means, stds, t, *BETA_RANGE) for t in TIMES] + [(*other, OTHER_MIXTURE[4], *OTHER_MIXTURE[3])]
+    other = tuple(np.array(OTHER_CASE[name]) for name in ("weights", "means", "stds"))
+    return [(weights, means, stds, t, *BETA_RANGE) for t in TIMES] + [
+        (*other, OTHER_CASE["t"], OTHER_CASE["beta_min"], OTHER_CASE["beta_max"])]
 
 
 def student_values(function, x, case, what, section):

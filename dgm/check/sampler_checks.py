@@ -249,16 +249,11 @@ def signed(value):
     return f"{'-' if value < 0 else '+'} {abs(value):.4g}"
 
 
-@each_sigma
-def check_mean(sample, sigma):
-    """The mean of step t is (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) (Ho et al., eq. 11)."""
-    network, samples, chain = probe(sample, sigma=sigma)
-    a, b, a_error, b_error, _ = fit_steps(network, samples)
+def mean_variants(chain, a_ref, b_ref):
+    """(a, b, name, explanation) of the classic mistakes in Algorithm 2's mean, as the coefficients a of x_t and b of
+    eps that each gives on the probe's chain."""
     beta, alpha, alpha_bar = chain["beta"], chain["alpha"], chain["alpha_bar"]
-    a_ref, b_ref = mean_coefficients(chain)
-    if within(a, a_ref, a_error) and within(b, b_ref, b_error):
-        return
-    variants = (
+    return (
         (a_ref, -beta / (np.sqrt(alpha) * (1 - alpha_bar)), "1 - alpha_bar instead of its square root",
          "the coefficient of eps is beta_t / (1 - alpha_bar_t) / sqrt(alpha_t); it is "
          "beta_t / sqrt(1 - alpha_bar_t) / sqrt(alpha_t), because x_t carries the noise times sqrt(1 - alpha_bar_t)"),
@@ -275,15 +270,27 @@ def check_mean(sample, sigma):
          "the step divides by sqrt(alpha_bar_t); one step back undoes one forward step, which scaled x by "
          "sqrt(alpha_t), so the mean is (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t)"),
     )
+
+
+@each_sigma
+def check_mean(sample, sigma):
+    """The mean of step t is (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) (Ho et al., eq. 11)."""
+    network, samples, chain = probe(sample, sigma=sigma)
+    a, b, a_error, b_error, _ = fit_steps(network, samples)
+    beta, alpha_bar = chain["beta"], chain["alpha_bar"]
+    a_ref, b_ref = mean_coefficients(chain)
+    if within(a, a_ref, a_error) and within(b, b_ref, b_error):
+        return
+    stale = stale_noise(network, samples, a_ref, b_ref)  # such noise skews the fit: named before the mean is blamed
+    if stale is not None:
+        raise stale
+
     def differing(k):
         """The coefficients of the step at index k that differ from Algorithm 2's beyond the fit's error."""
         return [name for name, ours, theirs, error in (("x_t", a[k], a_ref[k], a_error[k]),
                                                        ("eps", b[k], b_ref[k], b_error[k]))
                 if not within(ours, theirs, error)]
 
-    stale = stale_noise(network, samples, a_ref, b_ref)
-    if stale is not None:
-        raise stale
     k = next(k for k in reversed(range(len(beta))) if differing(k))  # the first step the sampler takes that is off
     off = differing(k)
     step = (f"at step t = {k + 1} (index k = {k}) your x_(t-1) = {a[k]:.4g} x_t {signed(b[k])} eps + noise; "
@@ -291,7 +298,7 @@ def check_mean(sample, sigma):
             f"alpha_bar_t = {alpha_bar[k]:.3g}); "
             + ("both coefficients differ" if len(off) == 2 else f"only the {off[0]} coefficient differs")
             + " beyond the fit's error")
-    for a_mistake, b_mistake, name, explanation in variants:
+    for a_mistake, b_mistake, name, explanation in mean_variants(chain, a_ref, b_ref):
         if within(a, a_mistake, a_error) and within(b, b_mistake, b_error):
             raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", EPSILON_SECTION)
     raise Mistake("wrong reverse mean", f"{step}. Your coefficients are a least-squares fit over the batch: a step "
