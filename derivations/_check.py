@@ -1,4 +1,5 @@
-"""One helper that every derivation uses to state "this step holds" and fail loudly if it does not."""
+"""``holds``, which every derivation uses to state "this step holds" and fail loudly if it does not, and the rewrite
+of the stable expm1/log1p forms that it compares through."""
 
 import sympy as sp
 

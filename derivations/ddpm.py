@@ -123,7 +123,8 @@ holds((sp.sqrt(alpha_bar_prev) * predict_x0 + ddim_noise_coef * eps).subs(bar_in
 # offset = gamma = 1 the weight is simply the noise variance of q(x_t | x_0).
 p2_offset, p2_gamma = sp.symbols("offset gamma", positive=True)
 p2_weight = (p2_offset + signal_to_noise) ** (-p2_gamma)
-p2_weight_unit = sp.cancel(p2_weight.subs({p2_offset: 1, p2_gamma: 1}))  # the choice that ``dgm.DDPM.loss`` makes
+# DDPM.timestep_weights('p2') uses this unit weight, then scales the weights to mean 1.
+p2_weight_unit = sp.cancel(p2_weight.subs({p2_offset: 1, p2_gamma: 1}))
 holds(p2_weight_unit, 1 - alpha_bar, "P2 weight with offset = gamma = 1 is 1 - alpha_bar")
 
 # --- 8. The cosine schedule (Nichol and Dhariwal 2021, eq. 17) ------------------------------------------------

@@ -59,11 +59,10 @@ holds(sp.series(sp.log(1 - b), b, 0, 2).removeO(), -b, "log(1 - b) = -b + O(b^2)
 riemann_sum = -sp.summation(beta.subs(t, i / n_steps) / n_steps, (i, 0, n_done - 1))
 holds(sp.limit(riemann_sum.subs(n_done, t * n_steps), n_steps, sp.oo), log_alpha_bar,
       "discrete log alpha_bar converges to -int_0^t beta")
-# So a chain of N steps with betas beta_i discretises the VP-SDE whose rate at t = i/N is N beta_i.
+# So a chain of N steps with betas beta_i discretises the VP-SDE whose rate at t = i/N is N beta_i: the step sizes
+# beta_i = beta(i/N)/N above, read backwards, a definition that the limit just checked justifies.
 step_beta = sp.Symbol("beta_i", positive=True)
 rate_of_chain = n_steps * step_beta
-holds(rate_of_chain.subs(step_beta, beta.subs(t, i / n_steps) / n_steps), beta.subs(t, i / n_steps),
-      "beta(i/N) = N beta_i inverts beta_i = beta(i/N)/N")
 
 CLOSED_FORMS = {
     "vp_log_alpha_bar": ((t, beta_min, beta_max), sp.expand(log_alpha_bar),
