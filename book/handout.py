@@ -2,6 +2,7 @@
 the chapters' written claims hold for the numbers they glue. Chapters import it as ``handout`` (the book, and
 ``make chapter``, run them from book/)."""
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ import dgm
 from dgm.ablation_report import find_row, load_report, markdown_table, select_models
 from dgm.check.exercises import declaration
 from dgm.check.problems import PROBLEMS
+from dgm.runs import LOSS_LOG
 # The chapters use these paths through the module.
 from dgm.paths import CHECKPOINTS, CPU_PRESET_MODEL, FIGURES, MODELS, RESCALED_MODELS, RESULTS  # noqa: F401
 
@@ -91,10 +93,22 @@ def full_chain(report, model, sigma="beta"):
     return find_row(report, model["T"], sigma=sigma, model=model["name"])
 
 
+def loss_log(run):
+    """(steps, losses) as arrays from the loss log that a run or an export keeps (``dgm.runs.LOSS_LOG``)."""
+    with open(Path(run) / LOSS_LOG, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return np.array([int(row["step"]) for row in rows]), np.array([float(row["loss"]) for row in rows])
+
+
+def toy_ablation():
+    """The exact-predictor grid over its seeds, as ``dgm toy-ablation`` wrote it (results/toy_ablation.json)."""
+    return json.loads((RESULTS / "toy_ablation.json").read_text())
+
+
 def toy_full_chains():
     """The full chains (steps = T) of the exact-predictor grid over its seeds (results/toy_ablation.json):
     the result, {(T, sampler): row} and the Monte-Carlo floor of the 1-Wasserstein distance."""
-    result = json.loads((RESULTS / "toy_ablation.json").read_text())
+    result = toy_ablation()
     rows = {(row["T"], row["sampler"]): row for row in result["rows"] if row["steps"] == row["T"]}
     return result, rows, result["floor"]["wasserstein"]
 
@@ -110,13 +124,17 @@ def standard_error(row, result):
     return row["wasserstein_std"] / math.sqrt(result["config"]["seeds"])
 
 
+def floor_standard_error(result):
+    """The standard error of the toy ablation's Monte-Carlo floor: its spread over its repeats."""
+    return result["floor"]["wasserstein"]["std"] / math.sqrt(result["config"]["floor_repeats"])
+
+
 def above_floor(row, result):
     """Whether a row's mean distance exceeds the floor's mean by more than two standard errors of the difference
     (the row's spread over its seeds, the floor's over its repeats); otherwise it is indistinguishable from exact
     sampling at this n."""
-    floor, config = result["floor"]["wasserstein"], result["config"]
-    error = math.hypot(standard_error(row, result), floor["std"] / math.sqrt(config["floor_repeats"]))
-    return row["wasserstein"] - floor["mean"] > 2 * error
+    error = math.hypot(standard_error(row, result), floor_standard_error(result))
+    return row["wasserstein"] - result["floor"]["wasserstein"]["mean"] > 2 * error
 
 
 def alpha_bar_T(beta_min, beta_max, T):

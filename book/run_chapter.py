@@ -4,22 +4,24 @@ changed parameter that breaks a check of the text's claims still leaves the rest
 the notebook replaces the previous one only once it has run, and never one that you have changed."""
 
 import itertools
-import os
 import sys
 from pathlib import Path
 
 import jupytext
 import nbformat
+import yaml
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from tqdm import tqdm
 
 from dgm.check.exercises import KERNEL, cells_digest, untouched
+from dgm.files import atomic_write_text
 from dgm.paths import FIGURES
 
 BOOK = Path(__file__).resolve().parent
 OUT = BOOK.parent / "_build" / "chapters"
-TIMEOUT = 600  # seconds a cell may run
+# Seconds a cell may run, as in `make book`.
+TIMEOUT = yaml.safe_load((BOOK.parent / "_config.yml").read_text())["execute"]["timeout"]
 
 
 def chapter_source(name):
@@ -84,9 +86,7 @@ def main(argv=None):
                       if not path.exists() or untouched(path))
         print(f"{edited} changed while the chapter ran and stays as you left it; this run goes to {target}",
               file=sys.stderr)
-    partial = target.with_suffix(".ipynb.tmp")
-    nbformat.write(notebook, partial)
-    os.replace(partial, target)
+    atomic_write_text(target, nbformat.writes(notebook))
     failed = errors(notebook)
     for count, error in failed:
         print(f"cell [{count}]: {error}", file=sys.stderr)
