@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dgm._arguments import is_integer
 from dgm.ablation_report import DEFAULT_OUT, MODEL_PREFIX, REPORT_KEYS, load_report, text_table
 from dgm.checkpoint import CheckpointError
 from dgm.classifier import DEFAULT_CLASSIFIER, load_classifier
+from dgm.config import is_json_int
 from dgm.data import MNISTDataError
 from dgm.device import hardware_name, select_device
 from dgm.evaluate import check_sample_count, real_data_floor, score_images, reference_statistics
@@ -62,7 +62,7 @@ def described_models(models, n, seed, batch_size):
     """``describe_model`` of each model, once the ablation's arguments are checked: a ValueError says what is wrong."""
     check_sample_count(n)
     for name, value, least in (("seed", seed, 0), ("batch_size", batch_size, 1)):
-        if not is_integer(value) or value < least:
+        if not is_json_int(value) or value < least:
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
     names = [Path(run).name for run in models]
     if len(set(names)) < len(names):  # rows, grids and kept rows are named by the folder

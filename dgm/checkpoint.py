@@ -6,6 +6,7 @@ written atomically (dgm.files), so a run killed at any moment leaves the previou
 """
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -76,8 +77,8 @@ def checkpoint_metadata(path, data=None):
     try:
         if data is None:
             with open(path, "rb") as file:
-                data = file.read(8)
-                data += file.read(int.from_bytes(data, "little"))
+                data = file.read(8)  # the header's length, read no further than the file goes (a corrupt one is huge)
+                data += file.read(min(int.from_bytes(data, "little"), os.fstat(file.fileno()).st_size))
         header_length = int.from_bytes(data[:8], "little")
         metadata = json.loads(json.loads(data[8:8 + header_length])["__metadata__"][METADATA_KEY])
     except (ValueError, KeyError, TypeError, OSError) as error:

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from dgm._arguments import is_integer
 from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from dgm.config import is_json_int
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import select_device
 from dgm.files import check_replaceable, check_writable
@@ -108,9 +108,9 @@ def train_classifier(out=DEFAULT_CLASSIFIER, epochs=4, batch_size=128, lr=2e-3, 
     that look like no digit get low confidence instead of an arbitrary confident label.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not is_integer(value) or value < 1:
+        if not is_json_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not is_integer(seed) or seed < 0:
+    if not is_json_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite positive number, got {lr!r}")

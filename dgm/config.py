@@ -36,8 +36,8 @@ def option_flag(name):
 
 
 def is_json_int(value):
-    """A Python int that is not a bool; unlike ``dgm._arguments.is_integer``, no NumPy integer, which JSON (the
-    checkpoint's config) cannot hold."""
+    """A Python int that is not a bool; unlike ``dgm._arguments.is_integer``, no NumPy integer, which JSON (a
+    checkpoint's config, a report's settings) cannot hold and torch's seeding refuses."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dgm._arguments import is_integer
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier, predict
+from dgm.config import is_json_int
 from dgm.data import MNISTDataError, load_mnist
 from dgm.files import atomic_write_text, changed_values, check_replaceable, check_writable, read_report, timestamp
 from dgm.paths import CHECKPOINTS, RUNS
@@ -65,7 +65,7 @@ def score_images(images, classifier, reference):
 
 def check_sample_count(n):
     """Refuse an n that FID-MNIST cannot score: it needs a covariance, so two samples at least."""
-    if not is_integer(n) or n < 2:
+    if not is_json_int(n) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (FID needs a covariance), got {n!r}")
 
 

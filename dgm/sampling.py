@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from dgm._arguments import is_integer
 from dgm.checkpoint import CheckpointError
+from dgm.config import is_json_int
 from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
 from dgm.device import select_device
 from dgm.files import atomic_write_bytes, check_writable
@@ -25,11 +25,11 @@ from dgm.runs import load_run
 def sample_run(ckpt, n=64, steps=None, sampler="ancestral", sigma="beta", seed=0, device="auto", batch_size=256,
                progress=False):
     """(images in [-1, 1] on the CPU, seconds per image) from the EMA weights of run ``ckpt``, in batches."""
-    if not is_integer(n) or n < 1:
+    if not is_json_int(n) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not is_integer(batch_size) or batch_size < 1:
+    if not is_json_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not is_integer(seed) or seed < 0:
+    if not is_json_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     device = select_device(device)
     model, config, _ = load_run(ckpt, device=device)
@@ -48,7 +48,7 @@ def sample_run(ckpt, n=64, steps=None, sampler="ancestral", sigma="beta", seed=0
 
 def check_steps(steps, T):
     """Refuse a number of respaced sampling steps that the model's chain of T steps does not have."""
-    if steps is not None and (not is_integer(steps) or not 1 <= steps <= T):
+    if steps is not None and (not is_json_int(steps) or not 1 <= steps <= T):
         raise ValueError(f"--steps must be an integer in 1..T = 1..{T} for this model, got {steps!r}")
 
 

@@ -97,6 +97,9 @@ def test_too_few_digits_says_how_many_agree():
         with pytest.raises(Mistake) as raised:
             compare(expected * (1 + error), expected, "x", "section")
         assert f"about {digits} significant digits" in raised.value.explanation
+    with pytest.raises(Mistake) as raised:  # counted at the entry that fails, not at a zero within atol
+        compare(np.array([0.9e-12, 1.0003, 2.0]), np.array([0.0, 1.0, 2.0]), "x", "section")
+    assert "about 4 significant digits" in raised.value.explanation
 
 
 def test_a_mistake_of_the_posterior_branch_names_its_sigma_once(one_thread):

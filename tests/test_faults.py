@@ -520,9 +520,10 @@ def test_8_the_library_refuses_arguments_outside_its_domain(mixture):
     model = dgm.DDPM(lambda x, t: x, T=10, shape=(1,))
     with pytest.raises(ValueError, match="n must be a positive integer"):
         model.sample(True)
-    for name in ("n", "batch_size", "seed"):  # a bool is no count, here as in model.sample
-        with pytest.raises(ValueError, match=f"{name} must be a"):
-            dgm.sampling.sample_run("unread", **{name: True})
+    for name in ("n", "batch_size", "seed"):  # a bool is no count, here as in model.sample; JSON holds no NumPy int
+        for value in (True, np.int64(1)):
+            with pytest.raises(ValueError, match=f"{name} must be a"):
+                dgm.sampling.sample_run("unread", **{name: value})
     with pytest.raises(ValueError, match="shape"):
         dgm.DDPM(lambda x, t: x, shape=(0,))
     with pytest.raises(ValueError, match="at least one sample"):

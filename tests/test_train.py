@@ -19,7 +19,7 @@ import dgm.config
 import dgm.sampling
 import dgm.train
 import dgm.train_step
-from dgm.checkpoint import CheckpointError, save_checkpoint
+from dgm.checkpoint import CheckpointError, checkpoint_metadata, save_checkpoint
 from dgm.config import FIXED_VALUE_FIELDS, PRESETS, TrainConfig, ema_initial_share
 from dgm.data import load_mnist
 from dgm.device import autocast_context, resolve_precision, select_device
@@ -421,6 +421,9 @@ def test_broken_checkpoints_give_clear_errors(tmp_path, one_thread):
         bad.write_bytes(broken)
         with pytest.raises(CheckpointError, match="corrupt or truncated"):
             load_run(bad)
+        if label in ("corrupt", "empty"):  # a broken header, read alone as dgm export and dgm train read it
+            with pytest.raises(CheckpointError, match="corrupt or truncated"):
+                checkpoint_metadata(bad)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_run(tmp_path / "nowhere")
     metadata = json.loads((out / "checkpoint.json").read_text())

@@ -91,7 +91,8 @@ def check_alpha_bar(ddpm_schedules):
                        f"your alpha_bar[k] is the product of alpha[i] over i < k, so alpha_bar[0] = 1. With the index "
                        "k = 0..T-1 the latent at index k has been noised by the steps at indices 0..k (the book's "
                        "steps 1..k + 1): alpha_bar[k] = prod of alpha[i] for i <= k, and alpha_bar[0] = alpha[0] "
-                       f"(here {reference['alpha'][0].item():.3g}, for betas {SHORT_CHAIN[0]:g}, ..., {SHORT_CHAIN[1]:g})", NOTATION_SECTION),
+                       f"(here {reference['alpha'][0].item():.3g}, for betas {SHORT_CHAIN[0]:g}, ..., "
+                       f"{SHORT_CHAIN[1]:g})", NOTATION_SECTION),
                       (logarithm, "alpha_bar left as a logarithm",
                        "your alpha_bar is the sum of log alpha[i], which is log alpha_bar: take its exp (or use "
                        "torch.cumprod of alpha)", NOTATION_SECTION)])

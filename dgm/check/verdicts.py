@@ -232,7 +232,7 @@ def compare(got, expected, what, section, variants=(), rtol=1e-6, atol=1e-12, x=
     where = f" at x = {x[index]:g}" if x is not None else f"[{', '.join(map(str, index))}]" if index else ""
     inputs = f" ({context})" if context else ""
     if close(got, expected, SINGLE_PRECISION_RTOL, atol):
-        digits = round(-np.log10(np.max(np.abs(got - expected) / np.maximum(np.abs(expected), atol))))
+        digits = round(-np.log10(abs(got[index] - expected[index]) / max(abs(expected[index]), atol)))
         raise Mistake("too few correct digits", f"{what} agrees only to about {digits} significant "
                       f"digits, where the check asks a relative error under {rtol:g}: {what}{where} is "
                       f"{got[index]:.10g}, expected {expected[index]:.10g}{inputs}. float32 or float16 arithmetic, "
