@@ -116,10 +116,9 @@ def probe(sample, seed=0, sigma="beta"):
     states = chain_states(network, samples)[1:]  # x_(t-1) of the steps at index k = T-1, ..., 0
     broken = next((k for k, x in zip(reversed(range(len(states))), states) if not np.isfinite(x).all()), None)
     if broken is not None:
-        raise Mistake("samples not finite", f'with sigma="{sigma}", the step at index k = {broken} (the book\'s t = '
-                      f"{broken + 1}) returns NaN or infinity: a square root of a negative number (a variance "
-                      "written upside down?) or a division by zero (1 - alpha_bar[k - 1] at k = 0 is 0)",
-                      EPSILON_SECTION)
+        raise Mistake("samples not finite", f"the step at index k = {broken} (the book's t = {broken + 1}) returns "
+                      "NaN or infinity: a square root of a negative number (a variance written upside down?) or a "
+                      "division by zero (1 - alpha_bar[k - 1] at k = 0 is 0)", EPSILON_SECTION)
     if np.ptp(samples) == 0:
         raise Mistake("every sample is the same", f"every entry of every sample is {samples.flat[0]:.4g}: does the "
                       "step leave a placeholder, or return something other than the x it computes?", EPSILON_SECTION)
@@ -143,9 +142,7 @@ def each_sigma(check):
                           'NotImplementedError with sigma="posterior": write the branch whose noise has variance '
                           "beta_tilde[k]", POSTERIOR_SECTION) from None
         except Mistake as mistake:
-            said = mistake.explanation.startswith('with sigma="posterior"')  # probe's own messages name it
-            raise Mistake(mistake.name, mistake.explanation if said else
-                          f'with sigma="posterior", {mistake.explanation}', mistake.section) from None
+            raise Mistake(mistake.name, f'with sigma="posterior", {mistake.explanation}', mistake.section) from None
     return both
 
 
