@@ -11,6 +11,12 @@ def is_integer(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_json_int(value):
+    """A Python int that is not a bool; unlike ``is_integer``, no NumPy integer, which JSON (a checkpoint's config, a
+    report's settings) cannot hold and torch's seeding refuses."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_chain_length(T):
     """Refuse a number of timesteps T that is not an integer >= 2 (the linear schedule divides by T - 1)."""
     if not is_integer(T) or T < 2:

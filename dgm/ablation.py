@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dgm._arguments import is_json_int
 from dgm.ablation_report import DEFAULT_OUT, MODEL_PREFIX, REPORT_KEYS, load_report, text_table
 from dgm.checkpoint import CheckpointError
 from dgm.classifier import DEFAULT_CLASSIFIER, load_classifier
-from dgm.config import is_json_int
 from dgm.data import MNISTDataError
 from dgm.device import hardware_name, select_device
 from dgm.evaluate import check_sample_count, real_data_floor, score_images, reference_statistics

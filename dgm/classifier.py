@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from dgm._arguments import is_json_int
 from dgm.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
-from dgm.config import is_json_int
 from dgm.data import MNISTDataError, load_mnist
 from dgm.device import select_device
 from dgm.files import check_replaceable, check_writable

@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from dgm._arguments import is_json_int
 from dgm.ddpm import DDPM, LOSS_WEIGHTINGS, PREDICTIONS
 from dgm.device import PRECISIONS
 from dgm.schedules import NOISE_SCHEDULES, PROBLEM_SET_BETA_MAX, PROBLEM_SET_BETA_MIN, PROBLEM_SET_T
@@ -33,12 +34,6 @@ EMA_INITIAL_LIMIT = 0.01  # the largest share of the initial weights that the EM
 def option_flag(name):
     """The ``dgm train`` option that sets the config field ``name``: ``--batch-size`` for ``batch_size``."""
     return "--" + name.replace("_", "-")
-
-
-def is_json_int(value):
-    """A Python int that is not a bool; unlike ``dgm._arguments.is_integer``, no NumPy integer, which JSON (a
-    checkpoint's config, a report's settings) cannot hold and torch's seeding refuses."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_number(value):

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dgm._arguments import is_json_int
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier, predict
-from dgm.config import is_json_int
 from dgm.data import MNISTDataError, load_mnist
 from dgm.files import atomic_write_text, changed_values, check_replaceable, check_writable, read_report, timestamp
 from dgm.paths import CHECKPOINTS, RUNS

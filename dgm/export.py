@@ -8,7 +8,7 @@ import torch
 
 from dgm.checkpoint import CheckpointError, load_checkpoint
 from dgm.files import atomic_write_bytes, check_writable
-from dgm.runs import CHECKPOINT_FORMAT, LOSS_LOG, config_of, run_kind, run_folder_checkpoint, save_ema_weights
+from dgm.runs import CHECKPOINT_FORMAT, LOSS_LOG, config_of, run_folder_checkpoint, run_kind, save_ema_weights
 
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 

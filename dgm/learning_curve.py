@@ -19,7 +19,7 @@ from dgm.data import MNISTDataError
 from dgm.classifier import CLASSES, DEFAULT_CLASSIFIER, load_classifier
 from dgm.evaluate import CONFIDENT, check_sample_count, real_data_floor, score_images, reference_statistics
 from dgm.files import atomic_write_text, changed_values, check_replaceable, check_writable, read_report
-from dgm.runs import (CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_kind, run_folder_checkpoint, snapshot_folder,
+from dgm.runs import (CHECKPOINT_FORMAT, SNAPSHOTS, config_of, run_folder_checkpoint, run_kind, snapshot_folder,
                       training_seconds)
 from dgm.sampling import add_sampler_options, check_steps, chosen_sigma, sample_run
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dgm.checkpoint import CheckpointError
 from dgm.files import check_writable
-from dgm.runs import PUTTING_BACK, SET_ASIDE, SETTING_ASIDE, run_kind, replacement_pending, run_files
+from dgm.runs import PUTTING_BACK, SET_ASIDE, SETTING_ASIDE, replacement_pending, run_files, run_kind
 
 LOCK = ".dgm-train.lock"  # RUN/.dgm-train.lock: the process id of the dgm train writing the run
 LOCK_GRACE = 10  # seconds for which an empty lock is its creator's, who writes its process id next

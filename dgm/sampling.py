@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from dgm._arguments import is_json_int
 from dgm.checkpoint import CheckpointError
-from dgm.config import is_json_int
 from dgm.ddpm import SAMPLERS, SIGMA_CHOICES
 from dgm.device import select_device
 from dgm.files import atomic_write_bytes, check_writable
