@@ -3,6 +3,7 @@ the old run until the new one has saved its first checkpoint (``replacing_run``)
 (``recover_set_aside``). The folder layout, with the hidden stage folders, is dgm.runs'.
 """
 
+import fcntl
 import os
 import shutil
 import time
@@ -13,65 +14,54 @@ from dgm.checkpoint import CheckpointError
 from dgm.files import check_writable
 from dgm.runs import PUTTING_BACK, SET_ASIDE, SETTING_ASIDE, replacement_pending, run_files, run_kind
 
-LOCK = ".dgm-train.lock"  # RUN/.dgm-train.lock: the process id of the dgm train writing the run
-LOCK_GRACE = 10  # seconds for which an empty lock is its creator's, who writes its process id next
+LOCK = ".dgm-train.lock"  # RUN/.dgm-train.lock: held (flock) by the dgm train writing the run, with its process id
 
 
 @contextmanager
 def run_lock(out):
     """Hold ``out`` for one ``dgm train`` at a time: a second one writing the same run would mix two runs'
-    checkpoints and loss logs. A lock whose process has ended (killed, say) is taken over. The run folder, if the
-    lock created it and it holds nothing when the lock is released (the run stopped before it wrote), is removed."""
+    checkpoints and loss logs. The lock is the operating system's (``flock``), so it ends with its process however
+    that ends, and a kill leaves nothing to take over. The run folder, if the lock created it and it holds nothing
+    when the lock is released (the run stopped before it wrote), is removed."""
     out = Path(out)
     created = not out.exists()
-    lock = out / LOCK
-    while True:
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileNotFoundError:  # another dgm train removed the empty folder as it ended: make it again
-            continue
-        except FileExistsError:
-            check_not_training(out)
-            with suppress(FileNotFoundError):
-                if time.time() - lock.stat().st_mtime < LOCK_GRACE and not lock.read_text().strip():
-                    time.sleep(0.1)  # just created, its process id not yet written: look again
-                    continue
-                lock.unlink()
-    with os.fdopen(handle, "w") as file:
-        file.write(str(os.getpid()))
+    handle = take_lock(out)
     try:
+        os.ftruncate(handle, 0)
+        os.write(handle, str(os.getpid()).encode())
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        (out / LOCK).unlink(missing_ok=True)  # before the lock ends, so that no one takes a lock file being removed
+        os.close(handle)
         if created:
             with suppress(OSError):  # not empty, or already gone: another dgm train has it now
                 out.rmdir()
 
 
-def check_not_training(out):
-    """Refuse ``out`` while another ``dgm train`` holds its lock."""
-    lock = Path(out) / LOCK
-    owner = lock_owner(lock)
-    if owner is not None:
-        raise ValueError(f"--out {out} is being written by another dgm train (process {owner}): wait for it to end, "
-                         f"or choose another --out (if no dgm train runs, delete {lock})")
-
-
-def lock_owner(lock):
-    """The process id in ``lock`` if that process still runs, else None."""
-    try:
-        owner = int(Path(lock).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(owner, 0)
-    except PermissionError:  # it runs under another user
-        return owner
-    except OSError:
-        return None
-    return owner
+def take_lock(out):
+    """Open and lock ``out``'s lock file, creating it and the folder as needed; refuse ``out`` while another
+    ``dgm train`` holds it. Returns the open file descriptor, which holds the lock until it is closed."""
+    lock = out / LOCK
+    while True:
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        except FileNotFoundError:  # another dgm train removed the empty folder as it ended: make it again
+            continue
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            owner = ""
+            with suppress(OSError):  # its process id, written just after it took the lock
+                owner = lock.read_text().strip()
+            process = f" (process {owner})" if owner.isdigit() else ""
+            raise ValueError(f"--out {out} is being written by another dgm train{process}: wait for it to end, or "
+                             "choose another --out") from None
+        with suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(handle), os.stat(lock)):
+                return handle
+        os.close(handle)  # its holder removed this lock file as it ended, and another may hold a new one: look again
 
 
 def check_new_run(out, overwrite=False):

@@ -4,10 +4,13 @@ One test per case: re-training into a run, exports over runs, divergence, unwrit
 changed models on resume and broken inputs, reports and interrupted runs, the library's argument checks.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -131,6 +134,30 @@ def test_1a_an_overwrite_stopped_before_its_first_checkpoint_puts_the_old_run_ba
     assert not aside.exists() and not list(run.glob("eval_*.json"))
 
 
+HOLD_LOCK = """
+import fcntl, os, sys, time
+handle = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)
+fcntl.flock(handle, fcntl.LOCK_EX)
+os.write(handle, str(os.getpid()).encode())
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@contextlib.contextmanager
+def another_trainer(run):
+    """A process that holds ``run``'s lock, as a dgm train writing it does; killed at the end, as a trainer can be,
+    which leaves the lock file with its process id behind."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run / LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
 def killed_overwrite(run, state, moved_back=0):
     """``run`` as a kill leaves it in ``state`` of an ``--overwrite``: the old run's files (less ``moved_back`` of
     them) in the hidden folder of that state, and, once the old run is wholly aside, a new run's first log line."""
@@ -147,15 +174,10 @@ def test_1a_the_next_dgm_train_finishes_an_overwrite_that_a_kill_cut_short(run, 
     killed_overwrite(run, dgm.runs.SET_ASIDE)
     for command in (["sample", "--out", str(run.parent / "grid.png")], ["evaluate", "--n", "2"]):
         refused(capsys, [*command, "--ckpt", str(run)], f"`dgm train --resume --out {run}` puts it back")
-    writer = subprocess.Popen(["sleep", "60"])  # stands for the dgm train still writing the run
-    try:
-        (run / LOCK).write_text(str(writer.pid))
+    with another_trainer(run):  # the dgm train still writing the run
         killed = snapshot(run)
         refused(capsys, ["train", *TINY, "--steps", "2", "--out", str(run)], "is being written by another dgm train")
         assert snapshot(run) == killed
-    finally:
-        writer.kill()
-        writer.wait()
     # Whichever state the kill left, the next command puts the old run back as it was, from any relative --out.
     monkeypatch.chdir(run)
     for state, moved_back in ((dgm.runs.SET_ASIDE, 0), (dgm.runs.SETTING_ASIDE, 2), (dgm.runs.PUTTING_BACK, 2)):
@@ -245,34 +267,42 @@ def test_1c_resume_trains_the_folder_it_reads(run, tmp_path, capsys, monkeypatch
 
 
 def test_1e_one_dgm_train_at_a_time_writes_a_run(run, capsys, one_thread):
-    writer = subprocess.Popen(["sleep", "60"])  # stands for a dgm train still writing the run
-    try:
-        (run / LOCK).write_text(str(writer.pid))
+    with another_trainer(run) as writer:
         (run / ".checkpoint.safetensors.1234.tmp").write_bytes(b"half")  # its save in progress, which it renames
         before = snapshot(run)
         refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "3"],
                 f"is being written by another dgm train (process {writer.pid})")
         assert snapshot(run) == before
-    finally:
-        writer.kill()
-        writer.wait()
-    (run / LOCK).write_text(str(writer.pid))  # its process has ended, as after a kill: the lock is taken over
+    assert (run / LOCK).read_text() == str(writer.pid)  # killed: its lock file stays, and ended with it
     assert cli.main(["train", "--resume", "--out", str(run), "--steps", "3"]) == 0
     assert json.loads((run / "checkpoint.json").read_text())["step"] == 3 and not (run / LOCK).exists()
-    # A lock just made, whose process id is not yet written, is its maker's; one left empty long ago is taken over.
-    writer = subprocess.Popen(["sleep", "60"])
+    # A lock file naming a running process that holds no lock (its id reused after a kill) is not a lock either.
+    other = subprocess.Popen(["sleep", "60"])
     try:
-        (run / LOCK).write_text("")
-        maker = threading.Timer(0.3, lambda: (run / LOCK).write_text(str(writer.pid)))
-        maker.start()
-        refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "4"], "is being written by another")
-        maker.join()
+        (run / LOCK).write_text(str(other.pid))
+        assert cli.main(["train", "--resume", "--out", str(run), "--steps", "4"]) == 0
     finally:
-        writer.kill()
-        writer.wait()
-    (run / LOCK).write_text("")
-    os.utime(run / LOCK, (0, 0))
-    assert cli.main(["train", "--resume", "--out", str(run), "--steps", "4"]) == 0
+        other.kill()
+        other.wait()
+
+
+def test_1e_a_lock_file_removed_as_it_is_taken_is_not_a_lock(run, capsys, monkeypatch, one_thread):
+    """Between our opening the lock file and locking it, its holder ends (removing it) and another dgm train makes
+    and holds a new one: the lock we then get is on the removed file, which holds nothing."""
+    real_flock, trainers, handed_over = fcntl.flock, contextlib.ExitStack(), []
+
+    def flock_after_handover(handle, operation):
+        if not handed_over:
+            (run / LOCK).unlink()
+            handed_over.append(trainers.enter_context(another_trainer(run)))
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(dgm.run_guard.fcntl, "flock", flock_after_handover)
+    before = snapshot(run)
+    with trainers:
+        err = refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "3"], "is being written by another")
+        other = str(handed_over[0].pid)
+        assert f"(process {other})" in err and snapshot(run) == {**before, Path(LOCK): other.encode()}
 
 
 def test_1f_the_run_lock_survives_another_trainer_removing_or_filling_its_folder(tmp_path, monkeypatch):
