@@ -227,6 +227,27 @@ def test_an_exit_or_own_error_in_a_function_is_an_error_with_its_message(one_thr
     verdict = command.run("1c", solution_namespace(sample=mutants.sampler(noise_std=images_only)))["1c"][-1]
     assert verdict.status == "error" and "only image shapes" in verdict.explanation and "hint" not in verdict.explanation
 
+    class Unfinished(BaseException):  # their own exception, derived from BaseException rather than Exception
+        pass
+
+    def unfinished(beta_min, beta_max, T):
+        raise Unfinished("not done")
+
+    verdict = command.run("1a", solution_namespace(ddpm_schedules=unfinished))["1a"][-1]
+    assert verdict.status == "error" and "Unfinished: not done" in verdict.explanation
+
+
+def test_a_default_dtype_the_student_sets_leaves_the_checks_inputs_as_they_are(one_thread):
+    """torch.set_default_dtype(torch.float64) at the top of their file must not make the float32 batch float64, where
+    an x_t left in alpha_bar's float64 would pass."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        results = command.run("1b", solution_namespace(forward=mutants.forward_in_float64))
+    finally:
+        torch.set_default_dtype(previous)
+    assert [verdict.mistake for verdict in results["1b"] if verdict.status != "ok"] == ["x_t not in x0's dtype"]
+
 
 @pytest.mark.parametrize("key, parameters, words", [
     ("1b", "x0, t, alpha_bar, noise", "takes its parameters in another order"),
@@ -297,6 +318,17 @@ def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             command.main(["all", str(broken)])
         assert exit_.value.code == 1 and "called exit" in capsys.readouterr().err
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('get_ipython().run_line_magic("matplotlib", "inline")'),  # as Jupyter exports it
+        nbformat.v4.new_code_cell(inspect.getsource(reference_solution.ddpm_schedules)),
+        nbformat.v4.new_code_cell("unfinished = w + 1  # a scratch cell of another problem")])
+    broken = tmp_path / "broken.ipynb"
+    nbformat.write(notebook, broken)
+    with pytest.raises(SystemExit) as exit_:
+        command.main(["1a", str(broken)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "cell 3" in err and "NameError: name 'w'" in err and "get_ipython" not in err
+    assert "runs every code cell of the notebook" in err
 
 
 def test_a_check_call_left_in_a_python_file_does_not_print_a_second_report(tmp_path, capsys, one_thread):

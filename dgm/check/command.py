@@ -42,7 +42,8 @@ def load_solutions(path):
         sys.path.insert(0, str(path.resolve().parent))
     module = types.ModuleType(f"dgm_check_solution_{path.stem}")
     module.__file__ = str(path)
-    vars(module)["display"] = jupyter_display  # Jupyter's built-in, which a notebook's cells may call
+    vars(module)["display"] = jupyter_display  # Jupyter's built-ins, which a notebook's cells may call
+    vars(module)["get_ipython"] = NoJupyter
     try:
         for filename, source in sources:
             linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
@@ -52,6 +53,10 @@ def load_solutions(path):
     except SystemExit as stop:  # exit() would end the check before any verdict, as if all passed
         raise StudentError(f"it called exit({stop.code if stop.code is not None else ''}) at the top level: remove "
                            "the call, or put it under `if __name__ == \"__main__\":`") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # their own class derived from BaseException, not Exception
+        raise StudentError(student_traceback(error)) from None
     return vars(module)
 
 
@@ -77,6 +82,14 @@ PYTHON_CELL_MAGICS = ("capture", "time", "timeit", "prun")  # cell magics whose 
 
 def jupyter_display(*objects, **options):
     """Jupyter's ``display``, which shows nothing when the checker runs a notebook's cells."""
+
+
+class NoJupyter:
+    """What ``get_ipython()`` gives when the checker runs a notebook's cells: its calls, such as
+    ``get_ipython().run_line_magic("matplotlib", "inline")``, do nothing, as %magic lines do."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 def is_jupyter_only(line):
@@ -253,5 +266,8 @@ def main(argv=None):
         raise SystemExit(2) from None
     except StudentError as error:
         print(f"dgm check: {args.file} raised an error when imported:\n{error.report}", file=sys.stderr)
+        if Path(args.file).suffix == ".ipynb":
+            print("dgm check runs every code cell of the notebook before it checks: fix that cell, or comment it out "
+                  "while it is unfinished", file=sys.stderr)
         raise SystemExit(1) from None
     raise SystemExit(exit_status(run_and_print(args.problem, namespace)))

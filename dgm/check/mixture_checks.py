@@ -137,19 +137,33 @@ def fitted_level_variant(got, method, case, x):
         return float(np.nanmax(np.abs(getattr(p0, method)(x, -B) - got)))
 
     B = -closed_forms.vp_log_alpha_bar(t, beta_min, beta_max)
-    if t == 0 or not np.isfinite(got).all():
+    if not np.isfinite(got).all():
         return []
     candidates = np.linspace(0.0, 10 * beta_max, 2001)
     start = candidates[np.argmin([misfit(c) for c in candidates])]
     step = candidates[1]
     fitted = scipy.optimize.minimize_scalar(misfit, bounds=(max(start - step, 0.0), start + step), method="bounded",
                                             options={"xatol": 1e-12}).x
-    if abs(fitted - B) <= SAME_B_RTOL * B or not close(got, getattr(p0, method)(x, -fitted), FIT_RTOL, 1e-9):
+    if abs(fitted - B) <= SAME_B_RTOL * max(B, SAME_B_RTOL) or not close(got, getattr(p0, method)(x, -fitted),
+                                                                         FIT_RTOL, 1e-9):
         return []  # the right B up to rounding (compare names too few correct digits), or no B fits
+    chapter_B = -closed_forms.vp_log_alpha_bar(t, *BETA_RANGE)
+    if (beta_min, beta_max) != BETA_RANGE and abs(fitted - chapter_B) <= SAME_B_RTOL * chapter_B:
+        return [(got, "beta_min and beta_max ignored",
+                 f"your result is the exact one for the handout's beta_min = {BETA_RANGE[0]:g} and beta_max = "
+                 f"{BETA_RANGE[1]:g}, but this case passes beta_min = {beta_min:g} and beta_max = {beta_max:g}: "
+                 "compute B(t) from the arguments", KERNEL_SECTION)]
     return [(got, "wrong alpha_bar(t) = exp(-B(t))",
              f"your result is the exact one at the noise level alpha_bar = {np.exp(-fitted):.6g} (B = {fitted:.6g}), "
              f"where t = {t} has alpha_bar(t) = exp(-B(t)) = {np.exp(-B):.6g}, B(t) = int_0^t beta(u) du = beta_min t "
              f"+ (beta_max - beta_min) t^2 / 2 = {B:.6g}: check your integral of beta and its exp", KERNEL_SECTION)]
+
+
+def log_pdf_variant(expected):
+    """The variant of a density returned as its logarithm (a log-sum-exp without its exp)."""
+    with np.errstate(divide="ignore"):
+        return [(np.log(expected), "log p_t(x) instead of p_t(x)", "your values are the logarithm of the density, "
+                 "negative where p_t(x) < 1: a log-sum-exp needs its exp to give p_t(x) itself", MARGINAL_SECTION)]
 
 
 def check_against_mixtures(function, method, what, section, x):
@@ -162,6 +176,8 @@ def check_against_mixtures(function, method, what, section, x):
         if method == "score":
             variants += [(-expected, "the score's sign", "your score is -grad log p_t: the score points towards "
                           "higher density, sum_i r_i (m_i - x) / v_i", SCORE_SECTION)] + score_variants(case, x)
+        else:
+            variants += log_pdf_variant(expected)
         compare(got, expected, what, section, variants=variants, x=x, context=describe(case),
                 more_variants=lambda: fitted_level_variant(got, method, case, x))
 
@@ -191,9 +207,11 @@ def check_marginal_at_zero(marginal_pdf):
     """At t = 0 the marginal is p_0 itself, with the stds as standard deviations."""
     weights, means, stds = problem_mixture()
     case = (weights, means, stds, 0.0, *BETA_RANGE)
-    compare(student_values(marginal_pdf, GRID, case, "p_0(x)", MARGINAL_SECTION),
-            exact("pdf", case, GRID), "p_0(x)", MARGINAL_SECTION, x=GRID, context=describe(case),
-            variants=[(mixture.pdf(GRID), *mistake) for mixture, *mistake in mistaken_mixtures(*case)])
+    got = student_values(marginal_pdf, GRID, case, "p_0(x)", MARGINAL_SECTION)
+    compare(got, exact("pdf", case, GRID), "p_0(x)", MARGINAL_SECTION, x=GRID, context=describe(case),
+            variants=[(mixture.pdf(GRID), *mistake) for mixture, *mistake in mistaken_mixtures(*case)]
+            + log_pdf_variant(exact("pdf", case, GRID)),
+            more_variants=lambda: fitted_level_variant(got, "pdf", case, GRID))
 
 
 def check_marginal(marginal_pdf):
@@ -219,8 +237,9 @@ def check_score(score):
 
 
 LOG_SUM_EXP = ("every pi_i N(x; m_i, v_i) underflows to 0 there and their ratio is 0/0. Compute the "
-               "responsibilities as a softmax of log pi_i + log N(x; m_i, v_i), subtracting the maximum before exp "
-               "(log-sum-exp)")
+               "responsibilities as a softmax of log pi_i + log N(x; m_i, v_i) over the components, subtracting "
+               "each x's own maximum over the components before exp (log-sum-exp; max(axis=-1, keepdims=True), not "
+               "the maximum of the whole array)")
 
 
 def check_score_tails(score):

@@ -37,7 +37,8 @@ CALLS_PER_STEP_LIMIT = 20  # a sampler calling eps_model more than this many tim
 
 def limit_calls(network, T, n):
     """``network`` that stops the sampler with a Mistake once it is called more than CALLS_PER_STEP_LIMIT * T times
-    (a loop that never ends would otherwise run, and fill memory, until killed), or called as eps_model(t, x)."""
+    (a loop that never ends would otherwise run, and fill memory, until killed), called as eps_model(t, x), on x that
+    is not a tensor, or at a timestep far outside the chain of T steps (a schedule other than the one given)."""
     count, largest = 0, 0
 
     def eps_model(x, t):  # named as the student calls it, so that their TypeError reads right
@@ -48,6 +49,18 @@ def limit_calls(network, T, n):
             raise Stopped(Mistake("eps_model's arguments swapped", f"eps_model got an integer tensor of shape "
                                   f"{tuple(x.shape)} as x and a float tensor of shape {tuple(t.shape)} as t: call it "
                                   "as eps_model(x, t), the samples first", EPSILON_SECTION))
+        if not isinstance(x, torch.Tensor):
+            raise Stopped(Mistake("eps_model given x that is not a tensor", f"eps_model got x as a "
+                                  f"{type(x).__module__}.{type(x).__name__}: the network takes torch tensors, so run "
+                                  "the chain in torch, x of shape (n, *shape)", EPSILON_SECTION))
+        # beyond the chain by more than one step (off by one, the timestep check names the numbering)
+        outside = [int(k) for k in np.ravel(np.asarray(t, dtype=np.float64)) if not -1 <= k <= T] \
+            if isinstance(t, (int, torch.Tensor, np.ndarray)) else []
+        if outside:
+            raise Stopped(Mistake("timestep outside the chain", f"eps_model got t = {outside[0]} on a chain of "
+                                  f"T = {T} steps, whose indices are 0..{T - 1}: take T and every table from the "
+                                  "schedule argument (T = len(schedule['beta'])), and call eps_model with t = k at "
+                                  "index k", EPSILON_SECTION))
         largest = max(largest, len(x) if getattr(x, "ndim", 0) else 1)
         if count > CALLS_PER_STEP_LIMIT * T:
             if largest < n:
@@ -569,6 +582,11 @@ def check_respace_betas(respace):
                     (first_zero, "first beta' is 0",
                      "betas[0] = 0 would keep x unchanged at the first step; before the first kept step alpha_bar "
                      "is 1, so betas[0] = 1 - alpha_bar[timesteps[0]] / 1", RESPACING_SECTION),
+                    (1 - kept, "beta' without the previous kept alpha_bar",
+                     "your beta'_i = 1 - alpha_bar[tau_i], the noise of the whole chain up to tau_i: the short "
+                     "chain's steps would each add it again. One jump from tau_(i-1) to tau_i keeps "
+                     "alpha_bar[tau_i] / alpha_bar[tau_(i-1)] of alpha_bar, so beta'_i = 1 - alpha_bar[tau_i] / "
+                     "alpha_bar[tau_(i-1)]", RESPACING_SECTION),
                     (upside_down, "beta' ratio upside down",
                      "your beta'_i = 1 - alpha_bar[tau_(i-1)] / alpha_bar[tau_i], which is negative since alpha_bar "
                      "falls with t; alpha'_i = alpha_bar[tau_i] / alpha_bar[tau_(i-1)] is the share of alpha_bar "

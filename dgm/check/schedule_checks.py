@@ -212,8 +212,8 @@ def check_forward_formula(forward):
 def check_forward_mnist_batch(forward):
     """A float32 batch of 28 x 28 images on the problem set's chain, t from 0 to T - 1."""
     generator = torch.Generator().manual_seed(1)
-    x0 = torch.rand(4, 1, 28, 28, generator=generator) * 2 - 1
-    noise = torch.randn(x0.shape, generator=generator)
+    x0 = torch.rand(4, 1, 28, 28, generator=generator, dtype=torch.float32) * 2 - 1  # whatever their default dtype
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
     t = torch.tensor([0, 10, 500, 999])
     alpha_bar = reference_schedules(*PROBLEM_SET_CHAIN)["alpha_bar"]
     expected = closed_forms.forward_sample(x0.double(), noise.double(), alpha_bar[t].reshape(-1, 1, 1, 1)).numpy()

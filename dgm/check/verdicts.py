@@ -86,6 +86,10 @@ def call(function, *args, **kwargs):
     except SystemExit as stop:  # exit() would end the whole check without a verdict, as if all passed
         raise StudentError(f"{student_traceback(stop)}\nyour function called exit() or sys.exit(), which would stop "
                            "the check; remove the call, or raise an exception instead") from None
+    except (KeyboardInterrupt, Stopped):  # Ctrl-C, and the check's own limits
+        raise
+    except BaseException as error:  # their own class derived from BaseException, not Exception
+        raise StudentError(student_traceback(error)) from None
     for (name, value), copy in zip(inputs, before):
         if not _equal(value, copy):
             raise Mistake(f"{name} changed in place", f"your function changed its argument {name} in place (such as "
@@ -138,8 +142,9 @@ def time_limit(seconds):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    mistake = Mistake("no result in time", f"the check gave your function {seconds} s and it had not returned: a "
-                      "loop that never ends? A solution like the handout's returns in under a second", "")
+    mistake = Mistake("no result in time", f"the check gave its calls of your function {seconds} s in all, and they "
+                      "had not finished: a loop that never ends, or far more work than the formula needs? A "
+                      "solution like the handout's returns in under a second", "")
     if hasattr(signal, "SIGALRM"):  # the alarm's signal is the limit itself
         signum, expired = signal.SIGALRM, lambda: True
         start, stop = lambda: signal.alarm(seconds), lambda: signal.alarm(0)

@@ -5,6 +5,7 @@ and name its mistake.
 """
 
 import numpy as np
+import scipy.special
 import torch
 
 import reference_solution as reference
@@ -353,6 +354,30 @@ def integral_of_beta_as_rate_times_t(t, means, stds, beta_min, beta_max):
     return means * np.sqrt(level), stds**2 * level + 1 - level
 
 
+def respace_without_the_ratio(alpha_bar, steps):
+    timesteps, _ = reference.respace(alpha_bar, steps)
+    return timesteps, 1 - alpha_bar[timesteps]  # the whole chain's noise up to each kept step
+
+
+def marginal_log_pdf(x, t, weights, means, stds, beta_min, beta_max):
+    terms, *_ = reference.log_terms(x, t, weights, means, stds, beta_min, beta_max)
+    return scipy.special.logsumexp(terms, axis=-1)  # log p_t: the exp left out
+
+
+def integral_of_beta_as_the_rate(t, means, stds, beta_min, beta_max):
+    level = np.exp(-(beta_min + (beta_max - beta_min) * t))  # beta(t) itself, not int_0^t beta: 0.9 at t = 0
+    return means * np.sqrt(level), stds**2 * level + 1 - level
+
+
+def moments_at_the_handouts_betas(t, means, stds, beta_min, beta_max):
+    return reference.component_moments(t, means, stds, 0.1, 20.0)  # the handout's numbers, not the arguments
+
+
+def sample_on_the_problem_sets_chain(eps_model, n, shape, schedule, sigma="beta", generator=None):
+    chain = reference.ddpm_schedules(1e-4, 0.02, 1000)  # a schedule of its own, not the one it is given
+    return reference.sample(eps_model, n, shape, chain, sigma, generator)
+
+
 def marginal_pdf_variance_as_std(x, t, weights, means, stds, beta_min, beta_max):
     m, v = reference.component_moments(t, means, stds, beta_min, beta_max)
     x = np.asarray(x)[..., None]
@@ -596,4 +621,12 @@ MUTANTS = [
     ("3b", "the score's sign", score_with_flipped_sign),
     ("3b", "score not finite in the tails", mixture_functions(reference.component_moments)[1]),
     ("3b", "score zero in the tails", score_zero_where_undefined),
+    ("3a", "wrong alpha_bar(t) = exp(-B(t))", mixture_functions(integral_of_beta_as_the_rate)[0]),
+    ("3a", "beta_min and beta_max ignored", mixture_functions(moments_at_the_handouts_betas)[0]),
+    ("3b", "beta_min and beta_max ignored", mixture_functions(moments_at_the_handouts_betas)[1]),
+    ("2b", "beta' without the previous kept alpha_bar", respace_without_the_ratio),
+    ("3a", "log p_t(x) instead of p_t(x)", marginal_log_pdf),
+    ("1c", "timestep outside the chain", sample_on_the_problem_sets_chain),
+    ("1c", "eps_model given x that is not a tensor",
+     sampler(change_model=lambda m: lambda x, t: torch.as_tensor(m(x.numpy(), t)))),
 ]
