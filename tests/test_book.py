@@ -163,6 +163,32 @@ def test_every_problem_has_an_exercise_with_a_solution(browser, site):
     assert not unsolved, f"no solution for problems {unsolved}"
 
 
+def test_each_citation_reads_as_its_reference_is_labelled(browser, site):
+    """A citation "Song, Meng, and Ermon [2021]" leads to the reference labelled so, not to an alpha code ("SME21")
+    or to another Song et al. of 2021."""
+    open_page(browser, site, "references")
+    labels = browser.execute_script("""
+        const labels = {};
+        document.querySelectorAll('main .citation[id]').forEach(
+            c => labels[c.id] = c.querySelector('.label').innerText);
+        return labels;""")
+    plain = lambda text: " ".join(re.sub(r"[\[\],]", " ", text).split())
+    cited = set()
+    for chapter in CHAPTERS[:-1]:
+        open_page(browser, site, chapter)
+        citations = browser.execute_script("""
+            return Array.from(document.querySelectorAll('main .bibtex-citation')).map(c => {
+                const links = Array.from(c.querySelectorAll('a')).map(a => [a.hash.slice(1), a.innerText]);
+                return [c.innerText, links];
+            });""")
+        for text, links in citations:
+            # one reference: the whole citation ("Ho et al. [2020]"); several: each link names its own
+            for target, shown in links if len(links) > 1 else [(links[0][0], text)]:
+                assert plain(shown) == plain(labels[target]), f"{chapter}: {text!r} leads to [{labels[target]}]"
+                cited.add(target)
+    assert cited == labels.keys(), f"references never cited: {sorted(labels[key] for key in labels.keys() - cited)}"
+
+
 def test_reading_time(browser, site, capsys):
     """Prints each chapter's prose reading time (code, math and tables excluded); the handout is an evening's read."""
     minutes = {}
