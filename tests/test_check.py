@@ -368,13 +368,22 @@ def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, untouched,
     cell = notebook.cells.index(broken) + 1
     assert exit_.value.code == 1 and f"mine.ipynb, cell {cell}" in err and "import not_a_module" in err
     broken.source = "!ls\ntorch.cumprod?\n" + stub + "\ndisplay(torch.zeros(2))"  # Jupyter-only lines are skipped
-    notebook.cells.append(nbformat.v4.new_code_cell("\n%%bash\n.venv/bin/dgm sample --ckpt run --out grid.png"))
+    notebook.cells.insert(cell, nbformat.v4.new_code_cell("\n%%bash\n.venv/bin/dgm sample --ckpt run --out grid.png"))
     nbformat.write(notebook, path)
     with pytest.raises(SystemExit) as exit_:
         command.main(["all", str(path)])
     out, err = capsys.readouterr()
     assert exit_.value.code == 1 and "summary: 1a ok, 1b not implemented" in out and not err
     assert out.count("Problem 1a") == 1  # the notebook's own check("1a") cell did not run as well
+    # The work of the problems without a check (training, figures) does not run, nor stop the checks with its error.
+    for problem in ("1d", "3c"):
+        work = next(cell for cell in notebook.cells if cell.get("id") == f"ex-{problem}-work")
+        work.source = f"raise RuntimeError('Problem {problem}: a training run or a figure')"
+    nbformat.write(notebook, path)
+    with pytest.raises(SystemExit) as exit_:
+        command.main(["1a", str(path)])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 0 and "Problem 1d and 3c, which no check needs" in err and "RuntimeError" not in err
 
 
 def test_the_untouched_template_is_not_implemented_without_a_traceback(untouched):

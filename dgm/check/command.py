@@ -28,8 +28,8 @@ STATUS_WIDTH = len("not implemented")
 
 def load_solutions(path):
     """The globals of the student's Python file or notebook, run as a module (its check("KEY") calls, and a notebook's
-    magics and shell lines, left out). Its folder goes first on the import path and stays there, so that imports inside their
-    functions find files beside it."""
+    magics, shell lines and work for the problems without a check, left out). Its folder goes first on the import path
+    and stays there, so that imports inside their functions find files beside it."""
     path = Path(path)
     what = "a folder" if path.is_dir() else "neither a Python file nor a notebook"
     if path.is_dir() or (path.exists() and path.suffix not in (".py", ".ipynb")):
@@ -62,8 +62,9 @@ def load_solutions(path):
 
 def module_sources(path):
     """(file name for tracebacks, source) of a Python file, or of each code cell of a notebook ("ps4.ipynb, cell 5"),
-    without what the check must not run: top-level ``check("1a")`` calls (which would print a second report), and
-    what only Jupyter runs (``without_magics``)."""
+    without what the check must not run: top-level ``check("1a")`` calls (which would print a second report), what
+    only Jupyter runs (``without_magics``), and a notebook's cells under a problem that has no check
+    (``checked_cells``)."""
     if path.suffix == ".py":
         try:
             return [(str(path), without_check_calls(path.read_text(encoding="utf-8")))]
@@ -73,8 +74,33 @@ def module_sources(path):
         notebook = nbformat.read(path, as_version=4)
     except Exception as error:  # nbformat raises several kinds for a file that is not a notebook
         raise UsageError(f"{path} is not a readable notebook ({type(error).__name__}: {error})") from None
-    return [(f"{path}, cell {number}", without_check_calls(without_magics(cell.source)))
-            for number, cell in enumerate(notebook.cells, start=1) if cell.cell_type == "code"]
+    cells, skipped = checked_cells(notebook)
+    if skipped:
+        print(f"dgm check: runs {path}'s cells but those under Problem {' and '.join(skipped)}, which no check needs",
+              file=sys.stderr)
+    return [(f"{path}, cell {number}", without_check_calls(without_magics(source))) for number, source in cells]
+
+
+PROBLEM_HEADING = re.compile(r"^#+\s*Problem\s+(\d[a-z])\b", re.MULTILINE)  # "## Problem 1d: training on MNIST"
+
+
+def checked_cells(notebook):
+    """The notebook's code cells as (number, source), less those under the heading of a problem without an automatic
+    check (1d, 2a, 3c: a training run or a figure, which would run again at every `dgm check`, and whose error would
+    stop every check); and those problems, where their cells hold code."""
+    kept, skipped, problem = [], [], None
+    for number, cell in enumerate(notebook.cells, start=1):
+        heading = PROBLEM_HEADING.search(cell.source) if cell.cell_type == "markdown" else None
+        if heading:
+            problem = heading.group(1)
+        if cell.cell_type != "code":
+            continue
+        if problem is None or problem in PROBLEMS:
+            kept.append((number, cell.source))
+        elif problem not in skipped and any(line.strip() and not line.lstrip().startswith("#")
+                                            for line in cell.source.splitlines()):
+            skipped.append(problem)
+    return kept, skipped
 
 
 PYTHON_CELL_MAGICS = ("capture", "time", "timeit", "prun")  # cell magics whose body Jupyter runs as Python

@@ -137,7 +137,8 @@ def render_notebook(book=BOOK):
         if problem:
             cells += [code(stub(problem).rstrip(), f"{label}-solution"), code(f'check("{problem.key}")', f"{label}-check")]
         else:
-            cells.append(code("# TODO: your work (no automatic check)", f"{label}-work"))
+            cells.append(code("# TODO: your work (no automatic check; `dgm check` on this notebook leaves out the "
+                              "cells of this problem)", f"{label}-work"))
     notebook = nbformat.v4.new_notebook(cells=cells, metadata={
         "kernelspec": KERNEL,
         "language_info": {"name": "python"},
