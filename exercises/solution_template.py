@@ -62,6 +62,28 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
     raise NotImplementedError("Problem 1c: sample")
 
 
+# Problem 1d: training on MNIST
+#
+# Implement the loss of Algorithm 1, then train the DDPM with $T = 1000$ on MNIST and sample from it. The presets
+# weight the loss with P2 (*The reverse process > The epsilon parameterisation* (handout)); Algorithm 1 as the
+# problem set states it, a plain mean, is `--loss-weighting uniform`. Without a GPU, `--preset cpu` trains a smaller
+# model in 30 minutes (*The number of timesteps > Training on a laptop* (handout)):
+#
+# ```bash .venv/bin/dgm train --preset gpu --T 1000 --out runs/T1000 .venv/bin/dgm sample --ckpt runs/T1000 --n 64
+# --out samples.png ```
+#
+# Check it with `.venv/bin/dgm check 1d exercises/solution_template.py`.
+def loss(eps_model, x0, alpha_bar, generator=None):
+    """Algorithm 1's loss on a batch x0 of shape (N, ...): t, a long tensor
+    of shape (N,) uniform over the array indices 0..T-1 (T is
+    len(alpha_bar)), and noise ~ N(0, I) of x0's shape and dtype, both
+    drawn with generator=generator; x_t as forward() draws it. Returns
+    the mean over the batch and every entry of
+    (noise - eps_model(x_t, t))^2, a 0-d tensor."""
+    # TODO: your code
+    raise NotImplementedError("Problem 1d: loss")
+
+
 # Problem 2b: fewer sampling steps
 #
 # Sample from a model trained with $T = 1000$ using only 100 and 50 steps. Which schedule must the short chain use
@@ -112,4 +134,4 @@ def score(x, t, weights, means, stds, beta_min, beta_max):
     raise NotImplementedError("Problem 3b: score")
 
 
-# Written by `make exercises`, which replaces this file only while it is unchanged: 78a5a79bbc7689ad
+# Written by `make exercises`, which replaces this file only while it is unchanged: 910a4f12b218813e

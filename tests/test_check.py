@@ -299,7 +299,7 @@ def test_usage_errors_exit_with_status_two(tmp_path, capsys):
     assert "no file" in err and "neither a Python file nor a notebook" in err and f"{tmp_path} is a folder" in err
     assert "truncated.ipynb is not a readable notebook" in err and "Traceback" not in err
     assert "latin.py is not UTF-8 text" in err
-    for problem, message in (("1d", "problem 1d has no automatic check"), ("4a", "no problem '4a'")):
+    for problem, message in (("2a", "problem 2a has no automatic check"), ("4a", "no problem '4a'")):
         with pytest.raises(SystemExit) as exit_:
             command.main([problem, str(missing)])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
@@ -376,14 +376,14 @@ def test_the_notebook_itself_can_be_checked_from_a_terminal(tmp_path, untouched,
     assert exit_.value.code == 1 and "summary: 1a ok, 1b not implemented" in out and not err
     assert out.count("Problem 1a") == 1  # the notebook's own check("1a") cell did not run as well
     # The work of the problems without a check (training, figures) does not run, nor stop the checks with its error.
-    for problem in ("1d", "3c"):
+    for problem in ("2a", "3c"):
         work = next(cell for cell in notebook.cells if cell.get("id") == f"ex-{problem}-work")
         work.source = f"raise RuntimeError('Problem {problem}: a training run or a figure')"
     nbformat.write(notebook, path)
     with pytest.raises(SystemExit) as exit_:
         command.main(["1a", str(path)])
     out, err = capsys.readouterr()
-    assert exit_.value.code == 0 and "Problem 1d and 3c, which no check needs" in err and "RuntimeError" not in err
+    assert exit_.value.code == 0 and "Problem 2a and 3c, which no check needs" in err and "RuntimeError" not in err
 
 
 def test_the_untouched_template_is_not_implemented_without_a_traceback(untouched):

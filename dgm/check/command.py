@@ -86,7 +86,7 @@ PROBLEM_HEADING = re.compile(r"^#+\s*Problem\s+(\d[a-z])\b", re.MULTILINE)  # "#
 
 def checked_cells(notebook):
     """The notebook's code cells as (number, source), less those under the heading of a problem without an automatic
-    check (1d, 2a, 3c: a training run or a figure, which would run again at every `dgm check`, and whose error would
+    check (2a, 3c: training runs or figures, which would run again at every `dgm check`, and whose error would
     stop every check); and those problems, where their cells hold code."""
     kept, skipped, problem = [], [], None
     for number, cell in enumerate(notebook.cells, start=1):

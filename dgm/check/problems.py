@@ -10,6 +10,7 @@ import inspect
 import traceback
 from dataclasses import dataclass
 
+from dgm.check.loss_checks import LOSS_CHECKS
 from dgm.check.mixture_checks import MARGINAL_CHECKS, SCORE_CHECKS
 from dgm.check.sampler_checks import RESPACE_CHECKS, SAMPLE_CHECKS
 from dgm.check.schedule_checks import FORWARD_CHECKS, SCHEDULE_CHECKS
@@ -89,6 +90,14 @@ PROBLEMS = {problem.key: problem for problem in (
             "draw all noise with torch.randn(..., generator=generator). Returns\n"
             "x_0, a tensor of shape (n, *shape).",
             SAMPLE_CHECKS),
+    Problem("1d", "ex-1d", "loss", "eps_model, x0, alpha_bar, generator=None",
+            "Algorithm 1's loss on a batch x0 of shape (N, ...): t, a long tensor\n"
+            "of shape (N,) uniform over the array indices 0..T-1 (T is\n"
+            "len(alpha_bar)), and noise ~ N(0, I) of x0's shape and dtype, both\n"
+            "drawn with generator=generator; x_t as forward() draws it. Returns\n"
+            "the mean over the batch and every entry of\n"
+            "(noise - eps_model(x_t, t))^2, a 0-d tensor.",
+            LOSS_CHECKS),
     Problem("2b", "ex-2b", "respace", "alpha_bar, steps",
             "The kept timesteps, increasing array indices that include 0 and\n"
             "T - 1 (the book's steps 1 and T), and the respaced betas of a chain\n"

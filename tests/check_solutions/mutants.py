@@ -364,6 +364,41 @@ def marginal_log_pdf(x, t, weights, means, stds, beta_min, beta_max):
     return scipy.special.logsumexp(terms, axis=-1)  # log p_t: the exp left out
 
 
+def loss_with(t=None, noise=None, x_t=None, target=None, reduce=None):
+    """loss() with one part changed: how t or the noise is drawn, how x_t is formed, what the network's output is
+    compared with, how the squared errors are reduced."""
+    def loss(eps_model, x0, alpha_bar, generator=None):
+        T, N = len(alpha_bar), len(x0)
+        steps = t(T, N, generator) if t else torch.randint(0, T, (N,), generator=generator)
+        drawn = noise(x0, generator) if noise else torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        noised = x_t(x0, drawn, alpha_bar, steps) if x_t else reference.forward(x0, steps, drawn, alpha_bar)
+        error = (target(x0, drawn, noised) if target else drawn) - eps_model(noised, steps)
+        return reduce(error) if reduce else error.square().mean()
+    return loss
+
+
+def level_at(alpha_bar, t, x0):
+    return alpha_bar[t].to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+
+
+def loss_returning_a_float(eps_model, x0, alpha_bar, generator=None):
+    return reference.loss(eps_model, x0, alpha_bar, generator).item()
+
+
+def loss_without_gradient(eps_model, x0, alpha_bar, generator=None):
+    return reference.loss(lambda x, t: eps_model(x, t).detach(), x0, alpha_bar, generator)
+
+
+def loss_in_two_halves(eps_model, x0, alpha_bar, generator=None):
+    half = len(x0) // 2
+    return (reference.loss(eps_model, x0[:half], alpha_bar, generator)
+            + reference.loss(eps_model, x0[half:], alpha_bar, generator)) / 2
+
+
+def loss_with_its_own_generator(eps_model, x0, alpha_bar, generator=None):
+    return reference.loss(eps_model, x0, alpha_bar, torch.Generator().manual_seed(0))
+
+
 def integral_of_beta_as_the_rate(t, means, stds, beta_min, beta_max):
     level = np.exp(-(beta_min + (beta_max - beta_min) * t))  # beta(t) itself, not int_0^t beta: 0.9 at t = 0
     return means * np.sqrt(level), stds**2 * level + 1 - level
@@ -626,6 +661,36 @@ MUTANTS = [
     ("3b", "beta_min and beta_max ignored", mixture_functions(moments_at_the_handouts_betas)[1]),
     ("2b", "beta' without the previous kept alpha_bar", respace_without_the_ratio),
     ("3a", "log p_t(x) instead of p_t(x)", marginal_log_pdf),
+    ("1d", "the loss is not a tensor", loss_returning_a_float),
+    ("1d", "a loss per sample", loss_with(reduce=lambda error: error.square().flatten(1).mean(1))),
+    ("1d", "no gradient reaches the network", loss_without_gradient),
+    ("1d", "eps_model called more than once", loss_in_two_halves),
+    ("1d", "one timestep for the whole batch",
+     loss_with(t=lambda T, N, generator: torch.randint(0, T, (1,), generator=generator).expand(N))),
+    ("1d", "t never T - 1", loss_with(t=lambda T, N, generator: torch.randint(0, T - 1, (N,), generator=generator))),
+    ("1d", "t never 0", loss_with(t=lambda T, N, generator: torch.randint(1, T, (N,), generator=generator))),
+    ("1d", "t not uniform over 0..T-1",
+     loss_with(t=lambda T, N, generator: (torch.rand(N, generator=generator) ** 2 * T).long())),
+    ("1d", "t is not a long tensor of shape (N,)",
+     loss_with(t=lambda T, N, generator: torch.randint(0, T, (N,), generator=generator, dtype=torch.int32))),
+    ("1d", "missing square root on x0",
+     loss_with(x_t=lambda x0, noise, alpha_bar, t: level_at(alpha_bar, t, x0) * x0
+               + (1 - level_at(alpha_bar, t, x0)).sqrt() * noise)),
+    ("1d", "alpha_bar indexed at t - 1",
+     loss_with(x_t=lambda x0, noise, alpha_bar, t: reference.forward(x0, (t - 1).clamp(min=0), noise, alpha_bar))),
+    ("1d", "x_t not in x0's dtype", loss_with(x_t=lambda x0, noise, alpha_bar, t: forward_in_float64(x0, t, noise,
+                                                                                                    alpha_bar))),
+    ("1d", "eps_model given x0, not x_t", loss_with(x_t=lambda x0, noise, alpha_bar, t: x0)),
+    ("1d", "the same noise for every sample",
+     loss_with(noise=lambda x0, generator: torch.randn(x0.shape[1:], generator=generator, dtype=x0.dtype)
+               .expand_as(x0))),
+    ("1d", "summed over each sample's entries", loss_with(reduce=lambda error: error.square().flatten(1).sum(1).mean())),
+    ("1d", "summed, not averaged", loss_with(reduce=lambda error: error.square().sum())),
+    ("1d", "the root of the mean square", loss_with(reduce=lambda error: error.square().mean().sqrt())),
+    ("1d", "scored against x0, not the noise", loss_with(target=lambda x0, noise, x_t: x0)),
+    ("1d", "noise not drawn from generator", loss_with(noise=lambda x0, generator: torch.randn_like(x0))),
+    ("1d", "t not drawn from generator", loss_with(t=lambda T, N, generator: torch.randint(0, T, (N,)))),
+    ("1d", "generator ignored", loss_with_its_own_generator),
     ("1c", "timestep outside the chain", sample_on_the_problem_sets_chain),
     ("1c", "eps_model given x that is not a tensor",
      sampler(change_model=lambda m: lambda x, t: torch.as_tensor(m(x.numpy(), t)))),

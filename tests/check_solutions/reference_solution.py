@@ -32,6 +32,12 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
     return x
 
 
+def loss(eps_model, x0, alpha_bar, generator=None):
+    t = torch.randint(0, len(alpha_bar), (len(x0),), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    return (noise - eps_model(forward(x0, t, noise, alpha_bar), t)).square().mean()
+
+
 def respace(alpha_bar, steps):
     T = len(alpha_bar)
     timesteps = torch.linspace(0, T - 1, steps).round().long()

@@ -1,0 +1,252 @@
+"""Checks of Problem 1d's ``loss``, Algorithm 1 of Ho et al. (2020), through a stand-in network that records what it
+is given and returns what the loss must be scored against.
+
+The loss draws its own t and noise, so the checks recover the noise from the x_t the network receives,
+noise = (x_t - sqrt(alpha_bar[t]) x0) / sqrt(1 - alpha_bar[t]), and test that it is standard normal, fresh for every
+entry and independent of x0; an x_t that is such a draw by another formula is named by that formula.
+"""
+
+import numpy as np
+import scipy.stats
+import torch
+
+from dgm.check.sampler_checks import EPSILON_SECTION, GENERATOR_SEEDS, TOLERANCE_IN_STANDARD_ERRORS
+from dgm.check.schedule_checks import MARGINAL_SECTION, NOTATION_SECTION, SHORT_CHAIN
+from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare, hint
+from dgm.schedules import ddpm_schedules as reference_schedules
+
+EXERCISE_SECTION = "reverse-process-exercises"  # Problem 1d's contract: t and the noise drawn from generator
+LOSS_N, LOSS_SHAPE = 4000, (2, 3)  # 24,000 entries: a mean or a correlation off by 0.04 is 6 standard errors
+UNIFORM_P_VALUE = 1e-6  # a chi-square p-value below it: t is not uniform over 0..T-1
+
+
+class LossNetwork:
+    """A stand-in eps_model with one weight, ``scale``: returns scale times standard normal draws of its own generator,
+    recording (x, t, prediction), so that the loss's value and its gradient can be checked."""
+
+    def __init__(self, seed=2**31 - 1):  # a seed the loss's generators never get
+        self.generator = torch.Generator().manual_seed(seed)
+        self.scale = torch.ones((), dtype=torch.float64, requires_grad=True)
+        self.calls = []
+
+    def __call__(self, x, t):
+        if not isinstance(x, torch.Tensor):
+            raise Stopped(Mistake("eps_model given x that is not a tensor", f"eps_model got x as a "
+                                  f"{type(x).__module__}.{type(x).__name__}: the network takes torch tensors",
+                                  EPSILON_SECTION))
+        dtype = x.dtype if x.is_floating_point() else torch.float64
+        prediction = self.scale.to(dtype) * torch.randn(x.shape, generator=self.generator, dtype=dtype)
+        self.calls.append((x.detach().clone(), t.detach().clone() if isinstance(t, torch.Tensor) else t,
+                           prediction.detach().clone()))
+        return prediction
+
+
+def loss_inputs(dtype=torch.float32):
+    """x0 (mean 1, so that a coefficient on the wrong term shows) and the short chain's alpha_bar, 0.9 ... 0.15."""
+    generator = torch.Generator().manual_seed(0)
+    x0 = 1 + torch.randn(LOSS_N, *LOSS_SHAPE, generator=generator, dtype=torch.float64)
+    return x0.to(dtype), reference_schedules(*SHORT_CHAIN)["alpha_bar"]
+
+
+def probe(loss, seed=0):
+    """The student's loss on a float32 batch: (network, the result, x0, alpha_bar)."""
+    network, (x0, alpha_bar) = LossNetwork(), loss_inputs()
+    with hint("out of bounds", "t holds array indices 0..T-1 (the book's steps 1..T): torch.randint(0, T, (N,)) "
+              "draws them, as its upper bound is left out"), \
+            hint("eps_model()", "the network is called as eps_model(x, t), with two positional arguments"):
+        result = call(loss, network, x0, alpha_bar, generator=torch.Generator().manual_seed(seed))
+    return network, result, x0, alpha_bar
+
+
+def the_call(network):
+    """The one (x, t, prediction) the network was given, or the Mistake of calling it otherwise."""
+    if not network.calls:
+        raise Mistake("eps_model never called", "the loss never called eps_model: it is the network's error on x_t, "
+                      "eps_model(x_t, t), that training reduces", EPSILON_SECTION)
+    if len(network.calls) > 1:
+        raise Mistake("eps_model called more than once", f"the loss called eps_model {len(network.calls)} times: call "
+                      f"it once, on the whole batch x_t of shape (N, ...) with t of shape (N,)", EPSILON_SECTION)
+    return network.calls[0]
+
+
+def check_loss_returns(loss):
+    """A 0-d tensor that a gradient step can follow back to the network."""
+    network, result, _, _ = probe(loss)
+    x, _, _ = the_call(network)
+    if result is None or isinstance(result, tuple):
+        as_float_array(result, "the loss", EPSILON_SECTION)
+    if not isinstance(result, torch.Tensor):
+        raise Mistake("the loss is not a tensor", f"loss returned a {type(result).__name__}: .item(), float() or NumPy "
+                      "cut it from the graph, so loss.backward() cannot train the network; return the tensor",
+                      EPSILON_SECTION)
+    if result.shape != ():
+        per_sample = result.shape == (len(x),)
+        raise Mistake("a loss per sample" if per_sample else "the loss is not 0-d",
+                      f"the loss has shape {tuple(result.shape)}; return one number, a 0-d tensor: the mean over the "
+                      "batch and every entry (.mean() with no dim)", EPSILON_SECTION)
+    if not result.requires_grad:
+        raise Mistake("no gradient reaches the network", "the loss does not depend on eps_model's output through "
+                      "torch's graph (computed under torch.no_grad(), from a .detach()ed prediction, or in NumPy): "
+                      "compute it from eps_model(x_t, t) with torch operations", EPSILON_SECTION)
+    result.backward()
+    if network.scale.grad is None or not torch.isfinite(network.scale.grad) or network.scale.grad == 0:
+        raise Mistake("no gradient reaches the network", f"the gradient of the loss with respect to the network's "
+                      f"weight is {network.scale.grad}: compute the loss from eps_model(x_t, t)", EPSILON_SECTION)
+
+
+def check_loss_timesteps(loss):
+    """t is a long tensor of shape (N,), one index per sample, uniform over 0..T-1."""
+    network, _, x0, alpha_bar = probe(loss)
+    _, t, _ = the_call(network)
+    T, N = len(alpha_bar), len(x0)
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.long or t.shape != (N,):
+        got = f"a {t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else repr(t)
+        raise Mistake("t is not a long tensor of shape (N,)", f"eps_model got t = {got}; draw one index per sample, "
+                      "torch.randint(0, T, (N,), generator=generator)", EPSILON_SECTION)
+    counts = np.bincount(t.numpy(), minlength=T) if t.min() >= 0 and t.max() < T else None
+    if counts is None:
+        raise Mistake("t outside 0..T-1", f"eps_model got t from {int(t.min())} to {int(t.max())} on a chain of "
+                      f"T = {T}: t is the array index 0..T-1 of the book's step 1..T", NOTATION_SECTION)
+    if np.count_nonzero(counts) == 1:
+        raise Mistake("one timestep for the whole batch", f"every sample got t = {int(t[0])}: draw one t per "
+                      "sample, torch.randint(0, T, (N,), generator=generator), so that each batch trains every "
+                      "noise level", EPSILON_SECTION)
+    if counts[0] == 0:
+        raise Mistake("t never 0", f"no sample got t = 0 (counts of t = 0..{T - 1}: {counts.tolist()}): the array "
+                      "indices start at 0, the book's step 1; draw torch.randint(0, T, (N,))", NOTATION_SECTION)
+    if counts[-1] == 0:
+        raise Mistake("t never T - 1", f"no sample got t = T - 1 = {T - 1} (counts of t = 0..{T - 1}: "
+                      f"{counts.tolist()}): torch.randint leaves out its upper bound, so torch.randint(0, T, (N,)) "
+                      "reaches T - 1", NOTATION_SECTION)
+    if scipy.stats.chisquare(counts).pvalue < UNIFORM_P_VALUE:
+        raise Mistake("t not uniform over 0..T-1", f"the counts of t = 0..{T - 1} over {N} samples are "
+                      f"{counts.tolist()}: Algorithm 1 draws t uniformly, torch.randint(0, T, (N,))", EPSILON_SECTION)
+
+
+def implied_noise(x, t, x0, alpha_bar, signal=np.sqrt, spread=lambda level: np.sqrt(1 - level), shift=0):
+    """The noise that makes x = signal(level) x0 + spread(level) noise, with level = alpha_bar[t + shift]."""
+    level = alpha_bar.numpy()[np.clip(t.numpy() + shift, 0, len(alpha_bar) - 1)].reshape(-1, *[1] * (x0.ndim - 1))
+    return (x.double().numpy() - signal(level) * x0.double().numpy()) / spread(level)
+
+
+def is_fresh_normal(noise, x0):
+    """Whether ``noise`` looks like independent standard normal draws, one per entry, unrelated to x0."""
+    count, tolerance = noise.size, TOLERANCE_IN_STANDARD_ERRORS
+    flat, signal = noise.reshape(-1), x0.double().numpy().reshape(-1)
+    return bool(np.isfinite(flat).all() and abs(flat.mean()) < tolerance / np.sqrt(count)
+                and abs(flat.std() - 1) < tolerance / np.sqrt(2 * count)
+                and abs(np.corrcoef(flat, signal)[0, 1]) < tolerance / np.sqrt(count))
+
+
+def input_variants():
+    """x_t by a classic mistake of q(x_t | x_0): (name, explanation, signal, spread, index shift)."""
+    root, spread, plain = np.sqrt, (lambda level: np.sqrt(1 - level)), (lambda level: level)
+    return [
+        ("missing square roots in q(x_t | x_0)", "your x_t = alpha_bar[t] x0 + (1 - alpha_bar[t]) noise: the draw "
+         "has mean sqrt(alpha_bar[t]) x0 and variance 1 - alpha_bar[t]", plain, lambda level: 1 - level, 0),
+        ("missing square root on x0", "your coefficient of x0 is alpha_bar[t]; the draw at index t has mean "
+         "sqrt(alpha_bar[t]) x0", plain, spread, 0),
+        ("missing square root on the noise", "your coefficient of the noise is the variance 1 - alpha_bar[t]; scale "
+         "it by the standard deviation sqrt(1 - alpha_bar[t])", root, lambda level: 1 - level, 0),
+        ("signal and noise coefficients swapped", "your x_t = sqrt(1 - alpha_bar[t]) x0 + sqrt(alpha_bar[t]) noise",
+         lambda level: np.sqrt(1 - level), root, 0),
+        ("alpha_bar indexed at t - 1", "your draw uses alpha_bar[t - 1]; t is already the array index of the book's "
+         "step t + 1, so its level is alpha_bar[t]", root, spread, -1),
+        ("alpha_bar indexed at t + 1", "your draw uses alpha_bar[t + 1]; t is already the array index of the book's "
+         "step t + 1, so its level is alpha_bar[t]", root, spread, 1),
+    ]
+
+
+def check_loss_input(loss):
+    """eps_model gets x_t = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise in x0's dtype, the noise fresh
+    standard normal draws."""
+    network, _, x0, alpha_bar = probe(loss)
+    x, t, _ = the_call(network)
+    if x.shape != x0.shape:
+        raise Mistake("x_t has the wrong shape", f"eps_model got x of shape {tuple(x.shape)} for x0 of shape "
+                      f"{tuple(x0.shape)}: x_t has x0's shape", MARGINAL_SECTION)
+    if x.dtype != x0.dtype:
+        raise Mistake("x_t not in x0's dtype", f"eps_model got x in {x.dtype} for x0 in {x0.dtype}: alpha_bar is "
+                      "float64, and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's dtype",
+                      MARGINAL_SECTION)
+    if torch.equal(x, x0):
+        raise Mistake("eps_model given x0, not x_t", "the network got the clean x0; it learns to predict the noise "
+                      "of x_t = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise, so give it x_t", EPSILON_SECTION)
+    noise = implied_noise(x, t, x0, alpha_bar).reshape(len(x0), -1)
+    if np.allclose(noise.std(axis=0), 0, atol=1e-5):
+        raise Mistake("the same noise for every sample", "every sample of the batch got the same noise: draw it of "
+                      "x0's shape, torch.randn(x0.shape, generator=generator)", EPSILON_SECTION)
+    if np.allclose(noise.std(axis=1), 0, atol=1e-5):
+        raise Mistake("the same noise for every entry of a sample", "each sample's noise is one number in all its "
+                      "entries: draw it of x0's shape, torch.randn(x0.shape, generator=generator)", EPSILON_SECTION)
+    if is_fresh_normal(noise, x0):
+        return
+    for name, explanation, signal, spread, shift in input_variants():
+        if is_fresh_normal(implied_noise(x, t, x0, alpha_bar, signal, spread, shift), x0):
+            raise Mistake(name, explanation, MARGINAL_SECTION)
+    flat = noise.reshape(-1)
+    raise Mistake("x_t is not a draw of q(x_t | x_0)", f"the noise that eps_model's x implies, (x - sqrt(alpha_bar[t]) "
+                  f"x0) / sqrt(1 - alpha_bar[t]), has mean {flat.mean():.3g}, standard deviation {flat.std():.3g} "
+                  f"and correlation {np.corrcoef(flat, x0.double().numpy().reshape(-1))[0, 1]:.3g} with x0, where "
+                  "standard normal noise has 0, 1 and 0", MARGINAL_SECTION)
+
+
+def check_loss_value(loss):
+    """The loss is the mean over the batch and every entry of (noise - eps_model(x_t, t))^2."""
+    network, result, x0, alpha_bar = probe(loss)
+    x, t, prediction = the_call(network)
+    got = as_float_array(result, "the loss", EPSILON_SECTION).reshape(-1)[:1]
+    noise = implied_noise(x, t, x0, alpha_bar)
+    prediction, clean, noised = prediction.double().numpy(), x0.double().numpy(), x.double().numpy()
+    squares = (noise - prediction) ** 2
+    entries = squares[0].size
+
+    def value(number):
+        return np.array([number])
+
+    compare(got, value(squares.mean()), "the loss", EPSILON_SECTION, rtol=1e-4, context=f"N = {len(x0)}, each "
+            f"sample of shape {tuple(x0.shape[1:])}", variants=[
+                (value(squares.mean() * entries), "summed over each sample's entries",
+                 "your loss sums each sample's squared errors (Ho et al.'s ||.||^2); the contract, like the library's "
+                 f"F.mse_loss, takes the mean over every entry too, {entries} times less", EPSILON_SECTION),
+                (value(squares.sum()), "summed, not averaged", "your loss is the sum over the batch and the entries; "
+                 "take the mean, so that the loss and its gradient do not grow with the batch", EPSILON_SECTION),
+                (value(np.sqrt(squares.mean())), "the root of the mean square", "your loss is the root of the mean "
+                 "square; Algorithm 1 descends on the mean square itself", EPSILON_SECTION),
+                (value(np.abs(noise - prediction).mean()), "absolute error, not squared", "your loss is the mean "
+                 "absolute error; Algorithm 1's is the mean squared error", EPSILON_SECTION),
+                (value(((clean - prediction) ** 2).mean()), "scored against x0, not the noise",
+                 "your loss compares eps_model's output with x0; eps_model predicts the noise that made x_t",
+                 EPSILON_SECTION),
+                (value(((noised - prediction) ** 2).mean()), "scored against x_t, not the noise",
+                 "your loss compares eps_model's output with x_t; eps_model predicts the noise that made x_t",
+                 EPSILON_SECTION)])
+
+
+def check_loss_generator(loss):
+    """t and the noise come from ``generator``: generators seeded alike give the same loss, seeded otherwise
+    another."""
+    seed, other_seed = GENERATOR_SEEDS
+    (first, result, _, _), (second, again, _, _) = probe(loss, seed=seed), probe(loss, seed=seed)
+    (x, t, _), (x_again, t_again, _) = the_call(first), the_call(second)
+    if not torch.equal(t, t_again):
+        raise Mistake("t not drawn from generator", "two calls with generators seeded alike drew different t: draw "
+                      "t = torch.randint(0, T, (N,), generator=generator)", EXERCISE_SECTION)
+    if not torch.equal(x, x_again) or not torch.equal(torch.as_tensor(result), torch.as_tensor(again)):
+        raise Mistake("noise not drawn from generator", "two calls with generators seeded alike drew different "
+                      "noise: draw it with torch.randn(x0.shape, generator=generator, dtype=x0.dtype) "
+                      "(torch.randn_like takes no generator)", EXERCISE_SECTION)
+    other, _, _, _ = probe(loss, seed=other_seed)
+    if torch.equal(the_call(other)[0], x):
+        raise Mistake("generator ignored", f"generators seeded {seed} and {other_seed} gave the same x_t: the loss "
+                      "seeds its own randomness (torch.manual_seed, or a generator of its own) instead of drawing t "
+                      "and the noise with the generator it is given", EXERCISE_SECTION)
+
+
+LOSS_CHECKS = (
+    ("returns a 0-d tensor that a gradient follows back to eps_model", check_loss_returns),
+    ("t: a long tensor of shape (N,), uniform over 0..T-1", check_loss_timesteps),
+    ("eps_model gets x_t = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise, noise ~ N(0, I)", check_loss_input),
+    ("the loss is the mean of (noise - eps_model(x_t, t))^2", check_loss_value),
+    ("draws t and the noise from generator", check_loss_generator),
+)
