@@ -84,6 +84,9 @@ def check_loss_returns(loss):
         raise Mistake("a loss per sample" if per_sample else "the loss is not 0-d",
                       f"the loss has shape {tuple(result.shape)}; return one number, a 0-d tensor: the mean over the "
                       "batch and every entry (.mean() with no dim)", EPSILON_SECTION)
+    if not bool(torch.isfinite(result.detach())):
+        raise Mistake("the loss is not finite", f"the loss is {float(result.detach())}: a square root of a negative "
+                      "number, a division by zero or a NaN in the arithmetic", EPSILON_SECTION)
     if not result.requires_grad:
         raise Mistake("no gradient reaches the network", "the loss does not depend on eps_model's output through "
                       "torch's graph (computed under torch.no_grad(), from a .detach()ed prediction, or in NumPy): "
@@ -100,8 +103,9 @@ def check_loss_timesteps(loss):
     _, t, _ = the_call(network)
     T, N = len(alpha_bar), len(x0)
     if not isinstance(t, torch.Tensor) or t.dtype != torch.long or t.shape != (N,):
-        got = f"a {t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else repr(t)
-        raise Mistake("t is not a long tensor of shape (N,)", f"eps_model got t = {got}; draw one index per sample, "
+        got = f"a {t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else \
+            f"a {type(t).__name__}" + (f" of {len(t)} items" if hasattr(t, "__len__") else f", {t!r}")
+        raise Mistake("t is not a long tensor of shape (N,)", f"eps_model got t as {got}; draw one index per sample, "
                       "torch.randint(0, T, (N,), generator=generator)", EPSILON_SECTION)
     counts = np.bincount(t.numpy(), minlength=T) if t.min() >= 0 and t.max() < T else None
     if counts is None:
@@ -123,9 +127,11 @@ def check_loss_timesteps(loss):
                       f"{counts.tolist()}: Algorithm 1 draws t uniformly, torch.randint(0, T, (N,))", EPSILON_SECTION)
 
 
-def implied_noise(x, t, x0, alpha_bar, signal=np.sqrt, spread=lambda level: np.sqrt(1 - level), shift=0):
-    """The noise that makes x = signal(level) x0 + spread(level) noise, with level = alpha_bar[t + shift]."""
-    level = alpha_bar.numpy()[np.clip(t.numpy() + shift, 0, len(alpha_bar) - 1)].reshape(-1, *[1] * (x0.ndim - 1))
+def implied_noise(x, t, x0, levels, signal=np.sqrt, spread=lambda level: np.sqrt(1 - level), shift=0):
+    """The noise that makes x = signal(level) x0 + spread(level) noise, with level = levels[t + shift] (levels is
+    alpha_bar, or a table a mistake puts in its place)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    level = levels[np.clip(t.numpy() + shift, 0, len(levels) - 1)].reshape(-1, *[1] * (x0.ndim - 1))
     return (x.double().numpy() - signal(level) * x0.double().numpy()) / spread(level)
 
 
@@ -138,10 +144,11 @@ def is_fresh_normal(noise, x0):
                 and abs(np.corrcoef(flat, signal)[0, 1]) < tolerance / np.sqrt(count))
 
 
-def input_variants():
-    """x_t by a classic mistake of q(x_t | x_0): (name, explanation, signal, spread, index shift)."""
+def input_variants(alpha_bar):
+    """x_t by a classic mistake of q(x_t | x_0): (name, explanation, table of levels, signal, spread, index shift)."""
     root, spread, plain = np.sqrt, (lambda level: np.sqrt(1 - level)), (lambda level: level)
-    return [
+    alpha = alpha_bar / np.concatenate([[1.0], alpha_bar[:-1]])
+    named = [
         ("missing square roots in q(x_t | x_0)", "your x_t = alpha_bar[t] x0 + (1 - alpha_bar[t]) noise: the draw "
          "has mean sqrt(alpha_bar[t]) x0 and variance 1 - alpha_bar[t]", plain, lambda level: 1 - level, 0),
         ("missing square root on x0", "your coefficient of x0 is alpha_bar[t]; the draw at index t has mean "
@@ -155,6 +162,10 @@ def input_variants():
         ("alpha_bar indexed at t + 1", "your draw uses alpha_bar[t + 1]; t is already the array index of the book's "
          "step t + 1, so its level is alpha_bar[t]", root, spread, 1),
     ]
+    return [(name, explanation, alpha_bar, *rest) for name, explanation, *rest in named] + [
+        ("alpha in place of alpha_bar", "your draw uses alpha[t] = 1 - beta[t], one step's share of the signal; "
+         "q(x_t | x_0) jumps all t + 1 steps at once, with alpha_bar[t], the product of the alphas", alpha, root,
+         spread, 0)]
 
 
 def check_loss_input(loss):
@@ -166,81 +177,114 @@ def check_loss_input(loss):
         raise Mistake("x_t has the wrong shape", f"eps_model got x of shape {tuple(x.shape)} for x0 of shape "
                       f"{tuple(x0.shape)}: x_t has x0's shape", MARGINAL_SECTION)
     if x.dtype != x0.dtype:
-        raise Mistake("x_t not in x0's dtype", f"eps_model got x in {x.dtype} for x0 in {x0.dtype}: alpha_bar is "
-                      "float64, and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's dtype",
+        advice = ("alpha_bar is float64, and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's "
+                  "dtype" if x.dtype == alpha_bar.dtype else "keep x_t in the dtype x0 comes in")
+        raise Mistake("x_t not in x0's dtype", f"eps_model got x in {x.dtype} for x0 in {x0.dtype}: {advice}",
                       MARGINAL_SECTION)
     if torch.equal(x, x0):
         raise Mistake("eps_model given x0, not x_t", "the network got the clean x0; it learns to predict the noise "
                       "of x_t = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise, so give it x_t", EPSILON_SECTION)
-    noise = implied_noise(x, t, x0, alpha_bar).reshape(len(x0), -1)
+    if not bool(torch.isfinite(x).all()):
+        raise Mistake("x_t not finite", "eps_model got x holding NaN or infinity: a square root of a negative number "
+                      "(sqrt(alpha_bar - 1) for sqrt(1 - alpha_bar)?) or a division by zero", MARGINAL_SECTION)
+    table = alpha_bar.numpy()
+    noise = implied_noise(x, t, x0, table).reshape(len(x0), -1)
     if np.allclose(noise.std(axis=0), 0, atol=1e-5):
         raise Mistake("the same noise for every sample", "every sample of the batch got the same noise: draw it of "
                       "x0's shape, torch.randn(x0.shape, generator=generator)", EPSILON_SECTION)
     if np.allclose(noise.std(axis=1), 0, atol=1e-5):
         raise Mistake("the same noise for every entry of a sample", "each sample's noise is one number in all its "
                       "entries: draw it of x0's shape, torch.randn(x0.shape, generator=generator)", EPSILON_SECTION)
-    if is_fresh_normal(noise, x0):
+    if is_fresh_normal(noise, x0):  # the right formula: is the noise fresh in every entry?
+        correlation = np.abs(np.corrcoef(noise, rowvar=False) - np.eye(noise.shape[1]))
+        if correlation.max() > TOLERANCE_IN_STANDARD_ERRORS / np.sqrt(len(noise)):
+            i, j = np.unravel_index(np.argmax(correlation), correlation.shape)
+            raise Mistake("noise shared between entries", f"entries {i} and {j} of each sample (flattened) got "
+                          f"noise with correlation {np.corrcoef(noise[:, i], noise[:, j])[0, 1]:.3g}, where fresh "
+                          "noise has 0: draw one number per entry, torch.randn(x0.shape, generator=generator), not "
+                          "one shared over channels or pixels", EPSILON_SECTION)
         return
-    for name, explanation, signal, spread, shift in input_variants():
-        if is_fresh_normal(implied_noise(x, t, x0, alpha_bar, signal, spread, shift), x0):
+    for name, explanation, levels, signal, spread, shift in input_variants(table):
+        if is_fresh_normal(implied_noise(x, t, x0, levels, signal, spread, shift), x0):
             raise Mistake(name, explanation, MARGINAL_SECTION)
     flat = noise.reshape(-1)
-    raise Mistake("x_t is not a draw of q(x_t | x_0)", f"the noise that eps_model's x implies, (x - sqrt(alpha_bar[t]) "
-                  f"x0) / sqrt(1 - alpha_bar[t]), has mean {flat.mean():.3g}, standard deviation {flat.std():.3g} "
-                  f"and correlation {np.corrcoef(flat, x0.double().numpy().reshape(-1))[0, 1]:.3g} with x0, where "
-                  "standard normal noise has 0, 1 and 0", MARGINAL_SECTION)
+    if flat.min() >= -1e-4 and flat.max() <= 1 + 1e-4:
+        raise Mistake("uniform noise", f"the noise that made x_t lies in [0, 1] (mean {flat.mean():.3g}): torch.rand "
+                      "draws uniformly; Algorithm 1's noise is standard normal, torch.randn", EPSILON_SECTION)
+    raise Mistake("x_t is not a draw of q(x_t | x_0)", f"the noise that eps_model's x implies at the t it is given, "
+                  f"(x - sqrt(alpha_bar[t]) x0) / sqrt(1 - alpha_bar[t]), has mean {flat.mean():.3g}, standard "
+                  f"deviation {flat.std():.3g} and correlation "
+                  f"{np.corrcoef(flat, x0.double().numpy().reshape(-1))[0, 1]:.3g} with x0, where standard normal "
+                  "noise has 0, 1 and 0: is x_t made with the t that eps_model gets, and the formula of Problem 1b?",
+                  MARGINAL_SECTION)
 
 
 def check_loss_value(loss):
     """The loss is the mean over the batch and every entry of (noise - eps_model(x_t, t))^2."""
     network, result, x0, alpha_bar = probe(loss)
     x, t, prediction = the_call(network)
-    got = as_float_array(result, "the loss", EPSILON_SECTION).reshape(-1)[:1]
-    noise = implied_noise(x, t, x0, alpha_bar)
-    prediction, clean, noised = prediction.double().numpy(), x0.double().numpy(), x.double().numpy()
+    got = as_float_array(result, "the loss", EPSILON_SECTION).reshape(())
+    noise = implied_noise(x, t, x0, alpha_bar.numpy())
+    prediction, clean = prediction.double().numpy(), x0.double().numpy()
+    level = alpha_bar.numpy()[t.numpy()].reshape(-1, *[1] * (x0.ndim - 1))
     squares = (noise - prediction) ** 2
-    entries = squares[0].size
-
-    def value(number):
-        return np.array([number])
-
-    compare(got, value(squares.mean()), "the loss", EPSILON_SECTION, rtol=1e-4, context=f"N = {len(x0)}, each "
-            f"sample of shape {tuple(x0.shape[1:])}", variants=[
-                (value(squares.mean() * entries), "summed over each sample's entries",
+    per_sample, entries = squares.reshape(len(x0), -1).mean(axis=1), squares[0].size
+    p2 = 1 - level.reshape(-1)  # P2 with c = gamma = 1 (reverse-process-epsilon), and scaled to mean 1 over the steps
+    weighted = "your loss weights each sample's squared error by its step; the contract is Algorithm 1's plain mean " \
+               "(the library's --loss-weighting uniform), whatever the presets train with"
+    velocity = np.sqrt(level) * noise - np.sqrt(1 - level) * clean
+    compare(got, np.array(squares.mean()), "loss", EPSILON_SECTION, rtol=1e-4, context="the mean of (noise - "
+            "eps_model(x_t, t))^2, with the noise that made x_t and eps_model's output for that x_t", variants=[
+                (np.array(squares.mean() * entries), "summed over each sample's entries",
                  "your loss sums each sample's squared errors (Ho et al.'s ||.||^2); the contract, like the library's "
                  f"F.mse_loss, takes the mean over every entry too, {entries} times less", EPSILON_SECTION),
-                (value(squares.sum()), "summed, not averaged", "your loss is the sum over the batch and the entries; "
-                 "take the mean, so that the loss and its gradient do not grow with the batch", EPSILON_SECTION),
-                (value(np.sqrt(squares.mean())), "the root of the mean square", "your loss is the root of the mean "
+                (np.array(squares.sum()), "summed, not averaged", "your loss is the sum over the batch and the "
+                 "entries; take the mean, so that the loss and its gradient do not grow with the batch",
+                 EPSILON_SECTION),
+                (np.array(np.sqrt(squares.mean())), "the root of the mean square", "your loss is the root of the mean "
                  "square; Algorithm 1 descends on the mean square itself", EPSILON_SECTION),
-                (value(np.abs(noise - prediction).mean()), "absolute error, not squared", "your loss is the mean "
+                (np.array((noise - prediction).mean() ** 2), "the square of the mean error", "your loss squares the "
+                 "mean of the errors, which cancel; square each entry's error, then take the mean", EPSILON_SECTION),
+                (np.array(np.abs(noise - prediction).mean()), "absolute error, not squared", "your loss is the mean "
                  "absolute error; Algorithm 1's is the mean squared error", EPSILON_SECTION),
-                (value(((clean - prediction) ** 2).mean()), "scored against x0, not the noise",
+                (np.array((p2 * per_sample).mean()), "a weighted loss", weighted, EPSILON_SECTION),
+                (np.array((p2 / (1 - alpha_bar.numpy()).mean() * per_sample).mean()), "a weighted loss", weighted,
+                 EPSILON_SECTION),
+                (np.array(((clean - prediction) ** 2).mean()), "scored against x0, not the noise",
                  "your loss compares eps_model's output with x0; eps_model predicts the noise that made x_t",
                  EPSILON_SECTION),
-                (value(((noised - prediction) ** 2).mean()), "scored against x_t, not the noise",
+                (np.array(((x.double().numpy() - prediction) ** 2).mean()), "scored against x_t, not the noise",
                  "your loss compares eps_model's output with x_t; eps_model predicts the noise that made x_t",
-                 EPSILON_SECTION)])
+                 EPSILON_SECTION),
+                (np.array(((velocity - prediction) ** 2).mean()), "scored against v, not the noise",
+                 "your loss compares eps_model's output with v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x0, "
+                 "the target of v-prediction; Algorithm 1's eps_model predicts the noise", EPSILON_SECTION)])
 
 
 def check_loss_generator(loss):
-    """t and the noise come from ``generator``: generators seeded alike give the same loss, seeded otherwise
-    another."""
+    """t and the noise come from ``generator``: generators seeded alike give the same t and noise, seeded otherwise
+    other t and other noise."""
     seed, other_seed = GENERATOR_SEEDS
-    (first, result, _, _), (second, again, _, _) = probe(loss, seed=seed), probe(loss, seed=seed)
-    (x, t, _), (x_again, t_again, _) = the_call(first), the_call(second)
+    draws = {}
+    for name, chosen in (("first", seed), ("again", seed), ("other", other_seed)):
+        network, _, x0, alpha_bar = probe(loss, seed=chosen)
+        x, t, _ = the_call(network)
+        draws[name] = t, implied_noise(x, t, x0, alpha_bar.numpy())
+    (t, noise), (t_again, noise_again), (t_other, noise_other) = draws["first"], draws["again"], draws["other"]
     if not torch.equal(t, t_again):
         raise Mistake("t not drawn from generator", "two calls with generators seeded alike drew different t: draw "
                       "t = torch.randint(0, T, (N,), generator=generator)", EXERCISE_SECTION)
-    if not torch.equal(x, x_again) or not torch.equal(torch.as_tensor(result), torch.as_tensor(again)):
+    if not np.allclose(noise, noise_again, atol=1e-5):
         raise Mistake("noise not drawn from generator", "two calls with generators seeded alike drew different "
                       "noise: draw it with torch.randn(x0.shape, generator=generator, dtype=x0.dtype) "
                       "(torch.randn_like takes no generator)", EXERCISE_SECTION)
-    other, _, _, _ = probe(loss, seed=other_seed)
-    if torch.equal(the_call(other)[0], x):
-        raise Mistake("generator ignored", f"generators seeded {seed} and {other_seed} gave the same x_t: the loss "
-                      "seeds its own randomness (torch.manual_seed, or a generator of its own) instead of drawing t "
-                      "and the noise with the generator it is given", EXERCISE_SECTION)
+    for what, same, draw in (("t", torch.equal(t, t_other), "t = torch.randint(0, T, (N,), generator=generator)"),
+                             ("noise", np.allclose(noise, noise_other, atol=1e-5),
+                              "the noise with torch.randn(x0.shape, generator=generator, dtype=x0.dtype)")):
+        if same:
+            raise Mistake(f"{what} not drawn from generator", f"generators seeded {seed} and {other_seed} gave the "
+                          f"same {what}, so every training step would too: the loss fixes it (torch.manual_seed, a "
+                          f"generator of its own, or no draw at all) instead of drawing {draw}", EXERCISE_SECTION)
 
 
 LOSS_CHECKS = (

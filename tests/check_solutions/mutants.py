@@ -395,6 +395,35 @@ def loss_in_two_halves(eps_model, x0, alpha_bar, generator=None):
             + reference.loss(eps_model, x0[half:], alpha_bar, generator)) / 2
 
 
+def loss_p2_weighted(eps_model, x0, alpha_bar, generator=None):
+    t = torch.randint(0, len(alpha_bar), (len(x0),), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    error = (noise - eps_model(reference.forward(x0, t, noise, alpha_bar), t)).square().flatten(1).mean(1)
+    return ((1 - alpha_bar[t]).to(x0.dtype) * error).mean()  # P2 with c = gamma = 1, as the presets train
+
+
+def loss_against_v(eps_model, x0, alpha_bar, generator=None):
+    t = torch.randint(0, len(alpha_bar), (len(x0),), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    level = level_at(alpha_bar, t, x0)
+    velocity = level.sqrt() * noise - (1 - level).sqrt() * x0  # v-prediction's target
+    return (velocity - eps_model(reference.forward(x0, t, noise, alpha_bar), t)).square().mean()
+
+
+def loss_noise_first_with_mse(eps_model, x0, alpha_bar, generator=None):
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # drawn before t: the draws differ, not the law
+    t = torch.randint(high=len(alpha_bar), size=(len(x0),), generator=generator)
+    return torch.nn.functional.mse_loss(eps_model(reference.forward(x0, t, noise, alpha_bar), t), noise)
+
+
+def loss_by_multinomial_inline(eps_model, x0, alpha_bar, generator=None):
+    t = torch.multinomial(torch.ones(len(alpha_bar)), len(x0), replacement=True, generator=generator)
+    noise = torch.empty_like(x0).normal_(generator=generator)
+    level = alpha_bar[t].to(x0.dtype)[:, None, None]  # this batch's samples are 2-D
+    x_t = level.sqrt() * x0 + (1 - level).sqrt() * noise
+    return ((noise.double() - eps_model(x_t, t).double()) ** 2).mean()  # in float64
+
+
 def loss_with_its_own_generator(eps_model, x0, alpha_bar, generator=None):
     return reference.loss(eps_model, x0, alpha_bar, torch.Generator().manual_seed(0))
 
@@ -526,6 +555,8 @@ def marginal_pdf_without_the_sum(x, t, *args):
 
 # Right answers written otherwise than the reference: `dgm check` must pass each.
 CORRECT_VARIANTS = [
+    ("1d", loss_noise_first_with_mse),
+    ("1d", loss_by_multinomial_inline),
     ("1c", sampler(mean_step=lambda x, eps, beta, alpha, alpha_bar:  # eps scaled in place, as a step may use it
                    (x - eps.mul_(beta / (1 - alpha_bar).sqrt())) / alpha.sqrt())),
 ]
@@ -684,13 +715,35 @@ MUTANTS = [
     ("1d", "the same noise for every sample",
      loss_with(noise=lambda x0, generator: torch.randn(x0.shape[1:], generator=generator, dtype=x0.dtype)
                .expand_as(x0))),
-    ("1d", "summed over each sample's entries", loss_with(reduce=lambda error: error.square().flatten(1).sum(1).mean())),
+    ("1d", "summed over each sample's entries",
+     loss_with(reduce=lambda error: error.square().flatten(1).sum(1).mean())),
     ("1d", "summed, not averaged", loss_with(reduce=lambda error: error.square().sum())),
     ("1d", "the root of the mean square", loss_with(reduce=lambda error: error.square().mean().sqrt())),
     ("1d", "scored against x0, not the noise", loss_with(target=lambda x0, noise, x_t: x0)),
     ("1d", "noise not drawn from generator", loss_with(noise=lambda x0, generator: torch.randn_like(x0))),
     ("1d", "t not drawn from generator", loss_with(t=lambda T, N, generator: torch.randint(0, T, (N,)))),
-    ("1d", "generator ignored", loss_with_its_own_generator),
+    ("1d", "t not drawn from generator", loss_with_its_own_generator),
+    ("1d", "t not drawn from generator", loss_with(t=lambda T, N, generator: torch.arange(N) % T)),
+    ("1d", "noise not drawn from generator",
+     loss_with(noise=lambda x0, generator: torch.randn(x0.shape, generator=torch.Generator().manual_seed(0),
+                                                        dtype=x0.dtype))),
+    ("1d", "noise shared between entries",
+     loss_with(noise=lambda x0, generator: torch.randn((len(x0), 1, *x0.shape[2:]), generator=generator,
+                                                        dtype=x0.dtype).expand_as(x0))),
+    ("1d", "uniform noise", loss_with(noise=lambda x0, generator: torch.rand(x0.shape, generator=generator,
+                                                                             dtype=x0.dtype))),
+    ("1d", "alpha in place of alpha_bar",
+     loss_with(x_t=lambda x0, noise, alpha_bar, t: reference.forward(
+         x0, t, noise, alpha_bar / torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])))),
+    ("1d", "x_t not finite",
+     loss_with(x_t=lambda x0, noise, alpha_bar, t: level_at(alpha_bar, t, x0).sqrt() * x0
+               + (level_at(alpha_bar, t, x0) - 1).sqrt() * noise)),
+    ("1d", "x_t not in x0's dtype",
+     loss_with(x_t=lambda x0, noise, alpha_bar, t: reference.forward(x0, t, noise, alpha_bar).half())),
+    ("1d", "the loss is not finite", loss_with(reduce=lambda error: error.square().mean() * float("nan"))),
+    ("1d", "the square of the mean error", loss_with(reduce=lambda error: error.mean().square())),
+    ("1d", "a weighted loss", loss_p2_weighted),
+    ("1d", "scored against v, not the noise", loss_against_v),
     ("1c", "timestep outside the chain", sample_on_the_problem_sets_chain),
     ("1c", "eps_model given x that is not a tensor",
      sampler(change_model=lambda m: lambda x, t: torch.as_tensor(m(x.numpy(), t)))),
