@@ -328,7 +328,7 @@ def test_a_file_that_fails_to_import_is_shown_as_the_students(tmp_path, capsys):
         command.main(["1a", str(broken)])
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and "cell 3" in err and "NameError: name 'w'" in err and "get_ipython" not in err
-    assert "runs every code cell of the notebook" in err
+    assert "runs the notebook's cells" in err
 
 
 def test_a_check_call_left_in_a_python_file_does_not_print_a_second_report(tmp_path, capsys, one_thread):
@@ -336,10 +336,14 @@ def test_a_check_call_left_in_a_python_file_does_not_print_a_second_report(tmp_p
     solution.write_text(f"import torch\nfrom dgm.check import check\n\n"
                         f"{inspect.getsource(reference_solution.ddpm_schedules)}\n\ncheck(\"1a\")\n"
                         "result = check(\n    \"1a\",\n)\nassert result is None\n"
-                        "tables = [\n    check(\"1a\"),\n]\n")  # not a statement of its own: it runs
+                        "tables = [\n    check(\"1a\"),\n]\n"
+                        "for key in [\"1a\", \"1b\"]:\n    check(key)\n")  # in a loop or a list: none runs either
     with pytest.raises(SystemExit) as exit_:
         command.main(["1a", str(solution)])
-    assert exit_.value.code == 0 and capsys.readouterr().out.count("Problem 1a:") == 2
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and out.count("Problem 1a:") == 1 and "Problem 1b" not in out
+    command.check("1a", vars(reference_solution))  # after loading, check() checks again
+    assert capsys.readouterr().out.count("Problem 1a:") == 1
 
 
 def test_numpy_errors_the_student_raises_do_not_stop_the_checks(tmp_path, capsys, one_thread):

@@ -5,7 +5,6 @@ student's code raises), 2 for a usage error: a missing file or function, or a si
 """
 
 import argparse
-import ast
 import inspect
 import linecache
 import re
@@ -26,10 +25,13 @@ WIDTH = 110
 STATUS_WIDTH = len("not implemented")
 
 
+LOADING = {"file": None}  # the student's file while load_solutions runs it: its own check() calls do nothing then
+
+
 def load_solutions(path):
-    """The globals of the student's Python file or notebook, run as a module (its check("KEY") calls, and a notebook's
-    magics, shell lines and work for the problems without a check, left out). Its folder goes first on the import path
-    and stays there, so that imports inside their functions find files beside it."""
+    """The globals of the student's Python file or notebook, run as a module (its check("KEY") calls do nothing, and a
+    notebook's magics, shell lines and work for the problems without a check are left out). Its folder goes first on
+    the import path and stays there, so that imports inside their functions find files beside it."""
     path = Path(path)
     what = "a folder" if path.is_dir() else "neither a Python file nor a notebook"
     if path.is_dir() or (path.exists() and path.suffix not in (".py", ".ipynb")):
@@ -44,6 +46,7 @@ def load_solutions(path):
     module.__file__ = str(path)
     vars(module)["display"] = jupyter_display  # Jupyter's built-ins, which a notebook's cells may call
     vars(module)["get_ipython"] = NoJupyter
+    LOADING["file"] = path
     try:
         for filename, source in sources:
             linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
@@ -57,17 +60,18 @@ def load_solutions(path):
         raise
     except BaseException as error:  # their own class derived from BaseException, not Exception
         raise StudentError(student_traceback(error)) from None
+    finally:
+        LOADING["file"] = None
     return vars(module)
 
 
 def module_sources(path):
     """(file name for tracebacks, source) of a Python file, or of each code cell of a notebook ("ps4.ipynb, cell 5"),
-    without what the check must not run: top-level ``check("1a")`` calls (which would print a second report), what
-    only Jupyter runs (``without_magics``), and a notebook's cells under a problem that has no check
-    (``checked_cells``)."""
+    without what the check must not run: what only Jupyter runs (``without_magics``), and a notebook's cells under a
+    problem that has no check (``checked_cells``)."""
     if path.suffix == ".py":
         try:
-            return [(str(path), without_check_calls(path.read_text(encoding="utf-8")))]
+            return [(str(path), path.read_text(encoding="utf-8"))]
         except UnicodeDecodeError as error:
             raise UsageError(f"{path} is not UTF-8 text ({error}): save it as UTF-8") from None
     try:
@@ -78,7 +82,7 @@ def module_sources(path):
     if skipped:
         print(f"dgm check: runs {path}'s cells but those under Problem {' and '.join(skipped)}, which no check needs",
               file=sys.stderr)
-    return [(f"{path}, cell {number}", without_check_calls(without_magics(source))) for number, source in cells]
+    return [(f"{path}, cell {number}", without_magics(source)) for number, source in cells]
 
 
 PROBLEM_HEADING = re.compile(r"^#+\s*Problem\s+(\d[a-z])\b", re.MULTILINE)  # "## Problem 1d: training on MNIST"
@@ -135,27 +139,6 @@ def without_magics(source):
         return "\n".join(lines[:first] + ["pass  # " + lines[first].strip()] + body) + "\n"
     lines = [line if not is_jupyter_only(line) else
              line[:len(line) - len(line.lstrip())] + "pass  # " + line.strip() for line in lines]
-    return "\n".join(lines) + "\n"
-
-
-def without_check_calls(source):
-    """``source`` with each top-level statement ``check("KEY")`` turned into ``pass`` (and ``name = check("KEY")``
-    into ``name = None``), line numbers kept; a source that does not parse is left as it is, for its SyntaxError to be
-    shown."""
-    try:
-        statements = ast.parse(source).body
-    except SyntaxError:
-        return source
-    lines = source.splitlines()
-    for statement in statements:
-        call = statement.value if isinstance(statement, (ast.Expr, ast.Assign)) else None
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "check" \
-                and call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
-            first, last = statement.lineno - 1, statement.end_lineno - 1
-            indent = lines[first][:len(lines[first]) - len(lines[first].lstrip())]
-            kept = "pass" if isinstance(statement, ast.Expr) else \
-                " = ".join(ast.get_source_segment(source, target) for target in statement.targets) + " = None"
-            lines[first:last + 1] = [f"{indent}{kept}  # {lines[first].strip()}"] + [""] * (last - first)
     return "\n".join(lines) + "\n"
 
 
@@ -265,7 +248,10 @@ def run_and_print(problem, namespace):
 
 def check(problem, namespace=None):
     """Check ``problem`` (a key such as "1a", or "all") on the functions of ``namespace`` (by default the caller's
-    globals, as in a notebook cell) and print the verdicts."""
+    globals, as in a notebook cell) and print the verdicts. Does nothing while ``dgm check`` loads the file that
+    calls it: the command checks once, after."""
+    if LOADING["file"] is not None:
+        return
     if problem != "all" and problem not in PROBLEMS:
         raise ValueError(f"problem must be one of {', '.join(PROBLEMS)} or all, got {problem!r}")
     namespace = inspect.currentframe().f_back.f_globals if namespace is None else namespace
@@ -293,7 +279,7 @@ def main(argv=None):
     except StudentError as error:
         print(f"dgm check: {args.file} raised an error when imported:\n{error.report}", file=sys.stderr)
         if Path(args.file).suffix == ".ipynb":
-            print("dgm check runs every code cell of the notebook before it checks: fix that cell, or comment it out "
-                  "while it is unfinished", file=sys.stderr)
+            print("dgm check runs the notebook's cells, but those of the problems without a check, before it checks: "
+                  "fix that cell, or comment it out while it is unfinished", file=sys.stderr)
         raise SystemExit(1) from None
     raise SystemExit(exit_status(run_and_print(args.problem, namespace)))

@@ -311,8 +311,8 @@ def check_mean(sample, sigma):
     for a_mistake, b_mistake, name, explanation in mean_variants(chain, a_ref, b_ref):
         if within(a, a_mistake, a_error) and within(b, b_mistake, b_error):
             raise Mistake(name, f"{explanation}. {step[0].upper()}{step[1:]}", EPSILON_SECTION)
-    raise Mistake("wrong reverse mean", f"{step}. Your coefficients are a least-squares fit over the batch: a step "
-                  "that clips, or is otherwise not linear in x_t and eps, only approximates them", EPSILON_SECTION)
+    raise Mistake("wrong reverse mean", f"{step}. Your coefficients are a least-squares fit over the batch, exact "
+                  "for a step linear in x_t and eps, as Algorithm 2's is", EPSILON_SECTION)
 
 
 def stale_noise(network, samples, a_ref, b_ref):

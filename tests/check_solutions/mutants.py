@@ -424,6 +424,16 @@ def loss_by_multinomial_inline(eps_model, x0, alpha_bar, generator=None):
     return ((noise.double() - eps_model(x_t, t).double()) ** 2).mean()  # in float64
 
 
+def score_of_p_itself(x, t, weights, means, stds, beta_min, beta_max):
+    terms, x, m, v = reference.log_terms(x, t, weights, means, stds, beta_min, beta_max)
+    return (np.exp(terms) * (m - x) / v).sum(-1)  # grad p_t: never divided by p_t
+
+
+def score_with_softmax_over_everything(x, t, weights, means, stds, beta_min, beta_max):
+    terms, x, m, v = reference.log_terms(x, t, weights, means, stds, beta_min, beta_max)
+    return (scipy.special.softmax(terms) * (m - x) / v).sum(-1)  # no axis: over every point and component
+
+
 def loss_with_its_own_generator(eps_model, x0, alpha_bar, generator=None):
     return reference.loss(eps_model, x0, alpha_bar, torch.Generator().manual_seed(0))
 
@@ -744,6 +754,8 @@ MUTANTS = [
     ("1d", "the square of the mean error", loss_with(reduce=lambda error: error.mean().square())),
     ("1d", "a weighted loss", loss_p2_weighted),
     ("1d", "scored against v, not the noise", loss_against_v),
+    ("3b", "the gradient of p_t, not of log p_t", score_of_p_itself),
+    ("3b", "responsibilities normalised over every point", score_with_softmax_over_everything),
     ("1c", "timestep outside the chain", sample_on_the_problem_sets_chain),
     ("1c", "eps_model given x that is not a tensor",
      sampler(change_model=lambda m: lambda x, t: torch.as_tensor(m(x.numpy(), t)))),
