@@ -127,7 +127,8 @@ def score_variants(case, x):
          "a component's score is (m_i - x) / v_i, with v_i its variance, not its standard deviation", SCORE_SECTION),
         ((weights[:, None] * np.exp(log_pdfs) * component_scores).sum(0).reshape(x.shape),
          "the gradient of p_t, not of log p_t", "your score is sum_i pi_i N_i(x) (m_i - x) / v_i = grad p_t; the score "
-         "is grad log p_t = grad p_t / p_t, which divides by the density: the responsibilities sum to 1", SCORE_SECTION),
+         "is grad log p_t = grad p_t / p_t, which divides by the density: the responsibilities sum to 1",
+         SCORE_SECTION),
         (mixed_by_everything(np.log(weights)[:, None] + log_pdfs, component_scores, x.shape),
          "responsibilities normalised over every point",
          "your softmax normalises over the whole array, points and components together; the responsibilities of "
