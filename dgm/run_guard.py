@@ -48,6 +48,9 @@ def take_lock(out):
             handle = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         except FileNotFoundError:  # another dgm train removed the empty folder as it ended: make it again
             continue
+        except OSError as error:  # a lock file of another user's, say
+            raise ValueError(f"--out {out}: cannot open its lock file {lock} ({error.strerror}): choose another "
+                             "--out") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -58,6 +61,10 @@ def take_lock(out):
             process = f" (process {owner})" if owner.isdigit() else ""
             raise ValueError(f"--out {out} is being written by another dgm train{process}: wait for it to end, or "
                              "choose another --out") from None
+        except OSError as error:  # a file system without locks
+            os.close(handle)
+            raise ValueError(f"--out {out}: cannot lock {lock} ({error.strerror}); its file system does not keep "
+                             "locks: choose an --out on a local disk") from None
         with suppress(FileNotFoundError):
             if os.path.samestat(os.fstat(handle), os.stat(lock)):
                 return handle

@@ -64,13 +64,15 @@ def sample(eps_model, n, shape, schedule, sigma="beta", generator=None):
 
 # Problem 1d: training on MNIST
 #
-# Implement the loss of Algorithm 1, then train the DDPM with $T = 1000$ on MNIST and sample from it. The presets
-# weight the loss with P2 (*The reverse process > The epsilon parameterisation* (handout)); Algorithm 1 as the
-# problem set states it, a plain mean, is `--loss-weighting uniform`. Without a GPU, `--preset cpu` trains a smaller
-# model in 30 minutes (*The number of timesteps > Training on a laptop* (handout)):
+# Implement the loss of Algorithm 1; `dgm train` trains the DDPM with $T = 1000$ on MNIST with the library's own,
+# `DDPM.loss`, weighted with P2 by the presets (*The reverse process > The epsilon parameterisation* (handout));
+# Algorithm 1's plain mean is `--loss-weighting uniform`. Without a GPU, `--preset cpu` trains a smaller model in 30
+# minutes (*The number of timesteps > Training on a laptop* (handout)):
 #
-# ```bash .venv/bin/dgm train --preset gpu --T 1000 --out runs/T1000 .venv/bin/dgm sample --ckpt runs/T1000 --n 64
-# --out samples.png ```
+# ```bash
+# .venv/bin/dgm train --preset gpu --T 1000 --out runs/T1000
+# .venv/bin/dgm sample --ckpt runs/T1000 --n 64 --out samples.png
+# ```
 #
 # Check it with `.venv/bin/dgm check 1d exercises/solution_template.py`.
 def loss(eps_model, x0, alpha_bar, generator=None):
@@ -134,4 +136,4 @@ def score(x, t, weights, means, stds, beta_min, beta_max):
     raise NotImplementedError("Problem 3b: score")
 
 
-# Written by `make exercises`, which replaces this file only while it is unchanged: 910a4f12b218813e
+# Written by `make exercises`, which replaces this file only while it is unchanged: 73cf7d433d8871e7

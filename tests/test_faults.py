@@ -5,6 +5,7 @@ changed models on resume and broken inputs, reports and interrupted runs, the li
 """
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -303,6 +304,32 @@ def test_1e_a_lock_file_removed_as_it_is_taken_is_not_a_lock(run, capsys, monkey
         err = refused(capsys, ["train", "--resume", "--out", str(run), "--steps", "3"], "is being written by another")
         other = str(handed_over[0].pid)
         assert f"(process {other})" in err and snapshot(run) == {**before, Path(LOCK): other.encode()}
+
+
+def test_1e_the_lock_file_goes_before_the_lock_ends(tmp_path, monkeypatch):
+    """Removed while still locked: were the lock to end first, a second trainer could lock the file, this one remove
+    it, and a third make and lock a new one, two trainers holding the run."""
+    lock, closed = tmp_path / "run" / LOCK, []
+    real_close = os.close
+
+    def close(handle):
+        closed.append(lock.exists())
+        real_close(handle)
+
+    monkeypatch.setattr(dgm.run_guard.os, "close", close)
+    with run_lock(tmp_path / "run"):
+        assert lock.read_text() == str(os.getpid())
+    assert closed == [False]
+
+
+def test_1e_a_file_system_without_locks_is_a_clear_refusal(tmp_path, monkeypatch, capsys):
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(dgm.run_guard.fcntl, "flock", no_locks)
+    before = len(os.listdir("/dev/fd"))
+    refused(capsys, ["train", *TINY, "--steps", "1", "--out", str(tmp_path / "run")], "does not keep locks")
+    assert len(os.listdir("/dev/fd")) == before  # the lock file's descriptor closed
 
 
 def test_1f_the_run_lock_survives_another_trainer_removing_or_filling_its_folder(tmp_path, monkeypatch):

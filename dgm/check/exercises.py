@@ -148,10 +148,12 @@ def render_notebook(book=BOOK):
 
 
 def comment(text):
-    """Text as wrapped ``#`` comment lines, paragraphs kept."""
-    paragraphs = [" ".join(paragraph.split()) for paragraph in text.split("\n\n")]
-    return "\n#\n".join(textwrap.fill(paragraph, 116, initial_indent="# ", subsequent_indent="# ")
-                        for paragraph in paragraphs if paragraph)
+    """Text as wrapped ``#`` comment lines, paragraphs kept, and a fenced block (a command) line by line as it is."""
+    def commented(paragraph):
+        if paragraph.lstrip().startswith("```"):
+            return "\n".join(f"# {line}".rstrip() for line in paragraph.strip().splitlines())
+        return textwrap.fill(" ".join(paragraph.split()), 116, initial_indent="# ", subsequent_indent="# ")
+    return "\n#\n".join(commented(paragraph) for paragraph in text.split("\n\n") if paragraph.strip())
 
 
 def render_template(book=BOOK):

@@ -16,7 +16,7 @@ from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare, 
 from dgm.schedules import ddpm_schedules as reference_schedules
 
 EXERCISE_SECTION = "reverse-process-exercises"  # Problem 1d's contract: t and the noise drawn from generator
-LOSS_N, LOSS_SHAPE = 4000, (2, 3)  # 24,000 entries: a mean or a correlation off by 0.04 is 6 standard errors
+LOSS_N, LOSS_SHAPE = 4000, (2, 3)  # 24,000 entries: a mean or a correlation with x0 off by 0.04 is 6 standard errors
 UNIFORM_P_VALUE = 1e-6  # a chi-square p-value below it: t is not uniform over 0..T-1
 
 
@@ -51,10 +51,17 @@ def loss_inputs(dtype=torch.float32):
 def probe(loss, seed=0):
     """The student's loss on a float32 batch: (network, the result, x0, alpha_bar)."""
     network, (x0, alpha_bar) = LossNetwork(), loss_inputs()
-    with hint("out of bounds", "t holds array indices 0..T-1 (the book's steps 1..T): torch.randint(0, T, (N,)) "
-              "draws them, as its upper bound is left out"), \
-            hint("eps_model()", "the network is called as eps_model(x, t), with two positional arguments"):
-        result = call(loss, network, x0, alpha_bar, generator=torch.Generator().manual_seed(seed))
+
+    def eps_model(x, t):  # named as the student calls it, so that their TypeError reads right
+        return network(x, t)
+
+    eps_model.__qualname__ = "eps_model"
+
+    with hint("out of bounds", "t holds array indices 0..T-1 (the book's steps 1..T): draw them with "
+              "torch.randint(0, T, (N,)), whose upper bound is left out, and index alpha_bar[t] as it is "
+              "(not t + 1)"), hint("eps_model()", "the network is called as eps_model(x, t), with two positional "
+                                   "arguments"):
+        result = call(loss, eps_model, x0, alpha_bar, generator=torch.Generator().manual_seed(seed))
     return network, result, x0, alpha_bar
 
 
@@ -127,11 +134,14 @@ def check_loss_timesteps(loss):
                       f"{counts.tolist()}: Algorithm 1 draws t uniformly, torch.randint(0, T, (N,))", EPSILON_SECTION)
 
 
-def implied_noise(x, t, x0, levels, signal=np.sqrt, spread=lambda level: np.sqrt(1 - level), shift=0):
+def implied_noise(x, t, x0, levels, signal=np.sqrt, spread=lambda level: np.sqrt(1 - level), shift=0, wrap=False):
     """The noise that makes x = signal(level) x0 + spread(level) noise, with level = levels[t + shift] (levels is
-    alpha_bar, or a table a mistake puts in its place)."""
+    alpha_bar, or a table a mistake puts in its place), an index beyond the ends held there or, with ``wrap``, read
+    as Python reads alpha_bar[-1]."""
     levels = np.asarray(levels, dtype=np.float64)
-    level = levels[np.clip(t.numpy() + shift, 0, len(levels) - 1)].reshape(-1, *[1] * (x0.ndim - 1))
+    index = t.numpy() + shift
+    index = index % len(levels) if wrap else np.clip(index, 0, len(levels) - 1)
+    level = levels[index].reshape(-1, *[1] * (x0.ndim - 1))
     return (x.double().numpy() - signal(level) * x0.double().numpy()) / spread(level)
 
 
@@ -145,7 +155,8 @@ def is_fresh_normal(noise, x0):
 
 
 def input_variants(alpha_bar):
-    """x_t by a classic mistake of q(x_t | x_0): (name, explanation, table of levels, signal, spread, index shift)."""
+    """x_t by a classic mistake of q(x_t | x_0): (name, explanation, table of levels, signal, spread, index shift,
+    whether the index wraps)."""
     root, spread, plain = np.sqrt, (lambda level: np.sqrt(1 - level)), (lambda level: level)
     alpha = alpha_bar / np.concatenate([[1.0], alpha_bar[:-1]])
     named = [
@@ -157,10 +168,10 @@ def input_variants(alpha_bar):
          "it by the standard deviation sqrt(1 - alpha_bar[t])", root, lambda level: 1 - level, 0),
         ("signal and noise coefficients swapped", "your x_t = sqrt(1 - alpha_bar[t]) x0 + sqrt(alpha_bar[t]) noise",
          lambda level: np.sqrt(1 - level), root, 0),
+        ("alpha_bar indexed at t - 1", "your draw uses alpha_bar[t - 1] (at t = 0, Python's last entry); t is "
+         "already the array index of the book's step t + 1, so its level is alpha_bar[t]", root, spread, -1, True),
         ("alpha_bar indexed at t - 1", "your draw uses alpha_bar[t - 1]; t is already the array index of the book's "
          "step t + 1, so its level is alpha_bar[t]", root, spread, -1),
-        ("alpha_bar indexed at t + 1", "your draw uses alpha_bar[t + 1]; t is already the array index of the book's "
-         "step t + 1, so its level is alpha_bar[t]", root, spread, 1),
     ]
     return [(name, explanation, alpha_bar, *rest) for name, explanation, *rest in named] + [
         ("alpha in place of alpha_bar", "your draw uses alpha[t] = 1 - beta[t], one step's share of the signal; "
@@ -175,7 +186,8 @@ def check_loss_input(loss):
     x, t, _ = the_call(network)
     if x.shape != x0.shape:
         raise Mistake("x_t has the wrong shape", f"eps_model got x of shape {tuple(x.shape)} for x0 of shape "
-                      f"{tuple(x0.shape)}: x_t has x0's shape", MARGINAL_SECTION)
+                      f"{tuple(x0.shape)}: x_t has x0's shape, whatever a sample's shape; reshape alpha_bar[t] to "
+                      "(N, 1, ..., 1), alpha_bar[t].reshape(-1, *[1] * (x0.ndim - 1))", MARGINAL_SECTION)
     if x.dtype != x0.dtype:
         advice = ("alpha_bar is float64, and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's "
                   "dtype" if x.dtype == alpha_bar.dtype else "keep x_t in the dtype x0 comes in")
@@ -204,8 +216,8 @@ def check_loss_input(loss):
                           "noise has 0: draw one number per entry, torch.randn(x0.shape, generator=generator), not "
                           "one shared over channels or pixels", EPSILON_SECTION)
         return
-    for name, explanation, levels, signal, spread, shift in input_variants(table):
-        if is_fresh_normal(implied_noise(x, t, x0, levels, signal, spread, shift), x0):
+    for name, explanation, levels, *form in input_variants(table):
+        if is_fresh_normal(implied_noise(x, t, x0, levels, *form), x0):
             raise Mistake(name, explanation, MARGINAL_SECTION)
     flat = noise.reshape(-1)
     if flat.min() >= -1e-4 and flat.max() <= 1 + 1e-4:
@@ -277,7 +289,8 @@ def check_loss_generator(loss):
     if not np.allclose(noise, noise_again, atol=1e-5):
         raise Mistake("noise not drawn from generator", "two calls with generators seeded alike drew different "
                       "noise: draw it with torch.randn(x0.shape, generator=generator, dtype=x0.dtype) "
-                      "(torch.randn_like takes no generator)", EXERCISE_SECTION)
+                      "(torch.randn_like(x0) without generator= draws from torch's global generator)",
+                      EXERCISE_SECTION)
     for what, same, draw in (("t", torch.equal(t, t_other), "t = torch.randint(0, T, (N,), generator=generator)"),
                              ("noise", np.allclose(noise, noise_other, atol=1e-5),
                               "the noise with torch.randn(x0.shape, generator=generator, dtype=x0.dtype)")):

@@ -439,7 +439,7 @@ def check_generator(sample, sigma):
     if not np.array_equal(first, second):
         raise Mistake("noise not drawn from generator", "two runs with generators seeded alike gave different "
                       "samples: draw x_T and every z with torch.randn(..., generator=generator) (torch.randn_like "
-                      "takes no generator)", EXERCISE_SECTION)
+                      "without generator= draws from torch's global generator)", EXERCISE_SECTION)
     other_network, other, _ = probe(sample, seed=other_seed, sigma=sigma)
     if np.array_equal(first, other):
         raise Mistake("generator ignored", f"generators seeded {seed} and {other_seed} gave the same samples: the "

@@ -719,6 +719,8 @@ MUTANTS = [
                + (1 - level_at(alpha_bar, t, x0)).sqrt() * noise)),
     ("1d", "alpha_bar indexed at t - 1",
      loss_with(x_t=lambda x0, noise, alpha_bar, t: reference.forward(x0, (t - 1).clamp(min=0), noise, alpha_bar))),
+    ("1d", "alpha_bar indexed at t - 1",  # at t = 0, alpha_bar[-1]: Python's last entry
+     loss_with(x_t=lambda x0, noise, alpha_bar, t: reference.forward(x0, t - 1, noise, alpha_bar))),
     ("1d", "x_t not in x0's dtype", loss_with(x_t=lambda x0, noise, alpha_bar, t: forward_in_float64(x0, t, noise,
                                                                                                     alpha_bar))),
     ("1d", "eps_model given x0, not x_t", loss_with(x_t=lambda x0, noise, alpha_bar, t: x0)),
