@@ -11,7 +11,8 @@ import scipy.stats
 import torch
 
 from dgm.check.sampler_checks import EPSILON_SECTION, GENERATOR_SEEDS, TOLERANCE_IN_STANDARD_ERRORS
-from dgm.check.schedule_checks import MARGINAL_SECTION, NOTATION_SECTION, SHORT_CHAIN
+from dgm.check.schedule_checks import (COEFFICIENT_MISTAKES, INDEXED_EARLY, MARGINAL_SECTION, NOTATION_SECTION,
+                                      RESHAPE_HINT, SHORT_CHAIN, check_dtype)
 from dgm.check.verdicts import Mistake, Stopped, as_float_array, call, compare, hint
 from dgm.schedules import ddpm_schedules as reference_schedules
 
@@ -156,24 +157,14 @@ def is_fresh_normal(noise, x0):
 
 def input_variants(alpha_bar):
     """x_t by a classic mistake of q(x_t | x_0): (name, explanation, table of levels, signal, spread, index shift,
-    whether the index wraps)."""
-    root, spread, plain = np.sqrt, (lambda level: np.sqrt(1 - level)), (lambda level: level)
+    whether the index wraps), the coefficient mistakes being Problem 1b's."""
+    root, spread = np.sqrt, (lambda level: np.sqrt(1 - level))
     alpha = alpha_bar / np.concatenate([[1.0], alpha_bar[:-1]])
-    named = [
-        ("missing square roots in q(x_t | x_0)", "your x_t = alpha_bar[t] x0 + (1 - alpha_bar[t]) noise: the draw "
-         "has mean sqrt(alpha_bar[t]) x0 and variance 1 - alpha_bar[t]", plain, lambda level: 1 - level, 0),
-        ("missing square root on x0", "your coefficient of x0 is alpha_bar[t]; the draw at index t has mean "
-         "sqrt(alpha_bar[t]) x0", plain, spread, 0),
-        ("missing square root on the noise", "your coefficient of the noise is the variance 1 - alpha_bar[t]; scale "
-         "it by the standard deviation sqrt(1 - alpha_bar[t])", root, lambda level: 1 - level, 0),
-        ("signal and noise coefficients swapped", "your x_t = sqrt(1 - alpha_bar[t]) x0 + sqrt(alpha_bar[t]) noise",
-         lambda level: np.sqrt(1 - level), root, 0),
-        ("alpha_bar indexed at t - 1", "your draw uses alpha_bar[t - 1] (at t = 0, Python's last entry); t is "
-         "already the array index of the book's step t + 1, so its level is alpha_bar[t]", root, spread, -1, True),
-        ("alpha_bar indexed at t - 1", "your draw uses alpha_bar[t - 1]; t is already the array index of the book's "
-         "step t + 1, so its level is alpha_bar[t]", root, spread, -1),
-    ]
-    return [(name, explanation, alpha_bar, *rest) for name, explanation, *rest in named] + [
+    return [
+        *[(name, explanation, alpha_bar, signal, spread_of) for name, explanation, signal, spread_of
+          in COEFFICIENT_MISTAKES],
+        (*INDEXED_EARLY, alpha_bar, root, spread, -1, True),  # at t = 0, Python's last entry
+        (*INDEXED_EARLY, alpha_bar, root, spread, -1),  # held at the first entry
         ("alpha in place of alpha_bar", "your draw uses alpha[t] = 1 - beta[t], one step's share of the signal; "
          "q(x_t | x_0) jumps all t + 1 steps at once, with alpha_bar[t], the product of the alphas", alpha, root,
          spread, 0)]
@@ -186,13 +177,8 @@ def check_loss_input(loss):
     x, t, _ = the_call(network)
     if x.shape != x0.shape:
         raise Mistake("x_t has the wrong shape", f"eps_model got x of shape {tuple(x.shape)} for x0 of shape "
-                      f"{tuple(x0.shape)}: x_t has x0's shape, whatever a sample's shape; reshape alpha_bar[t] to "
-                      "(N, 1, ..., 1), alpha_bar[t].reshape(-1, *[1] * (x0.ndim - 1))", MARGINAL_SECTION)
-    if x.dtype != x0.dtype:
-        advice = ("alpha_bar is float64, and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's "
-                  "dtype" if x.dtype == alpha_bar.dtype else "keep x_t in the dtype x0 comes in")
-        raise Mistake("x_t not in x0's dtype", f"eps_model got x in {x.dtype} for x0 in {x0.dtype}: {advice}",
-                      MARGINAL_SECTION)
+                      f"{tuple(x0.shape)}: {RESHAPE_HINT}", MARGINAL_SECTION)
+    check_dtype(x, x0, alpha_bar, "eps_model got x in", otherwise="keep x_t in the dtype x0 comes in")
     if torch.equal(x, x0):
         raise Mistake("eps_model given x0, not x_t", "the network got the clean x0; it learns to predict the noise "
                       "of x_t = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise, so give it x_t", EPSILON_SECTION)

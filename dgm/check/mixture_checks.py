@@ -107,9 +107,9 @@ def score_variants(case, x):
     log_pdfs = closed_forms.normal_log_pdf(x.ravel()[None], mean, variance)
     responsibilities = scipy.special.softmax(np.log(weights)[:, None] + log_pdfs, axis=0)
 
-    def mixed_by(logits):
-        """The score with responsibilities softmax(logits) over the components."""
-        return (scipy.special.softmax(logits, axis=0) * component_scores).sum(0).reshape(x.shape)
+    def mixed_by(logits, axis=0):
+        """The score with responsibilities softmax(logits) over the components (axis=None: over every point too)."""
+        return (scipy.special.softmax(logits, axis=axis) * component_scores).sum(0).reshape(x.shape)
 
     return [
         (mixed_by(log_pdfs), "responsibilities without the weights",
@@ -129,16 +129,11 @@ def score_variants(case, x):
          "the gradient of p_t, not of log p_t", "your score is sum_i pi_i N_i(x) (m_i - x) / v_i = grad p_t; the score "
          "is grad log p_t = grad p_t / p_t, which divides by the density: the responsibilities sum to 1",
          SCORE_SECTION),
-        (mixed_by_everything(np.log(weights)[:, None] + log_pdfs, component_scores, x.shape),
+        (mixed_by(np.log(weights)[:, None] + log_pdfs, axis=None),
          "responsibilities normalised over every point",
          "your softmax normalises over the whole array, points and components together; the responsibilities of "
          "each x sum to 1 over the components alone (axis=-1 with x[..., None])", SCORE_SECTION),
     ]
-
-
-def mixed_by_everything(logits, component_scores, shape):
-    """The score with responsibilities normalised over every component and every point at once."""
-    return (scipy.special.softmax(logits) * component_scores).sum(0).reshape(shape)
 
 
 def fitted_level_variant(got, method, case, x):

@@ -126,6 +126,28 @@ def forward_inputs():
     return x0, t, noise, reference_schedules(*SHORT_CHAIN)["alpha_bar"]
 
 
+# The classic mistakes in the coefficients of q(x_t | x_0), as (name, explanation, signal(level), spread(level)) with
+# level = alpha_bar[t], for tensors and arrays alike: Problem 1b's forward and the x_t of Problem 1d's loss.
+COEFFICIENT_MISTAKES = (
+    ("missing square roots in q(x_t | x_0)",
+     "your x = alpha_bar[t] x0 + (1 - alpha_bar[t]) noise: the draw at index t has mean sqrt(alpha_bar[t]) x0 "
+     "and variance 1 - alpha_bar[t], so x = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise",
+     lambda level: level, lambda level: 1 - level),
+    ("missing square root on x0",
+     "your coefficient of x0 is alpha_bar[t]; the draw at index t has mean sqrt(alpha_bar[t]) x0",
+     lambda level: level, lambda level: (1 - level) ** 0.5),
+    ("missing square root on the noise",
+     "your coefficient of the noise is the variance 1 - alpha_bar[t]; scale the noise by the standard deviation "
+     "sqrt(1 - alpha_bar[t])", lambda level: level ** 0.5, lambda level: 1 - level),
+    ("signal and noise coefficients swapped",
+     "your x = sqrt(1 - alpha_bar[t]) x0 + sqrt(alpha_bar[t]) noise: the signal keeps sqrt(alpha_bar[t]), which "
+     "is near 1 for the first steps, and the noise gets sqrt(1 - alpha_bar[t])",
+     lambda level: (1 - level) ** 0.5, lambda level: level ** 0.5),
+)
+INDEXED_EARLY = ("alpha_bar indexed at t - 1", "your draw uses alpha_bar[t - 1]; t is already the array index "
+                 "k = 0..T-1 of step k + 1 (t = 0 is noised once), so its level is alpha_bar[t]")
+
+
 def forward_variants(x0, t, noise, alpha_bar):
     """What each classic mistake of q(x_t | x_0) returns, as (values, name, explanation, section)."""
     def at(index):
@@ -133,20 +155,9 @@ def forward_variants(x0, t, noise, alpha_bar):
 
     level = at(t)
     variants = [
-        (level * x0 + (1 - level) * noise, "missing square roots in q(x_t | x_0)",
-         "your x = alpha_bar[t] x0 + (1 - alpha_bar[t]) noise: the draw at index t has mean sqrt(alpha_bar[t]) x0 "
-         "and variance 1 - alpha_bar[t], so x = sqrt(alpha_bar[t]) x0 + sqrt(1 - alpha_bar[t]) noise"),
-        (level * x0 + (1 - level).sqrt() * noise, "missing square root on x0",
-         "your coefficient of x0 is alpha_bar[t]; the draw at index t has mean sqrt(alpha_bar[t]) x0"),
-        (level.sqrt() * x0 + (1 - level) * noise, "missing square root on the noise",
-         "your coefficient of the noise is the variance 1 - alpha_bar[t]; scale the noise by the standard deviation "
-         "sqrt(1 - alpha_bar[t])"),
-        ((1 - level).sqrt() * x0 + level.sqrt() * noise, "signal and noise coefficients swapped",
-         "your x = sqrt(1 - alpha_bar[t]) x0 + sqrt(alpha_bar[t]) noise: the signal keeps sqrt(alpha_bar[t]), which "
-         "is near 1 for the first steps, and the noise gets sqrt(1 - alpha_bar[t])"),
-        *[(closed_forms.forward_sample(x0, noise, level_before), "alpha_bar indexed at t - 1",
-           "your draw uses alpha_bar[t - 1]; t is already the array index k = 0..T-1 of step k + 1 (t = 0 is noised "
-           "once), so its level is alpha_bar[t]")
+        *[(signal(level) * x0 + spread(level) * noise, name, explanation)
+          for name, explanation, signal, spread in COEFFICIENT_MISTAKES],
+        *[(closed_forms.forward_sample(x0, noise, level_before), *INDEXED_EARLY)
           for level_before in (at(t - 1), at((t - 1).clamp(min=0)),  # wrapped to the last entry, or held at 0
                                torch.where(t == 0, 1.0, at((t - 1).clamp(min=0)).flatten()).reshape(-1, 1, 1, 1))],
         (closed_forms.forward_sample(x0, noise, at(t[:1])), "one timestep for the whole batch",
@@ -175,13 +186,18 @@ def forward_result(forward, x0, t, noise, alpha_bar):
     if not isinstance(result, torch.Tensor):
         raise Mistake("x_t is not a torch tensor", f"x_t is a {type(result).__name__}; the training loop passes it "
                       "to the network, so return a tensor like x0", MARGINAL_SECTION)
-    if result.dtype != x0.dtype:
-        advice = ("alpha_bar is float64, and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's "
-                  "dtype, such as alpha_bar[t].to(x0.dtype)" if result.dtype == alpha_bar.dtype else
-                  "return x_t in the dtype x0 comes in")
-        raise Mistake("x_t not in x0's dtype", f"x_t is {result.dtype} for x0 in {x0.dtype}: {advice}",
-                      MARGINAL_SECTION)
+    check_dtype(result, x0, alpha_bar, "x_t is")
     return values
+
+
+def check_dtype(x_t, x0, alpha_bar, what, otherwise="return x_t in the dtype x0 comes in"):
+    """Refuse an x_t (``what``: "x_t is", or where it was seen) in another dtype than x0's, naming alpha_bar's float64
+    when it came from there, else advising ``otherwise``."""
+    if x_t.dtype != x0.dtype:
+        advice = ("alpha_bar is float64, and a float32 network cannot take float64 input; cast alpha_bar[t] to x0's "
+                  "dtype, such as alpha_bar[t].to(x0.dtype)" if x_t.dtype == alpha_bar.dtype else otherwise)
+        raise Mistake("x_t not in x0's dtype", f"{what} {x_t.dtype} for x0 in {x0.dtype}: {advice}",
+                      MARGINAL_SECTION)
 
 
 def check_forward_shape(forward):
